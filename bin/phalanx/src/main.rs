@@ -1,0 +1,121 @@
+//! The `phalanx` binary: one subcommand per role. Each role is a library crate with
+//! `run(config, shutdown)`; this file only parses flags, sets up logging and calls it.
+
+// The binary is the one place that talks to the user on stdout/stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod genesis;
+
+/// phalanx: a proof-of-stake chain client in which one logical node or validator can be many
+/// machines.
+#[derive(Debug, Parser)]
+#[command(name = "phalanx", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log filter, as RUST_LOG (e.g. `info`, `phalanx=debug`).
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Arguments of a role that has not landed yet; accepted so that any invocation gets the
+/// "not available yet" message instead of a flag error.
+#[derive(Debug, clap::Args)]
+struct Pending {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The whole system in one process: validators, DV cluster, clustered node, producers,
+    /// executors, light client, JSON-RPC and dashboard.
+    Devnet(Pending),
+    /// One server of a (clustered) full node, owning a range of shard indices.
+    Node(Pending),
+    /// A validator client (one key or many).
+    Validator(Pending),
+    /// One member of a distributed validator cluster (create, dkg, run, reshare).
+    Dv(Pending),
+    /// A block producer.
+    Producer(Pending),
+    /// A bonded executor that signs state claims.
+    Executor(Pending),
+    /// A light client that serves verified reads.
+    Light(Pending),
+    /// Deterministic simulators (chain, dv, cluster, light).
+    Sim(Pending),
+    /// Benchmarks (execution, consensus, dv, cluster, light).
+    Bench(Pending),
+    /// Run Ethereum GeneralStateTests through phalanx's state layer and revm.
+    Statetest(Pending),
+    /// Write a deterministic devnet genesis and its keys from a seed.
+    Genesis(genesis::GenesisArgs),
+    /// Print a chain spec preset (or a spec file, checked) as TOML.
+    Spec {
+        /// Preset name (`devnet`, `minimal`) or path to a TOML file.
+        #[arg(default_value = "devnet")]
+        spec: String,
+    },
+}
+
+/// Where each role that has not landed yet will come from.
+fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
+    Some(match command {
+        Command::Devnet(_) => (
+            "devnet",
+            8,
+            "`phalanx devnet`: the whole system in one command",
+        ),
+        Command::Node(_) => ("node", 6, "Clustered full node"),
+        Command::Validator(_) => ("validator", 4, "Consensus (validator client)"),
+        Command::Dv(_) => ("dv", 5, "Distributed validator"),
+        Command::Producer(_) => ("producer", 4, "Consensus (producer)"),
+        Command::Executor(_) => ("executor", 7, "Executors' claims and the light client"),
+        Command::Light(_) => ("light", 7, "Executors' claims and the light client"),
+        Command::Sim(_) => (
+            "sim",
+            4,
+            "Consensus simulator (the first of the simulators)",
+        ),
+        Command::Bench(_) => (
+            "bench",
+            3,
+            "Execution benchmarks (the first of the benchmarks)",
+        ),
+        Command::Statetest(_) => ("statetest", 3, "Execution"),
+        Command::Genesis(_) | Command::Spec { .. } => return None,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_default())
+        .with_writer(std::io::stderr)
+        .init();
+
+    if let Some((name, issue, title)) = pending(&cli.command) {
+        eprintln!("phalanx {name}: not available yet; it lands with issue #{issue} ({title})");
+        return ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Command::Genesis(args) => genesis::run(args),
+        Command::Spec { spec } => phalanx_spec::ChainSpec::load(&spec)
+            .map(|s| print!("{}", s.to_toml()))
+            .map_err(anyhow::Error::from),
+        _ => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

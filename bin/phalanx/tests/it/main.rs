@@ -1,0 +1,112 @@
+//! Tests of the `phalanx` binary as a user runs it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
+
+use std::process::Command;
+
+fn phalanx() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_phalanx"))
+}
+
+const ROLES: &[&str] = &[
+    "devnet",
+    "node",
+    "validator",
+    "dv",
+    "producer",
+    "executor",
+    "light",
+];
+
+#[test]
+fn help_lists_every_role() {
+    let out = phalanx().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for role in ROLES
+        .iter()
+        .chain(&["genesis", "sim", "bench", "statetest"])
+    {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(role)),
+            "--help misses {role}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn roles_not_landed_fail_with_one_line() {
+    for role in ROLES.iter().chain(&["sim", "bench", "statetest"]) {
+        for extra in [&[][..], &["run", "--some-flag", "x"][..]] {
+            let out = phalanx().arg(role).args(extra).output().unwrap();
+            assert_eq!(out.status.code(), Some(2), "{role} {extra:?}");
+            let err = String::from_utf8(out.stderr).unwrap();
+            assert_eq!(err.lines().count(), 1, "{role}: {err}");
+            assert!(
+                err.contains("not available yet") && err.contains("issue #"),
+                "{role}: {err}"
+            );
+            assert!(out.stdout.is_empty());
+        }
+    }
+}
+
+#[test]
+fn genesis_is_deterministic_and_refuses_to_overwrite() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for dir in [&a, &b] {
+        let out = phalanx()
+            .args([
+                "genesis",
+                "--seed",
+                "s1",
+                "--validators",
+                "3",
+                "--accounts",
+                "2",
+                "--out",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ga = std::fs::read(a.path().join("genesis.json")).unwrap();
+    let gb = std::fs::read(b.path().join("genesis.json")).unwrap();
+    assert_eq!(ga, gb);
+    let again = phalanx()
+        .args(["genesis", "--seed", "s2", "--out"])
+        .arg(a.path())
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    let err = String::from_utf8(again.stderr).unwrap();
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+}
+
+#[test]
+fn user_errors_say_what_to_do() {
+    let out = phalanx().args(["spec", "mainnet-ish"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("unknown chain spec preset") && err.contains("devnet"),
+        "{err}"
+    );
+
+    let out = phalanx().args(["spec", "minimal"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("slots_per_epoch = 4")
+    );
+}

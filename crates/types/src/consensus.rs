@@ -1,0 +1,319 @@
+//! The SSZ containers of the chain (DESIGN.md "The chain").
+//!
+//! A block is ordered data: consensus checks signatures, structure and the shard commitments,
+//! and never executes a transaction.
+//!
+//! * The slot's validator signs a [`Declaration`] naming the producer allowed to build on
+//!   `parent_root`, the producer's share of fees, and the validator's RANDAO reveal. Two
+//!   different declarations for one slot are slashable ([`DeclarationSlashing`]).
+//! * The named producer signs a [`BlockHeader`] that embeds the signed declaration and commits
+//!   to each shard by `shard_roots[i] = hash_tree_root(shards[i])` and to the rest of the body
+//!   by `body_root = hash_tree_root(body)`.
+//! * A [`SignedBlock`] carries the header, the body and the shards. The shards are kept beside
+//!   the body, not inside it, so a server that owns shard `i` can check what it downloads
+//!   (header + shard `i`) against the header alone.
+//! * The block root is `hash_tree_root(BlockHeader)`.
+
+use ssz_derive::{Decode, Encode};
+use ssz_types::{BitList, VariableList};
+use tree_hash::TreeHash;
+use tree_hash_derive::TreeHash;
+
+pub use phalanx_crypto::{PublicKeyBytes, SignatureBytes};
+
+use crate::limits::{
+    MaxAttestations, MaxBytesPerTransaction, MaxClaims, MaxFraudProofBytes, MaxFraudProofs,
+    MaxShards, MaxSlashings, MaxTransactionsPerShard, MaxValidatorsPerCommittee,
+};
+use crate::primitives::{Epoch, ExecutorIndex, ProducerIndex, Root, Slot, ValidatorIndex};
+
+/// One encoded EIP-2718 transaction, opaque to consensus.
+pub type Transaction = VariableList<u8, MaxBytesPerTransaction>;
+
+macro_rules! container {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, TreeHash)]
+        #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty),*
+        }
+    };
+}
+
+container! {
+    /// An FFG checkpoint: the block at the start of `epoch`.
+    pub struct Checkpoint {
+        /// Epoch.
+        pub epoch: Epoch,
+        /// Root of the epoch's boundary block.
+        pub root: Root,
+    }
+}
+
+container! {
+    /// The slot's validator delegates building the block on `parent_root` to `producer`
+    /// (seed 000). Irreversible: a second, different declaration for the slot is slashable.
+    pub struct Declaration {
+        /// The slot.
+        pub slot: Slot,
+        /// The validator proposing at this slot.
+        pub proposer_index: ValidatorIndex,
+        /// The only block the producer may extend.
+        pub parent_root: Root,
+        /// The producer allowed to build.
+        pub producer: ProducerIndex,
+        /// Producer's share of the block's fees, in basis points (0..=10000).
+        pub fee_split_bps: u16,
+        /// The proposer's RANDAO reveal: its signature over the slot's epoch.
+        pub randao_reveal: SignatureBytes,
+    }
+}
+
+container! {
+    /// A declaration with the proposer's signature.
+    pub struct SignedDeclaration {
+        /// The declaration.
+        pub message: Declaration,
+        /// Proposer's BLS signature under the declaration domain.
+        pub signature: SignatureBytes,
+    }
+}
+
+container! {
+    /// The header of a block, signed by its producer.
+    pub struct BlockHeader {
+        /// The slot (equals the declaration's).
+        pub slot: Slot,
+        /// The parent block root (equals the declaration's).
+        pub parent_root: Root,
+        /// The proposer's signed declaration naming this producer.
+        pub declaration: SignedDeclaration,
+        /// The producer that built the block.
+        pub producer: ProducerIndex,
+        /// `hash_tree_root` of each shard, in shard order.
+        pub shard_roots: VariableList<Root, MaxShards>,
+        /// `hash_tree_root` of the [`BlockBody`].
+        pub body_root: Root,
+    }
+}
+
+container! {
+    /// A header with the producer's signature.
+    pub struct SignedBlockHeader {
+        /// The header.
+        pub message: BlockHeader,
+        /// Producer's BLS signature under the block-header domain.
+        pub signature: SignatureBytes,
+    }
+}
+
+container! {
+    /// One shard of a block: transactions executed in order, concurrently with other shards.
+    pub struct Shard {
+        /// Encoded EIP-2718 transactions.
+        pub transactions: VariableList<Transaction, MaxTransactionsPerShard>,
+    }
+}
+
+container! {
+    /// What an attester votes for: an LMD-GHOST head and an FFG source → target link.
+    pub struct AttestationData {
+        /// The slot of the attester's committee.
+        pub slot: Slot,
+        /// The committee's index within the slot.
+        pub committee_index: u64,
+        /// The head block the attester sees.
+        pub head_root: Root,
+        /// FFG source (the attester's justified checkpoint).
+        pub source: Checkpoint,
+        /// FFG target (the current epoch's boundary).
+        pub target: Checkpoint,
+    }
+}
+
+container! {
+    /// Aggregated attestation of one committee: equal data, BLS-aggregated signatures.
+    pub struct Attestation {
+        /// Which committee members signed.
+        pub aggregation_bits: BitList<MaxValidatorsPerCommittee>,
+        /// The common vote.
+        pub data: AttestationData,
+        /// Aggregate signature of the members set in `aggregation_bits`.
+        pub signature: SignatureBytes,
+    }
+}
+
+container! {
+    /// An attestation with explicit, sorted validator indices (slashing evidence).
+    pub struct IndexedAttestation {
+        /// Sorted indices of the signers.
+        pub attesting_indices: VariableList<ValidatorIndex, MaxValidatorsPerCommittee>,
+        /// The vote.
+        pub data: AttestationData,
+        /// Aggregate signature.
+        pub signature: SignatureBytes,
+    }
+}
+
+container! {
+    /// An executor's claim about the result of executing a block in one execution domain
+    /// (seed 003).
+    pub struct Claim {
+        /// Height of the claimed block.
+        pub height: u64,
+        /// Execution domain (0 = EVM).
+        pub domain: u64,
+        /// Post-state root of the parent block in this domain.
+        pub prev_state_root: Root,
+        /// Meta state root (over all domains) after the parent block.
+        pub prior_meta_state_root: Root,
+        /// Root of the claimed block.
+        pub block_hash: Root,
+        /// Root of each shard's effects, in shard order.
+        pub effects_roots: VariableList<Root, MaxShards>,
+        /// Post-state root of this block in this domain.
+        pub post_state_root: Root,
+    }
+}
+
+container! {
+    /// A claim with its bonded executor's signature.
+    pub struct SignedClaim {
+        /// The executor.
+        pub executor: ExecutorIndex,
+        /// The claim.
+        pub message: Claim,
+        /// Executor's BLS signature under the claim domain.
+        pub signature: SignatureBytes,
+    }
+}
+
+container! {
+    /// Two different declarations signed by one proposer for one slot.
+    pub struct DeclarationSlashing {
+        /// First declaration.
+        pub declaration_1: SignedDeclaration,
+        /// Second, different declaration for the same slot.
+        pub declaration_2: SignedDeclaration,
+    }
+}
+
+container! {
+    /// Two attestations that form an FFG double vote or surround vote.
+    pub struct AttesterSlashing {
+        /// First attestation.
+        pub attestation_1: IndexedAttestation,
+        /// Second attestation.
+        pub attestation_2: IndexedAttestation,
+    }
+}
+
+container! {
+    /// Evidence against a producer or an executor that only execution can judge: consensus
+    /// passes `payload` to a verifier the execution side implements.
+    pub struct FraudProof {
+        /// What is proven (see [`FraudProofKind`]).
+        pub kind: u8,
+        /// The block the proof is about.
+        pub block_root: Root,
+        /// The producer or executor index accused.
+        pub accused: u64,
+        /// Encoded proof (shards, witnesses); its format belongs to `kind`.
+        pub payload: VariableList<u8, MaxFraudProofBytes>,
+    }
+}
+
+/// The kinds of [`FraudProof`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FraudProofKind {
+    /// Two shards of one block wrote the same key: the producer built a void block.
+    ShardConflict = 0,
+    /// An executor's claim disagrees with re-execution of the block.
+    WrongClaim = 1,
+}
+
+impl TryFrom<u8> for FraudProofKind {
+    type Error = u8;
+    fn try_from(value: u8) -> Result<Self, u8> {
+        match value {
+            0 => Ok(Self::ShardConflict),
+            1 => Ok(Self::WrongClaim),
+            other => Err(other),
+        }
+    }
+}
+
+container! {
+    /// Everything in a block except the shards.
+    pub struct BlockBody {
+        /// Aggregated attestations.
+        pub attestations: VariableList<Attestation, MaxAttestations>,
+        /// Executors' claims.
+        pub claims: VariableList<SignedClaim, MaxClaims>,
+        /// Double-declaration evidence.
+        pub declaration_slashings: VariableList<DeclarationSlashing, MaxSlashings>,
+        /// Double/surround-vote evidence.
+        pub attester_slashings: VariableList<AttesterSlashing, MaxSlashings>,
+        /// Fraud proofs against producers and executors.
+        pub fraud_proofs: VariableList<FraudProof, MaxFraudProofs>,
+    }
+}
+
+container! {
+    /// A whole block: signed header, body and shards.
+    pub struct SignedBlock {
+        /// The signed header.
+        pub header: SignedBlockHeader,
+        /// The body (`header.body_root` commits to it).
+        pub body: BlockBody,
+        /// The shards (`header.shard_roots` commits to them).
+        pub shards: VariableList<Shard, MaxShards>,
+    }
+}
+
+container! {
+    /// One entry of a registry (validators, producers or executors): a BLS key, the stake or
+    /// bond behind it, and where its rewards go.
+    pub struct RegistryEntry {
+        /// BLS public key.
+        pub pubkey: PublicKeyBytes,
+        /// Stake (validators) or bond (producers, executors), in Gwei.
+        pub amount: u64,
+        /// Execution-layer address credited with rewards.
+        pub reward_address: alloy_primitives::Address,
+    }
+}
+
+impl BlockHeader {
+    /// The block root: `hash_tree_root` of the header.
+    pub fn root(&self) -> Root {
+        self.tree_hash_root()
+    }
+}
+
+impl SignedBlock {
+    /// The block root.
+    pub fn root(&self) -> Root {
+        self.header.message.root()
+    }
+
+    /// `hash_tree_root` of every shard, as `header.shard_roots` must hold them.
+    pub fn compute_shard_roots(&self) -> Vec<Root> {
+        self.shards.iter().map(TreeHash::tree_hash_root).collect()
+    }
+}
+
+impl Shard {
+    /// A shard from encoded transactions; fails if a limit is exceeded.
+    pub fn from_transactions(txs: Vec<Vec<u8>>) -> Result<Self, ssz_types::Error> {
+        let txs = txs
+            .into_iter()
+            .map(Transaction::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            transactions: VariableList::new(txs)?,
+        })
+    }
+}
