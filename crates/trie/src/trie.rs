@@ -403,11 +403,11 @@ pub fn prove<S: NodeSource>(source: &S, root: B256, key: &[u8]) -> Result<Vec<Ve
     Ok(proof)
 }
 
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Every `(key, value)` of the trie, in key order.
-pub fn entries<S: NodeSource>(
-    source: &S,
-    root: B256,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TrieError> {
+pub fn entries<S: NodeSource>(source: &S, root: B256) -> Result<Vec<Entry>, TrieError> {
     fn visit<S: NodeSource>(
         source: &S,
         ptr: Ptr,
