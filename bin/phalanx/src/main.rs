@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod genesis;
+mod statetest;
 
 /// phalanx: a proof-of-stake chain client in which one logical node or validator can be many
 /// machines.
@@ -52,8 +53,12 @@ enum Command {
     Sim(Pending),
     /// Benchmarks (execution, consensus, dv, cluster, light).
     Bench(Pending),
-    /// Run Ethereum GeneralStateTests through phalanx's state layer and revm.
-    Statetest(Pending),
+    /// Run Ethereum GeneralStateTests (Cancun entries) through phalanx's state layer and revm.
+    Statetest {
+        /// Test files or folders (searched recursively for `.json`).
+        #[arg(required = true)]
+        paths: Vec<std::path::PathBuf>,
+    },
     /// Write a deterministic devnet genesis and its keys from a seed.
     Genesis(genesis::GenesisArgs),
     /// Print a chain spec preset (or a spec file, checked) as TOML.
@@ -88,8 +93,7 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
             3,
             "Execution benchmarks (the first of the benchmarks)",
         ),
-        Command::Statetest(_) => ("statetest", 3, "Execution"),
-        Command::Genesis(_) | Command::Spec { .. } => return None,
+        Command::Genesis(_) | Command::Spec { .. } | Command::Statetest { .. } => return None,
     })
 }
 
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Genesis(args) => genesis::run(args),
+        Command::Statetest { paths } => statetest::run(&paths),
         Command::Spec { spec } => phalanx_spec::ChainSpec::load(&spec)
             .map(|s| print!("{}", s.to_toml()))
             .map_err(anyhow::Error::from),

@@ -70,6 +70,14 @@ pub enum GenesisError {
         /// What is wrong.
         problem: String,
     },
+    /// An EVM allocation is not allowed.
+    #[error("genesis alloc {address}: {problem}")]
+    Alloc {
+        /// The account.
+        address: Address,
+        /// What is wrong.
+        problem: String,
+    },
     /// No validators at all.
     #[error("genesis has no validators: a chain needs at least one")]
     NoValidators,
@@ -180,6 +188,22 @@ impl Genesis {
                         entry.amount
                     )));
                 }
+            }
+        }
+        for (address, account) in &self.alloc {
+            // EIP-7610: an account with storage but no code and a zero nonce makes contract
+            // creation at its address a collision, a rule revm does not model; such accounts
+            // can only come from genesis, so genesis refuses them.
+            let has_storage = account
+                .storage
+                .as_ref()
+                .is_some_and(|s| s.values().any(|v| !v.is_zero()));
+            let has_code = account.code.as_ref().is_some_and(|c| !c.is_empty());
+            if has_storage && !has_code && account.nonce.unwrap_or(0) == 0 {
+                return Err(GenesisError::Alloc {
+                    address: *address,
+                    problem: "has storage but no code and a zero nonce (EIP-7610); give it code or a nonce".into(),
+                });
             }
         }
         Ok(())

@@ -36,7 +36,7 @@ fn help_lists_every_role() {
 
 #[test]
 fn roles_not_landed_fail_with_one_line() {
-    for role in ROLES.iter().chain(&["sim", "bench", "statetest"]) {
+    for role in ROLES.iter().chain(&["sim", "bench"]) {
         for extra in [&[][..], &["run", "--some-flag", "x"][..]] {
             let out = phalanx().arg(role).args(extra).output().unwrap();
             assert_eq!(out.status.code(), Some(2), "{role} {extra:?}");
@@ -109,4 +109,22 @@ fn user_errors_say_what_to_do() {
             .unwrap()
             .contains("slots_per_epoch = 4")
     );
+}
+
+#[test]
+fn statetest_runs_a_folder_and_prints_the_summary_line() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/vectors/ethereum-tests/GeneralStateTests/stExample");
+    let out = phalanx().arg("statetest").arg(&dir).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    let last = stdout.lines().last().unwrap();
+    let passed: usize = last.split(' ').next().unwrap().parse().unwrap();
+    assert!(passed > 0 && last.contains(" passed, 0 failed"), "{last}");
+
+    let missing = phalanx()
+        .args(["statetest", "/no/such/dir"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
 }

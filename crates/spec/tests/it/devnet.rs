@@ -133,6 +133,22 @@ fn bad_genesis_files_are_explained() {
         })
     ));
 
+    let mut storage_only = genesis.clone();
+    let (addr, account) = storage_only.alloc.iter_mut().next().unwrap();
+    let addr = *addr;
+    account.storage = Some(
+        [(
+            alloy_primitives::B256::ZERO,
+            alloy_primitives::B256::repeat_byte(1),
+        )]
+        .into(),
+    );
+    let err = Genesis::from_json(&storage_only.to_json(), "g").unwrap_err();
+    assert!(
+        matches!(err, GenesisError::Alloc { address, .. } if address == addr),
+        "{err}"
+    );
+
     let mut none = genesis;
     none.validators.clear();
     assert!(matches!(

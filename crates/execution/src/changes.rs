@@ -1,0 +1,410 @@
+//! State changes, the conflict rule and the effects root.
+//!
+//! A shard's *effects* are the keys whose value it changed relative to the parent state, with
+//! the new values. A key is either an account's fields (nonce, balance, code) or one storage
+//! slot. Wiping an account's storage (self-destruct, re-creation, EIP-161 removal) writes its
+//! account key and every one of its slots.
+//!
+//! **Conflict rule** (seed 000, DESIGN.md "Execution"): if two shards of a block change the
+//! same key, the block is void. The conflict reported is the smallest key (by address, the
+//! account key before its slots, slots ascending) with the first two shards that wrote it.
+//!
+//! The effects root of a shard is `hash_tree_root` of its [`ShardEffects`] (SSZ), so a
+//! dispute about a block can be narrowed to one shard.
+
+use std::collections::BTreeMap;
+
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy_trie::TrieAccount;
+use phalanx_trie::{EMPTY_ROOT, NodeSource, TrieUpdate};
+use ssz_derive::{Decode, Encode};
+use ssz_types::VariableList;
+use tree_hash::TreeHash;
+use tree_hash_derive::TreeHash;
+use typenum::U1048576;
+
+use crate::error::StateError;
+use crate::reader::{StateReader, encode_account, encode_storage};
+
+/// An account's fields other than its storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountFields {
+    /// Nonce.
+    pub nonce: u64,
+    /// Balance in wei.
+    pub balance: U256,
+    /// Hash of its code (`KECCAK_EMPTY` for none).
+    pub code_hash: B256,
+}
+
+/// What changed in one account, relative to the parent state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccountChange {
+    /// `None`: fields unchanged; `Some(None)`: the account was removed; `Some(Some(f))`: set.
+    pub fields: Option<Option<AccountFields>>,
+    /// The storage was wiped before `storage` was applied.
+    pub storage_cleared: bool,
+    /// Slots set (a zero value removes the slot).
+    pub storage: BTreeMap<U256, U256>,
+}
+
+impl AccountChange {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_none() && !self.storage_cleared && self.storage.is_empty()
+    }
+
+    /// Whether the account key itself is written.
+    pub fn writes_account(&self) -> bool {
+        self.fields.is_some() || self.storage_cleared
+    }
+}
+
+/// Changes to a state: accounts and the code they introduced.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Changes {
+    /// Per-account changes.
+    pub accounts: BTreeMap<Address, AccountChange>,
+    /// New contract code by hash.
+    pub codes: BTreeMap<B256, Bytes>,
+}
+
+/// A key of the state, as the conflict rule sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StateKey {
+    /// An account's nonce, balance and code.
+    Account(Address),
+    /// One storage slot.
+    Storage(Address, U256),
+}
+
+impl std::fmt::Display for StateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateKey::Account(a) => write!(f, "account {a}"),
+            StateKey::Storage(a, s) => write!(f, "storage {a} slot {s:#x}"),
+        }
+    }
+}
+
+/// The smallest key two changes to the same account both write, if any.
+fn first_shared_key(address: Address, a: &AccountChange, b: &AccountChange) -> Option<StateKey> {
+    if a.writes_account() && b.writes_account() {
+        return Some(StateKey::Account(address));
+    }
+    // A wipe writes every slot; otherwise only the listed ones.
+    let slot = match (a.storage_cleared, b.storage_cleared) {
+        (true, _) if !b.storage.is_empty() => b.storage.keys().next().copied(),
+        (_, true) if !a.storage.is_empty() => a.storage.keys().next().copied(),
+        _ => a
+            .storage
+            .keys()
+            .find(|s| b.storage.contains_key(*s))
+            .copied(),
+    };
+    slot.map(|s| StateKey::Storage(address, s))
+}
+
+/// A write-write conflict between two shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conflict {
+    /// The key both shards changed.
+    pub key: StateKey,
+    /// The lower shard index.
+    pub shard_a: usize,
+    /// The higher shard index.
+    pub shard_b: usize,
+}
+
+/// Finds the conflict the rule reports, if any.
+pub fn find_conflict(shards: &[&Changes]) -> Option<Conflict> {
+    let mut writers: BTreeMap<Address, Vec<(usize, &AccountChange)>> = BTreeMap::new();
+    for (i, changes) in shards.iter().enumerate() {
+        for (address, change) in &changes.accounts {
+            writers.entry(*address).or_default().push((i, change));
+        }
+    }
+    let mut best: Option<Conflict> = None;
+    for (address, list) in writers.iter().filter(|(_, l)| l.len() > 1) {
+        for (x, (ia, a)) in list.iter().enumerate() {
+            for (ib, b) in &list[x + 1..] {
+                if let Some(key) = first_shared_key(*address, a, b) {
+                    let candidate = Conflict {
+                        key,
+                        shard_a: *ia,
+                        shard_b: *ib,
+                    };
+                    let better = best.is_none_or(|cur| {
+                        (candidate.key, candidate.shard_a, candidate.shard_b)
+                            < (cur.key, cur.shard_a, cur.shard_b)
+                    });
+                    if better {
+                        best = Some(candidate);
+                    }
+                }
+            }
+        }
+        if best.is_some() {
+            // Addresses are visited in order, so the first address with a conflict holds the
+            // smallest key.
+            return best;
+        }
+    }
+    best
+}
+
+/// Merges conflict-free changes of several shards into the block's changes.
+pub fn merge(shards: &[&Changes]) -> Changes {
+    let mut out = Changes::default();
+    for changes in shards {
+        for (address, change) in &changes.accounts {
+            let merged = out.accounts.entry(*address).or_default();
+            if change.fields.is_some() {
+                merged.fields = change.fields;
+            }
+            if change.storage_cleared {
+                merged.storage_cleared = true;
+            }
+            merged
+                .storage
+                .extend(change.storage.iter().map(|(k, v)| (*k, *v)));
+        }
+        out.codes
+            .extend(changes.codes.iter().map(|(k, v)| (*k, v.clone())));
+    }
+    out
+}
+
+/// Largest number of accounts or slots in one shard's effects.
+pub type MaxEffects = U1048576;
+
+/// One slot's new value in [`AccountEffect`].
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, TreeHash)]
+pub struct SlotEffect {
+    /// Slot (big-endian).
+    pub slot: B256,
+    /// New value (big-endian; zero = removed).
+    pub value: B256,
+}
+
+/// One account's changes, in canonical SSZ form.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, TreeHash)]
+pub struct AccountEffect {
+    /// The account.
+    pub address: Address,
+    /// 0: fields unchanged, 1: set to the fields below, 2: account removed.
+    pub fields_kind: u8,
+    /// Nonce (if set).
+    pub nonce: u64,
+    /// Balance, big-endian (if set).
+    pub balance: B256,
+    /// Code hash (if set).
+    pub code_hash: B256,
+    /// Storage wiped first.
+    pub storage_cleared: bool,
+    /// Slots set, ascending.
+    pub storage: VariableList<SlotEffect, MaxEffects>,
+}
+
+/// A shard's effects, in canonical SSZ form: its root is the shard's effects root.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, TreeHash)]
+pub struct ShardEffects {
+    /// Changed accounts, ascending by address.
+    pub accounts: VariableList<AccountEffect, MaxEffects>,
+    /// Gas used by the shard.
+    pub gas_used: u64,
+    /// Fees the shard collected (wei, big-endian), before the split.
+    pub fees: B256,
+}
+
+impl ShardEffects {
+    /// Canonical form of `changes`. Fails only past 2^20 accounts or slots, which no shard
+    /// within the gas limit can reach.
+    pub fn new(changes: &Changes, gas_used: u64, fees: U256) -> Result<Self, String> {
+        let accounts = changes
+            .accounts
+            .iter()
+            .map(|(address, c)| {
+                let (fields_kind, f) = match c.fields {
+                    None => (0, None),
+                    Some(Some(f)) => (1, Some(f)),
+                    Some(None) => (2, None),
+                };
+                let storage = c
+                    .storage
+                    .iter()
+                    .map(|(k, v)| SlotEffect {
+                        slot: B256::from(*k),
+                        value: B256::from(*v),
+                    })
+                    .collect::<Vec<_>>();
+                Ok(AccountEffect {
+                    address: *address,
+                    fields_kind,
+                    nonce: f.map(|f| f.nonce).unwrap_or_default(),
+                    balance: f.map(|f| B256::from(f.balance)).unwrap_or_default(),
+                    code_hash: f.map(|f| f.code_hash).unwrap_or_default(),
+                    storage_cleared: c.storage_cleared,
+                    storage: VariableList::new(storage).map_err(|e| format!("{e:?}"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Self {
+            accounts: VariableList::new(accounts).map_err(|e| format!("{e:?}"))?,
+            gas_used,
+            fees: B256::from(fees),
+        })
+    }
+
+    /// The effects root.
+    pub fn root(&self) -> B256 {
+        self.tree_hash_root()
+    }
+}
+
+/// The result of applying changes to a state's tries.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    /// The new state root.
+    pub root: B256,
+    /// New trie nodes `(hash, rlp)`.
+    pub nodes: Vec<(B256, Vec<u8>)>,
+    /// Every changed account's new record (`None` = removed), storage root included.
+    pub accounts: BTreeMap<Address, Option<TrieAccount>>,
+}
+
+/// Applies `changes` to the state with root `parent_root`: updates each touched storage trie,
+/// then the account trie. Only nodes on touched paths are read or written.
+pub fn apply_changes<N: NodeSource, R: StateReader>(
+    nodes: &N,
+    parent: &R,
+    parent_root: B256,
+    changes: &Changes,
+) -> Result<Applied, StateError> {
+    let mut out = Applied::default();
+    let mut accounts = TrieUpdate::new(nodes, parent_root);
+    for (address, change) in &changes.accounts {
+        if change.is_empty() {
+            continue;
+        }
+        let key = keccak256(address);
+        let before = parent.account(*address)?;
+        let fields = match change.fields {
+            Some(f) => f,
+            None => before.map(|a| AccountFields {
+                nonce: a.nonce,
+                balance: a.balance,
+                code_hash: a.code_hash,
+            }),
+        };
+        let Some(fields) = fields else {
+            accounts.remove(key.as_slice())?;
+            out.accounts.insert(*address, None);
+            continue;
+        };
+        let mut storage_root = match (change.storage_cleared, before) {
+            (false, Some(a)) => a.storage_root,
+            _ => EMPTY_ROOT,
+        };
+        if !change.storage.is_empty() {
+            let mut storage = TrieUpdate::new(nodes, storage_root);
+            for (slot, value) in &change.storage {
+                storage.insert(
+                    keccak256(B256::from(*slot)).as_slice(),
+                    encode_storage(*value),
+                )?;
+            }
+            let (root, new_nodes) = storage.commit();
+            storage_root = root;
+            out.nodes.extend(new_nodes);
+        }
+        let record = TrieAccount {
+            nonce: fields.nonce,
+            balance: fields.balance,
+            storage_root,
+            code_hash: fields.code_hash,
+        };
+        accounts.insert(key.as_slice(), encode_account(&record))?;
+        out.accounts.insert(*address, Some(record));
+    }
+    let (root, new_nodes) = accounts.commit();
+    out.root = root;
+    out.nodes.extend(new_nodes);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(n: u64) -> Option<Option<AccountFields>> {
+        Some(Some(AccountFields {
+            nonce: n,
+            balance: U256::from(n),
+            code_hash: B256::ZERO,
+        }))
+    }
+
+    fn changes(entries: Vec<(u8, AccountChange)>) -> Changes {
+        Changes {
+            accounts: entries
+                .into_iter()
+                .map(|(a, c)| (Address::repeat_byte(a), c))
+                .collect(),
+            codes: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn conflicts_follow_the_key_model() {
+        let slot = |s: u64| AccountChange {
+            storage: [(U256::from(s), U256::from(1))].into(),
+            ..Default::default()
+        };
+        let acct = AccountChange {
+            fields: fields(1),
+            ..Default::default()
+        };
+        let wipe = AccountChange {
+            storage_cleared: true,
+            fields: fields(0),
+            ..Default::default()
+        };
+        // Fields in one shard, a slot of the same account in another: different keys.
+        assert_eq!(
+            find_conflict(&[
+                &changes(vec![(1, acct.clone())]),
+                &changes(vec![(1, slot(3))])
+            ]),
+            None
+        );
+        // Same slot: conflict on that slot.
+        let c = find_conflict(&[
+            &changes(vec![(1, slot(3))]),
+            &changes(vec![(2, acct.clone())]),
+            &changes(vec![(1, slot(3))]),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.key, c.shard_a, c.shard_b),
+            (
+                StateKey::Storage(Address::repeat_byte(1), U256::from(3)),
+                0,
+                2
+            )
+        );
+        // A wipe conflicts with any slot write of the account.
+        let c = find_conflict(&[&changes(vec![(1, slot(9))]), &changes(vec![(1, wipe)])]).unwrap();
+        assert_eq!(
+            c.key,
+            StateKey::Storage(Address::repeat_byte(1), U256::from(9))
+        );
+        // The smallest conflicting address is reported.
+        let c = find_conflict(&[
+            &changes(vec![(5, acct.clone()), (2, acct.clone())]),
+            &changes(vec![(5, acct.clone()), (2, acct)]),
+        ])
+        .unwrap();
+        assert_eq!(c.key, StateKey::Account(Address::repeat_byte(2)));
+    }
+}

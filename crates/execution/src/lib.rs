@@ -1,0 +1,20 @@
+//! Execution: phalanx's sharded, parallel state transition over revm, and the provable state
+//! it runs on.
+//!
+//! Consensus orders blocks and never executes them; this crate trails behind it, turning each
+//! ordered block into a post-state root (DESIGN.md "Execution", seeds 000, 002, 003). It does
+//! not depend on the consensus crate.
+//!
+//! * [`changes`]: effects, the conflict rule, effects roots, applying changes to the tries.
+//! * [`evm`]: one shard's transactions on revm over an overlay of the parent state.
+//! * [`reader`]: the parent-state seam ([`StateReader`]), and reading straight from a trie.
+//! * [`statetest`]: Ethereum's GeneralStateTests through this state layer.
+
+pub mod changes;
+pub mod error;
+pub mod evm;
+pub mod reader;
+pub mod statetest;
+
+pub use error::{ExecError, StateError};
+pub use reader::{StateReader, TrieStateReader};
