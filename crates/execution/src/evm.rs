@@ -382,3 +382,112 @@ pub fn logs_hash(logs: &[Log]) -> B256 {
     alloy_rlp::encode_list(logs, &mut out);
     alloy_primitives::keccak256(&out)
 }
+
+/// Why a transaction was skipped: it changes nothing and uses no gas.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SkipReason {
+    /// Not an EIP-2718 transaction.
+    #[error("undecodable: {0}")]
+    Undecodable(String),
+    /// The signature does not recover a sender.
+    #[error("bad signature")]
+    BadSignature,
+    /// Missing or wrong EIP-155 chain id.
+    #[error("wrong chain id: expected {expected}, got {got:?}")]
+    WrongChainId {
+        /// The chain's id.
+        expected: u64,
+        /// The transaction's.
+        got: Option<u64>,
+    },
+    /// A transaction type phalanx does not run (blob, set-code).
+    #[error("transaction type {0} is not supported")]
+    UnsupportedType(u8),
+    /// Nonce is not the sender's next nonce.
+    #[error("bad nonce: account is at {expected}, transaction has {got}")]
+    BadNonce {
+        /// The account's nonce.
+        expected: u64,
+        /// The transaction's.
+        got: u64,
+    },
+    /// The sender cannot pay gas limit × fee + value.
+    #[error("cannot pay: {0}")]
+    CannotPay(String),
+    /// The gas limit is below the intrinsic gas.
+    #[error("intrinsic gas too low: {0}")]
+    IntrinsicGasTooLow(String),
+    /// The fee cap is below the base fee, or the tip above the cap.
+    #[error("fee too low: {0}")]
+    FeeTooLow(String),
+    /// EIP-3607: the sender has code.
+    #[error("sender has code (EIP-3607)")]
+    SenderHasCode,
+    /// Any other rule of transaction validity.
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+impl From<InvalidTransaction> for SkipReason {
+    fn from(e: InvalidTransaction) -> Self {
+        match e {
+            InvalidTransaction::NonceTooHigh { tx, state }
+            | InvalidTransaction::NonceTooLow { tx, state } => SkipReason::BadNonce {
+                expected: state,
+                got: tx,
+            },
+            InvalidTransaction::LackOfFundForMaxFee { .. }
+            | InvalidTransaction::OverflowPaymentInTransaction => {
+                SkipReason::CannotPay(e.to_string())
+            }
+            InvalidTransaction::CallGasCostMoreThanGasLimit { .. }
+            | InvalidTransaction::GasFloorMoreThanGasLimit { .. } => {
+                SkipReason::IntrinsicGasTooLow(e.to_string())
+            }
+            InvalidTransaction::GasPriceLessThanBasefee
+            | InvalidTransaction::PriorityFeeGreaterThanMaxFee => {
+                SkipReason::FeeTooLow(e.to_string())
+            }
+            InvalidTransaction::RejectCallerWithCode => SkipReason::SenderHasCode,
+            InvalidTransaction::InvalidChainId | InvalidTransaction::MissingChainId => {
+                SkipReason::Invalid(e.to_string())
+            }
+            other => SkipReason::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// The EVM transaction of a decoded, recovered envelope; blob (type 3) and set-code (type 4)
+/// transactions are not run.
+pub fn tx_env(
+    tx: &alloy_consensus::TxEnvelope,
+    sender: Address,
+    chain_id: u64,
+) -> Result<TxEnv, SkipReason> {
+    use alloy_consensus::Transaction as _;
+    use alloy_consensus::TxEnvelope as E;
+    if tx.chain_id() != Some(chain_id) {
+        return Err(SkipReason::WrongChainId {
+            expected: chain_id,
+            got: tx.chain_id(),
+        });
+    }
+    let ty = tx.tx_type() as u8;
+    if matches!(tx, E::Eip4844(_) | E::Eip7702(_)) {
+        return Err(SkipReason::UnsupportedType(ty));
+    }
+    Ok(TxEnv {
+        tx_type: ty,
+        caller: sender,
+        gas_limit: tx.gas_limit(),
+        gas_price: tx.max_fee_per_gas(),
+        kind: tx.kind(),
+        value: tx.value(),
+        data: tx.input().clone(),
+        nonce: tx.nonce(),
+        chain_id: tx.chain_id(),
+        access_list: tx.access_list().cloned().unwrap_or_default(),
+        gas_priority_fee: tx.max_priority_fee_per_gas(),
+        ..TxEnv::default()
+    })
+}

@@ -5,16 +5,23 @@
 //! ordered block into a post-state root (DESIGN.md "Execution", seeds 000, 002, 003). It does
 //! not depend on the consensus crate.
 //!
+//! * [`block`]: the state transition of a block, rule by rule.
 //! * [`changes`]: effects, the conflict rule, effects roots, applying changes to the tries.
 //! * [`evm`]: one shard's transactions on revm over an overlay of the parent state.
 //! * [`reader`]: the parent-state seam ([`StateReader`]), and reading straight from a trie.
+//! * [`store`]: the state on disk (redb) with unfinalized blocks as in-memory overlays.
+//! * [`witness`]: witnesses and stateless re-execution; [`conflict`]: conflict proofs.
 //! * [`statetest`]: Ethereum's GeneralStateTests through this state layer.
 
+pub mod block;
 pub mod changes;
+pub mod conflict;
 pub mod error;
 pub mod evm;
 pub mod reader;
 pub mod statetest;
+pub mod store;
+pub mod witness;
 
 pub use error::{ExecError, StateError};
 pub use reader::{StateReader, TrieStateReader};

@@ -2,4 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
 
+mod block;
 mod statetests;
+mod store;
+mod util;
+mod witness;

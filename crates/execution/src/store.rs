@@ -1,0 +1,566 @@
+//! The state on disk (redb) and the unfinalized blocks above it (in memory).
+//!
+//! * **Persisted**: the state after the last finalized block, as flat tables (accounts,
+//!   storage, code) for fast reads, plus every trie node ever committed, keyed by hash. Nodes
+//!   are never deleted, so the root of every persisted block stays provable.
+//! * **Overlays**: each executed, unfinalized block keeps its changes, its new trie nodes and
+//!   its code in memory, linked to its parent. The parent state of any unfinalized block is
+//!   its overlay chain over the persisted state, so forks are executed side by side and a
+//!   reorg needs no unwinding: abandoned overlays are simply dropped.
+//! * **Finalizing** a block writes its overlay chain into the database in one transaction
+//!   (redb commits are durable and atomic: a crash leaves either the old or the new state,
+//!   never a mix) and drops every overlay that does not descend from it.
+//! * The state root is updated incrementally: each block re-hashes only the trie nodes on
+//!   the paths it touched.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_trie::TrieAccount;
+use phalanx_trie::{EMPTY_ROOT, NodeSource, TrieError};
+use redb::{ReadOnlyTable, ReadableDatabase, TableDefinition};
+
+use crate::block::{BlockEnv, BlockResult, execute_block};
+use crate::changes::{Changes, apply_changes};
+use crate::error::{ExecError, StateError};
+use crate::reader::{CodeSource, EmptyState, StateReader, decode_account, encode_account};
+
+const NODES: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("trie_nodes");
+const ACCOUNTS: TableDefinition<'_, &[u8; 20], &[u8]> = TableDefinition::new("accounts");
+const STORAGE: TableDefinition<'_, &[u8; 52], &[u8; 32]> = TableDefinition::new("storage");
+const CODE: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("code");
+const BLOCKS: TableDefinition<'_, &[u8; 32], &[u8; 40]> = TableDefinition::new("blocks");
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+
+fn db_err(e: impl std::fmt::Display) -> StateError {
+    StateError::Database(e.to_string())
+}
+
+fn storage_key(address: Address, slot: U256) -> [u8; 52] {
+    let mut key = [0u8; 52];
+    key[..20].copy_from_slice(address.as_slice());
+    key[20..].copy_from_slice(&slot.to_be_bytes::<32>());
+    key
+}
+
+/// The last finalized (persisted) block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Block hash.
+    pub block: B256,
+    /// Height.
+    pub number: u64,
+    /// State root after it.
+    pub state_root: B256,
+}
+
+impl Head {
+    fn encode(&self) -> [u8; 72] {
+        let mut out = [0u8; 72];
+        out[..32].copy_from_slice(self.block.as_slice());
+        out[32..40].copy_from_slice(&self.number.to_be_bytes());
+        out[40..].copy_from_slice(self.state_root.as_slice());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, StateError> {
+        if bytes.len() != 72 {
+            return Err(StateError::Database(format!(
+                "head record of {} bytes",
+                bytes.len()
+            )));
+        }
+        let mut number = [0u8; 8];
+        number.copy_from_slice(&bytes[32..40]);
+        Ok(Self {
+            block: B256::from_slice(&bytes[..32]),
+            number: u64::from_be_bytes(number),
+            state_root: B256::from_slice(&bytes[40..]),
+        })
+    }
+}
+
+/// An executed, unfinalized block.
+#[derive(Debug)]
+struct Overlay {
+    parent: B256,
+    number: u64,
+    state_root: B256,
+    accounts: BTreeMap<Address, Option<TrieAccount>>,
+    storage: HashMap<(Address, U256), U256>,
+    cleared: HashSet<Address>,
+    nodes: HashMap<B256, Vec<u8>>,
+    codes: HashMap<B256, Bytes>,
+}
+
+impl Overlay {
+    fn new(parent: B256, number: u64, result: &BlockResult) -> Self {
+        let mut storage = HashMap::new();
+        let mut cleared = HashSet::new();
+        for (address, change) in &result.changes.accounts {
+            if change.storage_cleared || change.fields == Some(None) {
+                cleared.insert(*address);
+            }
+            for (slot, value) in &change.storage {
+                storage.insert((*address, *slot), *value);
+            }
+        }
+        Self {
+            parent,
+            number,
+            state_root: result.post_state_root,
+            accounts: result.applied.accounts.clone(),
+            storage,
+            cleared,
+            nodes: result.applied.nodes.iter().cloned().collect(),
+            codes: result
+                .changes
+                .codes
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+        }
+    }
+}
+
+struct Inner {
+    head: Option<Head>,
+    overlays: HashMap<B256, Arc<Overlay>>,
+}
+
+/// The execution state of one chain: persisted finalized state plus unfinalized overlays.
+pub struct StateStore {
+    db: redb::Database,
+    inner: RwLock<Inner>,
+}
+
+/// An account with its proofs, as `eth_getProof` returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountProof {
+    /// The account.
+    pub address: Address,
+    /// Its record (`None`: proven absent).
+    pub account: Option<TrieAccount>,
+    /// Nodes from the state root to the account's leaf.
+    pub account_proof: Vec<Bytes>,
+    /// `(slot, value, proof)` for each slot asked.
+    pub storage: Vec<(U256, U256, Vec<Bytes>)>,
+}
+
+impl StateStore {
+    /// Opens (or creates) the state database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let db = redb::Database::create(path).map_err(|e| {
+            StateError::Database(format!(
+                "cannot open state database {}: {e}",
+                path.display()
+            ))
+        })?;
+        Self::from_db(db)
+    }
+
+    /// A state held in memory only (tests, benchmarks, simulators).
+    pub fn in_memory() -> Result<Self, StateError> {
+        let db = redb::Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(db_err)?;
+        Self::from_db(db)
+    }
+
+    fn from_db(db: redb::Database) -> Result<Self, StateError> {
+        let txn = db.begin_write().map_err(db_err)?;
+        {
+            txn.open_table(NODES).map_err(db_err)?;
+            txn.open_table(ACCOUNTS).map_err(db_err)?;
+            txn.open_table(STORAGE).map_err(db_err)?;
+            txn.open_table(CODE).map_err(db_err)?;
+            txn.open_table(BLOCKS).map_err(db_err)?;
+            txn.open_table(META).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        let head = {
+            let read = db.begin_read().map_err(db_err)?;
+            let meta = read.open_table(META).map_err(db_err)?;
+            match meta.get("head").map_err(db_err)? {
+                Some(v) => Some(Head::decode(v.value())?),
+                None => None,
+            }
+        };
+        Ok(Self {
+            db,
+            inner: RwLock::new(Inner {
+                head,
+                overlays: HashMap::new(),
+            }),
+        })
+    }
+
+    fn read_inner(&self) -> Result<std::sync::RwLockReadGuard<'_, Inner>, StateError> {
+        self.inner
+            .read()
+            .map_err(|_| StateError::Database("state lock poisoned".into()))
+    }
+
+    fn write_inner(&self) -> Result<std::sync::RwLockWriteGuard<'_, Inner>, StateError> {
+        self.inner
+            .write()
+            .map_err(|_| StateError::Database("state lock poisoned".into()))
+    }
+
+    /// The last finalized block, if a genesis was written.
+    pub fn head(&self) -> Result<Option<Head>, StateError> {
+        Ok(self.read_inner()?.head)
+    }
+
+    /// Writes the genesis state (`alloc` as changes to the empty state) as finalized block 0.
+    /// Fails if the store already holds a chain.
+    pub fn init_genesis(&self, block: B256, alloc: &Changes) -> Result<B256, StateError> {
+        if let Some(head) = self.head()? {
+            return Err(StateError::Database(format!(
+                "state already initialised (head {} at {})",
+                head.block, head.number
+            )));
+        }
+        let empty = phalanx_trie::MemoryStore::new();
+        let applied = apply_changes(&empty, &EmptyState, EMPTY_ROOT, alloc)?;
+        let result = BlockResult {
+            shards: Vec::new(),
+            void: None,
+            fees: U256::ZERO,
+            validator_fee: U256::ZERO,
+            producer_fee: U256::ZERO,
+            changes: alloc.clone(),
+            post_state_root: applied.root,
+            applied,
+        };
+        let overlay = Overlay::new(B256::ZERO, 0, &result);
+        let head = Head {
+            block,
+            number: 0,
+            state_root: result.post_state_root,
+        };
+        self.persist(&[(block, Arc::new(overlay))], head)?;
+        self.write_inner()?.head = Some(head);
+        Ok(head.state_root)
+    }
+
+    /// The state after `block` (finalized head or any held unfinalized block).
+    pub fn view(&self, block: B256) -> Result<StateView, StateError> {
+        let inner = self.read_inner()?;
+        let head = inner.head.ok_or(StateError::UnknownBlock(block))?;
+        let mut chain = Vec::new();
+        let mut cursor = block;
+        while cursor != head.block {
+            let overlay = inner
+                .overlays
+                .get(&cursor)
+                .ok_or(StateError::UnknownBlock(block))?;
+            chain.push(overlay.clone());
+            cursor = overlay.parent;
+        }
+        let root = chain.first().map_or(head.state_root, |o| o.state_root);
+        drop(inner);
+        let txn = self.db.begin_read().map_err(db_err)?;
+        Ok(StateView {
+            chain,
+            root,
+            nodes: txn.open_table(NODES).map_err(db_err)?,
+            accounts: txn.open_table(ACCOUNTS).map_err(db_err)?,
+            storage: txn.open_table(STORAGE).map_err(db_err)?,
+            code: txn.open_table(CODE).map_err(db_err)?,
+        })
+    }
+
+    /// The state root after `block`, if held (unfinalized, or finalized at any time).
+    pub fn state_root(&self, block: B256) -> Result<Option<B256>, StateError> {
+        {
+            let inner = self.read_inner()?;
+            if let Some(o) = inner.overlays.get(&block) {
+                return Ok(Some(o.state_root));
+            }
+        }
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+        Ok(blocks
+            .get(&block.0)
+            .map_err(db_err)?
+            .map(|v| B256::from_slice(&v.value()[8..])))
+    }
+
+    /// Executes `block` (height `number`) on the state after `parent` and keeps its result as
+    /// an unfinalized overlay.
+    pub fn execute(
+        &self,
+        parent: B256,
+        block: B256,
+        env: &BlockEnv,
+        shards: &[Bytes2d],
+    ) -> Result<BlockResult, ExecError> {
+        let view = self.view(parent)?;
+        let result = execute_block(&view, &view, view.root, env, shards)?;
+        let overlay = Overlay::new(parent, env.number, &result);
+        self.write_inner()?
+            .overlays
+            .insert(block, Arc::new(overlay));
+        Ok(result)
+    }
+
+    /// Makes `block` final: persists its overlay chain atomically and drops every overlay
+    /// that does not descend from it.
+    pub fn finalize(&self, block: B256) -> Result<(), StateError> {
+        let (chain, head) = {
+            let inner = self.read_inner()?;
+            let head = inner.head.ok_or(StateError::UnknownBlock(block))?;
+            if block == head.block {
+                return Ok(());
+            }
+            let mut chain = Vec::new();
+            let mut cursor = block;
+            while cursor != head.block {
+                let overlay = inner
+                    .overlays
+                    .get(&cursor)
+                    .ok_or(StateError::UnknownBlock(block))?;
+                chain.push((cursor, overlay.clone()));
+                cursor = overlay.parent;
+            }
+            chain.reverse();
+            let tip = &chain[chain.len() - 1].1;
+            (
+                chain.clone(),
+                Head {
+                    block,
+                    number: tip.number,
+                    state_root: tip.state_root,
+                },
+            )
+        };
+        self.persist(&chain, head)?;
+        let mut inner = self.write_inner()?;
+        inner.head = Some(head);
+        for (hash, _) in &chain {
+            inner.overlays.remove(hash);
+        }
+        // Keep only overlays that descend from the new head.
+        let descends = |start: B256, overlays: &HashMap<B256, Arc<Overlay>>| {
+            let mut cursor = start;
+            loop {
+                if cursor == head.block {
+                    return true;
+                }
+                match overlays.get(&cursor) {
+                    Some(o) => cursor = o.parent,
+                    None => return false,
+                }
+            }
+        };
+        let keep: HashSet<B256> = inner
+            .overlays
+            .keys()
+            .filter(|h| descends(**h, &inner.overlays))
+            .copied()
+            .collect();
+        inner.overlays.retain(|h, _| keep.contains(h));
+        Ok(())
+    }
+
+    /// Number of unfinalized blocks held.
+    pub fn unfinalized(&self) -> Result<usize, StateError> {
+        Ok(self.read_inner()?.overlays.len())
+    }
+
+    fn persist(&self, chain: &[(B256, Arc<Overlay>)], head: Head) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut nodes = txn.open_table(NODES).map_err(db_err)?;
+            let mut accounts = txn.open_table(ACCOUNTS).map_err(db_err)?;
+            let mut storage = txn.open_table(STORAGE).map_err(db_err)?;
+            let mut code = txn.open_table(CODE).map_err(db_err)?;
+            let mut blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            for (hash, overlay) in chain {
+                for (h, n) in &overlay.nodes {
+                    nodes.insert(&h.0, n.as_slice()).map_err(db_err)?;
+                }
+                for (h, c) in &overlay.codes {
+                    code.insert(&h.0, c.as_ref()).map_err(db_err)?;
+                }
+                for address in &overlay.cleared {
+                    let lo = storage_key(*address, U256::ZERO);
+                    let hi = storage_key(*address, U256::MAX);
+                    storage
+                        .retain_in::<&[u8; 52], _>(&lo..=&hi, |_, _| false)
+                        .map_err(db_err)?;
+                }
+                for ((address, slot), value) in &overlay.storage {
+                    let key = storage_key(*address, *slot);
+                    if value.is_zero() {
+                        storage.remove(&key).map_err(db_err)?;
+                    } else {
+                        storage
+                            .insert(&key, &value.to_be_bytes::<32>())
+                            .map_err(db_err)?;
+                    }
+                }
+                for (address, record) in &overlay.accounts {
+                    match record {
+                        Some(a) => accounts
+                            .insert(&address.0.0, encode_account(a).as_slice())
+                            .map_err(db_err)?,
+                        None => accounts.remove(&address.0.0).map_err(db_err)?,
+                    };
+                }
+                let mut entry = [0u8; 40];
+                entry[..8].copy_from_slice(&overlay.number.to_be_bytes());
+                entry[8..].copy_from_slice(overlay.state_root.as_slice());
+                blocks.insert(&hash.0, &entry).map_err(db_err)?;
+            }
+            meta.insert("head", head.encode().as_slice())
+                .map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Proof of `address` and `slots` against the state root after `block`.
+    pub fn proof(
+        &self,
+        block: B256,
+        address: Address,
+        slots: &[U256],
+    ) -> Result<AccountProof, StateError> {
+        let root = self
+            .state_root(block)?
+            .ok_or(StateError::UnknownBlock(block))?;
+        let view = self.view_nodes()?;
+        let key = alloy_primitives::keccak256(address);
+        let to_bytes = |p: Vec<Vec<u8>>| p.into_iter().map(Bytes::from).collect::<Vec<_>>();
+        let account = phalanx_trie::get(&view, root, key.as_slice())?
+            .map(|rlp| decode_account(&rlp))
+            .transpose()?;
+        let account_proof = to_bytes(phalanx_trie::prove(&view, root, key.as_slice())?);
+        let storage_root = account.map_or(EMPTY_ROOT, |a| a.storage_root);
+        let mut storage = Vec::new();
+        for slot in slots {
+            let k = alloy_primitives::keccak256(B256::from(*slot));
+            let value = match phalanx_trie::get(&view, storage_root, k.as_slice())? {
+                Some(rlp) => crate::reader::decode_storage(&rlp)?,
+                None => U256::ZERO,
+            };
+            storage.push((
+                *slot,
+                value,
+                to_bytes(phalanx_trie::prove(&view, storage_root, k.as_slice())?),
+            ));
+        }
+        Ok(AccountProof {
+            address,
+            account,
+            account_proof,
+            storage,
+        })
+    }
+
+    /// Every trie node held: persisted ones and those of all overlays.
+    fn view_nodes(&self) -> Result<StateView, StateError> {
+        let inner = self.read_inner()?;
+        let chain: Vec<Arc<Overlay>> = inner.overlays.values().cloned().collect();
+        drop(inner);
+        let txn = self.db.begin_read().map_err(db_err)?;
+        Ok(StateView {
+            chain,
+            root: EMPTY_ROOT,
+            nodes: txn.open_table(NODES).map_err(db_err)?,
+            accounts: txn.open_table(ACCOUNTS).map_err(db_err)?,
+            storage: txn.open_table(STORAGE).map_err(db_err)?,
+            code: txn.open_table(CODE).map_err(db_err)?,
+        })
+    }
+}
+
+/// Shards as lists of encoded transactions.
+pub type Bytes2d = Vec<Bytes>;
+
+/// The state after one block: its overlay chain over a snapshot of the database.
+pub struct StateView {
+    chain: Vec<Arc<Overlay>>,
+    root: B256,
+    nodes: ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+    accounts: ReadOnlyTable<&'static [u8; 20], &'static [u8]>,
+    storage: ReadOnlyTable<&'static [u8; 52], &'static [u8; 32]>,
+    code: ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+}
+
+impl StateView {
+    /// The state root of this state.
+    pub fn root(&self) -> B256 {
+        self.root
+    }
+}
+
+impl StateReader for StateView {
+    fn account(&self, address: Address) -> Result<Option<TrieAccount>, StateError> {
+        for overlay in &self.chain {
+            if let Some(record) = overlay.accounts.get(&address) {
+                return Ok(*record);
+            }
+        }
+        match self.accounts.get(&address.0.0).map_err(db_err)? {
+            Some(v) => Ok(Some(decode_account(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
+        for overlay in &self.chain {
+            if let Some(value) = overlay.storage.get(&(address, slot)) {
+                return Ok(*value);
+            }
+            if overlay.cleared.contains(&address) {
+                return Ok(U256::ZERO);
+            }
+        }
+        Ok(self
+            .storage
+            .get(&storage_key(address, slot))
+            .map_err(db_err)?
+            .map_or(U256::ZERO, |v| U256::from_be_bytes(*v.value())))
+    }
+
+    fn code(&self, code_hash: B256) -> Result<Bytes, StateError> {
+        if code_hash == revm::primitives::KECCAK_EMPTY {
+            return Ok(Bytes::new());
+        }
+        CodeSource::code(self, &code_hash)?.ok_or(StateError::MissingCode(code_hash))
+    }
+}
+
+impl CodeSource for StateView {
+    fn code(&self, code_hash: &B256) -> Result<Option<Bytes>, StateError> {
+        for overlay in &self.chain {
+            if let Some(code) = overlay.codes.get(code_hash) {
+                return Ok(Some(code.clone()));
+            }
+        }
+        Ok(self
+            .code
+            .get(&code_hash.0)
+            .map_err(db_err)?
+            .map(|v| Bytes::copy_from_slice(v.value())))
+    }
+}
+
+impl NodeSource for StateView {
+    fn node(&self, hash: &B256) -> Result<Option<Vec<u8>>, TrieError> {
+        for overlay in &self.chain {
+            if let Some(node) = overlay.nodes.get(hash) {
+                return Ok(Some(node.clone()));
+            }
+        }
+        self.nodes
+            .get(&hash.0)
+            .map(|v| v.map(|v| v.value().to_vec()))
+            .map_err(|e| TrieError::Store(e.to_string()))
+    }
+}

@@ -1,0 +1,140 @@
+//! The state store: persistence, overlays, forks, finality, proofs.
+
+use alloy_primitives::{Address, Bytes, U256, keccak256};
+use phalanx_execution::StateError;
+use phalanx_execution::StateReader;
+use phalanx_execution::store::StateStore;
+
+use super::util::*;
+
+#[test]
+fn finalized_state_survives_a_restart_and_forks_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let a = Address::repeat_byte(0x31);
+    let (root2, root_fork) = {
+        let st = StateStore::open(&path).unwrap();
+        st.init_genesis(block_hash(0), &genesis(4, 1)).unwrap();
+        let b1 = vec![vec![transfer(&signer(0), 0, a, 10)]];
+        st.execute(block_hash(0), block_hash(1), &env(1), &b1)
+            .unwrap();
+        let b2 = vec![vec![
+            transfer(&signer(0), 1, a, 10),
+            sign(tx(0, contract(0), 0, 60_000), &signer(1)),
+        ]];
+        let r2 = st
+            .execute(block_hash(1), block_hash(2), &env(2), &b2)
+            .unwrap();
+        // A competing child of block 1.
+        let fork = vec![vec![transfer(&signer(2), 0, a, 99)]];
+        let rf = st
+            .execute(block_hash(1), keccak256("fork"), &env(2), &fork)
+            .unwrap();
+        assert_eq!(st.unfinalized().unwrap(), 3);
+        // Both forks are readable before finality.
+        assert_eq!(
+            st.view(block_hash(2))
+                .unwrap()
+                .account(a)
+                .unwrap()
+                .unwrap()
+                .balance,
+            U256::from(20)
+        );
+        assert_eq!(
+            st.view(keccak256("fork"))
+                .unwrap()
+                .account(a)
+                .unwrap()
+                .unwrap()
+                .balance,
+            U256::from(109)
+        );
+        st.finalize(block_hash(2)).unwrap();
+        assert_eq!(
+            st.unfinalized().unwrap(),
+            0,
+            "the fork does not descend from the finalized block"
+        );
+        assert!(matches!(
+            st.view(keccak256("fork")),
+            Err(StateError::UnknownBlock(_))
+        ));
+        (r2.post_state_root, rf.post_state_root)
+    };
+    let st = StateStore::open(&path).unwrap();
+    let head = st.head().unwrap().unwrap();
+    assert_eq!(
+        (head.block, head.number, head.state_root),
+        (block_hash(2), 2, root2)
+    );
+    let view = st.view(block_hash(2)).unwrap();
+    assert_eq!(view.account(a).unwrap().unwrap().balance, U256::from(20));
+    assert_eq!(
+        view.storage(contract(0), U256::ZERO).unwrap(),
+        U256::from(101)
+    );
+    assert_eq!(view.account(signer(0).address()).unwrap().unwrap().nonce, 2);
+    assert_ne!(root2, root_fork);
+    // Execution continues from disk.
+    let b3 = vec![vec![transfer(&signer(0), 2, a, 1)]];
+    let r3 = st
+        .execute(block_hash(2), block_hash(3), &env(3), &b3)
+        .unwrap();
+    assert!(r3.void.is_none());
+    assert!(matches!(
+        st.init_genesis(block_hash(0), &genesis(1, 0)),
+        Err(StateError::Database(_))
+    ));
+}
+
+#[test]
+fn proofs_verify_against_every_held_root() {
+    let st = StateStore::in_memory().unwrap();
+    st.init_genesis(block_hash(0), &genesis(4, 1)).unwrap();
+    let b1: Vec<Vec<Bytes>> = vec![vec![sign(tx(0, contract(0), 0, 60_000), &signer(0))]];
+    st.execute(block_hash(0), block_hash(1), &env(1), &b1)
+        .unwrap();
+    for (block, counter) in [(block_hash(0), 100u64), (block_hash(1), 101)] {
+        let root = st.state_root(block).unwrap().unwrap();
+        let proof = st
+            .proof(block, contract(0), &[U256::ZERO, U256::from(5)])
+            .unwrap();
+        let account = proof.account.unwrap();
+        // Standard tooling (alloy-trie) accepts the account proof and the storage proofs.
+        alloy_trie::proof::verify_proof(
+            root,
+            alloy_trie::Nibbles::unpack(keccak256(contract(0))),
+            Some(alloy_rlp::encode(account)),
+            &proof.account_proof,
+        )
+        .unwrap();
+        let (slot, value, slot_proof) = &proof.storage[0];
+        assert_eq!((*slot, *value), (U256::ZERO, U256::from(counter)));
+        alloy_trie::proof::verify_proof(
+            account.storage_root,
+            alloy_trie::Nibbles::unpack(keccak256(alloy_primitives::B256::from(*slot))),
+            Some(alloy_rlp::encode(*value)),
+            slot_proof,
+        )
+        .unwrap();
+        let (_, absent, absent_proof) = &proof.storage[1];
+        assert_eq!(*absent, U256::ZERO);
+        alloy_trie::proof::verify_proof(
+            account.storage_root,
+            alloy_trie::Nibbles::unpack(keccak256(alloy_primitives::B256::from(U256::from(5)))),
+            None,
+            absent_proof,
+        )
+        .unwrap();
+    }
+    // An absent account is proven absent.
+    let proof = st
+        .proof(block_hash(1), Address::repeat_byte(0xee), &[])
+        .unwrap();
+    assert!(proof.account.is_none());
+    assert!(matches!(
+        st.proof(keccak256("nope"), Address::ZERO, &[]),
+        Err(StateError::UnknownBlock(_))
+    ));
+}
