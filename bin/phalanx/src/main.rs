@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod genesis;
 mod statetest;
 
@@ -51,8 +52,9 @@ enum Command {
     Light(Pending),
     /// Deterministic simulators (chain, dv, cluster, light).
     Sim(Pending),
-    /// Benchmarks (execution, consensus, dv, cluster, light).
-    Bench(Pending),
+    /// Benchmarks (execution; consensus, dv, cluster and light as their issues land).
+    #[command(subcommand)]
+    Bench(bench::Target),
     /// Run Ethereum GeneralStateTests (Cancun entries) through phalanx's state layer and revm.
     Statetest {
         /// Test files or folders (searched recursively for `.json`).
@@ -88,12 +90,11 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
             4,
             "Consensus simulator (the first of the simulators)",
         ),
-        Command::Bench(_) => (
-            "bench",
-            3,
-            "Execution benchmarks (the first of the benchmarks)",
-        ),
-        Command::Genesis(_) | Command::Spec { .. } | Command::Statetest { .. } => return None,
+        Command::Bench(bench::Target::Other(args)) => return bench::pending(args),
+        Command::Genesis(_)
+        | Command::Spec { .. }
+        | Command::Statetest { .. }
+        | Command::Bench(bench::Target::Execution(_)) => return None,
     })
 }
 
@@ -111,6 +112,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Genesis(args) => genesis::run(args),
         Command::Statetest { paths } => statetest::run(&paths),
+        Command::Bench(bench::Target::Execution(args)) => bench::execution::run(&args),
+        Command::Bench(bench::Target::Other(args)) => Err(anyhow::anyhow!(
+            "unknown benchmark {:?}; available: execution (consensus, dv, cluster and light come with their issues)",
+            args.first().map(String::as_str).unwrap_or_default()
+        )),
         Command::Spec { spec } => phalanx_spec::ChainSpec::load(&spec)
             .map(|s| print!("{}", s.to_toml()))
             .map_err(anyhow::Error::from),

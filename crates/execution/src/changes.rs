@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_trie::TrieAccount;
-use phalanx_trie::{EMPTY_ROOT, NodeSource, TrieUpdate};
+use phalanx_trie::{EMPTY_ROOT, NodeSource, update_parallel};
 use ssz_derive::{Decode, Encode};
 use ssz_types::VariableList;
 use tree_hash::TreeHash;
@@ -268,68 +268,86 @@ pub struct Applied {
     /// The new state root.
     pub root: B256,
     /// New trie nodes `(hash, rlp)`.
-    pub nodes: Vec<(B256, Vec<u8>)>,
+    pub nodes: phalanx_trie::Nodes,
     /// Every changed account's new record (`None` = removed), storage root included.
     pub accounts: BTreeMap<Address, Option<TrieAccount>>,
 }
 
-/// Applies `changes` to the state with root `parent_root`: updates each touched storage trie,
-/// then the account trie. Only nodes on touched paths are read or written.
-pub fn apply_changes<N: NodeSource, R: StateReader>(
+/// Applies `changes` to the state with root `parent_root`: updates each touched storage trie
+/// (in parallel), then the account trie (its sixteen top subtries in parallel). Only nodes on
+/// touched paths are read or written.
+pub fn apply_changes<N: NodeSource + Sync, R: StateReader>(
     nodes: &N,
     parent: &R,
     parent_root: B256,
     changes: &Changes,
 ) -> Result<Applied, StateError> {
-    let mut out = Applied::default();
-    let mut accounts = TrieUpdate::new(nodes, parent_root);
-    for (address, change) in &changes.accounts {
-        if change.is_empty() {
-            continue;
-        }
-        let key = keccak256(address);
-        let before = parent.account(*address)?;
-        let fields = match change.fields {
-            Some(f) => f,
-            None => before.map(|a| AccountFields {
-                nonce: a.nonce,
-                balance: a.balance,
-                code_hash: a.code_hash,
-            }),
-        };
-        let Some(fields) = fields else {
-            accounts.remove(key.as_slice())?;
-            out.accounts.insert(*address, None);
-            continue;
-        };
-        let mut storage_root = match (change.storage_cleared, before) {
-            (false, Some(a)) => a.storage_root,
-            _ => EMPTY_ROOT,
-        };
-        if !change.storage.is_empty() {
-            let mut storage = TrieUpdate::new(nodes, storage_root);
-            for (slot, value) in &change.storage {
-                storage.insert(
-                    keccak256(B256::from(*slot)).as_slice(),
-                    encode_storage(*value),
-                )?;
+    use rayon::prelude::*;
+
+    let touched: Vec<(&Address, &AccountChange)> = changes
+        .accounts
+        .iter()
+        .filter(|(_, c)| !c.is_empty())
+        .collect();
+    // New record (or removal) of each account, with its new storage trie nodes.
+    let records: Vec<(Address, Option<TrieAccount>, phalanx_trie::Nodes)> = touched
+        .par_iter()
+        .map(|(address, change)| {
+            let before = parent.account(**address)?;
+            let fields = match change.fields {
+                Some(f) => f,
+                None => before.map(|a| AccountFields {
+                    nonce: a.nonce,
+                    balance: a.balance,
+                    code_hash: a.code_hash,
+                }),
+            };
+            let Some(fields) = fields else {
+                return Ok((**address, None, Vec::new()));
+            };
+            let mut storage_root = match (change.storage_cleared, before) {
+                (false, Some(a)) => a.storage_root,
+                _ => EMPTY_ROOT,
+            };
+            let mut new_nodes = Vec::new();
+            if !change.storage.is_empty() {
+                let slots: Vec<(Vec<u8>, Vec<u8>)> = change
+                    .storage
+                    .iter()
+                    .map(|(slot, value)| {
+                        (
+                            keccak256(B256::from(*slot)).to_vec(),
+                            encode_storage(*value),
+                        )
+                    })
+                    .collect();
+                let (root, committed) = update_parallel(nodes, storage_root, &slots)?;
+                storage_root = root;
+                new_nodes = committed;
             }
-            let (root, new_nodes) = storage.commit();
-            storage_root = root;
-            out.nodes.extend(new_nodes);
-        }
-        let record = TrieAccount {
-            nonce: fields.nonce,
-            balance: fields.balance,
-            storage_root,
-            code_hash: fields.code_hash,
-        };
-        accounts.insert(key.as_slice(), encode_account(&record))?;
-        out.accounts.insert(*address, Some(record));
+            let record = TrieAccount {
+                nonce: fields.nonce,
+                balance: fields.balance,
+                storage_root,
+                code_hash: fields.code_hash,
+            };
+            Ok((**address, Some(record), new_nodes))
+        })
+        .collect::<Result<_, StateError>>()?;
+
+    let mut out = Applied::default();
+    let mut batch = Vec::with_capacity(records.len());
+    for (address, record, mut new_nodes) in records {
+        out.nodes.append(&mut new_nodes);
+        batch.push((
+            keccak256(address).to_vec(),
+            record.as_ref().map(encode_account).unwrap_or_default(),
+        ));
+        out.accounts.insert(address, record);
     }
-    let (root, new_nodes) = accounts.commit();
+    let (root, mut new_nodes) = update_parallel(nodes, parent_root, &batch)?;
     out.root = root;
-    out.nodes.extend(new_nodes);
+    out.nodes.append(&mut new_nodes);
     Ok(out)
 }
 

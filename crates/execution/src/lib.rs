@@ -10,12 +10,14 @@
 //! * [`evm`]: one shard's transactions on revm over an overlay of the parent state.
 //! * [`reader`]: the parent-state seam ([`StateReader`]), and reading straight from a trie.
 //! * [`store`]: the state on disk (redb) with unfinalized blocks as in-memory overlays.
+//! * [`domain`]: the execution-domain seam ([`domain::ExecutionDomain`]) and the meta state root.
 //! * [`witness`]: witnesses and stateless re-execution; [`conflict`]: conflict proofs.
 //! * [`statetest`]: Ethereum's GeneralStateTests through this state layer.
 
 pub mod block;
 pub mod changes;
 pub mod conflict;
+pub mod domain;
 pub mod error;
 pub mod evm;
 pub mod reader;

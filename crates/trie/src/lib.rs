@@ -26,7 +26,7 @@ mod trie;
 pub use node::EMPTY_ROOT;
 pub use proof::{ProofError, verify_proof};
 pub use store::{MemoryStore, NodeSource, RecordingSource};
-pub use trie::{Entry, TrieUpdate, entries, get, prove};
+pub use trie::{Entry, Nodes, TrieUpdate, entries, get, prove, update_parallel};
 
 use alloy_primitives::B256;
 

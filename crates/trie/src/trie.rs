@@ -323,7 +323,7 @@ impl<S: NodeSource> TrieUpdate<S> {
 
     /// Hashes every changed node; returns the new root and the new nodes `(hash, rlp)`, the
     /// root's among them (even when its encoding is shorter than 32 bytes).
-    pub fn commit(self) -> (B256, Vec<(B256, Vec<u8>)>) {
+    pub fn commit(self) -> (B256, Nodes) {
         let mut nodes = Vec::new();
         let root = match self.root {
             None => EMPTY_ROOT,
@@ -403,6 +403,9 @@ pub fn prove<S: NodeSource>(source: &S, root: B256, key: &[u8]) -> Result<Vec<Ve
     Ok(proof)
 }
 
+/// Trie nodes produced by a commit: `(hash, rlp)`.
+pub type Nodes = Vec<(B256, Vec<u8>)>;
+
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
@@ -452,4 +455,79 @@ pub fn entries<S: NodeSource>(source: &S, root: B256) -> Result<Vec<Entry>, Trie
         visit(source, Ptr::Hash(root), &mut Vec::new(), &mut out, root)?;
     }
     Ok(out)
+}
+
+/// Applies a batch of `(key, value)` changes (empty value = removal) to the trie under `root`
+/// and commits, working on the sixteen subtries below the root in parallel when the batch is
+/// large. Returns the same root and nodes as applying the changes one by one to a
+/// [`TrieUpdate`].
+pub fn update_parallel<S: NodeSource + Sync>(
+    source: &S,
+    root: B256,
+    changes: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(B256, Nodes), TrieError> {
+    use rayon::prelude::*;
+
+    let serial = || -> Result<(B256, Nodes), TrieError> {
+        let mut update = TrieUpdate::new(source, root);
+        for (key, value) in changes {
+            update.insert(key, value.clone())?;
+        }
+        Ok(update.commit())
+    };
+    if changes.len() < 64 || root == EMPTY_ROOT || changes.iter().any(|(k, _)| k.is_empty()) {
+        return serial();
+    }
+    let Node::Branch {
+        mut children,
+        value,
+    } = load(source, Ptr::Hash(root))?
+    else {
+        return serial();
+    };
+    let mut groups: [Vec<(Vec<u8>, &Vec<u8>)>; 16] = Default::default();
+    for (key, value) in changes {
+        let path = to_nibbles(key);
+        groups[usize::from(path[0])].push((path, value));
+    }
+    let slots: Vec<Option<Ptr>> = children.iter_mut().map(Option::take).collect();
+    // Apply and commit each subtrie on its own thread.
+    let results: Vec<Result<(Option<ChildRef>, Nodes), TrieError>> = slots
+        .into_par_iter()
+        .zip(groups.into_par_iter())
+        .map(|(mut slot, group)| {
+            for (path, value) in group {
+                if value.is_empty() {
+                    remove(source, &mut slot, &path[1..])?;
+                } else {
+                    slot = Some(insert(source, slot, &path[1..], value.clone())?);
+                }
+            }
+            let mut nodes = Vec::new();
+            let child = slot.map(|p| commit_ptr(p, &mut |h, n| nodes.push((h, n))));
+            Ok((child, nodes))
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, result) in results.into_iter().enumerate() {
+        let (child, mut new_nodes) = result?;
+        nodes.append(&mut new_nodes);
+        children[i] = match child {
+            None => None,
+            Some(ChildRef::Hash(h)) => Some(Ptr::Hash(h)),
+            Some(ChildRef::Inline(raw)) => Some(Ptr::Node(Box::new(decode_node(&raw, root)?))),
+        };
+    }
+    // The root branch itself (collapsing it if removals left one entry).
+    let new_root = match normalize_branch(source, children, value)? {
+        None => EMPTY_ROOT,
+        Some(Ptr::Hash(h)) => h,
+        Some(Ptr::Node(node)) => {
+            let encoded = encode(*node, &mut |h, n| nodes.push((h, n)));
+            let hash = keccak256(&encoded);
+            nodes.push((hash, encoded));
+            hash
+        }
+    };
+    Ok((new_root, nodes))
 }

@@ -36,7 +36,7 @@ fn help_lists_every_role() {
 
 #[test]
 fn roles_not_landed_fail_with_one_line() {
-    for role in ROLES.iter().chain(&["sim", "bench"]) {
+    for role in ROLES.iter().chain(&["sim"]) {
         for extra in [&[][..], &["run", "--some-flag", "x"][..]] {
             let out = phalanx().arg(role).args(extra).output().unwrap();
             assert_eq!(out.status.code(), Some(2), "{role} {extra:?}");
@@ -49,6 +49,20 @@ fn roles_not_landed_fail_with_one_line() {
             assert!(out.stdout.is_empty());
         }
     }
+}
+
+#[test]
+fn benchmarks_not_landed_fail_with_one_line_and_unknown_ones_are_errors() {
+    for target in ["consensus", "dv", "cluster", "light"] {
+        let out = phalanx().args(["bench", target, "--json"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "bench {target}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("not available yet"), "{err}");
+    }
+    let out = phalanx().args(["bench", "nonsense"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("unknown benchmark"));
 }
 
 #[test]

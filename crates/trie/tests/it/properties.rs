@@ -153,3 +153,30 @@ fn forged_and_incomplete_proofs_are_rejected() {
     let good = prove(&store, root, k.as_slice()).unwrap();
     assert!(verify_proof(B256::repeat_byte(3), k.as_slice(), &good).is_err());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// The parallel batch update gives the same root (and usable nodes) as the serial one,
+    /// including removals that collapse the root branch.
+    #[test]
+    fn parallel_update_equals_serial(base in ops(), changes in prop::collection::vec((0u16..300, prop::option::weighted(0.6, prop::collection::vec(any::<u8>(), 1..40))), 60..300)) {
+        let (root, store, mut model) = apply_in_batches(&base, 1000);
+        let batch: Vec<(Vec<u8>, Vec<u8>)> = changes
+            .iter()
+            .map(|(k, v)| (key(*k).to_vec(), v.clone().unwrap_or_default()))
+            .collect();
+        // Later changes to a key win, as in the serial update.
+        for (k, v) in &batch {
+            let k = B256::from_slice(k);
+            if v.is_empty() { model.remove(&k); } else { model.insert(k, v.clone()); }
+        }
+        let (par_root, par_nodes) = phalanx_trie::update_parallel(&store, root, &batch).unwrap();
+        prop_assert_eq!(par_root, oracle_root(&model));
+        let mut next = store.clone();
+        next.extend(par_nodes);
+        for (k, v) in model.iter().take(5) {
+            prop_assert_eq!(get(&next, par_root, k.as_slice()).unwrap(), Some(v.clone()));
+        }
+    }
+}
