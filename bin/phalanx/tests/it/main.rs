@@ -54,7 +54,10 @@ fn roles_not_landed_fail_with_one_line() {
 #[test]
 fn benchmarks_not_landed_fail_with_one_line_and_unknown_ones_are_errors() {
     for target in ["consensus", "dv", "cluster", "light"] {
-        let out = phalanx().args(["bench", target, "--json"]).output().unwrap();
+        let out = phalanx()
+            .args(["bench", target, "--json"])
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "bench {target}");
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -62,7 +65,11 @@ fn benchmarks_not_landed_fail_with_one_line_and_unknown_ones_are_errors() {
     }
     let out = phalanx().args(["bench", "nonsense"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("unknown benchmark"));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("unknown benchmark")
+    );
 }
 
 #[test]
@@ -141,4 +148,45 @@ fn statetest_runs_a_folder_and_prints_the_summary_line() {
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(1));
+}
+
+/// The benchmark runs end to end at a small size and reports every figure (no speed is
+/// asserted: figures belong in docs/benchmarks.md, not in tests).
+#[test]
+fn bench_execution_reports_every_figure() {
+    let out = phalanx()
+        .args([
+            "bench",
+            "execution",
+            "--json",
+            "--txs",
+            "120",
+            "--shards",
+            "1,2",
+        ])
+        .args([
+            "--state-accounts",
+            "3000",
+            "--touched",
+            "100",
+            "--stateless-txs",
+            "60",
+            "--runs",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for workload in ["transfers", "erc20"] {
+        let rows = report[workload].as_array().unwrap();
+        assert_eq!(rows.len(), 3, "sequential baseline plus two shard counts");
+        assert!(rows.iter().all(|r| r["tx_per_s"].as_f64().unwrap() > 0.0));
+    }
+    assert!(report["state_root_us_per_key"].as_f64().unwrap() > 0.0);
+    assert!(report["witness_bytes"].as_u64().unwrap() > 0);
 }

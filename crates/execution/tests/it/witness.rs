@@ -174,3 +174,32 @@ fn conflict_proofs_verify_and_forgeries_are_rejected() {
         Err(ConflictProofError::Malformed(_))
     ));
 }
+
+/// A shard only reads the parent state, so the witness of one shard alone reproduces that
+/// shard's effects root inside the whole block.
+#[test]
+fn one_shard_witness_reproduces_that_shards_effects() {
+    let store = StateStore::in_memory().unwrap();
+    store.init_genesis(block_hash(0), &genesis(8, 2)).unwrap();
+    let spec: Vec<(u8, u8, u8)> = (0..24).map(|i| (i % 3, i % 8, (i * 7) % 10)).collect();
+    let shards = random_shards(&spec, 3);
+    let whole = store
+        .execute(block_hash(0), block_hash(1), &env(1), &shards)
+        .unwrap();
+    let view = store.view(block_hash(0)).unwrap();
+    for (i, shard) in shards.iter().enumerate() {
+        let (_, witness) = execute_with_witness(
+            &view,
+            &view,
+            view.root(),
+            &env(1),
+            std::slice::from_ref(shard),
+        )
+        .unwrap();
+        let alone = execute_stateless(&witness, &env(1), std::slice::from_ref(shard)).unwrap();
+        assert_eq!(
+            alone.shards[0].effects_root, whole.shards[i].effects_root,
+            "shard {i}"
+        );
+    }
+}
