@@ -1,0 +1,17 @@
+//! phalanx consensus: it orders blocks of data and never executes them (seed 002).
+//!
+//! * [`registry`]: validators and producers from genesis, with their parsed keys.
+//! * [`proposer`]: the stake-weighted proposer of each slot from the previous epoch's
+//!   randomness, and the RANDAO mix that carries that randomness.
+//! * [`validity`]: a block's *data validity*: signatures, the declaration, shard
+//!   commitments, size limits. No transaction is decoded or executed here.
+//!
+//! Attestations, LMD-GHOST, Casper FFG, slashing and the simulator land with the rest of
+//! issue #4.
+
+pub mod proposer;
+pub mod registry;
+pub mod validity;
+
+pub use registry::{Registry, RegistryError};
+pub use validity::{BlockError, ChainContext, check_block};

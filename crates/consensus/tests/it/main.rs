@@ -1,0 +1,6 @@
+//! Integration tests of `phalanx-consensus`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
+
+mod proposer;
+mod validity;
