@@ -6,9 +6,13 @@
 //! * [`validity`]: a block's *data validity*: signatures, the declaration, shard
 //!   commitments, size limits. No transaction is decoded or executed here.
 //!
-//! Attestations, LMD-GHOST, Casper FFG, slashing and the simulator land with the rest of
-//! issue #4.
+//! * [`fork_choice`]: LMD-GHOST, Casper FFG justification and finality, slashable-vote
+//!   detection, zero weight for fraud-proven blocks.
+//!
+//! Attestation aggregation and committees, the on-chain state transition (rewards,
+//! penalties, ejection), producers and the simulator land with the rest of issue #4.
 
+pub mod fork_choice;
 pub mod proposer;
 pub mod registry;
 pub mod validity;

@@ -33,7 +33,7 @@ pub type Transaction = VariableList<u8, MaxBytesPerTransaction>;
 macro_rules! container {
     ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, TreeHash)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Encode, Decode, TreeHash)]
         #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
         pub struct $name {
             $($(#[$fmeta])* pub $field: $ty),*
