@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod genesis;
+mod sim;
 mod statetest;
 
 /// phalanx: a proof-of-stake chain client in which one logical node or validator can be many
@@ -50,8 +51,9 @@ enum Command {
     Executor(Pending),
     /// A light client that serves verified reads.
     Light(Pending),
-    /// Deterministic simulators (chain, dv, cluster, light).
-    Sim(Pending),
+    /// Deterministic simulators (chain; dv, cluster and light come with their issues).
+    #[command(subcommand)]
+    Sim(sim::Target),
     /// Benchmarks (execution; consensus, dv, cluster and light as their issues land).
     #[command(subcommand)]
     Bench(bench::Target),
@@ -85,16 +87,13 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         Command::Producer(_) => ("producer", 4, "Consensus (producer)"),
         Command::Executor(_) => ("executor", 7, "Executors' claims and the light client"),
         Command::Light(_) => ("light", 7, "Executors' claims and the light client"),
-        Command::Sim(_) => (
-            "sim",
-            4,
-            "Consensus simulator (the first of the simulators)",
-        ),
+        Command::Sim(sim::Target::Other(args)) => return sim::pending(args),
         Command::Bench(bench::Target::Other(args)) => return bench::pending(args),
         Command::Genesis(_)
         | Command::Spec { .. }
         | Command::Statetest { .. }
-        | Command::Bench(bench::Target::Execution(_)) => return None,
+        | Command::Bench(bench::Target::Execution(_))
+        | Command::Sim(sim::Target::Chain(_)) => return None,
     })
 }
 
@@ -113,6 +112,11 @@ fn main() -> ExitCode {
         Command::Genesis(args) => genesis::run(args),
         Command::Statetest { paths } => statetest::run(&paths),
         Command::Bench(bench::Target::Execution(args)) => bench::execution::run(&args),
+        Command::Sim(sim::Target::Chain(args)) => sim::chain(&args),
+        Command::Sim(sim::Target::Other(args)) => Err(anyhow::anyhow!(
+            "unknown simulator {:?}; available: chain (dv, cluster and light come with their issues)",
+            args.first().map(String::as_str).unwrap_or_default()
+        )),
         Command::Bench(bench::Target::Other(args)) => Err(anyhow::anyhow!(
             "unknown benchmark {:?}; available: execution (consensus, dv, cluster and light come with their issues)",
             args.first().map(String::as_str).unwrap_or_default()

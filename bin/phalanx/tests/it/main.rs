@@ -36,7 +36,7 @@ fn help_lists_every_role() {
 
 #[test]
 fn roles_not_landed_fail_with_one_line() {
-    for role in ROLES.iter().chain(&["sim"]) {
+    for role in ROLES.iter() {
         for extra in [&[][..], &["run", "--some-flag", "x"][..]] {
             let out = phalanx().arg(role).args(extra).output().unwrap();
             assert_eq!(out.status.code(), Some(2), "{role} {extra:?}");
@@ -189,4 +189,53 @@ fn bench_execution_reports_every_figure() {
     }
     assert!(report["state_root_us_per_key"].as_f64().unwrap() > 0.0);
     assert!(report["witness_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn sim_chain_prints_one_json_line() {
+    let out = phalanx()
+        .args([
+            "sim",
+            "chain",
+            "--slots",
+            "24",
+            "--loss",
+            "0.01",
+            "--jitter-ms",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    for key in [
+        "slots",
+        "finalized_epoch",
+        "max_epochs_without_finality",
+        "safety_violations",
+        "slashed",
+        "slashable_signed_by_honest",
+    ] {
+        assert!(report.get(key).is_some(), "missing {key}: {stdout}");
+    }
+    assert_eq!(report["slots"], 24);
+
+    let bad = phalanx()
+        .args(["sim", "chain", "--partition", "10:5:0.5"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "a bad flag is a usage error");
+    let pending = phalanx().args(["sim", "dv"]).output().unwrap();
+    assert_eq!(pending.status.code(), Some(2));
+    assert!(
+        String::from_utf8(pending.stderr)
+            .unwrap()
+            .contains("not available yet")
+    );
 }

@@ -1,0 +1,967 @@
+//! `phalanx sim chain`: the consensus protocol end to end on a virtual clock.
+//!
+//! Each validator and each producer is a node with its own view (block tree, fork choice,
+//! registry, evidence pool). Per slot, the slot's proposer (RANDAO-seeded, stake-weighted, as
+//! its view computes it) signs a declaration naming a producer and sends it to that producer;
+//! the producer builds a block on the declared parent, including the slashing evidence it
+//! knows, and gossips it. Every validator attests once per epoch, at a third of its duty slot,
+//! to its LMD-GHOST head with its justified checkpoint as FFG source. Honest validators ask
+//! their slashing-protection database (the validator crate's, EIP-3076 minimal) before every
+//! signature; equivocators sign two declarations per proposal and two votes per epoch.
+//!
+//! The network delays each message by 50 ms plus a seeded jitter, drops it with the given
+//! probability, and drops everything across a partition while it lasts. A node that receives
+//! a block with an unknown parent asks the sender for it (sync), and keeps votes about unknown
+//! blocks until the blocks arrive.
+//!
+//! Signature checks are cached by `(signing root, signature, key)` across nodes, since every
+//! node would compute the same answer; this keeps 500 slots well under a minute on 2 cores.
+//!
+//! Output ([`Report`]):
+//! * `finalized_epoch`: the lowest finalized epoch among honest validators at the end;
+//! * `max_epochs_without_finality`: the worst finality lag seen by any honest validator at
+//!   any epoch boundary, beyond the best case (at the start of epoch `e` the best case is
+//!   epoch `e − 1` final, so the lag is `e − 1 − finalized`);
+//! * `safety_violations`: pairs of conflicting checkpoints ever finalized by honest views;
+//! * `slashed`: validators slashed on the chain as honest validator 0 sees it;
+//! * `slashable_signed_by_honest`: slashable pairs among everything honest validators signed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use alloy_primitives::B256;
+use phalanx_consensus::fork_choice::{ForkChoice, VoteOutcome};
+use phalanx_consensus::proposer::{genesis_mix, mix_in, proposer};
+use phalanx_consensus::{ChainContext, Registry, check_block};
+use phalanx_crypto::{PublicKey, PublicKeyBytes, SecretKey, SignatureBytes};
+use phalanx_spec::ChainSpec;
+use phalanx_spec::devnet::{self, DevnetParams};
+use phalanx_types::signing::{Signable, SigningContext};
+use phalanx_types::*;
+use phalanx_validator::slashing_protection::SlashingProtection;
+use rand::SeedableRng;
+use serde::Serialize;
+use ssz_types::VariableList;
+
+use crate::net::{Links, Partition, Queue};
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Validators (equal stake).
+    pub validators: usize,
+    /// Producers.
+    pub producers: usize,
+    /// Slots to run.
+    pub slots: u64,
+    /// Probability that a message is lost.
+    pub loss: f64,
+    /// Extra delay, uniform in `0..=jitter_ms`, on top of 50 ms.
+    pub jitter_ms: u64,
+    /// `(from_slot, to_slot, fraction)`: the first `fraction` of the nodes are cut off from the
+    /// rest during those slots.
+    pub partition: Option<(u64, u64, f64)>,
+    /// The last `equivocators` validators equivocate.
+    pub equivocators: usize,
+    /// Seed of every random choice.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            validators: 16,
+            producers: 4,
+            slots: 200,
+            loss: 0.0,
+            jitter_ms: 0,
+            partition: None,
+            equivocators: 0,
+            seed: 1,
+        }
+    }
+}
+
+/// The result of a run (printed as one JSON line by `phalanx sim chain`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Slots simulated.
+    pub slots: u64,
+    /// Lowest finalized epoch among honest validators at the end.
+    pub finalized_epoch: u64,
+    /// Worst finality lag beyond the best case, in epochs.
+    pub max_epochs_without_finality: u64,
+    /// Conflicting finalized checkpoint pairs.
+    pub safety_violations: u64,
+    /// Validators slashed on honest validator 0's chain.
+    pub slashed: Vec<u64>,
+    /// Slashable pairs signed by honest validators.
+    pub slashable_signed_by_honest: u64,
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    /// Bad flags.
+    #[error("invalid simulation: {0}")]
+    Config(String),
+    /// The genesis could not be built.
+    #[error("cannot build the genesis: {0}")]
+    Genesis(String),
+}
+
+/// A signed vote of one validator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Vote {
+    validator: u64,
+    data: AttestationData,
+    signature: SignatureBytes,
+}
+
+#[derive(Debug, Clone)]
+enum Msg {
+    Block(Arc<SignedBlock>),
+    Vote(Arc<Vote>),
+    Declaration(Arc<SignedDeclaration>),
+    Request(Root),
+}
+
+#[derive(Debug)]
+enum Event {
+    SlotStart(u64),
+    Attest(u64),
+    Deliver { from: usize, to: usize, msg: Msg },
+}
+
+/// One node's view of the chain.
+struct View {
+    fc: ForkChoice,
+    registry: Registry,
+    blocks: HashMap<Root, Arc<SignedBlock>>,
+    mixes: HashMap<Root, B256>,
+    orphans: HashMap<Root, Vec<Arc<SignedBlock>>>,
+    pending_votes: Vec<Arc<Vote>>,
+    votes_seen: HashMap<(u64, u64), Arc<Vote>>,
+    declarations_seen: HashMap<u64, SignedDeclaration>,
+    declaration_evidence: Vec<DeclarationSlashing>,
+    attester_evidence: Vec<AttesterSlashing>,
+    /// Individual votes seen, by their data: what a producer aggregates into its blocks.
+    vote_pool: HashMap<AttestationData, Vec<(u64, SignatureBytes)>>,
+}
+
+struct Sim {
+    config: Config,
+    spec: ChainSpec,
+    signing: SigningContext,
+    genesis_root: Root,
+    validator_keys: Vec<SecretKey>,
+    validator_pubkeys: Vec<PublicKey>,
+    producer_keys: Vec<SecretKey>,
+    views: Vec<View>,
+    protection: Vec<SlashingProtection>,
+    links: Links,
+    queue: Queue<Event>,
+    sig_cache: HashMap<(B256, SignatureBytes, PublicKeyBytes), bool>,
+    block_cache: HashMap<(Root, u64, usize), bool>,
+    tree: HashMap<Root, Root>,
+    honest_declarations: Vec<(u64, u64, Root)>,
+    honest_votes: Vec<(u64, AttestationData)>,
+    finalized_seen: HashSet<Checkpoint>,
+    max_lag: u64,
+}
+
+fn honest(config: &Config, validator: usize) -> bool {
+    validator + config.equivocators < config.validators
+}
+
+impl Sim {
+    fn new(config: Config) -> Result<Self, SimError> {
+        if config.validators == 0 || config.producers == 0 {
+            return Err(SimError::Config(
+                "need at least one validator and one producer".into(),
+            ));
+        }
+        if config.equivocators >= config.validators {
+            return Err(SimError::Config(
+                "at least one validator must be honest".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&config.loss) {
+            return Err(SimError::Config(format!(
+                "--loss {} is not a probability",
+                config.loss
+            )));
+        }
+        let mut spec = ChainSpec::preset("devnet").map_err(|e| SimError::Genesis(e.to_string()))?;
+        spec.shards_per_block = 2;
+        let mut params = DevnetParams::new(format!("sim-{}", config.seed), spec.clone());
+        params.validators = u32::try_from(config.validators)
+            .map_err(|_| SimError::Config("too many validators".into()))?;
+        params.producers = u32::try_from(config.producers)
+            .map_err(|_| SimError::Config("too many producers".into()))?;
+        params.executors = 0;
+        params.accounts = 0;
+        let (genesis, keys) =
+            devnet::generate(&params).map_err(|e| SimError::Genesis(e.to_string()))?;
+        let registry =
+            Registry::from_genesis(&genesis).map_err(|e| SimError::Genesis(e.to_string()))?;
+        let signing = genesis.signing_context();
+        let genesis_root = genesis.validators_root();
+        let stakes: Vec<Gwei> = genesis.validators.iter().map(|v| v.amount).collect();
+        let nodes = config.validators + config.producers;
+        let views = (0..nodes)
+            .map(|_| View {
+                fc: ForkChoice::new(genesis_root, stakes.clone(), spec.slots_per_epoch),
+                registry: registry.clone(),
+                blocks: HashMap::new(),
+                mixes: HashMap::from([(genesis_root, genesis_mix(genesis_root))]),
+                orphans: HashMap::new(),
+                pending_votes: Vec::new(),
+                votes_seen: HashMap::new(),
+                declarations_seen: HashMap::new(),
+                declaration_evidence: Vec::new(),
+                attester_evidence: Vec::new(),
+                vote_pool: HashMap::new(),
+            })
+            .collect();
+        let protection = (0..config.validators)
+            .map(|_| SlashingProtection::in_memory(genesis_root))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SimError::Genesis(e.to_string()))?;
+        let validator_keys: Vec<SecretKey> =
+            keys.validators.iter().map(|(_, k)| k.clone()).collect();
+        let validator_pubkeys = validator_keys.iter().map(SecretKey::public_key).collect();
+        let partition = config.partition.map(|(from, to, fraction)| Partition {
+            from_ms: from * spec.slot_seconds * 1000,
+            to_ms: to * spec.slot_seconds * 1000,
+            cut: ((nodes as f64) * fraction.clamp(0.0, 1.0)).round() as usize,
+        });
+        let links = Links {
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(config.seed),
+            base_ms: 50,
+            jitter_ms: config.jitter_ms,
+            loss: config.loss,
+            partition,
+        };
+        Ok(Self {
+            spec,
+            signing,
+            genesis_root,
+            validator_keys,
+            validator_pubkeys,
+            producer_keys: keys.producers.iter().map(|(_, k)| k.clone()).collect(),
+            views,
+            protection,
+            links,
+            queue: Queue::new(),
+            sig_cache: HashMap::new(),
+            block_cache: HashMap::new(),
+            tree: HashMap::new(),
+            honest_declarations: Vec::new(),
+            honest_votes: Vec::new(),
+            finalized_seen: HashSet::new(),
+            max_lag: 0,
+            config,
+        })
+    }
+
+    fn slot_ms(&self) -> u64 {
+        self.spec.slot_seconds * 1000
+    }
+
+    fn epoch(&self, slot: u64) -> Epoch {
+        Slot(slot).epoch(self.spec.slots_per_epoch)
+    }
+
+    fn verify<T: Signable>(&mut self, msg: &T, key: &PublicKey, sig: &SignatureBytes) -> bool {
+        let root = self.signing.signing_root(msg);
+        let cache_key = (root, *sig, key.to_bytes());
+        if let Some(ok) = self.sig_cache.get(&cache_key) {
+            return *ok;
+        }
+        let ok = self.signing.verify(msg, key, sig).is_ok();
+        self.sig_cache.insert(cache_key, ok);
+        ok
+    }
+
+    /// Sends `msg` from node `from` to node `to` over the simulated network.
+    fn send(&mut self, now: u64, from: usize, to: usize, msg: Msg) {
+        if let Some(at) = self.links.delivery(now, from, to) {
+            self.queue.push(at, Event::Deliver { from, to, msg });
+        }
+    }
+
+    /// Gossips to every node (itself included, at once).
+    fn gossip(&mut self, now: u64, from: usize, msg: Msg) {
+        for to in 0..self.views.len() {
+            self.send(now, from, to, msg.clone());
+        }
+    }
+
+    /// The RANDAO seed of `epoch` on the chain ending at `head`.
+    fn seed(&self, node: usize, head: Root, epoch: Epoch) -> B256 {
+        let view = &self.views[node];
+        let boundary = epoch.start_slot(self.spec.slots_per_epoch);
+        let mut cursor = head;
+        loop {
+            match view.blocks.get(&cursor) {
+                Some(block) if block.header.message.slot >= boundary => {
+                    cursor = block.header.message.parent_root
+                }
+                _ => break,
+            }
+        }
+        view.mixes
+            .get(&cursor)
+            .copied()
+            .unwrap_or_else(|| genesis_mix(self.genesis_root))
+    }
+
+    fn proposer_of(&self, node: usize, head: Root, slot: u64) -> Option<ValidatorIndex> {
+        let seed = self.seed(
+            node,
+            head,
+            self.epoch(slot.saturating_sub(0)).prev().max(Epoch(0)),
+        );
+        // The proposers of epoch e come from the mix at the end of epoch e-1.
+        let _ = seed;
+        let seed = self.seed(node, head, self.epoch(slot));
+        proposer(&self.views[node].registry, seed, Slot(slot))
+    }
+
+    /// The committee of `slot`: validators whose index is the slot's position in its epoch,
+    /// modulo the epoch length (each validator attests once per epoch).
+    fn committee(&self, slot: u64) -> Vec<u64> {
+        let spe = self.spec.slots_per_epoch;
+        (0..self.config.validators as u64)
+            .filter(|v| v % spe == slot % spe)
+            .collect()
+    }
+
+    /// Aggregates the votes of `node`'s pool from the last two epochs, one attestation per
+    /// distinct vote, for inclusion in a block at `slot`.
+    fn aggregate(&self, node: usize, slot: u64) -> Vec<Attestation> {
+        let spe = self.spec.slots_per_epoch;
+        let mut pool: Vec<(&AttestationData, &Vec<(u64, SignatureBytes)>)> = self.views[node]
+            .vote_pool
+            .iter()
+            .filter(|(d, _)| d.slot.0 < slot && d.slot.0 + 2 * spe >= slot)
+            .collect();
+        pool.sort_by_key(|(d, _)| (d.slot, d.tree_hash_root()));
+        let mut out = Vec::new();
+        for (data, votes) in pool.into_iter().take(128) {
+            let committee = self.committee(data.slot.0);
+            let Ok(mut bits) = ssz_types::BitList::with_capacity(committee.len()) else {
+                continue;
+            };
+            let mut aggregate = phalanx_crypto::AggregateSignature::default();
+            let mut any = false;
+            for (v, sig) in votes {
+                let (Some(position), Ok(sig)) = (
+                    committee.iter().position(|c| c == v),
+                    phalanx_crypto::Signature::try_from(sig),
+                ) else {
+                    continue;
+                };
+                if bits.get(position).unwrap_or(true) {
+                    continue;
+                }
+                if bits.set(position, true).is_ok() {
+                    aggregate.add(&sig);
+                    any = true;
+                }
+            }
+            if let (true, Ok(signature)) = (any, aggregate.finish()) {
+                out.push(Attestation {
+                    aggregation_bits: bits,
+                    data: data.clone(),
+                    signature: signature.to_bytes(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Feeds the attestations of an imported block into `node`'s fork choice.
+    fn process_attestations(&mut self, node: usize, block: &SignedBlock) {
+        for attestation in block.body.attestations.iter() {
+            let committee = self.committee(attestation.data.slot.0);
+            if attestation.aggregation_bits.len() != committee.len() {
+                continue;
+            }
+            let indices: Vec<u64> = committee
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| attestation.aggregation_bits.get(*i).unwrap_or(false))
+                .map(|(_, v)| *v)
+                .collect();
+            let keys: Vec<PublicKey> = indices
+                .iter()
+                .filter_map(|v| {
+                    self.views[node]
+                        .registry
+                        .validator(ValidatorIndex(*v))
+                        .map(|x| x.pubkey)
+                })
+                .collect();
+            if keys.len() != indices.len() || keys.is_empty() {
+                continue;
+            }
+            let root = self.signing.signing_root(&attestation.data);
+            let Ok(aggregate_key) = PublicKey::aggregate(&keys) else {
+                continue;
+            };
+            let cache_key = (root, attestation.signature, aggregate_key.to_bytes());
+            let valid = match self.sig_cache.get(&cache_key) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = phalanx_crypto::Signature::try_from(&attestation.signature)
+                        .is_ok_and(|sig| sig.fast_aggregate_verify(&keys, root.as_slice()));
+                    self.sig_cache.insert(cache_key, ok);
+                    ok
+                }
+            };
+            if !valid {
+                continue;
+            }
+            let view = &mut self.views[node];
+            for v in indices {
+                let _ = view.fc.on_attestation(ValidatorIndex(v), &attestation.data);
+            }
+        }
+    }
+
+    fn run(mut self) -> Report {
+        for slot in 1..=self.config.slots {
+            let start = slot * self.slot_ms();
+            self.queue.push(start, Event::SlotStart(slot));
+            self.queue
+                .push(start + self.slot_ms() / 3, Event::Attest(slot));
+        }
+        while let Some((now, event)) = self.queue.pop() {
+            match event {
+                Event::SlotStart(slot) => self.on_slot(now, slot),
+                Event::Attest(slot) => self.on_attest_time(now, slot),
+                Event::Deliver { from, to, msg } => self.deliver(now, from, to, msg),
+            }
+        }
+        self.report()
+    }
+
+    fn on_slot(&mut self, now: u64, slot: u64) {
+        if slot.is_multiple_of(self.spec.slots_per_epoch) {
+            self.sample_finality(self.epoch(slot));
+        }
+        for v in 0..self.config.validators {
+            let head = self.views[v].fc.head();
+            if self.proposer_of(v, head, slot) != Some(ValidatorIndex(v as u64)) {
+                continue;
+            }
+            let producer = (slot as usize) % self.config.producers;
+            let honest = honest(&self.config, v);
+            if honest {
+                let pubkey = self.validator_pubkeys[v].to_bytes();
+                if self.protection[v]
+                    .check_and_record_declaration(&pubkey, slot)
+                    .is_err()
+                {
+                    continue;
+                }
+            }
+            let declaration = self.declare(v, slot, head, producer, 5_000);
+            if honest {
+                self.honest_declarations.push((
+                    v as u64,
+                    slot,
+                    declaration.message.tree_hash_root(),
+                ));
+            }
+            let to = self.config.validators + producer;
+            self.send(now, v, to, Msg::Declaration(Arc::new(declaration)));
+            if !honest {
+                // Equivocation: a second, different declaration for the same slot.
+                let other = (producer + 1) % self.config.producers;
+                let second = self.declare(v, slot, head, other, 4_000);
+                self.send(
+                    now,
+                    v,
+                    self.config.validators + other,
+                    Msg::Declaration(Arc::new(second)),
+                );
+            }
+        }
+    }
+
+    fn declare(
+        &self,
+        v: usize,
+        slot: u64,
+        parent: Root,
+        producer: usize,
+        fee_split_bps: u16,
+    ) -> SignedDeclaration {
+        let key = &self.validator_keys[v];
+        let message = Declaration {
+            slot: Slot(slot),
+            proposer_index: ValidatorIndex(v as u64),
+            parent_root: parent,
+            producer: ProducerIndex(producer as u64),
+            fee_split_bps,
+            randao_reveal: self.signing.sign(&self.epoch(slot), key),
+        };
+        SignedDeclaration {
+            signature: self.signing.sign(&message, key),
+            message,
+        }
+    }
+
+    fn on_attest_time(&mut self, now: u64, slot: u64) {
+        let spe = self.spec.slots_per_epoch;
+        let epoch = self.epoch(slot);
+        for v in (0..self.config.validators).filter(|v| (*v as u64) % spe == slot % spe) {
+            let fc = &self.views[v].fc;
+            let head = fc.head();
+            let target = fc.checkpoint(head, epoch);
+            let source = fc.justified().clone();
+            if target.epoch <= source.epoch {
+                continue;
+            }
+            let data = AttestationData {
+                slot: Slot(slot),
+                committee_index: 0,
+                head_root: head,
+                source,
+                target,
+            };
+            let honest = honest(&self.config, v);
+            if honest {
+                let pubkey = self.validator_pubkeys[v].to_bytes();
+                let p = &self.protection[v];
+                if p.check_and_record_attestation(&pubkey, data.source.epoch.0, data.target.epoch.0)
+                    .is_err()
+                {
+                    continue;
+                }
+                self.honest_votes.push((v as u64, data.clone()));
+            }
+            let vote = Vote {
+                validator: v as u64,
+                signature: self.signing.sign(&data, &self.validator_keys[v]),
+                data: data.clone(),
+            };
+            self.gossip(now, v, Msg::Vote(Arc::new(vote)));
+            if !honest && data.target.root != head {
+                // Equivocation: a second vote for the same target epoch.
+                let mut second = data;
+                second.head_root = second.target.root;
+                let vote = Vote {
+                    validator: v as u64,
+                    signature: self.signing.sign(&second, &self.validator_keys[v]),
+                    data: second,
+                };
+                self.gossip(now, v, Msg::Vote(Arc::new(vote)));
+            }
+        }
+    }
+
+    fn deliver(&mut self, now: u64, from: usize, to: usize, msg: Msg) {
+        match msg {
+            Msg::Block(block) => self.on_block(now, from, to, block),
+            Msg::Vote(vote) => self.on_vote(to, vote),
+            Msg::Declaration(declaration) => self.on_declaration(now, to, &declaration),
+            Msg::Request(root) => {
+                if let Some(block) = self.views[to].blocks.get(&root).cloned() {
+                    self.send(now, to, from, Msg::Block(block));
+                }
+            }
+        }
+    }
+
+    fn on_declaration(&mut self, now: u64, node: usize, signed: &SignedDeclaration) {
+        let Some(producer) = node.checked_sub(self.config.validators) else {
+            return;
+        };
+        let d = &signed.message;
+        if d.producer.0 as usize != producer || !self.views[node].fc.contains(&d.parent_root) {
+            return;
+        }
+        let Some(parent_slot) = self.views[node].fc.slot(&d.parent_root) else {
+            return;
+        };
+        if d.slot <= parent_slot
+            || self.proposer_of(node, d.parent_root, d.slot.0) != Some(d.proposer_index)
+        {
+            return;
+        }
+        let Some(key) = self.views[node]
+            .registry
+            .validator(d.proposer_index)
+            .map(|v| v.pubkey)
+        else {
+            return;
+        };
+        if !self.verify(d, &key, &signed.signature) {
+            return;
+        }
+        let view = &self.views[node];
+        let included: HashSet<u64> = view
+            .registry
+            .validators()
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.slashed)
+            .map(|(i, _)| i as u64)
+            .collect();
+        let declaration_slashings: Vec<DeclarationSlashing> = view
+            .declaration_evidence
+            .iter()
+            .filter(|e| !included.contains(&e.declaration_1.message.proposer_index.0))
+            .take(16)
+            .cloned()
+            .collect();
+        let attester_slashings: Vec<AttesterSlashing> = view
+            .attester_evidence
+            .iter()
+            .filter(|e| {
+                e.attestation_1
+                    .attesting_indices
+                    .first()
+                    .is_some_and(|v| !included.contains(&v.0))
+            })
+            .take(16)
+            .cloned()
+            .collect();
+        let shards: Vec<Shard> = (0..self.spec.shards_per_block)
+            .map(|i| {
+                Shard::from_transactions(vec![vec![0x02, i as u8, d.slot.0 as u8]]).unwrap_or(
+                    Shard {
+                        transactions: VariableList::empty(),
+                    },
+                )
+            })
+            .collect();
+        let attestations = self.aggregate(node, d.slot.0);
+        let body = BlockBody {
+            attestations: VariableList::new(attestations).unwrap_or_default(),
+            claims: VariableList::empty(),
+            declaration_slashings: VariableList::new(declaration_slashings).unwrap_or_default(),
+            attester_slashings: VariableList::new(attester_slashings).unwrap_or_default(),
+            fraud_proofs: VariableList::empty(),
+        };
+        let header = BlockHeader {
+            slot: d.slot,
+            parent_root: d.parent_root,
+            declaration: signed.clone(),
+            producer: d.producer,
+            shard_roots: VariableList::new(shards.iter().map(TreeHash::tree_hash_root).collect())
+                .unwrap_or_default(),
+            body_root: body.tree_hash_root(),
+        };
+        let signature = self.signing.sign(&header, &self.producer_keys[producer]);
+        let block = SignedBlock {
+            header: SignedBlockHeader {
+                message: header,
+                signature,
+            },
+            body,
+            shards: VariableList::new(shards).unwrap_or_default(),
+        };
+        self.tree
+            .insert(block.root(), block.header.message.parent_root);
+        self.gossip(now, node, Msg::Block(Arc::new(block)));
+    }
+
+    fn on_block(&mut self, now: u64, from: usize, node: usize, block: Arc<SignedBlock>) {
+        let root = block.root();
+        if self.views[node].blocks.contains_key(&root) {
+            return;
+        }
+        let parent = block.header.message.parent_root;
+        if !self.views[node].fc.contains(&parent) {
+            let orphans = self.views[node].orphans.entry(parent).or_default();
+            if orphans.len() < 64 {
+                orphans.push(block);
+            }
+            self.send(now, node, from, Msg::Request(parent));
+            return;
+        }
+        let slot = block.header.message.slot.0;
+        let Some(expected) = self.proposer_of(node, parent, slot) else {
+            return;
+        };
+        let slashed_count = self.views[node]
+            .registry
+            .validators()
+            .iter()
+            .filter(|v| v.slashed)
+            .count();
+        let cache_key = (root, expected.0, slashed_count);
+        let valid = match self.block_cache.get(&cache_key) {
+            Some(v) => *v,
+            None => {
+                let view = &self.views[node];
+                let ctx = ChainContext {
+                    spec: &self.spec,
+                    signing: self.signing,
+                    registry: &view.registry,
+                };
+                let v = check_block(&ctx, expected, &block).is_ok();
+                self.block_cache.insert(cache_key, v);
+                v
+            }
+        };
+        if !valid
+            || self.views[node]
+                .fc
+                .on_block(root, parent, Slot(slot))
+                .is_err()
+        {
+            return;
+        }
+        let reveal = block.header.message.declaration.message.randao_reveal;
+        let view = &mut self.views[node];
+        let mix = mix_in(
+            view.mixes.get(&parent).copied().unwrap_or_default(),
+            reveal.as_slice(),
+        );
+        view.mixes.insert(root, mix);
+        view.blocks.insert(root, block.clone());
+        self.process_slashings(node, &block);
+        self.process_attestations(node, &block);
+        self.detect_double_declaration(node, &block);
+        // Orphans waiting for this block, then votes waiting for blocks.
+        if let Some(children) = self.views[node].orphans.remove(&root) {
+            for child in children {
+                self.on_block(now, from, node, child);
+            }
+        }
+        let pending = std::mem::take(&mut self.views[node].pending_votes);
+        for vote in pending {
+            self.on_vote(node, vote);
+        }
+    }
+
+    fn process_slashings(&mut self, node: usize, block: &SignedBlock) {
+        for e in block.body.declaration_slashings.iter() {
+            let (a, b) = (&e.declaration_1, &e.declaration_2);
+            let v = a.message.proposer_index;
+            if a.message.slot != b.message.slot
+                || v != b.message.proposer_index
+                || a.message == b.message
+            {
+                continue;
+            }
+            let Some(key) = self.views[node].registry.validator(v).map(|x| x.pubkey) else {
+                continue;
+            };
+            if self.verify(&a.message, &key, &a.signature)
+                && self.verify(&b.message, &key, &b.signature)
+            {
+                self.views[node].registry.slash_validator(v);
+                self.views[node].fc.zero_stake(v);
+            }
+        }
+        for e in block.body.attester_slashings.iter() {
+            let (a, b) = (&e.attestation_1, &e.attestation_2);
+            let (Some(va), Some(vb)) = (a.attesting_indices.first(), b.attesting_indices.first())
+            else {
+                continue;
+            };
+            let (s1, t1, s2, t2) = (
+                a.data.source.epoch,
+                a.data.target.epoch,
+                b.data.source.epoch,
+                b.data.target.epoch,
+            );
+            let slashable =
+                a.data != b.data && (t1 == t2 || (s1 < s2 && t2 < t1) || (s2 < s1 && t1 < t2));
+            if va != vb || !slashable {
+                continue;
+            }
+            let Some(key) = self.views[node].registry.validator(*va).map(|x| x.pubkey) else {
+                continue;
+            };
+            if self.verify(&a.data, &key, &a.signature) && self.verify(&b.data, &key, &b.signature)
+            {
+                self.views[node].registry.slash_validator(*va);
+                self.views[node].fc.zero_stake(*va);
+            }
+        }
+    }
+
+    fn detect_double_declaration(&mut self, node: usize, block: &SignedBlock) {
+        let declaration = &block.header.message.declaration;
+        let slot = declaration.message.slot.0;
+        let view = &mut self.views[node];
+        match view.declarations_seen.get(&slot) {
+            None => {
+                view.declarations_seen.insert(slot, declaration.clone());
+            }
+            Some(first)
+                if first.message.proposer_index == declaration.message.proposer_index
+                    && first.message != declaration.message =>
+            {
+                let evidence = DeclarationSlashing {
+                    declaration_1: first.clone(),
+                    declaration_2: declaration.clone(),
+                };
+                if !view.declaration_evidence.contains(&evidence) {
+                    view.declaration_evidence.push(evidence);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn on_vote(&mut self, node: usize, vote: Arc<Vote>) {
+        let Some(key) = self.views[node]
+            .registry
+            .validator(ValidatorIndex(vote.validator))
+            .map(|v| v.pubkey)
+        else {
+            return;
+        };
+        if !self.verify(&vote.data, &key, &vote.signature) {
+            return;
+        }
+        let view = &mut self.views[node];
+        let known = [
+            vote.data.head_root,
+            vote.data.source.root,
+            vote.data.target.root,
+        ]
+        .iter()
+        .all(|r| view.fc.contains(r));
+        if !known {
+            if view.pending_votes.len() < 4_096 {
+                view.pending_votes.push(vote);
+            }
+            return;
+        }
+        match view
+            .fc
+            .on_attestation(ValidatorIndex(vote.validator), &vote.data)
+        {
+            Ok(VoteOutcome::Counted) => {
+                view.vote_pool
+                    .entry(vote.data.clone())
+                    .or_default()
+                    .push((vote.validator, vote.signature));
+                view.votes_seen
+                    .insert((vote.validator, vote.data.target.epoch.0), vote);
+            }
+            Ok(VoteOutcome::Slashable(evidence)) => {
+                let Some(first) = view
+                    .votes_seen
+                    .get(&(vote.validator, evidence.first.target.epoch.0))
+                    .cloned()
+                else {
+                    return;
+                };
+                let indexed = |v: &Vote| IndexedAttestation {
+                    attesting_indices: VariableList::new(vec![ValidatorIndex(v.validator)])
+                        .unwrap_or_default(),
+                    data: v.data.clone(),
+                    signature: v.signature,
+                };
+                let slashing = AttesterSlashing {
+                    attestation_1: indexed(&first),
+                    attestation_2: indexed(&vote),
+                };
+                if !view.attester_evidence.contains(&slashing) {
+                    view.attester_evidence.push(slashing);
+                }
+            }
+            Ok(VoteOutcome::Duplicate) | Err(_) => {}
+        }
+    }
+
+    fn honest_validators(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.config.validators).filter(|v| honest(&self.config, *v))
+    }
+
+    fn sample_finality(&mut self, epoch: Epoch) {
+        let views: Vec<usize> = self.honest_validators().collect();
+        for v in views {
+            let finalized = self.views[v].fc.finalized().clone();
+            let lag = epoch.0.saturating_sub(1).saturating_sub(finalized.epoch.0);
+            self.max_lag = self.max_lag.max(lag);
+            self.finalized_seen.insert(finalized);
+        }
+    }
+
+    fn is_ancestor(&self, a: Root, b: Root) -> bool {
+        let mut cursor = b;
+        loop {
+            if cursor == a {
+                return true;
+            }
+            match self.tree.get(&cursor) {
+                Some(parent) => cursor = *parent,
+                None => return false,
+            }
+        }
+    }
+
+    fn report(mut self) -> Report {
+        let end_epoch = self.epoch(self.config.slots + 1);
+        self.sample_finality(end_epoch);
+        let finalized: Vec<Checkpoint> = self.finalized_seen.iter().cloned().collect();
+        let mut violations = 0u64;
+        for (i, a) in finalized.iter().enumerate() {
+            for b in &finalized[i + 1..] {
+                if !self.is_ancestor(a.root, b.root) && !self.is_ancestor(b.root, a.root) {
+                    violations += 1;
+                }
+            }
+        }
+        let mut slashable = 0u64;
+        for (i, (v, s, r)) in self.honest_declarations.iter().enumerate() {
+            slashable += self.honest_declarations[i + 1..]
+                .iter()
+                .filter(|(v2, s2, r2)| v == v2 && s == s2 && r != r2)
+                .count() as u64;
+        }
+        for (i, (v, a)) in self.honest_votes.iter().enumerate() {
+            for (v2, b) in &self.honest_votes[i + 1..] {
+                let (s1, t1, s2, t2) = (
+                    a.source.epoch,
+                    a.target.epoch,
+                    b.source.epoch,
+                    b.target.epoch,
+                );
+                if v == v2 && a != b && (t1 == t2 || (s1 < s2 && t2 < t1) || (s2 < s1 && t1 < t2)) {
+                    slashable += 1;
+                }
+            }
+        }
+        let honest: Vec<usize> = self.honest_validators().collect();
+        let finalized_epoch = honest
+            .iter()
+            .map(|v| self.views[*v].fc.finalized().epoch.0)
+            .min()
+            .unwrap_or(0);
+        let observer = honest.first().copied().unwrap_or(0);
+        let slashed = self.views[observer]
+            .registry
+            .validators()
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.slashed)
+            .map(|(i, _)| i as u64)
+            .collect();
+        Report {
+            slots: self.config.slots,
+            finalized_epoch,
+            max_epochs_without_finality: self.max_lag,
+            safety_violations: violations,
+            slashed,
+            slashable_signed_by_honest: slashable,
+        }
+    }
+}
+
+/// Runs a simulation.
+pub fn run(config: Config) -> Result<Report, SimError> {
+    Ok(Sim::new(config)?.run())
+}

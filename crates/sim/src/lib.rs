@@ -1,0 +1,11 @@
+//! Deterministic simulators of the phalanx protocol.
+//!
+//! * [`chain`]: validators, producers and the chain — proposals by declaration, blocks,
+//!   attestations, LMD-GHOST, Casper FFG, slashing — on a virtual clock and an in-process
+//!   network with seeded delay, loss and partitions, with equivocating validators.
+//!
+//! Everything is driven by one seeded random source and one event queue, so a run is a pure
+//! function of its configuration: the same flags print the same result.
+
+pub mod chain;
+mod net;

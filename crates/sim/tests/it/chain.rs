@@ -1,0 +1,109 @@
+//! The chain simulator's acceptance runs (issue #4), at full size.
+
+use phalanx_sim::chain::{Config, run};
+
+#[test]
+fn five_hundred_lossy_jittery_slots_finalize_safely() {
+    // `phalanx sim chain --validators 16 --producers 4 --slots 500 --loss 0.01 --jitter-ms 200`
+    let report = run(Config {
+        validators: 16,
+        producers: 4,
+        slots: 500,
+        loss: 0.01,
+        jitter_ms: 200,
+        seed: 1,
+        ..Config::default()
+    })
+    .unwrap();
+    assert_eq!(report.safety_violations, 0, "{report:?}");
+    assert_eq!(report.slashable_signed_by_honest, 0, "{report:?}");
+    assert!(report.max_epochs_without_finality <= 3, "{report:?}");
+    assert!(report.finalized_epoch >= 58, "{report:?}");
+}
+
+#[test]
+fn same_seed_same_run() {
+    let config = Config {
+        slots: 48,
+        loss: 0.05,
+        jitter_ms: 300,
+        seed: 3,
+        ..Config::default()
+    };
+    assert_eq!(run(config.clone()).unwrap(), run(config).unwrap());
+}
+
+#[test]
+fn a_half_split_for_twenty_epochs_stops_finality_then_it_returns_within_three_epochs() {
+    // 8 slots per epoch: the split covers epochs 4..24; the heal is at epoch 24.
+    let split = Some((32, 192, 0.5));
+    let during = run(Config {
+        slots: 192,
+        partition: split,
+        seed: 11,
+        ..Config::default()
+    })
+    .unwrap();
+    assert!(
+        during.finalized_epoch <= 3,
+        "nothing may finalize during the split: {during:?}"
+    );
+    assert_eq!(during.safety_violations, 0);
+    let after = run(Config {
+        slots: 216,
+        partition: split,
+        seed: 11,
+        ..Config::default()
+    })
+    .unwrap();
+    assert!(
+        after.finalized_epoch >= 24,
+        "finality must be back by epoch 27: {after:?}"
+    );
+    assert_eq!(after.safety_violations, 0);
+    assert_eq!(after.slashable_signed_by_honest, 0);
+}
+
+#[test]
+fn equivocators_are_slashed_on_chain() {
+    let report = run(Config {
+        validators: 16,
+        producers: 4,
+        slots: 96,
+        equivocators: 2,
+        loss: 0.01,
+        jitter_ms: 200,
+        seed: 5,
+        ..Config::default()
+    })
+    .unwrap();
+    assert_eq!(report.slashed, vec![14, 15], "{report:?}");
+    assert_eq!(report.slashable_signed_by_honest, 0);
+    assert_eq!(report.safety_violations, 0);
+    assert!(report.max_epochs_without_finality <= 3, "{report:?}");
+}
+
+#[test]
+fn bad_configurations_are_errors() {
+    assert!(
+        run(Config {
+            validators: 0,
+            ..Config::default()
+        })
+        .is_err()
+    );
+    assert!(
+        run(Config {
+            equivocators: 16,
+            ..Config::default()
+        })
+        .is_err()
+    );
+    assert!(
+        run(Config {
+            loss: 1.5,
+            ..Config::default()
+        })
+        .is_err()
+    );
+}

@@ -1,0 +1,5 @@
+//! Integration tests of `phalanx-sim`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
+
+mod chain;
