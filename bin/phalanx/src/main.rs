@@ -93,6 +93,7 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         | Command::Spec { .. }
         | Command::Statetest { .. }
         | Command::Bench(bench::Target::Execution(_))
+        | Command::Bench(bench::Target::Consensus(_))
         | Command::Sim(sim::Target::Chain(_)) => return None,
     })
 }
@@ -112,6 +113,7 @@ fn main() -> ExitCode {
         Command::Genesis(args) => genesis::run(args),
         Command::Statetest { paths } => statetest::run(&paths),
         Command::Bench(bench::Target::Execution(args)) => bench::execution::run(&args),
+        Command::Bench(bench::Target::Consensus(args)) => bench::consensus::run(&args),
         Command::Sim(sim::Target::Chain(args)) => sim::chain(&args),
         Command::Sim(sim::Target::Other(args)) => Err(anyhow::anyhow!(
             "unknown simulator {:?}; available: chain (dv, cluster and light come with their issues)",

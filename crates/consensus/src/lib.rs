@@ -15,6 +15,8 @@
 pub mod fork_choice;
 pub mod proposer;
 pub mod registry;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 pub mod validity;
 
 pub use registry::{Registry, RegistryError};

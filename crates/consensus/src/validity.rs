@@ -23,6 +23,7 @@ use phalanx_crypto::{PublicKey, Signature};
 use phalanx_spec::ChainSpec;
 use phalanx_types::signing::{Signable, SigningContext};
 use phalanx_types::{Encode, SignedBlock, TreeHash, ValidatorIndex};
+use rayon::prelude::*;
 
 use crate::registry::Registry;
 
@@ -260,15 +261,17 @@ pub fn check_block(
             shards: block.shards.len(),
         });
     }
-    for (i, (shard, root)) in block
+    // Shard roots are independent: hash them on every core; report the lowest bad index.
+    let bad = block
         .shards
-        .iter()
-        .zip(header.shard_roots.iter())
+        .par_iter()
+        .zip(header.shard_roots.par_iter())
         .enumerate()
-    {
-        if shard.tree_hash_root() != *root {
-            return Err(BlockError::ShardRootMismatch(i));
-        }
+        .filter(|(_, (shard, root))| shard.tree_hash_root() != **root)
+        .map(|(i, _)| i)
+        .min();
+    if let Some(i) = bad {
+        return Err(BlockError::ShardRootMismatch(i));
     }
     if block.body.tree_hash_root() != header.body_root {
         return Err(BlockError::BodyRootMismatch);

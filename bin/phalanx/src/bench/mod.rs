@@ -1,5 +1,6 @@
 //! `phalanx bench …`: benchmarks that print their figures (never timed tests).
 
+pub(crate) mod consensus;
 pub(crate) mod execution;
 
 /// What to benchmark.
@@ -8,6 +9,8 @@ pub(crate) enum Target {
     /// Sharded execution: speedup, end-to-end throughput, state-root cost, stateless
     /// re-execution.
     Execution(execution::Args),
+    /// Consensus: simulator slots per second; data validity of a 16 × 1,000 block.
+    Consensus(consensus::Args),
     /// Benchmarks of roles that have not landed yet.
     #[command(external_subcommand)]
     Other(Vec<String>),
@@ -16,7 +19,6 @@ pub(crate) enum Target {
 /// The issue a not-yet-landed benchmark comes with (`None`: no such benchmark).
 pub(crate) fn pending(args: &[String]) -> Option<(&'static str, u32, &'static str)> {
     Some(match args.first().map(String::as_str) {
-        Some("consensus") => ("bench consensus", 4, "Consensus"),
         Some("dv") => ("bench dv", 5, "Distributed validator"),
         Some("cluster") => ("bench cluster", 6, "Clustered full node"),
         Some("light") => ("bench light", 7, "Executors' claims and the light client"),

@@ -53,7 +53,7 @@ fn roles_not_landed_fail_with_one_line() {
 
 #[test]
 fn benchmarks_not_landed_fail_with_one_line_and_unknown_ones_are_errors() {
-    for target in ["consensus", "dv", "cluster", "light"] {
+    for target in ["dv", "cluster", "light"] {
         let out = phalanx()
             .args(["bench", target, "--json"])
             .output()
@@ -238,4 +238,33 @@ fn sim_chain_prints_one_json_line() {
             .unwrap()
             .contains("not available yet")
     );
+}
+
+#[test]
+fn bench_consensus_reports_its_figures() {
+    let out = phalanx()
+        .args([
+            "bench",
+            "consensus",
+            "--json",
+            "--sim-slots",
+            "16",
+            "--shards",
+            "4",
+            "--txs-per-shard",
+            "50",
+            "--runs",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["sim_slots_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["block_txs"], 200);
+    assert!(report["data_validity_ms"].as_f64().unwrap() > 0.0);
 }

@@ -1,0 +1,58 @@
+//! Builders of correctly signed blocks, for tests, benchmarks and simulators
+//! (feature `test-utils`).
+
+use alloy_primitives::B256;
+use phalanx_crypto::SecretKey;
+use phalanx_types::signing::SigningContext;
+use phalanx_types::*;
+use ssz_types::VariableList;
+
+/// Signs a data-valid block at `slot` by `proposer` (with `proposer_key`), built by
+/// `producer` (with `producer_key`) on `parent`, carrying `shards` and an empty body.
+#[allow(clippy::too_many_arguments)]
+pub fn signed_block(
+    signing: &SigningContext,
+    slots_per_epoch: u64,
+    slot: u64,
+    parent: B256,
+    proposer: (ValidatorIndex, &SecretKey),
+    producer: (ProducerIndex, &SecretKey),
+    shards: Vec<Shard>,
+) -> Result<SignedBlock, ssz_types::Error> {
+    let declaration = Declaration {
+        slot: Slot(slot),
+        proposer_index: proposer.0,
+        parent_root: parent,
+        producer: producer.0,
+        fee_split_bps: 2_000,
+        randao_reveal: signing.sign(&Slot(slot).epoch(slots_per_epoch), proposer.1),
+    };
+    let declaration = SignedDeclaration {
+        signature: signing.sign(&declaration, proposer.1),
+        message: declaration,
+    };
+    let body = BlockBody {
+        attestations: VariableList::empty(),
+        claims: VariableList::empty(),
+        declaration_slashings: VariableList::empty(),
+        attester_slashings: VariableList::empty(),
+        fraud_proofs: VariableList::empty(),
+    };
+    let header = BlockHeader {
+        slot: Slot(slot),
+        parent_root: parent,
+        declaration,
+        producer: producer.0,
+        shard_roots: VariableList::new(shards.iter().map(TreeHash::tree_hash_root).collect())?,
+        body_root: body.tree_hash_root(),
+    };
+    let signature = signing.sign(&header, producer.1);
+    Ok(SignedBlock {
+        header: SignedBlockHeader {
+            message: header,
+            signature,
+        },
+        body,
+        shards: VariableList::new(shards)?,
+    })
+}
