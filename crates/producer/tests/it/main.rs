@@ -1,0 +1,5 @@
+//! Integration tests of `phalanx-producer`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
+
+mod packing;
