@@ -175,3 +175,50 @@ impl ConflictProof {
             .map_err(|e| ConflictProofError::Malformed(format!("{e:?}")))
     }
 }
+
+/// Verifies `ShardConflict` fraud proofs for consensus. The execution environment of a block
+/// (number, time, base fee, …) is derived from its header by `env_of`, a chain rule supplied
+/// by whoever wires consensus to execution.
+pub struct ConflictVerifier<F> {
+    env_of: F,
+}
+
+impl<F: Fn(&phalanx_types::BlockHeader) -> BlockEnv> ConflictVerifier<F> {
+    /// A verifier deriving each block's environment with `env_of`.
+    pub fn new(env_of: F) -> Self {
+        Self { env_of }
+    }
+}
+
+impl<F: Fn(&phalanx_types::BlockHeader) -> BlockEnv> phalanx_types::fraud::FraudProofVerifier
+    for ConflictVerifier<F>
+{
+    fn verify(
+        &self,
+        proof: &phalanx_types::FraudProof,
+        header: &phalanx_types::BlockHeader,
+        parent_state_root: B256,
+    ) -> Result<(), String> {
+        if proof.kind != phalanx_types::FraudProofKind::ShardConflict as u8 {
+            return Err(format!(
+                "fraud proof kind {} is not a shard conflict",
+                proof.kind
+            ));
+        }
+        if proof.block_root != header.root() {
+            return Err("fraud proof is about another block".into());
+        }
+        if proof.accused != header.producer.0 {
+            return Err(format!(
+                "fraud proof accuses producer {}, the block's is {}",
+                proof.accused, header.producer.0
+            ));
+        }
+        let conflict = ConflictProof::from_bytes(&proof.payload).map_err(|e| e.to_string())?;
+        let roots: Vec<B256> = header.shard_roots.to_vec();
+        conflict
+            .verify(parent_state_root, &roots, &(self.env_of)(header))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}

@@ -5,6 +5,7 @@
 //!   per-shard roots, blocks, attestations, executors' claims, slashing evidence, fraud proofs.
 //! * [`signing`]: Ethereum-style signing roots with one domain per message type.
 //! * [`transaction`]: EIP-2718 typed transactions (alloy), the payload of a shard.
+//! * [`fraud`]: the fraud-proof verifier seam between consensus and execution.
 //! * [`limits`]: the hard size bounds of every list, as SSZ type-level lengths.
 //!
 //! Consensus never executes transactions: a shard is a list of opaque byte strings here, and
@@ -12,6 +13,7 @@
 //! on malformed input and never panics.
 
 pub mod consensus;
+pub mod fraud;
 pub mod limits;
 pub mod primitives;
 pub mod signing;

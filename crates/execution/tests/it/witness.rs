@@ -203,3 +203,59 @@ fn one_shard_witness_reproduces_that_shards_effects() {
         );
     }
 }
+
+/// The conflict proof, wrapped as a consensus `FraudProof`, passes the verifier consensus
+/// calls; a proof about another block or producer, or of another kind, does not.
+#[test]
+fn conflict_proofs_pass_the_fraud_proof_verifier_seam() {
+    use phalanx_execution::conflict::ConflictVerifier;
+    use phalanx_types::fraud::FraudProofVerifier;
+    use phalanx_types::{FraudProof, FraudProofKind, TreeHash};
+
+    let store = StateStore::in_memory().unwrap();
+    store.init_genesis(block_hash(0), &genesis(8, 2)).unwrap();
+    let target = Address::repeat_byte(0x98);
+    let raw = vec![
+        vec![transfer(&signer(1), 0, target, 1)],
+        vec![transfer(&signer(2), 0, target, 2)],
+    ];
+    let shards = ssz_shards(&raw);
+    let view = store.view(block_hash(0)).unwrap();
+    let proof = ConflictProof::build(&view, &view, view.root(), &env(1), &shards, 0, 1).unwrap();
+    let header = phalanx_types::BlockHeader {
+        slot: phalanx_types::Slot(1),
+        parent_root: B256::repeat_byte(1),
+        declaration: phalanx_types::SignedDeclaration {
+            message: phalanx_types::Declaration {
+                slot: phalanx_types::Slot(1),
+                proposer_index: phalanx_types::ValidatorIndex(0),
+                parent_root: B256::repeat_byte(1),
+                producer: phalanx_types::ProducerIndex(3),
+                fee_split_bps: 0,
+                randao_reveal: Default::default(),
+            },
+            signature: Default::default(),
+        },
+        producer: phalanx_types::ProducerIndex(3),
+        shard_roots: VariableList::new(shards.iter().map(TreeHash::tree_hash_root).collect())
+            .unwrap(),
+        body_root: B256::ZERO,
+    };
+    let fraud = FraudProof {
+        kind: FraudProofKind::ShardConflict as u8,
+        block_root: header.root(),
+        accused: 3,
+        payload: VariableList::new(proof.to_bytes()).unwrap(),
+    };
+    let verifier = ConflictVerifier::new(|_: &phalanx_types::BlockHeader| env(1));
+    assert_eq!(verifier.verify(&fraud, &header, view.root()), Ok(()));
+    let mut other = fraud.clone();
+    other.accused = 2;
+    assert!(verifier.verify(&other, &header, view.root()).is_err());
+    let mut other = fraud.clone();
+    other.kind = FraudProofKind::WrongClaim as u8;
+    assert!(verifier.verify(&other, &header, view.root()).is_err());
+    let mut other = fraud;
+    other.block_root = B256::repeat_byte(9);
+    assert!(verifier.verify(&other, &header, view.root()).is_err());
+}
