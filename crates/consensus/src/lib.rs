@@ -6,6 +6,7 @@
 //! * [`validity`]: a block's *data validity*: signatures, the declaration, shard
 //!   commitments, size limits. No transaction is decoded or executed here.
 //!
+//! * [`alarms`]: eclipse/Sybil alarms on block rate and attestation participation.
 //! * [`fraud`]: applying a fraud proof judged by the execution side's verifier.
 //! * [`fork_choice`]: LMD-GHOST, Casper FFG justification and finality, slashable-vote
 //!   detection, zero weight for fraud-proven blocks.
@@ -13,6 +14,7 @@
 //! Attestation aggregation and committees, the on-chain state transition (rewards,
 //! penalties, ejection), producers and the simulator land with the rest of issue #4.
 
+pub mod alarms;
 pub mod fork_choice;
 pub mod fraud;
 pub mod proposer;
