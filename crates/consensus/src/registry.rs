@@ -128,6 +128,15 @@ impl Registry {
         &self.validators
     }
 
+    /// Indices of the slashed validators, ascending.
+    pub fn slashed_validators(&self) -> impl Iterator<Item = ValidatorIndex> + '_ {
+        self.validators
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.slashed)
+            .map(|(i, _)| ValidatorIndex(i as u64))
+    }
+
     /// Stake of every validator that is not slashed.
     pub fn total_stake(&self) -> Gwei {
         self.validators

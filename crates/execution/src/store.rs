@@ -262,6 +262,11 @@ impl StateStore {
         }
         let root = chain.first().map_or(head.state_root, |o| o.state_root);
         drop(inner);
+        self.snapshot(chain, root)
+    }
+
+    /// A view of `chain` (newest overlay first) over a snapshot of the database.
+    fn snapshot(&self, chain: Vec<Arc<Overlay>>, root: B256) -> Result<StateView, StateError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         Ok(StateView {
             chain,
@@ -467,15 +472,7 @@ impl StateStore {
         let inner = self.read_inner()?;
         let chain: Vec<Arc<Overlay>> = inner.overlays.values().cloned().collect();
         drop(inner);
-        let txn = self.db.begin_read().map_err(db_err)?;
-        Ok(StateView {
-            chain,
-            root: EMPTY_ROOT,
-            nodes: txn.open_table(NODES).map_err(db_err)?,
-            accounts: txn.open_table(ACCOUNTS).map_err(db_err)?,
-            storage: txn.open_table(STORAGE).map_err(db_err)?,
-            code: txn.open_table(CODE).map_err(db_err)?,
-        })
+        self.snapshot(chain, EMPTY_ROOT)
     }
 }
 

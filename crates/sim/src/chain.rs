@@ -604,14 +604,7 @@ impl Sim {
             return;
         }
         let view = &self.views[node];
-        let included: HashSet<u64> = view
-            .registry
-            .validators()
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.slashed)
-            .map(|(i, _)| i as u64)
-            .collect();
+        let included: HashSet<u64> = view.registry.slashed_validators().map(|v| v.0).collect();
         let declaration_slashings: Vec<DeclarationSlashing> = view
             .declaration_evidence
             .iter()
@@ -689,12 +682,7 @@ impl Sim {
         let Some(expected) = self.proposer_of(node, parent, slot) else {
             return;
         };
-        let slashed_count = self.views[node]
-            .registry
-            .validators()
-            .iter()
-            .filter(|v| v.slashed)
-            .count();
+        let slashed_count = self.views[node].registry.slashed_validators().count();
         let cache_key = (root, expected.0, slashed_count);
         let valid = match self.block_cache.get(&cache_key) {
             Some(v) => *v,
@@ -944,11 +932,8 @@ impl Sim {
         let observer = honest.first().copied().unwrap_or(0);
         let slashed = self.views[observer]
             .registry
-            .validators()
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.slashed)
-            .map(|(i, _)| i as u64)
+            .slashed_validators()
+            .map(|v| v.0)
             .collect();
         Report {
             slots: self.config.slots,

@@ -48,54 +48,22 @@ impl Chain {
 
     /// A valid block at `slot` by validator `proposer`, built by producer `producer`.
     fn block(&self, slot: u64, proposer: u64, producer: u64) -> SignedBlock {
-        let ctx = self.signing();
-        let spe = self.genesis.spec.slots_per_epoch;
-        let key = self.validator_key(proposer);
-        let declaration = Declaration {
-            slot: Slot(slot),
-            proposer_index: ValidatorIndex(proposer),
-            parent_root: B256::repeat_byte(0x42),
-            producer: ProducerIndex(producer),
-            fee_split_bps: 2_000,
-            randao_reveal: ctx.sign(&Slot(slot).epoch(spe), key),
-        };
-        let signed_declaration = SignedDeclaration {
-            signature: ctx.sign(&declaration, key),
-            message: declaration,
-        };
         let shards: Vec<Shard> = (0..3u8)
             .map(|i| Shard::from_transactions(vec![vec![0x02, i, i], vec![i; 30]]).unwrap())
             .collect();
-        let body = BlockBody {
-            attestations: VariableList::empty(),
-            claims: VariableList::empty(),
-            declaration_slashings: VariableList::empty(),
-            attester_slashings: VariableList::empty(),
-            fraud_proofs: VariableList::empty(),
-        };
-        let header = BlockHeader {
-            slot: Slot(slot),
-            parent_root: B256::repeat_byte(0x42),
-            declaration: signed_declaration,
-            producer: ProducerIndex(producer),
-            shard_roots: VariableList::new(shards.iter().map(TreeHash::tree_hash_root).collect())
-                .unwrap(),
-            body_root: body.tree_hash_root(),
-        };
-        self.seal(header, body, shards)
-    }
-
-    fn seal(&self, header: BlockHeader, body: BlockBody, shards: Vec<Shard>) -> SignedBlock {
-        let producer_key = &self.keys.producers[header.producer.0 as usize].1;
-        let signature = self.signing().sign(&header, producer_key);
-        SignedBlock {
-            header: SignedBlockHeader {
-                message: header,
-                signature,
-            },
-            body,
-            shards: VariableList::new(shards).unwrap(),
-        }
+        phalanx_consensus::testing::signed_block(
+            &self.signing(),
+            self.genesis.spec.slots_per_epoch,
+            slot,
+            B256::repeat_byte(0x42),
+            (ValidatorIndex(proposer), self.validator_key(proposer)),
+            (
+                ProducerIndex(producer),
+                &self.keys.producers[producer as usize].1,
+            ),
+            shards,
+        )
+        .unwrap()
     }
 
     /// Re-signs a modified header with the right producer key (so only the modification fails).
