@@ -47,6 +47,9 @@ pub(crate) struct ChainArgs {
     /// How many validators equivocate (the last ones).
     #[arg(long, default_value_t = 0)]
     equivocators: usize,
+    /// How many producers never build a block (the last ones).
+    #[arg(long, default_value_t = 0)]
+    silent_producers: usize,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -79,6 +82,7 @@ pub(crate) fn chain(args: &ChainArgs) -> anyhow::Result<()> {
         jitter_ms: args.jitter_ms,
         partition: args.partition,
         equivocators: args.equivocators,
+        silent_producers: args.silent_producers,
         seed: args.seed,
     })?;
     println!("{}", serde_json::to_string(&report)?);

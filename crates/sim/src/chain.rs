@@ -38,6 +38,7 @@ use phalanx_spec::ChainSpec;
 use phalanx_spec::devnet::{self, DevnetParams};
 use phalanx_types::signing::{Signable, SigningContext};
 use phalanx_types::*;
+use phalanx_validator::reputation::{Choice, Outcome, Policy, Reputation};
 use phalanx_validator::slashing_protection::SlashingProtection;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -63,6 +64,8 @@ pub struct Config {
     pub partition: Option<(u64, u64, f64)>,
     /// The last `equivocators` validators equivocate.
     pub equivocators: usize,
+    /// The last `silent_producers` producers never build a block.
+    pub silent_producers: usize,
     /// Seed of every random choice.
     pub seed: u64,
 }
@@ -77,6 +80,7 @@ impl Default for Config {
             jitter_ms: 0,
             partition: None,
             equivocators: 0,
+            silent_producers: 0,
             seed: 1,
         }
     }
@@ -97,6 +101,8 @@ pub struct Report {
     pub slashed: Vec<u64>,
     /// Slashable pairs signed by honest validators.
     pub slashable_signed_by_honest: u64,
+    /// Slots with no block on honest validator 0's chain.
+    pub missed_slots: u64,
 }
 
 /// A configuration that cannot run.
@@ -168,6 +174,8 @@ struct Sim {
     honest_votes: Vec<(u64, AttestationData)>,
     finalized_seen: HashSet<Checkpoint>,
     max_lag: u64,
+    reputation: Vec<Reputation>,
+    declared: Vec<Vec<(u64, ProducerIndex)>>,
 }
 
 fn honest(config: &Config, validator: usize) -> bool {
@@ -184,6 +192,11 @@ impl Sim {
         if config.equivocators >= config.validators {
             return Err(SimError::Config(
                 "at least one validator must be honest".into(),
+            ));
+        }
+        if config.silent_producers >= config.producers {
+            return Err(SimError::Config(
+                "at least one producer must build blocks".into(),
             ));
         }
         if !(0.0..=1.0).contains(&config.loss) {
@@ -261,6 +274,8 @@ impl Sim {
             honest_votes: Vec::new(),
             finalized_seen: HashSet::new(),
             max_lag: 0,
+            reputation: vec![Reputation::new(Policy::default()); config.validators],
+            declared: vec![Vec::new(); config.validators],
             config,
         })
     }
@@ -315,6 +330,36 @@ impl Sim {
             .get(&cursor)
             .copied()
             .unwrap_or_else(|| genesis_mix(self.genesis_root))
+    }
+
+    /// The producer validator `v` declares for `slot`: by its reputation book, after
+    /// recording what came of its earlier declarations. When no producer qualifies the
+    /// validator would build its own block; simulated validators hold no producer key, so they
+    /// explore instead (round-robin by slot), which is how producers build a record here.
+    fn choose_producer(&mut self, v: usize, slot: u64) -> usize {
+        let view = &self.views[v];
+        let pending = std::mem::take(&mut self.declared[v]);
+        for (declared_slot, producer) in pending {
+            let delivered = view.declarations_seen.get(&declared_slot).is_some_and(|d| {
+                d.message.proposer_index.0 == v as u64 && d.message.producer == producer
+            });
+            let outcome = if delivered {
+                Outcome::Delivered { validator_fees: 1 }
+            } else {
+                Outcome::Missed
+            };
+            self.reputation[v].record(producer, outcome);
+        }
+        let candidates: Vec<ProducerIndex> = (0..self.config.producers as u64)
+            .map(ProducerIndex)
+            .filter(|p| view.registry.producer(*p).is_some_and(|x| !x.slashed))
+            .collect();
+        let producer = match self.reputation[v].choose(&candidates) {
+            Choice::Producer(p) => p.0 as usize,
+            Choice::SelfProduce => (slot as usize) % self.config.producers,
+        };
+        self.declared[v].push((slot, ProducerIndex(producer as u64)));
+        producer
     }
 
     fn proposer_of(&self, node: usize, head: Root, slot: u64) -> Option<ValidatorIndex> {
@@ -457,7 +502,7 @@ impl Sim {
             if self.proposer_of(v, head, slot) != Some(ValidatorIndex(v as u64)) {
                 continue;
             }
-            let producer = (slot as usize) % self.config.producers;
+            let producer = self.choose_producer(v, slot);
             let honest = honest(&self.config, v);
             if honest {
                 let pubkey = self.validator_pubkeys[v].to_bytes();
@@ -581,6 +626,10 @@ impl Sim {
         let Some(producer) = node.checked_sub(self.config.validators) else {
             return;
         };
+        if producer + self.config.silent_producers >= self.config.producers {
+            // A silent producer: takes declarations, never builds.
+            return;
+        }
         let d = &signed.message;
         if d.producer.0 as usize != producer || !self.views[node].fc.contains(&d.parent_root) {
             return;
@@ -935,7 +984,14 @@ impl Sim {
             .slashed_validators()
             .map(|v| v.0)
             .collect();
+        let mut on_chain = 0u64;
+        let mut cursor = self.views[observer].fc.head();
+        while let Some(block) = self.views[observer].blocks.get(&cursor) {
+            on_chain += 1;
+            cursor = block.header.message.parent_root;
+        }
         Report {
+            missed_slots: self.config.slots.saturating_sub(on_chain),
             slots: self.config.slots,
             finalized_epoch,
             max_epochs_without_finality: self.max_lag,

@@ -84,6 +84,23 @@ fn equivocators_are_slashed_on_chain() {
 }
 
 #[test]
+fn validators_learn_to_avoid_a_silent_producer() {
+    // One of four producers never builds. Declaring round-robin would miss a quarter of the
+    // slots; the reputation book stops naming the silent producer once it has a record.
+    let report = run(Config {
+        producers: 4,
+        silent_producers: 1,
+        slots: 320,
+        seed: 9,
+        ..Config::default()
+    })
+    .unwrap();
+    assert!(report.missed_slots * 10 < report.slots, "{report:?}");
+    assert_eq!(report.safety_violations, 0);
+    assert!(report.max_epochs_without_finality <= 3, "{report:?}");
+}
+
+#[test]
 fn bad_configurations_are_errors() {
     assert!(
         run(Config {
