@@ -50,6 +50,9 @@ pub(crate) struct ChainArgs {
     /// How many producers never build a block (the last ones).
     #[arg(long, default_value_t = 0)]
     silent_producers: usize,
+    /// How many validators are slow: all they send arrives a slot late (the first ones).
+    #[arg(long, default_value_t = 0)]
+    slow: usize,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -83,6 +86,7 @@ pub(crate) fn chain(args: &ChainArgs) -> anyhow::Result<()> {
         partition: args.partition,
         equivocators: args.equivocators,
         silent_producers: args.silent_producers,
+        slow: args.slow,
         seed: args.seed,
     })?;
     println!("{}", serde_json::to_string(&report)?);

@@ -66,6 +66,8 @@ pub struct Config {
     pub equivocators: usize,
     /// The last `silent_producers` producers never build a block.
     pub silent_producers: usize,
+    /// The first `slow` validators are slow: everything they send arrives one slot late.
+    pub slow: usize,
     /// Seed of every random choice.
     pub seed: u64,
 }
@@ -81,6 +83,7 @@ impl Default for Config {
             partition: None,
             equivocators: 0,
             silent_producers: 0,
+            slow: 0,
             seed: 1,
         }
     }
@@ -302,7 +305,12 @@ impl Sim {
     /// Sends `msg` from node `from` to node `to` over the simulated network.
     fn send(&mut self, now: u64, from: usize, to: usize, msg: Msg) {
         if let Some(at) = self.links.delivery(now, from, to) {
-            self.queue.push(at, Event::Deliver { from, to, msg });
+            let late = if from < self.config.slow.min(self.config.validators) && from != to {
+                self.slot_ms()
+            } else {
+                0
+            };
+            self.queue.push(at + late, Event::Deliver { from, to, msg });
         }
     }
 

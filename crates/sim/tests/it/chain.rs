@@ -101,6 +101,23 @@ fn validators_learn_to_avoid_a_silent_producer() {
 }
 
 #[test]
+fn slow_validators_cost_their_own_slots_not_safety() {
+    // Two of sixteen validators deliver everything a slot late: their proposals mostly miss,
+    // their votes still count (they arrive within the epoch), finality is unharmed.
+    let report = run(Config {
+        slow: 2,
+        slots: 160,
+        seed: 4,
+        ..Config::default()
+    })
+    .unwrap();
+    assert_eq!(report.safety_violations, 0);
+    assert_eq!(report.slashable_signed_by_honest, 0);
+    assert!(report.max_epochs_without_finality <= 3, "{report:?}");
+    assert!(report.finalized_epoch >= 18, "{report:?}");
+}
+
+#[test]
 fn bad_configurations_are_errors() {
     assert!(
         run(Config {
