@@ -6,6 +6,7 @@
 //! * [`validity`]: a block's *data validity*: signatures, the declaration, shard
 //!   commitments, size limits. No transaction is decoded or executed here.
 //!
+//! * [`committee`]: who attests at which slot, and each one's bit in an aggregate.
 //! * [`alarms`]: eclipse/Sybil alarms on block rate and attestation participation.
 //! * [`fraud`]: applying a fraud proof judged by the execution side's verifier.
 //! * [`fork_choice`]: LMD-GHOST, Casper FFG justification and finality, slashable-vote
@@ -15,6 +16,7 @@
 //! penalties, ejection), producers and the simulator land with the rest of issue #4.
 
 pub mod alarms;
+pub mod committee;
 pub mod fork_choice;
 pub mod fraud;
 pub mod proposer;

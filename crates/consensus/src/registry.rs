@@ -7,6 +7,10 @@ use phalanx_crypto::{PublicKey, PublicKeyBytes};
 use phalanx_spec::Genesis;
 use phalanx_types::{Gwei, ProducerIndex, ValidatorIndex};
 
+/// A slashed validator loses `stake / SLASHING_PENALTY_QUOTIENT` at once (Ethereum's
+/// minimum slashing penalty in Bellatrix is 1/32), then is ejected.
+pub const SLASHING_PENALTY_QUOTIENT: u64 = 32;
+
 /// A genesis whose registry cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -145,23 +149,36 @@ impl Registry {
             .fold(0u64, |acc, v| acc.saturating_add(v.stake))
     }
 
-    /// Marks a validator slashed (it loses its weight and its proposals).
-    pub fn slash_validator(&mut self, index: ValidatorIndex) {
-        if let Some(v) = usize::try_from(index.0)
+    /// Slashes a validator: it loses `1 / SLASHING_PENALTY_QUOTIENT` of its stake at once
+    /// and is ejected (no weight in fork choice or finality, no proposals). Slashing twice
+    /// changes nothing more. Returns the penalty, in Gwei.
+    pub fn slash_validator(&mut self, index: ValidatorIndex) -> Gwei {
+        match usize::try_from(index.0)
             .ok()
             .and_then(|i| self.validators.get_mut(i))
         {
-            v.slashed = true;
+            Some(v) if !v.slashed => {
+                let penalty = v.stake / SLASHING_PENALTY_QUOTIENT;
+                v.stake -= penalty;
+                v.slashed = true;
+                penalty
+            }
+            _ => 0,
         }
     }
 
-    /// Marks a producer slashed.
-    pub fn slash_producer(&mut self, index: ProducerIndex) {
-        if let Some(p) = usize::try_from(index.0)
+    /// Slashes a producer: its whole bond is forfeit and its blocks are invalid from now on.
+    /// Returns the forfeited bond, in Gwei.
+    pub fn slash_producer(&mut self, index: ProducerIndex) -> Gwei {
+        match usize::try_from(index.0)
             .ok()
             .and_then(|i| self.producers.get_mut(i))
         {
-            p.slashed = true;
+            Some(p) if !p.slashed => {
+                p.slashed = true;
+                std::mem::take(&mut p.bond)
+            }
+            _ => 0,
         }
     }
 }

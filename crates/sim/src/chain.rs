@@ -382,13 +382,16 @@ impl Sim {
         proposer(&self.views[node].registry, seed, Slot(slot))
     }
 
-    /// The committee of `slot`: validators whose index is the slot's position in its epoch,
-    /// modulo the epoch length (each validator attests once per epoch).
+    /// The committee of `slot`, in bit order.
     fn committee(&self, slot: u64) -> Vec<u64> {
-        let spe = self.spec.slots_per_epoch;
-        (0..self.config.validators as u64)
-            .filter(|v| v % spe == slot % spe)
-            .collect()
+        phalanx_consensus::committee::committee(
+            self.config.validators as u64,
+            Slot(slot),
+            self.spec.slots_per_epoch,
+        )
+        .into_iter()
+        .map(|v| v.0)
+        .collect()
     }
 
     /// Aggregates the votes of `node`'s pool from the last two epochs, one attestation per
@@ -569,9 +572,8 @@ impl Sim {
     }
 
     fn on_attest_time(&mut self, now: u64, slot: u64) {
-        let spe = self.spec.slots_per_epoch;
         let epoch = self.epoch(slot);
-        for v in (0..self.config.validators).filter(|v| (*v as u64) % spe == slot % spe) {
+        for v in self.committee(slot).into_iter().map(|v| v as usize) {
             let fc = &self.views[v].fc;
             let head = fc.head();
             let target = fc.checkpoint(head, epoch);

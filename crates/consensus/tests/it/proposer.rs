@@ -53,3 +53,31 @@ fn slashed_validators_never_propose() {
     assert!((0..2_000u64).all(|s| proposer(&reg, seed, Slot(s)) != Some(ValidatorIndex(2))));
     assert_eq!(reg.total_stake(), 96 * gwei);
 }
+
+#[test]
+fn slashing_penalises_once_and_ejects() {
+    use phalanx_consensus::registry::SLASHING_PENALTY_QUOTIENT;
+    use phalanx_types::ProducerIndex;
+    let gwei = 1_000_000_000u64;
+    let mut reg = registry(&[32 * gwei; 3]);
+    assert_eq!(
+        reg.slash_validator(ValidatorIndex(1)),
+        32 * gwei / SLASHING_PENALTY_QUOTIENT
+    );
+    assert_eq!(
+        reg.slash_validator(ValidatorIndex(1)),
+        0,
+        "slashing twice changes nothing more"
+    );
+    assert_eq!(reg.validator(ValidatorIndex(1)).unwrap().stake, 31 * gwei);
+    assert_eq!(
+        reg.total_stake(),
+        64 * gwei,
+        "an ejected validator has no weight"
+    );
+    let bond = reg.producer(ProducerIndex(0)).unwrap().bond;
+    assert!(bond > 0);
+    assert_eq!(reg.slash_producer(ProducerIndex(0)), bond);
+    assert_eq!(reg.producer(ProducerIndex(0)).unwrap().bond, 0);
+    assert_eq!(reg.slash_validator(ValidatorIndex(99)), 0);
+}
