@@ -130,6 +130,25 @@ struct Inner {
     overlays: HashMap<B256, Arc<Overlay>>,
 }
 
+/// The overlays from `block` back to (not including) the persisted `head`, newest first.
+fn overlay_chain(
+    inner: &Inner,
+    head: Head,
+    block: B256,
+) -> Result<Vec<(B256, Arc<Overlay>)>, StateError> {
+    let mut chain = Vec::new();
+    let mut cursor = block;
+    while cursor != head.block {
+        let overlay = inner
+            .overlays
+            .get(&cursor)
+            .ok_or(StateError::UnknownBlock(block))?;
+        chain.push((cursor, overlay.clone()));
+        cursor = overlay.parent;
+    }
+    Ok(chain)
+}
+
 /// The execution state of one chain: persisted finalized state plus unfinalized overlays.
 pub struct StateStore {
     db: redb::Database,
@@ -250,16 +269,10 @@ impl StateStore {
     pub fn view(&self, block: B256) -> Result<StateView, StateError> {
         let inner = self.read_inner()?;
         let head = inner.head.ok_or(StateError::UnknownBlock(block))?;
-        let mut chain = Vec::new();
-        let mut cursor = block;
-        while cursor != head.block {
-            let overlay = inner
-                .overlays
-                .get(&cursor)
-                .ok_or(StateError::UnknownBlock(block))?;
-            chain.push(overlay.clone());
-            cursor = overlay.parent;
-        }
+        let chain: Vec<Arc<Overlay>> = overlay_chain(&inner, head, block)?
+            .into_iter()
+            .map(|(_, o)| o)
+            .collect();
         let root = chain.first().map_or(head.state_root, |o| o.state_root);
         drop(inner);
         self.snapshot(chain, root)
@@ -321,16 +334,7 @@ impl StateStore {
             if block == head.block {
                 return Ok(());
             }
-            let mut chain = Vec::new();
-            let mut cursor = block;
-            while cursor != head.block {
-                let overlay = inner
-                    .overlays
-                    .get(&cursor)
-                    .ok_or(StateError::UnknownBlock(block))?;
-                chain.push((cursor, overlay.clone()));
-                cursor = overlay.parent;
-            }
+            let mut chain = overlay_chain(&inner, head, block)?;
             chain.reverse();
             let tip = &chain[chain.len() - 1].1;
             (
