@@ -86,9 +86,9 @@ fn run_pair(
     let codes = witness.code_map();
     let reader = TrieStateReader::new(&store, &codes, witness.state_root);
     let prepared = prepare(&[shard_txs(a), shard_txs(b)]);
+    let exec_env = env.exec_env();
     let mut changes = Vec::new();
     for (i, txs) in prepared.iter().enumerate() {
-        let exec_env = env.exec_env();
         match run_shard(&reader, env, &exec_env, i, txs)? {
             Ok(result) => changes.push(result.changes),
             // A shard that overflows its gas limit voids the block for another reason.

@@ -8,6 +8,17 @@ fn phalanx() -> Command {
     Command::new(env!("CARGO_BIN_EXE_phalanx"))
 }
 
+/// Runs `phalanx ARGS`, requires success, and parses its standard output as JSON.
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let out = phalanx().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 const ROLES: &[&str] = &[
     "devnet",
     "node",
@@ -154,34 +165,23 @@ fn statetest_runs_a_folder_and_prints_the_summary_line() {
 /// asserted: figures belong in docs/benchmarks.md, not in tests).
 #[test]
 fn bench_execution_reports_every_figure() {
-    let out = phalanx()
-        .args([
-            "bench",
-            "execution",
-            "--json",
-            "--txs",
-            "120",
-            "--shards",
-            "1,2",
-        ])
-        .args([
-            "--state-accounts",
-            "3000",
-            "--touched",
-            "100",
-            "--stateless-txs",
-            "60",
-            "--runs",
-            "1",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = json_of(&[
+        "bench",
+        "execution",
+        "--json",
+        "--txs",
+        "120",
+        "--shards",
+        "1,2",
+        "--state-accounts",
+        "3000",
+        "--touched",
+        "100",
+        "--stateless-txs",
+        "60",
+        "--runs",
+        "1",
+    ]);
     for workload in ["transfers", "erc20"] {
         let rows = report[workload].as_array().unwrap();
         assert_eq!(rows.len(), 3, "sequential baseline plus two shard counts");
@@ -242,28 +242,19 @@ fn sim_chain_prints_one_json_line() {
 
 #[test]
 fn bench_consensus_reports_its_figures() {
-    let out = phalanx()
-        .args([
-            "bench",
-            "consensus",
-            "--json",
-            "--sim-slots",
-            "16",
-            "--shards",
-            "4",
-            "--txs-per-shard",
-            "50",
-            "--runs",
-            "1",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = json_of(&[
+        "bench",
+        "consensus",
+        "--json",
+        "--sim-slots",
+        "16",
+        "--shards",
+        "4",
+        "--txs-per-shard",
+        "50",
+        "--runs",
+        "1",
+    ]);
     assert!(report["sim_slots_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(report["block_txs"], 200);
     assert!(report["data_validity_ms"].as_f64().unwrap() > 0.0);
