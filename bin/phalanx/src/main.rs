@@ -51,7 +51,7 @@ enum Command {
     Executor(Pending),
     /// A light client that serves verified reads.
     Light(Pending),
-    /// Deterministic simulators (chain; dv, cluster and light come with their issues).
+    /// Deterministic simulators (chain, dv; cluster and light come with their issues).
     #[command(subcommand)]
     Sim(sim::Target),
     /// Benchmarks (execution; consensus, dv, cluster and light as their issues land).
@@ -94,7 +94,7 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         | Command::Statetest { .. }
         | Command::Bench(bench::Target::Execution(_))
         | Command::Bench(bench::Target::Consensus(_))
-        | Command::Sim(sim::Target::Chain(_)) => return None,
+        | Command::Sim(sim::Target::Chain(_) | sim::Target::Dv(_)) => return None,
     })
 }
 
@@ -115,8 +115,9 @@ fn main() -> ExitCode {
         Command::Bench(bench::Target::Execution(args)) => bench::execution::run(&args),
         Command::Bench(bench::Target::Consensus(args)) => bench::consensus::run(&args),
         Command::Sim(sim::Target::Chain(args)) => sim::chain(&args),
+        Command::Sim(sim::Target::Dv(args)) => sim::dv(&args),
         Command::Sim(sim::Target::Other(args)) => Err(anyhow::anyhow!(
-            "unknown simulator {:?}; available: chain (dv, cluster and light come with their issues)",
+            "unknown simulator {:?}; available: chain, dv (cluster and light come with their issues)",
             args.first().map(String::as_str).unwrap_or_default()
         )),
         Command::Bench(bench::Target::Other(args)) => Err(anyhow::anyhow!(

@@ -1,12 +1,14 @@
 //! `phalanx sim …`: deterministic simulators that end with one JSON line.
 
-use phalanx_sim::chain;
+use phalanx_sim::{chain, dv};
 
 /// Which simulator.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Target {
     /// The consensus protocol: validators, producers, attestations, finality, slashing.
     Chain(ChainArgs),
+    /// A distributed validator cluster: QBFT, partial signatures, faulty members.
+    Dv(DvArgs),
     /// Simulators of roles that have not landed yet.
     #[command(external_subcommand)]
     Other(Vec<String>),
@@ -15,7 +17,6 @@ pub(crate) enum Target {
 /// The issue a not-yet-landed simulator comes with (`None`: no such simulator).
 pub(crate) fn pending(args: &[String]) -> Option<(&'static str, u32, &'static str)> {
     Some(match args.first().map(String::as_str) {
-        Some("dv") => ("sim dv", 5, "Distributed validator"),
         Some("cluster") => ("sim cluster", 6, "Clustered full node"),
         Some("light") => ("sim light", 7, "Executors' claims and the light client"),
         _ => return None,
@@ -87,6 +88,59 @@ pub(crate) fn chain(args: &ChainArgs) -> anyhow::Result<()> {
         equivocators: args.equivocators,
         silent_producers: args.silent_producers,
         slow: args.slow,
+        seed: args.seed,
+    })?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Flags of `phalanx sim dv`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DvArgs {
+    /// Members n.
+    #[arg(long, default_value_t = 4)]
+    members: usize,
+    /// Threshold m (partials needed for a signature).
+    #[arg(long, default_value_t = 3)]
+    threshold: usize,
+    /// Distributed validators the cluster runs.
+    #[arg(long, default_value_t = 1)]
+    validators: usize,
+    /// Members that are down for the whole run (the last ones).
+    #[arg(long, default_value_t = 0)]
+    crashed: usize,
+    /// Byzantine members: equivocate as leaders, send invalid partials (just before the crashed
+    /// ones).
+    #[arg(long, default_value_t = 0)]
+    byzantine: usize,
+    /// Failover members (the first ones).
+    #[arg(long, default_value_t = 0)]
+    failover: usize,
+    /// Duties to run (one per 12 s slot).
+    #[arg(long, default_value_t = 100)]
+    duties: u64,
+    /// Probability that a message is lost.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Extra random delay per message, 0..=J ms (on top of 20 ms).
+    #[arg(long = "jitter-ms", default_value_t = 10)]
+    jitter_ms: u64,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+pub(crate) fn dv(args: &DvArgs) -> anyhow::Result<()> {
+    let report = dv::run(dv::Config {
+        members: args.members,
+        threshold: args.threshold,
+        validators: args.validators,
+        crashed: args.crashed,
+        byzantine: args.byzantine,
+        failover: args.failover,
+        duties: args.duties,
+        loss: args.loss,
+        jitter_ms: args.jitter_ms,
         seed: args.seed,
     })?;
     println!("{}", serde_json::to_string(&report)?);

@@ -3,9 +3,12 @@
 //! * [`chain`]: validators, producers and the chain — proposals by declaration, blocks,
 //!   attestations, LMD-GHOST, Casper FFG, slashing — on a virtual clock and an in-process
 //!   network with seeded delay, loss and partitions, with equivocating validators.
+//! * [`dv`]: a distributed validator cluster doing its duties — QBFT, slashing protection,
+//!   partial signatures, recovery — with crashed, byzantine and failover members.
 //!
 //! Everything is driven by one seeded random source and one event queue, so a run is a pure
 //! function of its configuration: the same flags print the same result.
 
 pub mod chain;
+pub mod dv;
 mod net;

@@ -1,0 +1,23 @@
+//! The distributed validator: one validator key held by `n` operators as an `m`-of-`n`
+//! threshold BLS key made by a ceremony with no trusted dealer, agreeing on every duty by BFT
+//! consensus and never signing anything slashable (DESIGN.md "Distributed validator", seeds 001
+//! and 004).
+//!
+//! # Layout
+//!
+//! - [`threshold`]: Shamir shares, Feldman commitments, Lagrange recovery over blst.
+//! - [`identity`]: operators' ed25519 identity keys (the keys libp2p authenticates).
+//! - [`lock`]: the cluster lock file and its schema.
+//! - [`dkg`]: the Joint-Feldman ceremony and resharing, sans-IO.
+//! - [`consensus`]: the [`consensus::DutyConsensus`] seam; [`qbft`] implements it.
+//! - [`member`]: a member's duty pipeline, sans-IO.
+//! - [`ballot`]: the secret ballot that approves membership changes.
+
+pub mod ballot;
+pub mod consensus;
+pub mod dkg;
+pub mod identity;
+pub mod lock;
+pub mod member;
+pub mod qbft;
+pub mod threshold;
