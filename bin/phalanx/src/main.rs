@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod dv;
 mod genesis;
 mod sim;
 mod statetest;
@@ -43,8 +44,9 @@ enum Command {
     Node(Pending),
     /// A validator client (one key or many).
     Validator(Pending),
-    /// One member of a distributed validator cluster (create, dkg, run, reshare).
-    Dv(Pending),
+    /// Distributed validator clusters (create; dkg, run and reshare come with issue #5).
+    #[command(subcommand)]
+    Dv(dv::DvCommand),
     /// A block producer.
     Producer(Pending),
     /// A bonded executor that signs state claims.
@@ -83,7 +85,7 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         ),
         Command::Node(_) => ("node", 6, "Clustered full node"),
         Command::Validator(_) => ("validator", 4, "Consensus (validator client)"),
-        Command::Dv(_) => ("dv", 5, "Distributed validator"),
+        Command::Dv(dv::DvCommand::Other(args)) => return dv::pending(args),
         Command::Producer(_) => ("producer", 4, "Consensus (producer)"),
         Command::Executor(_) => ("executor", 7, "Executors' claims and the light client"),
         Command::Light(_) => ("light", 7, "Executors' claims and the light client"),
@@ -92,6 +94,7 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         Command::Genesis(_)
         | Command::Spec { .. }
         | Command::Statetest { .. }
+        | Command::Dv(dv::DvCommand::Create(_))
         | Command::Bench(bench::Target::Execution(_))
         | Command::Bench(bench::Target::Consensus(_))
         | Command::Sim(sim::Target::Chain(_) | sim::Target::Dv(_)) => return None,
@@ -116,6 +119,11 @@ fn main() -> ExitCode {
         Command::Bench(bench::Target::Consensus(args)) => bench::consensus::run(&args),
         Command::Sim(sim::Target::Chain(args)) => sim::chain(&args),
         Command::Sim(sim::Target::Dv(args)) => sim::dv(&args),
+        Command::Dv(dv::DvCommand::Create(args)) => dv::create(&args),
+        Command::Dv(dv::DvCommand::Other(args)) => Err(anyhow::anyhow!(
+            "unknown dv command {:?}; available: create (dkg, run and reshare come with issue #5)",
+            args.first().map(String::as_str).unwrap_or_default()
+        )),
         Command::Sim(sim::Target::Other(args)) => Err(anyhow::anyhow!(
             "unknown simulator {:?}; available: chain, dv (cluster and light come with their issues)",
             args.first().map(String::as_str).unwrap_or_default()

@@ -8,6 +8,7 @@
 //! - [`threshold`]: Shamir shares, Feldman commitments, Lagrange recovery over blst.
 //! - [`identity`]: operators' ed25519 identity keys (the keys libp2p authenticates).
 //! - [`lock`]: the cluster lock file and its schema.
+//! - [`create`]: dealt test clusters (`phalanx dv create`) and reading operators' files.
 //! - [`dkg`]: the Joint-Feldman ceremony and resharing, sans-IO.
 //! - [`consensus`]: the [`consensus::DutyConsensus`] seam; [`qbft`] implements it.
 //! - [`member`]: a member's duty pipeline, sans-IO.
@@ -15,6 +16,7 @@
 
 pub mod ballot;
 pub mod consensus;
+pub mod create;
 pub mod dkg;
 pub mod identity;
 pub mod lock;
