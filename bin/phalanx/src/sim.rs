@@ -128,6 +128,9 @@ pub(crate) struct DvArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Duty consensus: qbft or tendermint.
+    #[arg(long, default_value = "qbft", value_parser = ["qbft", "tendermint"])]
+    consensus: String,
 }
 
 pub(crate) fn dv(args: &DvArgs) -> anyhow::Result<()> {
@@ -142,6 +145,11 @@ pub(crate) fn dv(args: &DvArgs) -> anyhow::Result<()> {
         loss: args.loss,
         jitter_ms: args.jitter_ms,
         seed: args.seed,
+        consensus: if args.consensus == "tendermint" {
+            dv::ConsensusKind::Tendermint
+        } else {
+            dv::ConsensusKind::Qbft
+        },
     })?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

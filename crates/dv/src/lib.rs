@@ -10,7 +10,8 @@
 //! - [`lock`]: the cluster lock file and its schema.
 //! - [`create`]: dealt test clusters (`phalanx dv create`) and reading operators' files.
 //! - [`dkg`]: the Joint-Feldman ceremony and resharing, sans-IO.
-//! - [`consensus`]: the [`consensus::DutyConsensus`] seam; [`qbft`] implements it.
+//! - [`consensus`]: the [`consensus::DutyConsensus`] seam; [`qbft`] (default) and
+//!   [`tendermint`] implement it.
 //! - [`member`]: a member's duty pipeline, sans-IO.
 //! - [`ballot`]: the secret ballot that approves membership changes.
 
@@ -22,4 +23,5 @@ pub mod identity;
 pub mod lock;
 pub mod member;
 pub mod qbft;
+pub mod tendermint;
 pub mod threshold;

@@ -25,12 +25,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::B256;
 use phalanx_dv::consensus::DutyConsensus;
+use phalanx_dv::consensus::InstanceId;
 use phalanx_dv::identity::OperatorKey;
 use phalanx_dv::lock::{ClusterLock, DistributedValidator, LOCK_VERSION, LockBody, Operator, Role};
 use phalanx_dv::member::{
     Duty, DutyData, DutyKind, DvMessage, Member, MemberConfig, MemberEffect, MemberTimer, Partial,
 };
 use phalanx_dv::qbft::{self, Qbft};
+use phalanx_dv::tendermint::{self, Tendermint};
 use phalanx_dv::threshold::{self, verify_partial};
 use phalanx_types::signing::SigningContext;
 use phalanx_types::*;
@@ -64,6 +66,119 @@ pub struct Config {
     pub jitter_ms: u64,
     /// Seed.
     pub seed: u64,
+    /// The duty consensus.
+    pub consensus: ConsensusKind,
+}
+
+/// Which [`DutyConsensus`] the members run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsensusKind {
+    /// QBFT (the default).
+    #[default]
+    Qbft,
+    /// Tendermint.
+    Tendermint,
+}
+
+/// What the simulator needs of a consensus beyond the seam: building one, and the byzantine
+/// leader's equivocation.
+pub trait SimConsensus: DutyConsensus + Sized + 'static {
+    /// An engine for member `me`.
+    fn build(
+        ids: Vec<phalanx_dv::identity::OperatorId>,
+        me: u32,
+        key: OperatorKey,
+        validity: phalanx_dv::consensus::Validity,
+    ) -> Self;
+    /// If `msg` is a first-round proposal, the same proposal with `other(instance)`'s value,
+    /// re-signed with `key`.
+    fn equivocate(
+        msg: &Self::Message,
+        key: &OperatorKey,
+        other: &dyn Fn(&InstanceId) -> Option<Vec<u8>>,
+    ) -> Option<Self::Message>;
+    /// Equivocations this engine noticed and ignored.
+    fn equivocations(&self) -> u64 {
+        0
+    }
+}
+
+impl SimConsensus for Qbft {
+    fn build(
+        ids: Vec<phalanx_dv::identity::OperatorId>,
+        me: u32,
+        key: OperatorKey,
+        validity: phalanx_dv::consensus::Validity,
+    ) -> Self {
+        Qbft::new(
+            ids,
+            me,
+            key,
+            validity,
+            QBFT_BASE_TIMEOUT_MS,
+            QBFT_STEP_TIMEOUT_MS,
+        )
+    }
+    fn equivocate(
+        m: &qbft::Message,
+        key: &OperatorKey,
+        other: &dyn Fn(&InstanceId) -> Option<Vec<u8>>,
+    ) -> Option<qbft::Message> {
+        if m.body.kind != qbft::Kind::PrePrepare || m.body.round != 1 {
+            return None;
+        }
+        let value = other(&m.body.instance)?;
+        let body = qbft::Body {
+            value_hash: B256::from(sha2_digest(&[&value])),
+            ..m.body.clone()
+        };
+        let signature = key.sign(&body.digest());
+        Some(qbft::Message {
+            body,
+            value: Some(value),
+            signature,
+            justification: Vec::new(),
+        })
+    }
+    fn equivocations(&self) -> u64 {
+        Qbft::equivocations(self)
+    }
+}
+
+impl SimConsensus for Tendermint {
+    fn build(
+        ids: Vec<phalanx_dv::identity::OperatorId>,
+        me: u32,
+        key: OperatorKey,
+        validity: phalanx_dv::consensus::Validity,
+    ) -> Self {
+        Tendermint::new(
+            ids,
+            me,
+            key,
+            validity,
+            QBFT_BASE_TIMEOUT_MS,
+            QBFT_STEP_TIMEOUT_MS,
+        )
+    }
+    fn equivocate(
+        m: &tendermint::Message,
+        key: &OperatorKey,
+        other: &dyn Fn(&InstanceId) -> Option<Vec<u8>>,
+    ) -> Option<tendermint::Message> {
+        if m.kind != tendermint::Kind::Proposal || m.round != 0 {
+            return None;
+        }
+        let value = other(&m.instance)?;
+        Some(tendermint::Message::signed(
+            key,
+            tendermint::Message {
+                value_hash: B256::from(sha2_digest(&[&value])),
+                value: Some(value),
+                ..m.clone()
+            },
+        ))
+    }
 }
 
 impl Default for Config {
@@ -79,6 +194,7 @@ impl Default for Config {
             loss: 0.0,
             jitter_ms: 10,
             seed: 1,
+            consensus: ConsensusKind::Qbft,
         }
     }
 }
@@ -127,12 +243,12 @@ const QBFT_STEP_TIMEOUT_MS: u64 = 250;
 const FAILOVER_FRACTION: f64 = 0.5;
 const BYZANTINE_VALID_DELAY_MS: u64 = 30;
 
-enum Event {
+enum Event<M> {
     Duty(u64),
     Deliver {
         from: u32,
         to: u32,
-        msg: DvMessage<qbft::Message>,
+        msg: DvMessage<M>,
     },
     Timer {
         member: u32,
@@ -178,14 +294,14 @@ fn sha2_digest(parts: &[&[u8]]) -> [u8; 32] {
     h.finalize().into()
 }
 
-struct Sim {
+struct Sim<C: SimConsensus> {
     config: Config,
     signing: SigningContext,
     keys: Vec<OperatorKey>,
     names: Vec<String>,
     lock: LockBody,
-    members: Vec<Option<Member<Qbft>>>,
-    queue: Queue<Event>,
+    members: Vec<Option<Member<C>>>,
+    queue: Queue<Event<C::Message>>,
     links: Links,
     rng: ChaCha8Rng,
     duties: BTreeMap<B256, Duty>,
@@ -196,6 +312,13 @@ struct Sim {
 
 /// Runs the simulation.
 pub fn run(config: Config) -> Result<Report, DvSimError> {
+    match config.consensus {
+        ConsensusKind::Qbft => run_with::<Qbft>(config),
+        ConsensusKind::Tendermint => run_with::<Tendermint>(config),
+    }
+}
+
+fn run_with<C: SimConsensus>(config: Config) -> Result<Report, DvSimError> {
     let n = config.members;
     let m = config.threshold;
     if n == 0 || m == 0 || m > n {
@@ -268,14 +391,7 @@ pub fn run(config: Config) -> Result<Report, DvSimError> {
                 })
             })
         };
-        let qbft = Qbft::new(
-            ids.clone(),
-            i as u32,
-            keys[i].clone(),
-            validity,
-            QBFT_BASE_TIMEOUT_MS,
-            QBFT_STEP_TIMEOUT_MS,
-        );
+        let engine = C::build(ids.clone(), i as u32, keys[i].clone(), validity);
         let member = Member::new(
             MemberConfig {
                 index: i as u32,
@@ -285,7 +401,7 @@ pub fn run(config: Config) -> Result<Report, DvSimError> {
             lock.body.clone(),
             &all_shares[i],
             protection,
-            qbft,
+            engine,
         )
         .map_err(|e| DvSimError::Config(e.to_string()))?;
         members.push(Some(member));
@@ -341,7 +457,7 @@ fn duty_index(config: &Config) -> BTreeMap<B256, (DutyKind, u64)> {
         .collect()
 }
 
-impl Sim {
+impl<C: SimConsensus> Sim<C> {
     fn n(&self) -> usize {
         self.members.len()
     }
@@ -391,7 +507,7 @@ impl Sim {
         &mut self,
         from: usize,
         to: usize,
-        msg: DvMessage<qbft::Message>,
+        msg: DvMessage<C::Message>,
         now: u64,
         extra_ms: u64,
     ) {
@@ -457,12 +573,16 @@ impl Sim {
 
     /// A byzantine member: equivocating round-1 proposals, an invalid partial before each
     /// valid one.
-    fn byzantine_send(&mut self, i: usize, to: usize, msg: &DvMessage<qbft::Message>, now: u64) {
+    fn byzantine_send(&mut self, i: usize, to: usize, msg: &DvMessage<C::Message>, now: u64) {
+        let duties = &self.duties;
+        let other = |instance: &InstanceId| {
+            duties
+                .get(instance)
+                .map(|d| duty_data(d.slot, d.kind, d.validator, 9).encode())
+        };
         match msg {
-            DvMessage::Consensus(m)
-                if m.body.kind == qbft::Kind::PrePrepare && m.body.round == 1 && to % 2 == 1 =>
-            {
-                let forged = self.other_value(i, m);
+            DvMessage::Consensus(m) if to % 2 == 1 => {
+                let forged = C::equivocate(m, &self.keys[i], &other).unwrap_or_else(|| m.clone());
                 self.send(i, to, DvMessage::Consensus(forged), now, 0);
             }
             DvMessage::Partial(p) => {
@@ -489,25 +609,6 @@ impl Sim {
         }
     }
 
-    /// The same PRE-PREPARE with another valid value, re-signed by the byzantine member.
-    fn other_value(&self, i: usize, m: &qbft::Message) -> qbft::Message {
-        let Some(duty) = self.duties.get(&m.body.instance) else {
-            return m.clone();
-        };
-        let value = duty_data(duty.slot, duty.kind, duty.validator, 9).encode();
-        let body = qbft::Body {
-            value_hash: B256::from(sha2_digest(&[&value])),
-            ..m.body.clone()
-        };
-        let signature = self.keys[i].sign(&body.digest());
-        qbft::Message {
-            body,
-            value: Some(value),
-            signature,
-            justification: Vec::new(),
-        }
-    }
-
     fn report(&self) -> Report {
         let mut latencies: Vec<u64> = Vec::new();
         let mut signed = 0;
@@ -531,7 +632,7 @@ impl Sim {
             let idx = ((latencies.len() as f64 - 1.0) * p).round() as usize;
             latencies[idx.min(latencies.len() - 1)]
         };
-        let honest: Vec<&Member<Qbft>> = self
+        let honest: Vec<&Member<C>> = self
             .members
             .iter()
             .enumerate()
@@ -567,7 +668,10 @@ impl Sim {
             p50_ms: pct(0.5),
             p99_ms: pct(0.99),
             participation,
-            equivocations_ignored: honest.iter().map(|m| m.consensus().equivocations()).sum(),
+            equivocations_ignored: honest
+                .iter()
+                .map(|m| SimConsensus::equivocations(m.consensus()))
+                .sum(),
             consensus: honest.first().map_or("qbft", |m| m.consensus().name()),
         }
     }

@@ -302,6 +302,25 @@ fn sim_dv_signs_every_duty_through_a_crash_and_names_the_byzantine_member() {
     );
     assert_eq!(r["invalid_partial_senders"], serde_json::json!(["op-5"]));
 
+    // The second consensus behind the same seam.
+    let r = json_of(&[
+        "sim",
+        "dv",
+        "--members",
+        "4",
+        "--threshold",
+        "3",
+        "--crashed",
+        "1",
+        "--duties",
+        "20",
+        "--consensus",
+        "tendermint",
+    ]);
+    assert_eq!(r["consensus"], "tendermint");
+    assert_eq!(r["signed"], 20, "{r}");
+    assert_eq!(r["slashable"], 0);
+
     // Too many crashed members: duties go unsigned, and nothing slashable is signed.
     let r = json_of(&[
         "sim",
