@@ -90,3 +90,12 @@ pub fn quorum(n: usize) -> usize {
 pub fn faults(n: usize) -> usize {
     n.saturating_sub(1) / 3
 }
+
+/// Round-robin leader of `round` of `instance` among `n` members: `(λ + round) mod n`, with `λ`
+/// the instance id's first eight bytes, so consecutive duties start with different leaders.
+pub fn round_robin(instance: &InstanceId, round: u32, n: usize) -> u32 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&instance[..8]);
+    let n = n.max(1) as u64;
+    ((u64::from_be_bytes(b) % n + u64::from(round)) % n) as u32
+}

@@ -33,7 +33,9 @@ use alloy_primitives::B256;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::consensus::{DutyConsensus, Effect, InstanceId, Timer, Validity, faults, quorum};
+use crate::consensus::{
+    DutyConsensus, Effect, InstanceId, Timer, Validity, faults, quorum, round_robin,
+};
 use crate::identity::{IdentitySignature, OperatorId, OperatorKey};
 
 /// Message kinds.
@@ -176,10 +178,7 @@ impl Qbft {
 
     /// The leader of `round` of `instance`.
     pub fn leader(&self, instance: &InstanceId, round: u32) -> u32 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&instance[..8]);
-        let n = self.n().max(1) as u64;
-        ((u64::from_be_bytes(b) % n + u64::from(round)) % n) as u32
+        round_robin(instance, round, self.members.len())
     }
 
     fn sign(&self, body: Body, value: Option<Vec<u8>>, justification: Vec<Message>) -> Message {
