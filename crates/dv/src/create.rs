@@ -14,13 +14,13 @@
 use std::path::{Path, PathBuf};
 
 use phalanx_crypto::keystore::{EncryptionNonce, Kdf, Keystore};
+use phalanx_types::fs::write_atomic;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::identity::OperatorKey;
 use crate::lock::{
     ClusterLock, DistributedValidator, LOCK_VERSION, LockBody, LockError, Operator, Role,
-    write_atomic,
 };
 use crate::threshold::{SecretShare, deal};
 
@@ -101,6 +101,63 @@ fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), CreateError> {
     write_atomic(path, bytes).map_err(io(path))
 }
 
+/// A cluster whose keys one process dealt.
+#[derive(Debug)]
+pub struct DealtCluster {
+    /// The signed lock.
+    pub lock: ClusterLock,
+    /// The operators' identity keys, in lock order.
+    pub keys: Vec<OperatorKey>,
+    /// Key shares, `[operator][validator]`.
+    pub shares: Vec<Vec<SecretShare>>,
+}
+
+/// Deals a cluster in memory: operator `i` is `op-{i+1}` with `roles[i]`, listening at
+/// `address(i)`; `validators` keys, each shared `threshold`-of-`roles.len()`.
+pub fn deal_cluster(
+    name: &str,
+    threshold: usize,
+    validators: usize,
+    roles: &[Role],
+    address: impl Fn(usize) -> String,
+    rng: &mut impl RngCore,
+) -> Result<DealtCluster, CreateError> {
+    let n = roles.len();
+    let keys: Vec<OperatorKey> = (0..n).map(|_| OperatorKey::generate(rng)).collect();
+    let mut shares: Vec<Vec<SecretShare>> = vec![Vec::new(); n];
+    let mut dvs = Vec::with_capacity(validators);
+    for _ in 0..validators {
+        let (poly, s) =
+            deal(threshold, n as u32, rng).map_err(|e| CreateError::Params(e.to_string()))?;
+        dvs.push(DistributedValidator::from_poly(&poly, n));
+        for (i, share) in s.into_iter().enumerate() {
+            shares[i].push(share);
+        }
+    }
+    let body = LockBody {
+        version: LOCK_VERSION,
+        name: name.to_owned(),
+        threshold,
+        generation: 0,
+        previous_lock_hash: None,
+        operators: keys
+            .iter()
+            .zip(roles)
+            .enumerate()
+            .map(|(i, (key, role))| Operator {
+                name: format!("op-{}", i + 1),
+                identity: key.id(),
+                address: address(i),
+                role: *role,
+            })
+            .collect(),
+        validators: dvs,
+        ballot: None,
+    };
+    let lock = ClusterLock::sign_all(body, &keys)?;
+    Ok(DealtCluster { lock, keys, shares })
+}
+
 /// Creates the cluster under `out`. Refuses to overwrite an existing lock unless `force`.
 pub fn create(params: &CreateParams, out: &Path, force: bool) -> Result<ClusterLock, CreateError> {
     let n = params.operators;
@@ -133,42 +190,28 @@ pub fn create(params: &CreateParams, out: &Path, force: bool) -> Result<ClusterL
         Some(s) => ChaCha20Rng::seed_from_u64(s),
         None => ChaCha20Rng::from_os_rng(),
     };
-    let keys: Vec<OperatorKey> = (0..n).map(|_| OperatorKey::generate(&mut rng)).collect();
-    let mut shares: Vec<Vec<SecretShare>> = vec![Vec::new(); n];
-    let mut validators = Vec::with_capacity(params.validators);
-    for _ in 0..params.validators {
-        let (poly, s) =
-            deal(m, n as u32, &mut rng).map_err(|e| CreateError::Params(e.to_string()))?;
-        validators.push(DistributedValidator::from_poly(&poly, n));
-        for (i, share) in s.into_iter().enumerate() {
-            shares[i].push(share);
-        }
-    }
-    let body = LockBody {
-        version: LOCK_VERSION,
-        name: params.name.clone(),
-        threshold: m,
-        generation: 0,
-        previous_lock_hash: None,
-        operators: (0..n)
-            .map(|i| Operator {
-                name: format!("op-{}", i + 1),
-                identity: keys[i].id(),
-                address: format!(
-                    "/ip4/127.0.0.1/tcp/{}",
-                    u32::from(params.base_port) + i as u32
-                ),
-                role: if i >= n - params.failover {
-                    Role::Failover
-                } else {
-                    Role::Regular
-                },
-            })
-            .collect(),
-        validators,
-        ballot: None,
-    };
-    let lock = ClusterLock::sign_all(body, &keys)?;
+    let roles: Vec<Role> = (0..n)
+        .map(|i| {
+            if i >= n - params.failover {
+                Role::Failover
+            } else {
+                Role::Regular
+            }
+        })
+        .collect();
+    let DealtCluster { lock, keys, shares } = deal_cluster(
+        &params.name,
+        m,
+        params.validators,
+        &roles,
+        |i| {
+            format!(
+                "/ip4/127.0.0.1/tcp/{}",
+                u32::from(params.base_port) + i as u32
+            )
+        },
+        &mut rng,
+    )?;
     std::fs::create_dir_all(out).map_err(io(out))?;
     for (i, key) in keys.iter().enumerate() {
         let dir = out.join(format!("op-{}", i + 1));

@@ -627,22 +627,23 @@ impl Participant {
                 lock_hash,
                 signature,
             } => {
-                if !self.spec.recipients().contains(&from) {
+                if !self.spec.recipients().contains(&from)
+                    || !from.verify(&LockBody::signing_message(&lock_hash), &signature)
+                {
                     return;
                 }
-                let msg = LockBody::signing_message(&lock_hash);
-                let mine = self.body.as_ref().map(|(b, _)| b.hash());
-                if from.verify(&msg, &signature) && mine.is_some_and(|h| h != lock_hash) {
-                    self.fail(DkgError::LockMismatch(self.spec.name_of(&from)));
-                    return;
-                }
-                if from.verify(&msg, &signature) {
-                    self.lock_sigs.insert(from, signature);
+                match self.body.as_ref().map(|(b, _)| b.hash()) {
+                    Some(mine) if mine != lock_hash => {
+                        self.fail(DkgError::LockMismatch(self.spec.name_of(&from)));
+                        return;
+                    }
+                    Some(_) => {}
                     // Signatures that arrive before our own body are kept and checked then.
-                    if mine.is_none() {
+                    None => {
                         self.early_hashes.insert(from, lock_hash);
                     }
                 }
+                self.lock_sigs.insert(from, signature);
             }
             other => {
                 tracing::warn!(from = %self.spec.name_of(&from), kind = payload_kind(&other), "dkg: dropped a malformed or unsigned message");

@@ -30,6 +30,7 @@ use std::path::Path;
 
 use alloy_primitives::B256;
 use phalanx_crypto::bls::PublicKeyBytes;
+use phalanx_types::fs::write_atomic;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -324,16 +325,4 @@ impl ClusterLock {
             source,
         })
     }
-}
-
-/// Writes `bytes` to `path` via a temporary file in the same folder, fsynced, then renamed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
 }

@@ -126,7 +126,8 @@ impl DutyData {
         }
     }
 
-    /// Whether this is data for the duty with `validator`'s registry index and `slot`.
+    /// Whether this is data for a duty of `kind` at `slot` (and, for an attestation, a source
+    /// not after its target).
     pub fn fits(&self, kind: DutyKind, slot: u64) -> bool {
         match self {
             Self::Declaration(d) => kind == DutyKind::Declaration && d.slot.0 == slot,
@@ -411,7 +412,7 @@ impl<C: DutyConsensus> Member<C> {
                 self.consensus.on_timeout(t, now_ms);
                 self.pump(now_ms);
             }
-            MemberTimer::Failover(instance) => self.failover_check(instance, now_ms),
+            MemberTimer::Failover(instance) => self.failover_check(instance),
             MemberTimer::Expire(instance) => {
                 self.duties.remove(&instance);
                 self.early_partials.remove(&instance);
@@ -560,7 +561,7 @@ impl<C: DutyConsensus> Member<C> {
         self.try_recover(instance);
     }
 
-    fn failover_check(&mut self, instance: InstanceId, _now_ms: u64) {
+    fn failover_check(&mut self, instance: InstanceId) {
         let m = self.lock.threshold;
         let Some(st) = self.duties.get_mut(&instance) else {
             return;
@@ -590,7 +591,7 @@ impl<C: DutyConsensus> Member<C> {
         if st.submitted || st.partials.len() < m {
             return;
         }
-        let Some((data, root)) = st.decided.clone() else {
+        let Some((data, _)) = st.decided.clone() else {
             return;
         };
         let partials: Vec<(u32, SignatureBytes)> = st
@@ -599,9 +600,8 @@ impl<C: DutyConsensus> Member<C> {
             .map(|p| (p.sender + 1, p.signature))
             .collect();
         // Every partial here verified against its public share, so the interpolation is the
-        // group's signature over `root`: no second check is needed (the tests and the
-        // simulator verify submissions under the group key).
-        let _ = root;
+        // group's signature: no second check is needed (the tests and the simulator verify
+        // submissions under the group key).
         let Ok(signature) = recover_signature(&partials, m) else {
             return;
         };

@@ -22,18 +22,19 @@
 //! and duty latency (start → first valid group signature) percentiles.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use alloy_primitives::B256;
-use phalanx_dv::consensus::DutyConsensus;
-use phalanx_dv::consensus::InstanceId;
-use phalanx_dv::identity::OperatorKey;
-use phalanx_dv::lock::{ClusterLock, DistributedValidator, LOCK_VERSION, LockBody, Operator, Role};
+use phalanx_dv::consensus::{DutyConsensus, InstanceId, Validity};
+use phalanx_dv::create::{DealtCluster, deal_cluster};
+use phalanx_dv::identity::{OperatorId, OperatorKey};
+use phalanx_dv::lock::{LockBody, Role};
 use phalanx_dv::member::{
     Duty, DutyData, DutyKind, DvMessage, Member, MemberConfig, MemberEffect, MemberTimer, Partial,
 };
 use phalanx_dv::qbft::{self, Qbft};
 use phalanx_dv::tendermint::{self, Tendermint};
-use phalanx_dv::threshold::{self, verify_partial};
+use phalanx_dv::threshold::verify_partial;
 use phalanx_types::signing::SigningContext;
 use phalanx_types::*;
 use phalanx_validator::slashing_protection::SlashingProtection;
@@ -84,12 +85,7 @@ pub enum ConsensusKind {
 /// leader's equivocation.
 pub trait SimConsensus: DutyConsensus + Sized + 'static {
     /// An engine for member `me`.
-    fn build(
-        ids: Vec<phalanx_dv::identity::OperatorId>,
-        me: u32,
-        key: OperatorKey,
-        validity: phalanx_dv::consensus::Validity,
-    ) -> Self;
+    fn build(ids: Vec<OperatorId>, me: u32, key: OperatorKey, validity: Validity) -> Self;
     /// If `msg` is a first-round proposal, the same proposal with `other(instance)`'s value,
     /// re-signed with `key`.
     fn equivocate(
@@ -104,12 +100,7 @@ pub trait SimConsensus: DutyConsensus + Sized + 'static {
 }
 
 impl SimConsensus for Qbft {
-    fn build(
-        ids: Vec<phalanx_dv::identity::OperatorId>,
-        me: u32,
-        key: OperatorKey,
-        validity: phalanx_dv::consensus::Validity,
-    ) -> Self {
+    fn build(ids: Vec<OperatorId>, me: u32, key: OperatorKey, validity: Validity) -> Self {
         Qbft::new(
             ids,
             me,
@@ -146,12 +137,7 @@ impl SimConsensus for Qbft {
 }
 
 impl SimConsensus for Tendermint {
-    fn build(
-        ids: Vec<phalanx_dv::identity::OperatorId>,
-        me: u32,
-        key: OperatorKey,
-        validity: phalanx_dv::consensus::Validity,
-    ) -> Self {
+    fn build(ids: Vec<OperatorId>, me: u32, key: OperatorKey, validity: Validity) -> Self {
         Tendermint::new(
             ids,
             me,
@@ -335,46 +321,36 @@ fn run_with<C: SimConsensus>(config: Config) -> Result<Report, DvSimError> {
         return Err(DvSimError::Config("at least one validator".into()));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let keys: Vec<OperatorKey> = (0..n).map(|_| OperatorKey::generate(&mut rng)).collect();
-    let names: Vec<String> = (0..n).map(|i| format!("op-{}", i + 1)).collect();
-    let mut all_shares = vec![Vec::new(); n];
-    let mut validators = Vec::new();
-    for _ in 0..config.validators {
-        let (poly, shares) = threshold::deal(m, n as u32, &mut rng)
-            .map_err(|e| DvSimError::Config(e.to_string()))?;
-        validators.push(DistributedValidator::from_poly(&poly, n));
-        for (i, s) in shares.into_iter().enumerate() {
-            all_shares[i].push(s);
-        }
-    }
-    let body = LockBody {
-        version: LOCK_VERSION,
-        name: "sim".into(),
-        threshold: m,
-        generation: 0,
-        previous_lock_hash: None,
-        operators: (0..n)
-            .map(|i| Operator {
-                name: names[i].clone(),
-                identity: keys[i].id(),
-                address: format!("sim://{i}"),
-                role: if i < config.failover {
-                    Role::Failover
-                } else {
-                    Role::Regular
-                },
-            })
-            .collect(),
-        validators,
-        ballot: None,
-    };
-    let lock = ClusterLock::sign_all(body, &keys).map_err(|e| DvSimError::Config(e.to_string()))?;
+    let roles: Vec<Role> = (0..n)
+        .map(|i| {
+            if i < config.failover {
+                Role::Failover
+            } else {
+                Role::Regular
+            }
+        })
+        .collect();
+    let DealtCluster {
+        lock,
+        keys,
+        shares: all_shares,
+    } = deal_cluster(
+        "sim",
+        m,
+        config.validators,
+        &roles,
+        |i| format!("sim://{i}"),
+        &mut rng,
+    )
+    .map_err(|e| DvSimError::Config(e.to_string()))?;
+    let names: Vec<String> = lock.body.operators.iter().map(|o| o.name.clone()).collect();
     let signing = SigningContext {
         fork_version: [0, 0, 0, 1],
         genesis_validators_root: B256::repeat_byte(7),
     };
     let ids: Vec<_> = keys.iter().map(OperatorKey::id).collect();
     let alive = n - config.crashed;
+    let by_instance = Arc::new(duty_index(&config));
     let mut members = Vec::with_capacity(n);
     for i in 0..n {
         if i >= alive {
@@ -383,8 +359,8 @@ fn run_with<C: SimConsensus>(config: Config) -> Result<Report, DvSimError> {
         }
         let protection = SlashingProtection::in_memory(signing.genesis_validators_root)
             .map_err(|e| DvSimError::Config(e.to_string()))?;
-        let validity: phalanx_dv::consensus::Validity = {
-            let by_instance = duty_index(&config);
+        let validity: Validity = {
+            let by_instance = Arc::clone(&by_instance);
             Box::new(move |instance: &B256, value: &[u8]| {
                 by_instance.get(instance).is_some_and(|(kind, slot)| {
                     DutyData::decode(value).is_some_and(|d| d.fits(*kind, *slot))

@@ -252,15 +252,11 @@ fn write_file(path: &Path, contents: &str, force: bool) -> Result<(), GenesisErr
             source,
         })?;
     }
-    // Write beside, then rename: a crash never leaves a half-written file under the real name.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|source| GenesisError::Io {
-            action: "cannot write",
-            path: path.display().to_string(),
-            source,
-        })
+    phalanx_types::fs::write_atomic(path, contents.as_bytes()).map_err(|source| GenesisError::Io {
+        action: "cannot write",
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Generates and writes `genesis.json`, `keys/{validators,producers,executors}/NNNN.json`

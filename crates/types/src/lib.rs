@@ -6,6 +6,7 @@
 //! * [`signing`]: Ethereum-style signing roots with one domain per message type.
 //! * [`transaction`]: EIP-2718 typed transactions (alloy), the payload of a shard.
 //! * [`fraud`]: the fraud-proof verifier seam between consensus and execution.
+//! * [`fs`]: durable (synced, renamed-into-place) file writes.
 //! * [`limits`]: the hard size bounds of every list, as SSZ type-level lengths.
 //!
 //! Consensus never executes transactions: a shard is a list of opaque byte strings here, and
@@ -14,6 +15,7 @@
 
 pub mod consensus;
 pub mod fraud;
+pub mod fs;
 pub mod limits;
 pub mod primitives;
 pub mod signing;

@@ -277,7 +277,9 @@ fn sim_dv_signs_every_duty_through_a_crash_and_names_the_byzantine_member() {
     assert_eq!(r["duties"], 40);
     assert_eq!(r["signed"], 40, "{r}");
     assert_eq!(r["slashable"], 0);
-    assert!(r["p99_ms"].as_u64().unwrap() >= r["p50_ms"].as_u64().unwrap());
+    // A crashed round-1 leader costs a QBFT round change (750 ms timer) on some duties.
+    assert!(r["p99_ms"].as_u64().unwrap() > 750, "{r}");
+    assert!(r["p50_ms"].as_u64().unwrap() < 750, "{r}");
 
     let r = json_of(&[
         "sim",

@@ -217,8 +217,7 @@ fn m_valid_partials_make_one_submission_and_invalid_ones_are_named() {
 
 #[test]
 fn a_failover_member_releases_only_when_partials_are_missing() {
-    let (keys, mut lock, shares) = cluster(4, 3);
-    let _ = keys;
+    let (_, mut lock, shares) = cluster(4, 3);
     lock.operators[3].role = phalanx_dv::lock::Role::Failover;
     let gvr = ctx().genesis_validators_root;
     let data = attestation(0xdd);
@@ -258,7 +257,7 @@ fn a_failover_member_releases_only_when_partials_are_missing() {
 
 #[test]
 fn qbft_members_decide_the_same_value_through_a_crashed_leader() {
-    let (keys, lock, _) = cluster(4, 3);
+    let (keys, _, _) = cluster(4, 3);
     let ids: Vec<_> = keys.iter().map(OperatorKey::id).collect();
     let instance = DUTY.instance();
     let validity = || -> Validity { Box::new(|_, v: &[u8]| DutyData::decode(v).is_some()) };
@@ -274,7 +273,6 @@ fn qbft_members_decide_the_same_value_through_a_crashed_leader() {
             )
         })
         .collect();
-    let _ = lock;
     let crashed = engines[0].leader(&instance, 1);
     let mut now = 0;
     let mut timers = Vec::new();
