@@ -1,0 +1,538 @@
+//! The network over libp2p: TCP, Noise (peers authenticated by their ed25519 keys), Yamux;
+//! gossipsub (signed messages, strict validation) for topics and a length-prefixed
+//! request-response protocol, `/phalanx/direct/1`, for direct messages.
+//!
+//! The swarm runs in its own task; the [`Libp2pNetwork`] handle talks to it by channels, so a
+//! role never blocks on a socket. Listed peers with an address are dialled at start and
+//! re-dialled every [`REDIAL`] while not connected. In a *closed* network (a DV cluster) a
+//! connection from a peer that is not listed is closed at once and anything it sent is dropped.
+//! Events are queued up to [`EVENT_QUEUE`]; past that they are dropped (and counted in the
+//! log) rather than letting a slow role stall the swarm.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
+use libp2p::identity::{self, Keypair};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::{MAX_MESSAGE_BYTES, NetError, NetEvent, Network, PeerKey, check_size};
+
+/// How often a listed peer that is not connected is dialled again.
+pub const REDIAL: Duration = Duration::from_secs(2);
+/// Events waiting for the role, at most.
+pub const EVENT_QUEUE: usize = 16 * 1024;
+const DIRECT_PROTOCOL: &str = "/phalanx/direct/1";
+
+/// A peer we know of.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Its key.
+    pub key: PeerKey,
+    /// Where to dial it (a multiaddr such as `/ip4/127.0.0.1/tcp/9101`), if we dial it.
+    pub address: Option<String>,
+}
+
+/// How to start a libp2p network.
+#[derive(Clone)]
+pub struct Config {
+    /// The ed25519 secret key (32-byte seed) this peer is known by.
+    pub secret: [u8; 32],
+    /// Where to listen (multiaddr; port 0 picks a free port).
+    pub listen: String,
+    /// Known peers.
+    pub peers: Vec<Peer>,
+    /// Only listed peers may connect.
+    pub closed: bool,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("peers", &self.peers)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The libp2p peer id of `key`.
+pub fn peer_id(key: &PeerKey) -> Result<PeerId, NetError> {
+    let pk = identity::ed25519::PublicKey::try_from_bytes(&key.0)
+        .map_err(|e| NetError::Config(format!("peer key {key}: {e}")))?;
+    Ok(identity::PublicKey::from(pk).to_peer_id())
+}
+
+/// The ed25519 key inside `id`, if it is an (inlined) ed25519 peer id.
+pub fn peer_key(id: &PeerId) -> Option<PeerKey> {
+    let mh: &libp2p::multihash::Multihash<64> = id.as_ref();
+    if mh.code() != 0 {
+        return None;
+    }
+    let pk = identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    Some(PeerKey(pk.try_into_ed25519().ok()?.to_bytes()))
+}
+
+/// Length-prefixed raw bytes; the response is empty (an ack that the bytes arrived).
+#[derive(Debug, Clone, Default)]
+struct DirectCodec;
+
+async fn read_frame<T: futures::AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_MESSAGE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes is over the {MAX_MESSAGE_BYTES}-byte limit"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame<T: futures::AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    data: &[u8],
+) -> io::Result<()> {
+    let len = u32::try_from(data.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(data).await?;
+    io.flush().await
+}
+
+#[async_trait::async_trait]
+impl request_response::Codec for DirectCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        read_frame(io).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        read_frame(io).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &res).await
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    gossip: gossipsub::Behaviour,
+    direct: request_response::Behaviour<DirectCodec>,
+}
+
+enum Command {
+    Send(PeerKey, Vec<u8>),
+    Publish(String, Vec<u8>),
+    Subscribe(String),
+    Connected(oneshot::Sender<Vec<PeerKey>>),
+}
+
+/// A running libp2p network.
+#[derive(Debug)]
+pub struct Libp2pNetwork {
+    local: PeerKey,
+    listening: Vec<String>,
+    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::Receiver<NetEvent>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Libp2pNetwork {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Libp2pNetwork {
+    /// Starts the swarm (on the current tokio runtime) and waits until it listens.
+    pub async fn start(config: Config) -> Result<Self, NetError> {
+        let mut secret = config.secret;
+        let keypair = Keypair::ed25519_from_bytes(&mut secret)
+            .map_err(|e| NetError::Config(format!("identity key: {e}")))?;
+        let local = PeerKey(
+            keypair
+                .public()
+                .try_into_ed25519()
+                .map_err(|e| NetError::Config(e.to_string()))?
+                .to_bytes(),
+        );
+        let mut swarm = build_swarm(keypair)?;
+        let listen: Multiaddr = config.listen.parse().map_err(|e| NetError::Listen {
+            address: config.listen.clone(),
+            reason: format!("{e}"),
+        })?;
+        swarm.listen_on(listen).map_err(|e| NetError::Listen {
+            address: config.listen.clone(),
+            reason: e.to_string(),
+        })?;
+        let listening = wait_listening(&mut swarm, &config.listen).await?;
+
+        let mut known: HashMap<PeerId, (PeerKey, Option<Multiaddr>)> = HashMap::new();
+        for p in &config.peers {
+            if p.key == local {
+                continue;
+            }
+            let id = peer_id(&p.key)?;
+            let addr = match &p.address {
+                Some(a) => Some(
+                    a.parse::<Multiaddr>()
+                        .map_err(|e| NetError::Config(format!("address of {}: {a}: {e}", p.key)))?,
+                ),
+                None => None,
+            };
+            if let Some(a) = &addr {
+                swarm.add_peer_address(id, a.clone());
+            }
+            known.insert(id, (p.key, addr));
+        }
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let driver = Driver {
+            swarm,
+            known,
+            closed: config.closed,
+            connected: HashSet::new(),
+            events: event_tx,
+            dropped: 0,
+        };
+        let task = tokio::spawn(driver.run(command_rx));
+        Ok(Self {
+            local,
+            listening,
+            commands,
+            events,
+            task,
+        })
+    }
+
+    /// The addresses it listens on.
+    pub fn listening(&self) -> &[String] {
+        &self.listening
+    }
+
+    /// The peers connected now.
+    pub async fn connected(&self) -> Result<Vec<PeerKey>, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Connected(tx))
+            .map_err(|_| NetError::Closed)?;
+        rx.await.map_err(|_| NetError::Closed)
+    }
+}
+
+fn build_swarm(keypair: Keypair) -> Result<Swarm<Behaviour>, NetError> {
+    let cfg = |e: &dyn std::fmt::Display| NetError::Config(e.to_string());
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| cfg(&e))?
+        .with_behaviour(|key| {
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .max_transmit_size(MAX_MESSAGE_BYTES)
+                .validation_mode(ValidationMode::Strict)
+                .heartbeat_interval(Duration::from_millis(700))
+                .build()
+                .map_err(|e| e.to_string())?;
+            let gossip =
+                gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_config)?;
+            let direct = request_response::Behaviour::with_codec(
+                DirectCodec,
+                [(StreamProtocol::new(DIRECT_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(10))
+                    .with_max_concurrent_streams(1024),
+            );
+            Ok(Behaviour { gossip, direct })
+        })
+        .map_err(|e| cfg(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    Ok(swarm)
+}
+
+async fn wait_listening(
+    swarm: &mut Swarm<Behaviour>,
+    asked: &str,
+) -> Result<Vec<String>, NetError> {
+    let wait = async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::NewListenAddr { address, .. } => return Ok(vec![address.to_string()]),
+                SwarmEvent::ListenerError { error, .. } => {
+                    return Err(NetError::Listen {
+                        address: asked.to_owned(),
+                        reason: error.to_string(),
+                    });
+                }
+                SwarmEvent::ListenerClosed { reason, .. } => {
+                    return Err(NetError::Listen {
+                        address: asked.to_owned(),
+                        reason: format!("{reason:?}"),
+                    });
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .map_err(|_| NetError::Listen {
+            address: asked.to_owned(),
+            reason: "no listening address after 10 s".into(),
+        })?
+}
+
+struct Driver {
+    swarm: Swarm<Behaviour>,
+    known: HashMap<PeerId, (PeerKey, Option<Multiaddr>)>,
+    closed: bool,
+    connected: HashSet<PeerId>,
+    events: mpsc::Sender<NetEvent>,
+    dropped: u64,
+}
+
+impl Driver {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        self.redial();
+        let mut redial = tokio::time::interval(REDIAL);
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => break,
+                },
+                ev = self.swarm.select_next_some() => self.swarm_event(ev),
+                _ = redial.tick() => self.redial(),
+            }
+        }
+        tracing::debug!("network: handle dropped, swarm stops");
+    }
+
+    fn redial(&mut self) {
+        let targets: Vec<(PeerId, Multiaddr)> = self
+            .known
+            .iter()
+            .filter(|(id, _)| !self.connected.contains(id))
+            .filter_map(|(id, (_, addr))| addr.clone().map(|a| (*id, a)))
+            .collect();
+        for (id, addr) in targets {
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(id)
+                .addresses(vec![addr])
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::trace!(peer = %id, error = %e, "network: dial not started");
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send(to, data) => match peer_id(&to) {
+                Ok(id) => {
+                    self.swarm.behaviour_mut().direct.send_request(&id, data);
+                }
+                Err(e) => tracing::warn!(error = %e, "network: cannot send"),
+            },
+            Command::Publish(topic, data) => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossip
+                    .publish(IdentTopic::new(topic.clone()), data)
+                {
+                    tracing::debug!(%topic, error = %e, "network: publish failed");
+                }
+            }
+            Command::Subscribe(topic) => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossip
+                    .subscribe(&IdentTopic::new(topic.clone()))
+                {
+                    tracing::warn!(%topic, error = %e, "network: subscribe failed");
+                }
+            }
+            Command::Connected(reply) => {
+                let peers = self.connected.iter().filter_map(peer_key).collect();
+                let _ = reply.send(peers);
+            }
+        }
+    }
+
+    fn allowed(&self, id: &PeerId) -> bool {
+        !self.closed || self.known.contains_key(id)
+    }
+
+    fn deliver(&mut self, event: NetEvent) {
+        if self.events.try_send(event).is_err() {
+            self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped = self.dropped,
+                    "network: role is not keeping up, events dropped"
+                );
+            }
+        }
+    }
+
+    fn swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                if !self.allowed(&peer_id) {
+                    tracing::warn!(peer = %peer_id, "network: closing connection from an unlisted peer");
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
+                tracing::debug!(peer = %peer_id, "network: connected");
+                self.connected.insert(peer_id);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    self.connected.remove(&peer_id);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Direct(ev)) => self.direct_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
+                message,
+                ..
+            })) => {
+                let Some(source) = message.source else {
+                    return;
+                };
+                if !self.allowed(&source) {
+                    return;
+                }
+                let Some(from) = peer_key(&source) else {
+                    tracing::debug!(peer = %source, "network: gossip from a non-ed25519 peer dropped");
+                    return;
+                };
+                self.deliver(NetEvent::Gossip {
+                    from,
+                    topic: message.topic.into_string(),
+                    data: message.data,
+                });
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::trace!(peer = ?peer_id, error = %error, "network: dial failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn direct_event(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match ev {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .direct
+                    .send_response(channel, Vec::new());
+                if !self.allowed(&peer) {
+                    return;
+                }
+                match peer_key(&peer) {
+                    Some(from) => self.deliver(NetEvent::Direct {
+                        from,
+                        data: request,
+                    }),
+                    None => {
+                        tracing::debug!(%peer, "network: message from a non-ed25519 peer dropped")
+                    }
+                }
+            }
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "network: direct message not delivered");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "network: inbound direct message failed");
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Network for Libp2pNetwork {
+    fn local(&self) -> PeerKey {
+        self.local
+    }
+
+    fn send(&self, to: PeerKey, data: Vec<u8>) -> Result<(), NetError> {
+        check_size(&data)?;
+        self.commands
+            .send(Command::Send(to, data))
+            .map_err(|_| NetError::Closed)
+    }
+
+    fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), NetError> {
+        check_size(&data)?;
+        self.commands
+            .send(Command::Publish(topic.to_owned(), data))
+            .map_err(|_| NetError::Closed)
+    }
+
+    fn subscribe(&self, topic: &str) -> Result<(), NetError> {
+        self.commands
+            .send(Command::Subscribe(topic.to_owned()))
+            .map_err(|_| NetError::Closed)
+    }
+
+    async fn recv(&mut self) -> Option<NetEvent> {
+        self.events.recv().await
+    }
+}

@@ -1,0 +1,163 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Both transports: direct messages and gossip arrive with the sender's authenticated key; a
+//! closed network refuses an unlisted peer; oversized messages are refused.
+
+use std::time::Duration;
+
+use phalanx_net::memory::MemoryHub;
+use phalanx_net::p2p::{Config, Libp2pNetwork, Peer};
+use phalanx_net::{MAX_MESSAGE_BYTES, NetError, NetEvent, Network, PeerKey};
+
+/// The public key of an ed25519 seed (the derivation the lock file's identity keys use).
+fn public(secret: [u8; 32]) -> PeerKey {
+    let mut s = secret;
+    let kp = libp2p::identity::Keypair::ed25519_from_bytes(&mut s).unwrap();
+    PeerKey(kp.public().try_into_ed25519().unwrap().to_bytes())
+}
+
+async fn next(net: &mut impl Network) -> NetEvent {
+    tokio::time::timeout(Duration::from_secs(20), net.recv())
+        .await
+        .expect("an event within 20 s")
+        .expect("network open")
+}
+
+async fn start(secret: [u8; 32], peers: Vec<Peer>, closed: bool) -> Libp2pNetwork {
+    Libp2pNetwork::start(Config {
+        secret,
+        listen: "/ip4/127.0.0.1/tcp/0".into(),
+        peers,
+        closed,
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libp2p_direct_and_gossip_between_listed_peers() {
+    let (sa, sb) = ([1u8; 32], [2u8; 32]);
+    // a knows only b's key; b knows a's key and address and dials it.
+    let mut a = start(
+        sa,
+        vec![Peer {
+            key: public(sb),
+            address: None,
+        }],
+        true,
+    )
+    .await;
+    let mut b = start(
+        sb,
+        vec![Peer {
+            key: public(sa),
+            address: Some(a.listening()[0].clone()),
+        }],
+        true,
+    )
+    .await;
+    assert_eq!(a.local(), public(sa));
+    b.send(public(sa), b"hello".to_vec()).unwrap();
+    match next(&mut a).await {
+        NetEvent::Direct { from, data } => {
+            assert_eq!(from, public(sb));
+            assert_eq!(data, b"hello");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // The reply goes back over the connection b opened.
+    a.send(public(sb), b"hi".to_vec()).unwrap();
+    assert_eq!(
+        next(&mut b).await,
+        NetEvent::Direct {
+            from: public(sa),
+            data: b"hi".to_vec()
+        }
+    );
+
+    a.subscribe("t").unwrap();
+    b.subscribe("t").unwrap();
+    // Gossipsub needs the subscriptions exchanged before a publish finds a peer: retry.
+    let mut got = None;
+    for _ in 0..40 {
+        b.publish("t", b"gossip".to_vec()).unwrap();
+        if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(250), a.recv()).await {
+            got = Some(ev);
+            break;
+        }
+    }
+    assert_eq!(
+        got.expect("gossip delivered"),
+        NetEvent::Gossip {
+            from: public(sb),
+            topic: "t".into(),
+            data: b"gossip".to_vec()
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_network_drops_unlisted_peers() {
+    let (sa, sx) = ([3u8; 32], [9u8; 32]);
+    let mut a = start(sa, vec![], true).await;
+    let x = start(
+        sx,
+        vec![Peer {
+            key: public(sa),
+            address: Some(a.listening()[0].clone()),
+        }],
+        false,
+    )
+    .await;
+    for _ in 0..10 {
+        x.send(public(sa), b"let me in".to_vec()).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = tokio::time::timeout(Duration::from_secs(2), a.recv()).await;
+    assert!(got.is_err(), "an unlisted peer's message arrived: {got:?}");
+    assert!(!a.connected().await.unwrap().contains(&public(sx)));
+}
+
+#[tokio::test]
+async fn memory_hub_direct_gossip_and_limits() {
+    let hub = MemoryHub::new();
+    let (ka, kb, kc) = (PeerKey([1; 32]), PeerKey([2; 32]), PeerKey([3; 32]));
+    let mut a = hub.join(ka);
+    let mut b = hub.join(kb);
+    let c = hub.join(kc);
+    c.send(ka, vec![7]).unwrap();
+    assert_eq!(
+        next(&mut a).await,
+        NetEvent::Direct {
+            from: kc,
+            data: vec![7]
+        }
+    );
+    a.subscribe("blocks").unwrap();
+    b.subscribe("blocks").unwrap();
+    a.publish("blocks", vec![1, 2]).unwrap();
+    assert_eq!(
+        next(&mut b).await,
+        NetEvent::Gossip {
+            from: ka,
+            topic: "blocks".into(),
+            data: vec![1, 2]
+        }
+    );
+    // The publisher does not hear itself; c did not subscribe.
+    c.publish("blocks", vec![3]).unwrap();
+    assert_eq!(
+        next(&mut a).await,
+        NetEvent::Gossip {
+            from: kc,
+            topic: "blocks".into(),
+            data: vec![3]
+        }
+    );
+    assert!(matches!(
+        a.send(kb, vec![0; MAX_MESSAGE_BYTES + 1]),
+        Err(NetError::TooLarge { .. })
+    ));
+    // A peer that left misses messages; sending to it is not an error.
+    drop(b);
+    a.send(kb, vec![1]).unwrap();
+}
