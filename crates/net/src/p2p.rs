@@ -433,12 +433,10 @@ impl Driver {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    self.connected.remove(&peer_id);
-                }
+                self.connected.remove(&peer_id);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Direct(ev)) => self.direct_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
