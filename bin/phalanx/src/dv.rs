@@ -1,6 +1,25 @@
 //! `phalanx dv …`: distributed validator commands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use phalanx_dv::ceremony::{ClusterDefinition, run_ceremony};
+use phalanx_dv::consensus::{BASE_TIMEOUT_MS, STEP_TIMEOUT_MS};
+use phalanx_dv::create::{load_operator, write_operator_files};
+use phalanx_dv::duties::DutyClock;
+use phalanx_dv::identity::{OperatorId, OperatorKey};
+use phalanx_dv::lock::ClusterLock;
+use phalanx_dv::member::{Member, MemberConfig, Submission};
+use phalanx_dv::qbft::Qbft;
+use phalanx_dv::run::{KnownDuties, RunReport, duty_validity, unix_ms};
+use phalanx_dv::tendermint::Tendermint;
+use phalanx_net::p2p::{Config as NetConfig, Libp2pNetwork, Peer};
+use phalanx_net::PeerKey;
+use phalanx_types::signing::SigningContext;
+use phalanx_validator::slashing_protection::SlashingProtection;
+use rand::SeedableRng;
+use serde::Serialize;
 
 use phalanx_dv::create::{self, CreateParams};
 
@@ -9,7 +28,13 @@ use phalanx_dv::create::{self, CreateParams};
 pub(crate) enum DvCommand {
     /// Create a test cluster with dealt keys (devnets and tests only: one process saw every key).
     Create(CreateArgs),
-    /// Commands that have not landed yet (dkg, run, reshare).
+    /// Make an operator identity key (the key the cluster definition and lock name you by).
+    Identity(IdentityArgs),
+    /// Run this operator's part of a key ceremony (no trusted dealer) with the other operators.
+    Dkg(DkgArgs),
+    /// Run a member: agree on every duty with the other members, sign partials, submit.
+    Run(RunArgs),
+    /// Commands that have not landed yet (reshare).
     #[command(external_subcommand)]
     Other(Vec<String>),
 }
@@ -55,12 +80,6 @@ pub(crate) struct CreateArgs {
 /// The issue a not-yet-landed `dv` command comes with.
 pub(crate) fn pending(args: &[String]) -> Option<(&'static str, u32, &'static str)> {
     Some(match args.first().map(String::as_str) {
-        Some("dkg") => (
-            "dv dkg",
-            5,
-            "Distributed validator: the ceremony between processes",
-        ),
-        Some("run") => ("dv run", 5, "Distributed validator: a member process"),
         Some("reshare") => (
             "dv reshare",
             5,
@@ -97,5 +116,400 @@ pub(crate) fn create(args: &CreateArgs) -> anyhow::Result<()> {
     for v in &lock.body.validators {
         println!("validator {}", v.public_key);
     }
+    Ok(())
+}
+
+/// Flags of `phalanx dv identity`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct IdentityArgs {
+    /// The operator's folder; the key goes to `identity-key` in it.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Flags of `phalanx dv dkg`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DkgArgs {
+    /// The cluster definition every operator agreed on (`cluster-definition.json`).
+    #[arg(long)]
+    definition: PathBuf,
+    /// This operator's folder: holds `identity-key`; the lock and keystores are written here.
+    #[arg(long)]
+    operator_dir: PathBuf,
+    /// Where to listen (multiaddr; default: this operator's address in the definition).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Give up (naming who did not deliver) after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_secs: u64,
+    /// EIP-2335 standard scrypt keystores (slow to open) instead of light PBKDF2 ones.
+    #[arg(long)]
+    standard_kdf: bool,
+    /// Allow m = n, which leaves no fault tolerance.
+    #[arg(long)]
+    unsafe_threshold: bool,
+    /// Overwrite an existing lock in the folder.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Which duty consensus a member runs.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum ConsensusArg {
+    /// QBFT (the default).
+    Qbft,
+    /// Tendermint.
+    Tendermint,
+}
+
+/// Where a member's duties come from.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum DutySource {
+    /// The wall-clock schedule standing in for the node's duty stream until the node's
+    /// validator API lands (issue #8).
+    Clock,
+}
+
+/// Flags of `phalanx dv run`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// This operator's folder (identity key, password, keystores).
+    #[arg(long)]
+    operator_dir: PathBuf,
+    /// The cluster lock (default: `cluster-lock.json` in the operator folder).
+    #[arg(long)]
+    lock: Option<PathBuf>,
+    /// Where to listen (multiaddr; default: this operator's address in the lock).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Duty consensus.
+    #[arg(long, value_enum, default_value = "qbft")]
+    consensus: ConsensusArg,
+    /// Where duties come from.
+    #[arg(long, value_enum, default_value = "clock")]
+    duties: DutySource,
+    /// Chain spec (preset name or TOML file): fork version and slot timing.
+    #[arg(long, default_value = "devnet")]
+    chain: String,
+    /// When slot 0 started (Unix ms; 0 = the Unix epoch).
+    #[arg(long, default_value_t = 0)]
+    genesis_ms: u64,
+    /// Slot length in ms (default: the chain's).
+    #[arg(long)]
+    slot_ms: Option<u64>,
+    /// Slots per epoch (default: the chain's; 1 = every validator attests every slot).
+    #[arg(long)]
+    slots_per_epoch: Option<u64>,
+    /// First slot to serve (default: the next one).
+    #[arg(long)]
+    from_slot: Option<u64>,
+    /// Serve this many slots, then stop (default: until interrupted).
+    #[arg(long)]
+    slots: Option<u64>,
+    /// Append every submitted group signature here as a JSON line (default:
+    /// `submissions.jsonl` in the operator folder).
+    #[arg(long)]
+    submissions: Option<PathBuf>,
+    /// Slashing-protection database (default: `slashing-protection.redb` in the operator folder).
+    #[arg(long)]
+    protection: Option<PathBuf>,
+    /// A failover member releases its partial at this fraction of the way to the deadline.
+    #[arg(long, default_value_t = 0.5)]
+    failover_fraction: f64,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn read_identity(dir: &Path) -> anyhow::Result<OperatorKey> {
+    let path = dir.join("identity-key");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{}: no identity key (make one with `phalanx dv identity --out {}`)",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    let bytes = hex::decode(text.trim().trim_start_matches("0x"))
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .with_context(|| format!("{}: not a 32-byte hex key", path.display()))?;
+    Ok(OperatorKey::from_bytes(&bytes))
+}
+
+fn network_config(
+    key: &OperatorKey,
+    me: &OperatorId,
+    operators: &[phalanx_dv::lock::Operator],
+    listen: Option<&String>,
+) -> anyhow::Result<NetConfig> {
+    let mine = operators
+        .iter()
+        .find(|o| &o.identity == me)
+        .with_context(|| format!("identity {me} is not one of the cluster's operators"))?;
+    Ok(NetConfig {
+        secret: key.to_bytes(),
+        listen: listen.cloned().unwrap_or_else(|| mine.address.clone()),
+        peers: operators
+            .iter()
+            .filter(|o| &o.identity != me)
+            .map(|o| Peer {
+                key: PeerKey(o.identity.0),
+                address: Some(o.address.clone()),
+            })
+            .collect(),
+        closed: true,
+    })
+}
+
+pub(crate) fn identity(args: &IdentityArgs) -> anyhow::Result<()> {
+    let path = args.out.join("identity-key");
+    anyhow::ensure!(
+        !path.exists(),
+        "{} exists; refusing to replace an identity key",
+        path.display()
+    );
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let key = OperatorKey::generate(&mut rand_chacha::ChaCha20Rng::from_os_rng());
+    phalanx_types::fs::write_atomic(&path, hex::encode(key.to_bytes()).as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("{}", key.id());
+    Ok(())
+}
+
+pub(crate) fn dkg(args: &DkgArgs) -> anyhow::Result<()> {
+    let definition = ClusterDefinition::read(&args.definition)?;
+    let spec = definition.spec();
+    spec.check(args.unsafe_threshold)?;
+    let key = read_identity(&args.operator_dir)?;
+    let lock_path = args.operator_dir.join("cluster-lock.json");
+    anyhow::ensure!(
+        args.force || !lock_path.exists(),
+        "{} exists; pass --force to replace it",
+        lock_path.display()
+    );
+    let net_config = network_config(&key, &key.id(), &spec.operators, args.listen.as_ref())?;
+    let n = spec.operators.len();
+    let rt = runtime()?;
+    let output = rt.block_on(async {
+        let mut net = Libp2pNetwork::start(net_config).await?;
+        println!(
+            "dkg: {} as {}, {}-of-{n}, {} validator(s); listening on {}",
+            definition.name,
+            spec.name_of(&key.id()),
+            spec.threshold,
+            spec.validators,
+            net.listening().join(", ")
+        );
+        run_ceremony(
+            &mut net,
+            spec.clone(),
+            key.clone(),
+            None,
+            Duration::from_secs(args.timeout_secs),
+            |p| {
+                println!(
+                    "dkg: dealings verified {}/{} · lock signatures {}/{}",
+                    p.dealt, p.dealers, p.signed, p.recipients
+                );
+            },
+            interrupted(),
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    })?;
+    let output = output.context("this operator receives no shares in the ceremony")?;
+    let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
+    write_operator_files(
+        &args.operator_dir,
+        &key,
+        &output.shares,
+        &definition.name,
+        args.standard_kdf,
+        &mut rng,
+    )?;
+    output.lock.write(&lock_path)?;
+    println!(
+        "wrote {}: {}-of-{} cluster, {} validator(s), lock hash {}",
+        lock_path.display(),
+        output.lock.body.threshold,
+        output.lock.body.operators.len(),
+        output.lock.body.validators.len(),
+        output.lock.lock_hash
+    );
+    for v in &output.lock.body.validators {
+        println!("validator {}", v.public_key);
+    }
+    Ok(())
+}
+
+/// One submitted group signature, as a line of the submissions file.
+#[derive(Debug, Serialize)]
+struct SubmissionLine {
+    validator: u32,
+    slot: u64,
+    kind: phalanx_dv::member::DutyKind,
+    start_ms: u64,
+    deadline_ms: u64,
+    submitted_ms: u64,
+    signature: String,
+    from: Vec<u32>,
+}
+
+impl SubmissionLine {
+    fn of(s: &Submission, now: u64) -> Self {
+        Self {
+            validator: s.duty.validator,
+            slot: s.duty.slot,
+            kind: s.duty.kind,
+            start_ms: s.duty.start_ms,
+            deadline_ms: s.duty.deadline_ms,
+            submitted_ms: now,
+            signature: s.signature.to_string(),
+            from: s.from.clone(),
+        }
+    }
+}
+
+/// The report `dv run` prints when it stops.
+#[derive(Debug, Serialize)]
+struct RunSummary {
+    #[serde(flatten)]
+    report: RunReport,
+    /// Each operator's share of the rewards: its in-time partials over all in-time partials.
+    reward_split: std::collections::BTreeMap<String, f64>,
+}
+
+pub(crate) fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let lock_path = args
+        .lock
+        .clone()
+        .unwrap_or_else(|| args.operator_dir.join("cluster-lock.json"));
+    let lock = ClusterLock::read(&lock_path)?;
+    lock.verify()?;
+    let files = load_operator(&args.operator_dir, &lock)?;
+    let me = files.key.id();
+    let index = lock
+        .body
+        .index_of(&me)
+        .context("this identity is not in the lock")?
+        - 1;
+    let spec = phalanx_spec::ChainSpec::load(&args.chain)?;
+    let clock = DutyClock {
+        genesis_ms: args.genesis_ms,
+        slot_ms: args.slot_ms.unwrap_or(spec.slot_seconds * 1000),
+        slots_per_epoch: args.slots_per_epoch.unwrap_or(spec.slots_per_epoch),
+        validators: lock.body.validators.len() as u32,
+    };
+    anyhow::ensure!(clock.slot_ms >= 30, "--slot-ms must be at least 30");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.failover_fraction),
+        "--failover-fraction must be within 0..=1"
+    );
+    let signing = SigningContext {
+        fork_version: spec.fork_version.0,
+        genesis_validators_root: alloy_primitives::B256::ZERO,
+    };
+    let protection_path = args
+        .protection
+        .clone()
+        .unwrap_or_else(|| args.operator_dir.join("slashing-protection.redb"));
+    let protection = SlashingProtection::open(&protection_path, signing.genesis_validators_root)
+        .with_context(|| format!("slashing protection {}", protection_path.display()))?;
+    let submissions_path = args
+        .submissions
+        .clone()
+        .unwrap_or_else(|| args.operator_dir.join("submissions.jsonl"));
+    let net_config = network_config(&files.key, &me, &lock.body.operators, args.listen.as_ref())?;
+    let ids: Vec<OperatorId> = lock.body.operators.iter().map(|o| o.identity).collect();
+    let known = KnownDuties::default();
+    let validity = duty_validity(lock.body.validators.len(), known.clone());
+    let member_config = MemberConfig {
+        index,
+        failover_fraction: args.failover_fraction,
+        signing,
+    };
+    let rt = runtime()?;
+    let report = rt.block_on(async {
+        let net = Libp2pNetwork::start(net_config).await?;
+        let from = args
+            .from_slot
+            .unwrap_or_else(|| clock.slot_at(unix_ms()) + 1);
+        let to = args.slots.map(|n| from + n);
+        eprintln!(
+            "dv run: {} as {} ({}-of-{}, {} validator(s)), {} consensus, listening on {}, slots {from}..{}",
+            lock.body.name,
+            lock.body.operators[index as usize].name,
+            lock.body.threshold,
+            lock.body.operators.len(),
+            lock.body.validators.len(),
+            match args.consensus {
+                ConsensusArg::Qbft => "qbft",
+                ConsensusArg::Tendermint => "tendermint",
+            },
+            net.listening().join(", "),
+            to.map_or_else(|| "∞".to_owned(), |t| t.to_string()),
+        );
+        let (duty_tx, duty_rx) = tokio::sync::mpsc::channel(4096);
+        let (sub_tx, mut sub_rx) = tokio::sync::mpsc::unbounded_channel::<Submission>();
+        tokio::spawn(clock.feed(from, to, duty_tx, interrupted()));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&submissions_path)
+            .with_context(|| format!("cannot open {}", submissions_path.display()))?;
+        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write as _;
+            while let Some(s) = sub_rx.blocking_recv() {
+                let line = SubmissionLine::of(&s, unix_ms());
+                let json = serde_json::to_string(&line).map_err(std::io::Error::other)?;
+                writeln!(file, "{json}")?;
+                file.flush()?;
+            }
+            file.sync_all()
+        });
+        let report = match args.consensus {
+            ConsensusArg::Qbft => {
+                let engine = Qbft::new(ids, index, files.key.clone(), validity, BASE_TIMEOUT_MS, STEP_TIMEOUT_MS);
+                let member = Member::new(member_config, lock.body.clone(), &files.shares, protection, engine)?;
+                phalanx_dv::run::run(member, &lock.body, known, net, duty_rx, sub_tx, interrupted()).await?
+            }
+            ConsensusArg::Tendermint => {
+                let engine = Tendermint::new(ids, index, files.key.clone(), validity, BASE_TIMEOUT_MS, STEP_TIMEOUT_MS);
+                let member = Member::new(member_config, lock.body.clone(), &files.shares, protection, engine)?;
+                phalanx_dv::run::run(member, &lock.body, known, net, duty_rx, sub_tx, interrupted()).await?
+            }
+        };
+        writer
+            .await
+            .context("submission writer")?
+            .with_context(|| format!("cannot write {}", submissions_path.display()))?;
+        anyhow::Ok(report)
+    })?;
+    let total: u64 = report.participation.values().sum();
+    let reward_split = report
+        .participation
+        .iter()
+        .map(|(name, n)| (name.clone(), if total == 0 { 0.0 } else { *n as f64 / total as f64 }))
+        .collect();
+    println!(
+        "{}",
+        serde_json::to_string(&RunSummary {
+            report,
+            reward_split
+        })?
+    );
     Ok(())
 }

@@ -94,7 +94,12 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         Command::Genesis(_)
         | Command::Spec { .. }
         | Command::Statetest { .. }
-        | Command::Dv(dv::DvCommand::Create(_))
+        | Command::Dv(
+            dv::DvCommand::Create(_)
+            | dv::DvCommand::Identity(_)
+            | dv::DvCommand::Dkg(_)
+            | dv::DvCommand::Run(_),
+        )
         | Command::Bench(bench::Target::Execution(_))
         | Command::Bench(bench::Target::Consensus(_))
         | Command::Sim(sim::Target::Chain(_) | sim::Target::Dv(_)) => return None,
@@ -120,8 +125,11 @@ fn main() -> ExitCode {
         Command::Sim(sim::Target::Chain(args)) => sim::chain(&args),
         Command::Sim(sim::Target::Dv(args)) => sim::dv(&args),
         Command::Dv(dv::DvCommand::Create(args)) => dv::create(&args),
+        Command::Dv(dv::DvCommand::Identity(args)) => dv::identity(&args),
+        Command::Dv(dv::DvCommand::Dkg(args)) => dv::dkg(&args),
+        Command::Dv(dv::DvCommand::Run(args)) => dv::run(&args),
         Command::Dv(dv::DvCommand::Other(args)) => Err(anyhow::anyhow!(
-            "unknown dv command {:?}; available: create (dkg, run and reshare come with issue #5)",
+            "unknown dv command {:?}; available: create, identity, dkg, run (reshare comes with issue #5)",
             args.first().map(String::as_str).unwrap_or_default()
         )),
         Command::Sim(sim::Target::Other(args)) => Err(anyhow::anyhow!(

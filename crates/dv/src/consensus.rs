@@ -20,6 +20,11 @@ use alloy_primitives::B256;
 /// Identifies one consensus instance: the hash of the duty it decides.
 pub type InstanceId = B256;
 
+/// First-round timeout of the duty consensus engines (ms).
+pub const BASE_TIMEOUT_MS: u64 = 750;
+/// Added per round (ms).
+pub const STEP_TIMEOUT_MS: u64 = 250;
+
 /// The predicate a decided value must satisfy for its instance.
 pub type Validity = Box<dyn Fn(&InstanceId, &[u8]) -> bool + Send>;
 
@@ -56,7 +61,11 @@ pub enum Effect<M> {
 /// A BFT consensus over duty data (QBFT by default).
 pub trait DutyConsensus: Send {
     /// The wire message.
-    type Message: Clone + std::fmt::Debug + Send;
+    type Message: Clone
+        + std::fmt::Debug
+        + Send
+        + serde::Serialize
+        + serde::de::DeserializeOwned;
 
     /// Short name for logs and reports.
     fn name(&self) -> &'static str;

@@ -215,46 +215,67 @@ pub fn create(params: &CreateParams, out: &Path, force: bool) -> Result<ClusterL
     std::fs::create_dir_all(out).map_err(io(out))?;
     for (i, key) in keys.iter().enumerate() {
         let dir = out.join(format!("op-{}", i + 1));
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        write_secret(
-            &dir.join("identity-key"),
-            hex::encode(key.to_bytes()).as_bytes(),
+        write_operator_files(
+            &dir,
+            key,
+            &shares[i],
+            &params.name,
+            params.standard_kdf,
+            &mut rng,
         )?;
-        let mut pw = [0u8; 16];
-        rng.fill_bytes(&mut pw);
-        let password = hex::encode(pw);
-        write_secret(&dir.join("password"), password.as_bytes())?;
-        for (v, share) in shares[i].iter().enumerate() {
-            let mut salt = [0u8; 32];
-            rng.fill_bytes(&mut salt);
-            let mut nonce_seed = [0u8; 32];
-            rng.fill_bytes(&mut nonce_seed);
-            let kdf = if params.standard_kdf {
-                Kdf::scrypt_standard(salt)
-            } else {
-                Kdf::pbkdf2_light(salt)
-            };
-            let path = dir.join(format!("keystore-{v}.json"));
-            let sk = share
-                .secret_key()
-                .map_err(|e| CreateError::Params(e.to_string()))?;
-            let ks = Keystore::encrypt(
-                &sk,
-                &password,
-                kdf,
-                &EncryptionNonce::from_seed(nonce_seed),
-                "",
-                &format!("{} share {} of validator {v}", params.name, share.index),
-            )
-            .map_err(|e| CreateError::Keystore {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            write_secret(&path, ks.to_json_string().as_bytes())?;
-        }
     }
     lock.write(&lock_path)?;
     Ok(lock)
+}
+
+/// Writes an operator's folder: its identity key, a fresh random password and one EIP-2335
+/// keystore per key share (`keystore-{v}.json`), each file written atomically.
+pub fn write_operator_files(
+    dir: &Path,
+    key: &OperatorKey,
+    shares: &[SecretShare],
+    cluster: &str,
+    standard_kdf: bool,
+    rng: &mut impl RngCore,
+) -> Result<(), CreateError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    write_secret(
+        &dir.join("identity-key"),
+        hex::encode(key.to_bytes()).as_bytes(),
+    )?;
+    let mut pw = [0u8; 16];
+    rng.fill_bytes(&mut pw);
+    let password = hex::encode(pw);
+    write_secret(&dir.join("password"), password.as_bytes())?;
+    for (v, share) in shares.iter().enumerate() {
+        let mut salt = [0u8; 32];
+        rng.fill_bytes(&mut salt);
+        let mut nonce_seed = [0u8; 32];
+        rng.fill_bytes(&mut nonce_seed);
+        let kdf = if standard_kdf {
+            Kdf::scrypt_standard(salt)
+        } else {
+            Kdf::pbkdf2_light(salt)
+        };
+        let path = dir.join(format!("keystore-{v}.json"));
+        let sk = share
+            .secret_key()
+            .map_err(|e| CreateError::Params(e.to_string()))?;
+        let ks = Keystore::encrypt(
+            &sk,
+            &password,
+            kdf,
+            &EncryptionNonce::from_seed(nonce_seed),
+            "",
+            &format!("{cluster} share {} of validator {v}", share.index),
+        )
+        .map_err(|e| CreateError::Keystore {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_secret(&path, ks.to_json_string().as_bytes())?;
+    }
+    Ok(())
 }
 
 /// An operator's keys read back from its folder.

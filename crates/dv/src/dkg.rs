@@ -748,6 +748,15 @@ impl Participant {
         self.failure.as_ref()
     }
 
+    /// Takes the error out (the participant stays failed).
+    pub fn take_error(&mut self) -> Option<DkgError> {
+        let err = self.failure.take();
+        if err.is_some() {
+            self.failure = Some(DkgError::Spec("ceremony failed (error taken)".into()));
+        }
+        err
+    }
+
     /// Moves the ceremony forward as far as the messages in hand allow.
     fn advance(&mut self) {
         if self.done() {

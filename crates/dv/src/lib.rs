@@ -9,19 +9,24 @@
 //! - [`identity`]: operators' ed25519 identity keys (the keys libp2p authenticates).
 //! - [`lock`]: the cluster lock file and its schema.
 //! - [`create`]: dealt test clusters (`phalanx dv create`) and reading operators' files.
-//! - [`dkg`]: the Joint-Feldman ceremony and resharing, sans-IO.
+//! - [`dkg`]: the Joint-Feldman ceremony and resharing, sans-IO; [`ceremony`] runs it between
+//!   processes over the network.
 //! - [`consensus`]: the [`consensus::DutyConsensus`] seam; [`qbft`] (default) and
 //!   [`tendermint`] implement it.
-//! - [`member`]: a member's duty pipeline, sans-IO.
+//! - [`member`]: a member's duty pipeline, sans-IO; [`run`] drives it as a process.
+//! - [`duties`]: the wall-clock duty schedule standing in for the node's duty stream.
 //! - [`ballot`]: the secret ballot that approves membership changes.
 
 pub mod ballot;
+pub mod ceremony;
 pub mod consensus;
 pub mod create;
 pub mod dkg;
+pub mod duties;
 pub mod identity;
 pub mod lock;
 pub mod member;
 pub mod qbft;
+pub mod run;
 pub mod tendermint;
 pub mod threshold;

@@ -164,7 +164,8 @@ pub struct Partial {
 }
 
 /// Messages between members.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound = "M: Serialize + serde::de::DeserializeOwned")]
 pub enum DvMessage<M> {
     /// Duty consensus.
     Consensus(M),
