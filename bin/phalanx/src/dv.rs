@@ -14,8 +14,8 @@ use phalanx_dv::member::{Member, MemberConfig, Submission};
 use phalanx_dv::qbft::Qbft;
 use phalanx_dv::run::{KnownDuties, RunReport, duty_validity, unix_ms};
 use phalanx_dv::tendermint::Tendermint;
-use phalanx_net::p2p::{Config as NetConfig, Libp2pNetwork, Peer};
 use phalanx_net::PeerKey;
+use phalanx_net::p2p::{Config as NetConfig, Libp2pNetwork, Peer};
 use phalanx_types::signing::SigningContext;
 use phalanx_validator::slashing_protection::SlashingProtection;
 use rand::SeedableRng;
@@ -502,7 +502,16 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<()> {
     let reward_split = report
         .participation
         .iter()
-        .map(|(name, n)| (name.clone(), if total == 0 { 0.0 } else { *n as f64 / total as f64 }))
+        .map(|(name, n)| {
+            (
+                name.clone(),
+                if total == 0 {
+                    0.0
+                } else {
+                    *n as f64 / total as f64
+                },
+            )
+        })
         .collect();
     println!(
         "{}",

@@ -20,6 +20,7 @@ use phalanx_net::{NetError, NetEvent, Network, PeerKey};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::create::default_threshold;
 use crate::dkg::{CeremonySpec, DkgError, DkgMessage, DkgOutput, Participant, Progress};
@@ -109,17 +110,30 @@ pub async fn run_ceremony<N: Network>(
     key: OperatorKey,
     secrets: Option<Vec<SecretShare>>,
     timeout: Duration,
-    mut progress: impl FnMut(Progress),
+    progress: impl FnMut(Progress),
     shutdown: impl Future<Output = ()>,
 ) -> Result<Option<DkgOutput>, CeremonyError> {
     let participants = spec.participants();
     let start = Instant::now();
-    let now = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut rng = ChaCha20Rng::from_os_rng();
     let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     let retry_ms = 500;
-    let mut p = Participant::new(spec, key, secrets, 0, timeout_ms, retry_ms, &mut rng)?;
-    let _span = tracing::info_span!("dkg", me = %p.id()).entered();
+    let p = Participant::new(spec, key, secrets, 0, timeout_ms, retry_ms, &mut rng)?;
+    let span = tracing::info_span!("dkg", me = %p.id());
+    drive(net, p, participants, start, progress, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn drive<N: Network>(
+    net: &mut N,
+    mut p: Participant,
+    participants: Vec<OperatorId>,
+    start: Instant,
+    mut progress: impl FnMut(Progress),
+    shutdown: impl Future<Output = ()>,
+) -> Result<Option<DkgOutput>, CeremonyError> {
+    let now = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut tick = tokio::time::interval(TICK);
     let mut shown: Option<Progress> = None;
     let mut done_at: Option<u64> = None;
@@ -144,7 +158,9 @@ pub async fn run_ceremony<N: Network>(
             let t = now();
             let since = *done_at.get_or_insert(t);
             let quiet = t.saturating_sub(last_message.max(since));
-            if quiet >= QUIET.as_millis() as u64 || t.saturating_sub(since) >= LINGER.as_millis() as u64 {
+            if quiet >= QUIET.as_millis() as u64
+                || t.saturating_sub(since) >= LINGER.as_millis() as u64
+            {
                 break;
             }
         }

@@ -61,11 +61,7 @@ pub enum Effect<M> {
 /// A BFT consensus over duty data (QBFT by default).
 pub trait DutyConsensus: Send {
     /// The wire message.
-    type Message: Clone
-        + std::fmt::Debug
-        + Send
-        + serde::Serialize
-        + serde::de::DeserializeOwned;
+    type Message: Clone + std::fmt::Debug + Send + serde::Serialize + serde::de::DeserializeOwned;
 
     /// Short name for logs and reports.
     fn name(&self) -> &'static str;

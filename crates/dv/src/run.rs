@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use phalanx_net::{NetError, NetEvent, Network, PeerKey};
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::consensus::{DutyConsensus, InstanceId, Validity};
 use crate::lock::LockBody;
@@ -105,6 +106,21 @@ pub struct RunReport {
 
 /// Drives `member` until the duty stream ends or `shutdown` resolves.
 pub async fn run<N: Network, C: DutyConsensus>(
+    member: Member<C>,
+    lock: &LockBody,
+    known: KnownDuties,
+    net: N,
+    duties: mpsc::Receiver<(Duty, DutyData)>,
+    submissions: mpsc::UnboundedSender<Submission>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunReport, RunError> {
+    let span = tracing::info_span!("dv-member", index = member.index());
+    drive(member, lock, known, net, duties, submissions, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn drive<N: Network, C: DutyConsensus>(
     mut member: Member<C>,
     lock: &LockBody,
     known: KnownDuties,
@@ -114,7 +130,6 @@ pub async fn run<N: Network, C: DutyConsensus>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
     let me = member.index();
-    let _span = tracing::info_span!("dv-member", index = me).entered();
     let peers: Vec<(u32, PeerKey)> = lock
         .operators
         .iter()

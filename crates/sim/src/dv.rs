@@ -224,7 +224,9 @@ pub enum DvSimError {
 
 const SLOT_MS: u64 = 12_000;
 const BASE_DELAY_MS: u64 = 20;
-use phalanx_dv::consensus::{BASE_TIMEOUT_MS as QBFT_BASE_TIMEOUT_MS, STEP_TIMEOUT_MS as QBFT_STEP_TIMEOUT_MS};
+use phalanx_dv::consensus::{
+    BASE_TIMEOUT_MS as QBFT_BASE_TIMEOUT_MS, STEP_TIMEOUT_MS as QBFT_STEP_TIMEOUT_MS,
+};
 const FAILOVER_FRACTION: f64 = 0.5;
 const BYZANTINE_VALID_DELAY_MS: u64 = 30;
 

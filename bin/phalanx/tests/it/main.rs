@@ -412,14 +412,274 @@ fn dv_create_writes_a_lock_and_keystores_that_sign_together() {
     assert_eq!(no_tolerance.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&no_tolerance.stderr).contains("no fault tolerance"));
 
-    for cmd in ["dkg", "run", "reshare"] {
-        let out = phalanx().args(["dv", cmd, "--lock", "x"]).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "dv {cmd}");
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(err.lines().count(), 1, "{err}");
+    let out = phalanx()
+        .args(["dv", "reshare", "--lock", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "dv reshare");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("not available yet") && err.contains("issue #5"),
+        "{err}"
+    );
+}
+
+/// Free loopback ports (bound, then released: another process could take one in between, which
+/// only makes the test fail loudly, never pass wrongly).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+fn wait_all(children: Vec<std::process::Child>) -> Vec<std::process::Output> {
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+/// The issue's must-show: a DKG among 4 real processes on loopback writes one lock; a signature
+/// recovered from 3 of the keystores it wrote verifies with blst under the group key; then the
+/// four members run as processes and sign every duty of two slots together.
+#[test]
+fn dkg_among_four_processes_then_members_sign_every_duty() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(4);
+    let mut operators = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let op = dir.path().join(format!("op-{}", i + 1));
+        let out = phalanx()
+            .args(["dv", "identity", "--out"])
+            .arg(&op)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        operators.push(serde_json::json!({
+            "name": format!("op-{}", i + 1),
+            "identity": id,
+            "address": format!("/ip4/127.0.0.1/tcp/{port}"),
+        }));
+    }
+    // An identity key is never replaced.
+    let again = phalanx()
+        .args(["dv", "identity", "--out"])
+        .arg(dir.path().join("op-1"))
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    let definition = dir.path().join("cluster-definition.json");
+    std::fs::write(
+        &definition,
+        serde_json::json!({"name": "it", "validators": 2, "operators": operators}).to_string(),
+    )
+    .unwrap();
+
+    let children: Vec<_> = (1..=4)
+        .map(|i| {
+            phalanx()
+                .args(["dv", "dkg", "--timeout-secs", "60", "--definition"])
+                .arg(&definition)
+                .arg("--operator-dir")
+                .arg(dir.path().join(format!("op-{i}")))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, out) in wait_all(children).into_iter().enumerate() {
+        let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
-            err.contains("not available yet") && err.contains("issue #5"),
-            "{err}"
+            out.status.success(),
+            "op-{}: {stdout}\n{}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("dealings verified 4/4"),
+            "progress shown: {stdout}"
         );
     }
+    let locks: Vec<_> = (1..=4)
+        .map(|i| {
+            phalanx_dv::lock::ClusterLock::read(
+                &dir.path().join(format!("op-{i}/cluster-lock.json")),
+            )
+            .unwrap()
+        })
+        .collect();
+    for l in &locks {
+        assert_eq!(*l, locks[0], "every operator wrote the same lock");
+    }
+    let lock = &locks[0];
+    lock.verify().unwrap();
+    assert_eq!(lock.body.threshold, 3);
+    let ops: Vec<_> = (1..=4)
+        .map(|i| {
+            phalanx_dv::create::load_operator(&dir.path().join(format!("op-{i}")), lock).unwrap()
+        })
+        .collect();
+    for v in 0..2 {
+        let msg = b"a duty's signing root";
+        let partials: Vec<_> = [0usize, 2, 3]
+            .iter()
+            .map(|&i| {
+                let s = &ops[i].shares[v];
+                (s.index, s.secret_key().unwrap().sign(msg).to_bytes())
+            })
+            .collect();
+        let sig = phalanx_dv::threshold::recover_signature(&partials, 3).unwrap();
+        let pk = phalanx_crypto::bls::PublicKey::from_bytes(
+            lock.body.validators[v].public_key.as_slice(),
+        )
+        .unwrap();
+        let sig = phalanx_crypto::bls::Signature::from_bytes(sig.as_slice()).unwrap();
+        assert!(sig.verify(&pk, msg), "group signature verifies with blst");
+        assert!(!sig.verify(&pk, b"another message"));
+    }
+
+    // The members, as processes: two 1.5 s slots in which both validators attest.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let from = now_ms / 1500 + 3;
+    let children: Vec<_> = (1..=4)
+        .map(|i| {
+            phalanx()
+                .args(["dv", "run", "--slot-ms", "1500", "--slots-per-epoch", "1"])
+                .args(["--from-slot", &from.to_string(), "--slots", "2"])
+                .arg("--operator-dir")
+                .arg(dir.path().join(format!("op-{i}")))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, out) in wait_all(children).into_iter().enumerate() {
+        assert!(
+            out.status.success(),
+            "op-{}: {}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // 2 slots × (1 declaration + 2 attestations).
+        assert_eq!(report["duties"], 6, "{report}");
+        assert_eq!(report["refused"], 0);
+        assert_eq!(report["invalid_partials"], serde_json::json!({}));
+        let lines =
+            std::fs::read_to_string(dir.path().join(format!("op-{}/submissions.jsonl", i + 1)))
+                .unwrap();
+        assert_eq!(
+            lines.lines().count(),
+            6,
+            "op-{} submitted every duty",
+            i + 1
+        );
+        let clock = phalanx_dv::duties::DutyClock {
+            genesis_ms: 0,
+            slot_ms: 1500,
+            slots_per_epoch: 1,
+            validators: 2,
+        };
+        let spec = phalanx_spec::ChainSpec::load("devnet").unwrap();
+        let ctx = phalanx_types::signing::SigningContext {
+            fork_version: spec.fork_version.0,
+            genesis_validators_root: Default::default(),
+        };
+        for line in lines.lines() {
+            let s: serde_json::Value = serde_json::from_str(line).unwrap();
+            let slot = s["slot"].as_u64().unwrap();
+            let v = s["validator"].as_u64().unwrap() as u32;
+            let (duty, data) = clock
+                .duties(slot)
+                .into_iter()
+                .find(|(d, _)| d.validator == v && format!("{:?}", d.kind) == s["kind"])
+                .unwrap();
+            let root = data.signing_root(&ctx);
+            let pk = phalanx_crypto::bls::PublicKey::from_bytes(
+                lock.body.validators[v as usize].public_key.as_slice(),
+            )
+            .unwrap();
+            let sig = phalanx_crypto::bls::Signature::from_bytes(&hex_decode(
+                s["signature"].as_str().unwrap(),
+            ))
+            .unwrap();
+            assert!(
+                sig.verify(&pk, root.as_slice()),
+                "group signature of {line}"
+            );
+            assert!(
+                s["submitted_ms"].as_u64().unwrap() <= duty.deadline_ms,
+                "{line}"
+            );
+        }
+    }
+}
+
+fn hex_decode(s: &str) -> Vec<u8> {
+    let s = s.trim_start_matches("0x");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// A ceremony with one operator absent fails at its deadline naming the absent operator.
+#[test]
+fn dkg_names_the_operator_that_never_came() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(4);
+    let mut operators = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let op = dir.path().join(format!("op-{}", i + 1));
+        let out = phalanx()
+            .args(["dv", "identity", "--out"])
+            .arg(&op)
+            .output()
+            .unwrap();
+        operators.push(serde_json::json!({
+            "name": format!("op-{}", i + 1),
+            "identity": String::from_utf8(out.stdout).unwrap().trim(),
+            "address": format!("/ip4/127.0.0.1/tcp/{port}"),
+        }));
+    }
+    let definition = dir.path().join("cluster-definition.json");
+    std::fs::write(
+        &definition,
+        serde_json::json!({"name": "it", "validators": 1, "operators": operators}).to_string(),
+    )
+    .unwrap();
+    let children: Vec<_> = (1..=3)
+        .map(|i| {
+            phalanx()
+                .args(["dv", "dkg", "--timeout-secs", "4", "--definition"])
+                .arg(&definition)
+                .arg("--operator-dir")
+                .arg(dir.path().join(format!("op-{i}")))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for out in wait_all(children) {
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with("error:") && last.contains("op-4"), "{err}");
+        assert!(!last.contains("op-1") && !last.contains("op-2"), "{last}");
+    }
+    assert!(!dir.path().join("op-1/cluster-lock.json").exists());
 }

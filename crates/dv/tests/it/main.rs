@@ -3,6 +3,7 @@
 mod ballot;
 mod dkg;
 mod member;
+mod runtime;
 mod threshold;
 
 use phalanx_dv::identity::OperatorKey;
