@@ -102,6 +102,7 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         )
         | Command::Bench(bench::Target::Execution(_))
         | Command::Bench(bench::Target::Consensus(_))
+        | Command::Bench(bench::Target::Dv(_))
         | Command::Sim(sim::Target::Chain(_) | sim::Target::Dv(_)) => return None,
     })
 }
@@ -122,6 +123,7 @@ fn main() -> ExitCode {
         Command::Statetest { paths } => statetest::run(&paths),
         Command::Bench(bench::Target::Execution(args)) => bench::execution::run(&args),
         Command::Bench(bench::Target::Consensus(args)) => bench::consensus::run(&args),
+        Command::Bench(bench::Target::Dv(args)) => bench::dv::run(&args),
         Command::Sim(sim::Target::Chain(args)) => sim::chain(&args),
         Command::Sim(sim::Target::Dv(args)) => sim::dv(&args),
         Command::Dv(dv::DvCommand::Create(args)) => dv::create(&args),
@@ -137,7 +139,7 @@ fn main() -> ExitCode {
             args.first().map(String::as_str).unwrap_or_default()
         )),
         Command::Bench(bench::Target::Other(args)) => Err(anyhow::anyhow!(
-            "unknown benchmark {:?}; available: execution (consensus, dv, cluster and light come with their issues)",
+            "unknown benchmark {:?}; available: execution, consensus, dv (cluster and light come with their issues)",
             args.first().map(String::as_str).unwrap_or_default()
         )),
         Command::Spec { spec } => phalanx_spec::ChainSpec::load(&spec)
@@ -148,7 +150,16 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // The chain of causes, skipping a cause whose text its parent already quotes.
+            let mut msg = err.to_string();
+            for cause in err.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(": ");
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,7 @@
 //! `phalanx bench …`: benchmarks that print their figures (never timed tests).
 
 pub(crate) mod consensus;
+pub(crate) mod dv;
 pub(crate) mod execution;
 
 /// What to benchmark.
@@ -11,6 +12,9 @@ pub(crate) enum Target {
     Execution(execution::Args),
     /// Consensus: simulator slots per second; data validity of a 16 × 1,000 block.
     Consensus(consensus::Args),
+    /// Distributed validator: members as processes on loopback — duty latency, validators
+    /// served within a third of a slot, member memory.
+    Dv(dv::Args),
     /// Benchmarks of roles that have not landed yet.
     #[command(external_subcommand)]
     Other(Vec<String>),
@@ -19,7 +23,6 @@ pub(crate) enum Target {
 /// The issue a not-yet-landed benchmark comes with (`None`: no such benchmark).
 pub(crate) fn pending(args: &[String]) -> Option<(&'static str, u32, &'static str)> {
     Some(match args.first().map(String::as_str) {
-        Some("dv") => ("bench dv", 5, "Distributed validator"),
         Some("cluster") => ("bench cluster", 6, "Clustered full node"),
         Some("light") => ("bench light", 7, "Executors' claims and the light client"),
         _ => return None,
