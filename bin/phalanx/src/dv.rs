@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use phalanx_dv::ceremony::{ClusterDefinition, run_ceremony};
+use phalanx_dv::ceremony::{ClusterDefinition, ReshareDefinition, run_ceremony};
 use phalanx_dv::consensus::{BASE_TIMEOUT_MS, STEP_TIMEOUT_MS};
 use phalanx_dv::create::{load_operator, write_operator_files};
 use phalanx_dv::duties::DutyClock;
@@ -34,7 +34,13 @@ pub(crate) enum DvCommand {
     Dkg(DkgArgs),
     /// Run a member: agree on every duty with the other members, sign partials, submit.
     Run(RunArgs),
-    /// Commands that have not landed yet (reshare).
+    /// Vote (secret ballot, verifiable tally) on a membership change, with the other current
+    /// members.
+    Vote(VoteArgs),
+    /// Reshare the cluster's keys to a new operator set, keeping the group keys; needs an
+    /// approving ballot record from `dv vote`.
+    Reshare(ReshareArgs),
+    /// Anything else (an error naming the available commands).
     #[command(external_subcommand)]
     Other(Vec<String>),
 }
@@ -75,18 +81,6 @@ pub(crate) struct CreateArgs {
     /// Overwrite an existing cluster in the folder.
     #[arg(long)]
     force: bool,
-}
-
-/// The issue a not-yet-landed `dv` command comes with.
-pub(crate) fn pending(args: &[String]) -> Option<(&'static str, u32, &'static str)> {
-    Some(match args.first().map(String::as_str) {
-        Some("reshare") => (
-            "dv reshare",
-            5,
-            "Distributed validator: resharing between processes",
-        ),
-        _ => return None,
-    })
 }
 
 pub(crate) fn create(args: &CreateArgs) -> anyhow::Result<()> {
@@ -520,5 +514,283 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<()> {
             reward_split
         })?
     );
+    Ok(())
+}
+
+/// Flags of `phalanx dv vote`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct VoteArgs {
+    /// The change voted on (`reshare-definition.json`).
+    #[arg(long)]
+    reshare: PathBuf,
+    /// This operator's folder; the record is written to `ballot-record.json` in it.
+    #[arg(long)]
+    operator_dir: PathBuf,
+    /// The current lock (default: `cluster-lock.json` in the operator folder).
+    #[arg(long)]
+    lock: Option<PathBuf>,
+    /// This member's vote.
+    #[arg(long, value_parser = ["yes", "no"])]
+    vote: String,
+    /// The member that collects and relays (default: the lock's first operator).
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// Where to listen (multiaddr; default: this operator's address in the lock).
+    #[arg(long)]
+    listen: Option<String>,
+    /// The coordinator waits this long for every ballot before settling for m of them.
+    #[arg(long, default_value_t = 10)]
+    ballot_wait_secs: u64,
+    /// Give up (naming who did not deliver) after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_secs: u64,
+}
+
+/// Flags of `phalanx dv reshare`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReshareArgs {
+    /// The change (`reshare-definition.json`).
+    #[arg(long)]
+    reshare: PathBuf,
+    /// This operator's folder (identity key; a current member's keystores). The new lock and
+    /// keystores replace the old ones here.
+    #[arg(long)]
+    operator_dir: PathBuf,
+    /// The current lock (default: `cluster-lock.json` in the operator folder).
+    #[arg(long)]
+    lock: Option<PathBuf>,
+    /// The approving record from `dv vote` (default: `ballot-record.json` in the operator folder).
+    #[arg(long)]
+    ballot: Option<PathBuf>,
+    /// Where to listen (multiaddr; default: this operator's address in the new set, else the
+    /// current lock).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Give up (naming who did not deliver) after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_secs: u64,
+    /// EIP-2335 standard scrypt keystores (slow to open) instead of light PBKDF2 ones.
+    #[arg(long)]
+    standard_kdf: bool,
+    /// Allow a new threshold m = n, which leaves no fault tolerance.
+    #[arg(long)]
+    unsafe_threshold: bool,
+}
+
+pub(crate) fn vote(args: &VoteArgs) -> anyhow::Result<()> {
+    let lock_path = args
+        .lock
+        .clone()
+        .unwrap_or_else(|| args.operator_dir.join("cluster-lock.json"));
+    let lock = ClusterLock::read(&lock_path)?;
+    lock.verify()?;
+    let change = ReshareDefinition::read(&args.reshare)?;
+    let files = load_operator(&args.operator_dir, &lock)?;
+    let share = files
+        .shares
+        .first()
+        .cloned()
+        .context("the lock has no validators")?;
+    let coordinator = match &args.coordinator {
+        Some(name) => {
+            lock.body
+                .operators
+                .iter()
+                .find(|o| &o.name == name)
+                .with_context(|| format!("coordinator {name} is not an operator of the lock"))?
+                .identity
+        }
+        None => {
+            lock.body
+                .operators
+                .first()
+                .context("the lock has no operators")?
+                .identity
+        }
+    };
+    let net_config = network_config(
+        &files.key,
+        &files.key.id(),
+        &lock.body.operators,
+        args.listen.as_ref(),
+    )?;
+    let proposal = change.proposal(&lock);
+    let record = runtime()?.block_on(async {
+        let mut net = Libp2pNetwork::start(net_config).await?;
+        eprintln!(
+            "vote: \"{}\" on lock {}; voting {}",
+            proposal.description, lock.lock_hash, args.vote
+        );
+        let record = phalanx_dv::vote::run_vote(
+            &mut net,
+            phalanx_dv::vote::VoteParams {
+                lock: &lock,
+                proposal: proposal.clone(),
+                key: files.key.clone(),
+                share,
+                approve: args.vote == "yes",
+                coordinator,
+                ballot_wait: Duration::from_secs(args.ballot_wait_secs),
+                timeout: Duration::from_secs(args.timeout_secs),
+            },
+            interrupted(),
+        )
+        .await?;
+        // Let the acknowledgement leave before the network stops.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        anyhow::Ok(record)
+    })?;
+    let path = args.operator_dir.join("ballot-record.json");
+    phalanx_types::fs::write_atomic(&path, serde_json::to_string_pretty(&record)?.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "vote: {} of {} ballots yes (threshold {}): {}; record written to {}",
+        record.yes,
+        record.ballots.len(),
+        lock.body.threshold,
+        if record.approved {
+            "approved"
+        } else {
+            "rejected"
+        },
+        path.display()
+    );
+    Ok(())
+}
+
+pub(crate) fn reshare(args: &ReshareArgs) -> anyhow::Result<()> {
+    let lock_path = args
+        .lock
+        .clone()
+        .unwrap_or_else(|| args.operator_dir.join("cluster-lock.json"));
+    let old = ClusterLock::read(&lock_path)?;
+    old.verify()?;
+    let change = ReshareDefinition::read(&args.reshare)?;
+    let ballot_path = args
+        .ballot
+        .clone()
+        .unwrap_or_else(|| args.operator_dir.join("ballot-record.json"));
+    let ballot: phalanx_dv::ballot::BallotRecord =
+        serde_json::from_str(&std::fs::read_to_string(&ballot_path).with_context(|| {
+            format!(
+                "{}: no ballot record (a membership change needs an approving `phalanx dv vote`)",
+                ballot_path.display()
+            )
+        })?)
+        .with_context(|| format!("{} is not a ballot record", ballot_path.display()))?;
+    let spec = change.spec(&old, Some(ballot))?;
+    spec.check(args.unsafe_threshold)?;
+    let key = read_identity(&args.operator_dir)?;
+    let me = key.id();
+    let dealing = spec.dealers().contains(&me);
+    let receiving = spec.recipients().contains(&me);
+    anyhow::ensure!(
+        dealing || receiving,
+        "{me} neither deals nor receives in this reshare"
+    );
+    let secrets = if dealing {
+        Some(load_operator(&args.operator_dir, &old)?.shares)
+    } else {
+        None
+    };
+    // Everyone who takes part, at the newest address known for them.
+    let mut operators = spec.operators.clone();
+    for o in &old.body.operators {
+        if spec.dealers().contains(&o.identity)
+            && !operators.iter().any(|n| n.identity == o.identity)
+        {
+            operators.push(o.clone());
+        }
+    }
+    let net_config = network_config(&key, &me, &operators, args.listen.as_ref())?;
+    let output = runtime()?.block_on(async {
+        let mut net = Libp2pNetwork::start(net_config).await?;
+        println!(
+            "reshare: {} → {} operators, threshold {} → {}; {} here",
+            old.body.operators.len(),
+            spec.operators.len(),
+            old.body.threshold,
+            spec.threshold,
+            match (dealing, receiving) {
+                (true, true) => "dealing and receiving",
+                (true, false) => "dealing (leaving the cluster)",
+                _ => "receiving (joining the cluster)",
+            }
+        );
+        run_ceremony(
+            &mut net,
+            spec.clone(),
+            key.clone(),
+            secrets,
+            Duration::from_secs(args.timeout_secs),
+            |p| {
+                println!(
+                    "reshare: dealings verified {}/{} · lock signatures {}/{}",
+                    p.dealt, p.dealers, p.signed, p.recipients
+                );
+            },
+            interrupted(),
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    })?;
+    let new_lock_path = args.operator_dir.join("cluster-lock.json");
+    match output {
+        Some(out) => {
+            anyhow::ensure!(
+                out.lock
+                    .body
+                    .validators
+                    .iter()
+                    .zip(&old.body.validators)
+                    .all(|(n, o)| n.public_key == o.public_key),
+                "the new lock changed a group key (refusing to write it)"
+            );
+            // Keep the previous lock for the record, then replace keystores and lock: the old
+            // keystores are overwritten (erased from the folder) by the new shares.
+            if new_lock_path.exists() {
+                let prev = args.operator_dir.join(format!(
+                    "cluster-lock.generation-{}.json",
+                    old.body.generation
+                ));
+                old.write(&prev)?;
+            }
+            let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
+            write_operator_files(
+                &args.operator_dir,
+                &key,
+                &out.shares,
+                &out.lock.body.name,
+                args.standard_kdf,
+                &mut rng,
+            )?;
+            out.lock.write(&new_lock_path)?;
+            println!(
+                "wrote {}: generation {}, {}-of-{}, same group key(s), lock hash {}{}",
+                new_lock_path.display(),
+                out.lock.body.generation,
+                out.lock.body.threshold,
+                out.lock.body.operators.len(),
+                out.lock.lock_hash,
+                if dealing { "; old shares replaced" } else { "" }
+            );
+        }
+        None => {
+            // A departing member: its old shares must not outlive the change.
+            let mut erased = 0;
+            for v in 0..old.body.validators.len() {
+                let p = args.operator_dir.join(format!("keystore-{v}.json"));
+                if p.exists() {
+                    std::fs::remove_file(&p)
+                        .with_context(|| format!("cannot erase {}", p.display()))?;
+                    erased += 1;
+                }
+            }
+            let _ = std::fs::remove_file(args.operator_dir.join("password"));
+            println!(
+                "reshare: done; this operator left the cluster and erased {erased} old keystore(s)"
+            );
+        }
+    }
     Ok(())
 }

@@ -85,7 +85,6 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         ),
         Command::Node(_) => ("node", 6, "Clustered full node"),
         Command::Validator(_) => ("validator", 4, "Consensus (validator client)"),
-        Command::Dv(dv::DvCommand::Other(args)) => return dv::pending(args),
         Command::Producer(_) => ("producer", 4, "Consensus (producer)"),
         Command::Executor(_) => ("executor", 7, "Executors' claims and the light client"),
         Command::Light(_) => ("light", 7, "Executors' claims and the light client"),
@@ -98,7 +97,10 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
             dv::DvCommand::Create(_)
             | dv::DvCommand::Identity(_)
             | dv::DvCommand::Dkg(_)
-            | dv::DvCommand::Run(_),
+            | dv::DvCommand::Run(_)
+            | dv::DvCommand::Vote(_)
+            | dv::DvCommand::Reshare(_)
+            | dv::DvCommand::Other(_),
         )
         | Command::Bench(bench::Target::Execution(_))
         | Command::Bench(bench::Target::Consensus(_))
@@ -130,8 +132,10 @@ fn main() -> ExitCode {
         Command::Dv(dv::DvCommand::Identity(args)) => dv::identity(&args),
         Command::Dv(dv::DvCommand::Dkg(args)) => dv::dkg(&args),
         Command::Dv(dv::DvCommand::Run(args)) => dv::run(&args),
+        Command::Dv(dv::DvCommand::Vote(args)) => dv::vote(&args),
+        Command::Dv(dv::DvCommand::Reshare(args)) => dv::reshare(&args),
         Command::Dv(dv::DvCommand::Other(args)) => Err(anyhow::anyhow!(
-            "unknown dv command {:?}; available: create, identity, dkg, run (reshare comes with issue #5)",
+            "unknown dv command {:?}; available: create, identity, dkg, run, vote, reshare",
             args.first().map(String::as_str).unwrap_or_default()
         )),
         Command::Sim(sim::Target::Other(args)) => Err(anyhow::anyhow!(

@@ -22,10 +22,13 @@ use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use crate::ballot::{BallotRecord, Proposal};
 use crate::create::default_threshold;
-use crate::dkg::{CeremonySpec, DkgError, DkgMessage, DkgOutput, Participant, Progress};
+use crate::dkg::{
+    CeremonySpec, DkgError, DkgMessage, DkgOutput, Participant, Progress, ReshareSpec,
+};
 use crate::identity::{OperatorId, OperatorKey};
-use crate::lock::Operator;
+use crate::lock::{ClusterLock, Operator};
 use crate::threshold::SecretShare;
 
 /// How often the participant is ticked.
@@ -94,6 +97,93 @@ impl ClusterDefinition {
             operators: self.operators.clone(),
             reshare: None,
         }
+    }
+}
+
+/// A membership change every operator agreed on out of band (`reshare-definition.json`): the
+/// new operator set and which current members deal their shares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReshareDefinition {
+    /// What changes, in words (it is part of what members vote on).
+    pub description: String,
+    /// New threshold (default ⌈2n/3⌉ of the new set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<usize>,
+    /// The new operators, in lock order.
+    pub operators: Vec<Operator>,
+    /// Names (in the current lock) of the current members that deal: at least its threshold.
+    pub dealers: Vec<String>,
+}
+
+impl ReshareDefinition {
+    /// Reads and parses a reshare definition file.
+    pub fn read(path: &Path) -> Result<Self, CeremonyError> {
+        let err = |reason: String| CeremonyError::Definition {
+            path: path.display().to_string(),
+            reason,
+        };
+        let json = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        serde_json::from_str(&json).map_err(|e| err(e.to_string()))
+    }
+
+    fn threshold(&self) -> usize {
+        self.threshold
+            .unwrap_or_else(|| default_threshold(self.operators.len()))
+    }
+
+    /// What the current members vote on.
+    pub fn proposal(&self, old: &ClusterLock) -> Proposal {
+        Proposal {
+            lock_hash: old.lock_hash,
+            description: self.description.clone(),
+            new_operators: self.operators.iter().map(|o| o.identity).collect(),
+            new_threshold: self.threshold(),
+        }
+    }
+
+    /// The resharing ceremony, approved by `ballot` (which must be about this change).
+    pub fn spec(
+        &self,
+        old: &ClusterLock,
+        ballot: Option<BallotRecord>,
+    ) -> Result<CeremonySpec, CeremonyError> {
+        let bad = |reason: String| CeremonyError::Definition {
+            path: "reshare definition".into(),
+            reason,
+        };
+        let mut dealers = Vec::with_capacity(self.dealers.len());
+        for name in &self.dealers {
+            let op = old
+                .body
+                .operators
+                .iter()
+                .find(|o| &o.name == name)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "dealer {name} is not an operator of the current lock"
+                    ))
+                })?;
+            dealers.push(op.identity);
+        }
+        if let Some(b) = &ballot
+            && b.proposal != self.proposal(old)
+        {
+            return Err(bad(
+                "the ballot record is about another change (lock, operators, threshold or description differ)".into(),
+            ));
+        }
+        Ok(CeremonySpec {
+            name: old.body.name.clone(),
+            operators: self.operators.clone(),
+            threshold: self.threshold(),
+            validators: old.body.validators.len(),
+            reshare: Some(ReshareSpec {
+                old: old.clone(),
+                dealers,
+                ballot,
+            }),
+        })
     }
 }
 

@@ -218,12 +218,36 @@ impl CeremonySpec {
                     )));
                 }
             }
-            if let Some(b) = &r.ballot
-                && !b.approved
-            {
-                return Err(DkgError::Spec(
-                    "the ballot did not approve this change".into(),
-                ));
+            if let Some(b) = &r.ballot {
+                if !b.approved {
+                    return Err(DkgError::Spec(
+                        "the ballot did not approve this change".into(),
+                    ));
+                }
+                let p = &b.proposal;
+                if p.lock_hash != r.old.lock_hash
+                    || p.new_threshold != self.threshold
+                    || p.new_operators != self.recipients()
+                {
+                    return Err(DkgError::Spec(
+                        "the ballot approved a different change (lock, operators or threshold)"
+                            .into(),
+                    ));
+                }
+                let members: Vec<OperatorId> = old.operators.iter().map(|o| o.identity).collect();
+                let first = old
+                    .validators
+                    .first()
+                    .ok_or_else(|| DkgError::Spec("the current lock has no validators".into()))?;
+                let electorate = crate::ballot::Electorate {
+                    members: &members,
+                    threshold: old.threshold,
+                    group_key: &first.public_key,
+                    public_shares: &first.public_shares,
+                };
+                b.verify(&electorate).map_err(|e| {
+                    DkgError::Spec(format!("the ballot record does not verify: {e}"))
+                })?;
             }
         }
         Ok(())

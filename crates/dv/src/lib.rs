@@ -15,7 +15,8 @@
 //!   [`tendermint`] implement it.
 //! - [`member`]: a member's duty pipeline, sans-IO; [`run`] drives it as a process.
 //! - [`duties`]: the wall-clock duty schedule standing in for the node's duty stream.
-//! - [`ballot`]: the secret ballot that approves membership changes.
+//! - [`ballot`]: the secret ballot that approves membership changes; [`vote`] runs it between
+//!   processes.
 
 pub mod ballot;
 pub mod ceremony;
@@ -30,3 +31,4 @@ pub mod qbft;
 pub mod run;
 pub mod tendermint;
 pub mod threshold;
+pub mod vote;

@@ -715,3 +715,201 @@ fn bench_dv_reports_its_figures() {
     }
     assert!(r["member_peak_rss_mb"].as_f64().unwrap() > 1.0);
 }
+
+fn consecutive_free_ports(n: u16) -> u16 {
+    for base in (21_000u16..60_000).step_by(97) {
+        let base = base + (std::process::id() % 89) as u16;
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
+fn spawn_all(runs: Vec<Vec<std::ffi::OsString>>) -> Vec<std::process::Output> {
+    use std::process::Stdio;
+    let children = runs
+        .into_iter()
+        .map(|args| {
+            phalanx()
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_all(children)
+}
+
+/// The must-show for membership, as processes: the current members vote by secret
+/// ballot (a rejected change cannot be reshared), then reshare 4 → 5; the group key stays, the
+/// new lock records the vote, new shares sign, old shares do not combine with new ones, and the
+/// old keystores are gone from the dealers' folders.
+#[test]
+fn vote_then_reshare_four_to_five_between_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path();
+    let base = consecutive_free_ports(5);
+    let out = phalanx()
+        .args([
+            "dv",
+            "create",
+            "--operators",
+            "4",
+            "--validators",
+            "1",
+            "--seed",
+            "5",
+        ])
+        .args(["--base-port", &base.to_string(), "--out"])
+        .arg(cluster)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let old_path = cluster.join("old-lock.json");
+    std::fs::copy(cluster.join("cluster-lock.json"), &old_path).unwrap();
+    let old = phalanx_dv::lock::ClusterLock::read(&old_path).unwrap();
+    let old_shares: Vec<_> = (1..=4)
+        .map(|i| {
+            phalanx_dv::create::load_operator(&cluster.join(format!("op-{i}")), &old)
+                .unwrap()
+                .shares
+        })
+        .collect();
+    let id5 = phalanx()
+        .args(["dv", "identity", "--out"])
+        .arg(cluster.join("op-5"))
+        .output()
+        .unwrap();
+    let mut operators = serde_json::to_value(&old.body.operators).unwrap();
+    operators.as_array_mut().unwrap().push(serde_json::json!({
+        "name": "op-5",
+        "identity": String::from_utf8(id5.stdout).unwrap().trim(),
+        "address": format!("/ip4/127.0.0.1/tcp/{}", base + 4),
+    }));
+    let definition = cluster.join("reshare-definition.json");
+    std::fs::write(
+        &definition,
+        serde_json::json!({
+            "description": "add op-5",
+            "operators": operators,
+            "dealers": ["op-1", "op-2", "op-3"],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let vote = |votes: [&str; 4]| {
+        let runs = (1..=4)
+            .map(|i| {
+                vec![
+                    os("dv"),
+                    os("vote"),
+                    os("--vote"),
+                    os(votes[i - 1]),
+                    os("--lock"),
+                    old_path.clone().into(),
+                    os("--reshare"),
+                    definition.clone().into(),
+                    os("--operator-dir"),
+                    cluster.join(format!("op-{i}")).into(),
+                ]
+            })
+            .collect();
+        for out in spawn_all(runs) {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    let reshare_args = |i: usize| {
+        vec![
+            os("dv"),
+            os("reshare"),
+            os("--timeout-secs"),
+            os("60"),
+            os("--lock"),
+            old_path.clone().into(),
+            os("--reshare"),
+            definition.clone().into(),
+            os("--ballot"),
+            cluster.join("op-1/ballot-record.json").into(),
+            os("--operator-dir"),
+            cluster.join(format!("op-{i}")).into(),
+        ]
+    };
+
+    // 2 of 4 yes with m = 3: rejected, and the reshare refuses to start.
+    vote(["yes", "no", "yes", "no"]);
+    let refused = spawn_all(vec![reshare_args(1)]);
+    assert_eq!(refused[0].status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused[0].stderr).contains("did not approve"),
+        "{}",
+        String::from_utf8_lossy(&refused[0].stderr)
+    );
+
+    vote(["yes", "no", "yes", "yes"]);
+    for out in spawn_all((1..=5).map(reshare_args).collect()) {
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let locks: Vec<_> = (1..=5)
+        .map(|i| {
+            phalanx_dv::lock::ClusterLock::read(&cluster.join(format!("op-{i}/cluster-lock.json")))
+                .unwrap()
+        })
+        .collect();
+    assert!(locks.iter().all(|l| *l == locks[0]));
+    let new = &locks[0];
+    new.verify().unwrap();
+    assert_eq!(new.body.generation, 1);
+    assert_eq!(new.body.previous_lock_hash, Some(old.lock_hash));
+    assert_eq!(new.body.threshold, 4, "default ceil(2·5/3)");
+    let record = new.body.ballot.as_ref().unwrap();
+    assert_eq!((record.yes, record.approved), (3, true));
+    let group = &old.body.validators[0].public_key;
+    assert_eq!(&new.body.validators[0].public_key, group, "group key kept");
+
+    let new_shares: Vec<_> = (1..=5)
+        .map(|i| {
+            phalanx_dv::create::load_operator(&cluster.join(format!("op-{i}")), new)
+                .unwrap()
+                .shares
+        })
+        .collect();
+    let msg = b"after the reshare";
+    let partial = |s: &phalanx_dv::threshold::SecretShare| {
+        (s.index, s.secret_key().unwrap().sign(msg).to_bytes())
+    };
+    let fresh: Vec<_> = [0, 2, 3, 4]
+        .iter()
+        .map(|&i| partial(&new_shares[i][0]))
+        .collect();
+    let sig = phalanx_dv::threshold::recover_signature(&fresh, 4).unwrap();
+    assert!(phalanx_dv::threshold::verify_partial(group, msg, &sig));
+    // An old share in place of a new one: the recovery does not verify.
+    let mut mixed = fresh.clone();
+    mixed[0] = partial(&old_shares[0][0]);
+    let sig = phalanx_dv::threshold::recover_signature(&mixed, 4).unwrap();
+    assert!(!phalanx_dv::threshold::verify_partial(group, msg, &sig));
+    // The dealers' folders no longer hold the old shares.
+    for i in 1..=3 {
+        let dir = cluster.join(format!("op-{i}"));
+        assert!(
+            phalanx_dv::create::load_operator(&dir, &old).is_err(),
+            "op-{i}"
+        );
+    }
+}
