@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 
 use alloy_primitives::B256;
-use phalanx_crypto::bls::{PublicKey, SecretKey, Signature, SignatureBytes};
+use phalanx_crypto::bls::{SecretKey, SignatureBytes};
 use phalanx_types::consensus::{AttestationData, Declaration};
 use phalanx_types::signing::SigningContext;
 use phalanx_validator::slashing_protection::SlashingProtection;
@@ -34,7 +34,12 @@ use ssz::{Decode, Encode};
 
 use crate::consensus::{DutyConsensus, Effect, InstanceId, Timer};
 use crate::lock::{LockBody, Role};
-use crate::threshold::{SecretShare, ThresholdError, recover_signature};
+use crate::threshold::{
+    SecretShare, ThresholdError, g2_affine, recover_signature, verify_same_message,
+};
+use blstrs::{G1Affine, G2Affine};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
 
 /// Errors building a member.
 #[derive(Debug, thiserror::Error)]
@@ -226,9 +231,15 @@ struct DutyState {
     duty: Duty,
     decided: Option<(DutyData, B256)>,
     held: Option<Partial>,
+    /// Verified partials, by sender.
     partials: BTreeMap<u32, Partial>,
+    /// Partials for the decided root not yet verified, with their arrival time.
+    unverified: Vec<(Partial, u64)>,
     submitted: bool,
 }
+
+/// Unverified partials held per duty, at most (a flood guard).
+const MAX_UNVERIFIED: usize = 64;
 
 /// Member configuration.
 #[derive(Debug, Clone)]
@@ -248,7 +259,9 @@ pub struct Member<C: DutyConsensus> {
     lock: LockBody,
     keys: Vec<SecretKey>,
     /// Parsed public shares, `[validator][member]` (parsed and validated once).
-    public_shares: Vec<Vec<PublicKey>>,
+    public_shares_g1: Vec<Vec<G1Affine>>,
+    /// Weights of the batch checks: unpredictable to other members.
+    rng: ChaCha20Rng,
     protection: SlashingProtection,
     consensus: C,
     duties: BTreeMap<InstanceId, DutyState>,
@@ -300,23 +313,30 @@ impl<C: DutyConsensus> Member<C> {
             }
             keys.push(share.secret_key()?);
         }
-        let public_shares = lock
+        let public_shares_g1 = lock
             .validators
             .iter()
             .map(|dv| {
                 dv.public_shares
                     .iter()
-                    .map(|pk| PublicKey::from_bytes(pk.as_slice()))
+                    .map(|pk| {
+                        let arr: Option<&[u8; 48]> = pk.as_slice().try_into().ok();
+                        arr.and_then(|a| Option::from(G1Affine::from_compressed(a)))
+                            .filter(|p: &G1Affine| {
+                                !bool::from(group::prime::PrimeCurveAffine::is_identity(p))
+                            })
+                            .ok_or(ThresholdError::InvalidPoint("G1"))
+                    })
                     .collect::<Result<Vec<_>, _>>()
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| ThresholdError::InvalidPoint("G1"))?;
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             role: op.role,
             config,
             lock,
             keys,
-            public_shares,
+            public_shares_g1,
+            rng: ChaCha20Rng::from_os_rng(),
             protection,
             consensus,
             duties: BTreeMap::new(),
@@ -372,6 +392,7 @@ impl<C: DutyConsensus> Member<C> {
                 decided: None,
                 held: None,
                 partials: BTreeMap::new(),
+                unverified: Vec::new(),
                 submitted: false,
             },
         );
@@ -415,6 +436,8 @@ impl<C: DutyConsensus> Member<C> {
             }
             MemberTimer::Failover(instance) => self.failover_check(instance),
             MemberTimer::Expire(instance) => {
+                // Late partials still count for participation and invalid ones are named.
+                self.settle(instance, true);
                 self.duties.remove(&instance);
                 self.early_partials.remove(&instance);
                 self.consensus.forget(&instance);
@@ -519,50 +542,107 @@ impl<C: DutyConsensus> Member<C> {
             }
             return;
         };
-        let Some(st) = self.duties.get(&instance) else {
+        let n = self.lock.operators.len();
+        let Some(st) = self.duties.get_mut(&instance) else {
             return;
         };
-        if st.partials.contains_key(&p.sender) {
+        if st.partials.contains_key(&p.sender)
+            || st.unverified.iter().any(|(u, _)| u == &p)
+            || st.unverified.len() >= MAX_UNVERIFIED
+        {
             return;
         }
-        let public_share = self
-            .public_shares
-            .get(st.duty.validator as usize)
-            .and_then(|v| v.get(p.sender as usize));
-        let valid = p.validator == st.duty.validator
-            && p.signing_root == root
-            && public_share.is_some_and(|pk| {
-                Signature::from_bytes(p.signature.as_slice())
-                    .is_ok_and(|sig| sig.verify(pk, root.as_slice()))
-            });
-        if !valid {
-            let name = self
-                .lock
-                .operators
-                .get(p.sender as usize)
-                .map_or("?", |o| o.name.as_str());
-            tracing::warn!(
-                sender = name,
-                slot = st.duty.slot,
-                "dv: invalid partial signature"
-            );
-            self.invalid.push(InvalidPartial {
-                instance,
-                sender: p.sender,
-            });
+        if p.validator != st.duty.validator || p.signing_root != root || p.sender as usize >= n {
+            // Wrong duty data: invalid without any cryptography.
+            let duty_slot = st.duty.slot;
+            self.reject(instance, p.sender, duty_slot);
             return;
         }
-        let in_time = now_ms <= st.duty.deadline_ms;
+        st.unverified.push((p, now_ms));
+        self.settle(instance, false);
+    }
+
+    fn reject(&mut self, instance: InstanceId, sender: u32, slot: u64) {
+        let name = self
+            .lock
+            .operators
+            .get(sender as usize)
+            .map_or("?", |o| o.name.as_str());
+        tracing::warn!(sender = name, slot, "dv: invalid partial signature");
+        self.invalid.push(InvalidPartial { instance, sender });
+    }
+
+    /// Verifies the duty's unverified partials once they could complete a recovery (or, with
+    /// `force`, whatever is waiting): all of them in one batch check, and one by one only when
+    /// the batch fails, to name the culprits. After the group signature is out, late partials
+    /// wait for the duty's expiry (they only count for participation).
+    fn settle(&mut self, instance: InstanceId, force: bool) {
+        let m = self.lock.threshold;
+        let Some(st) = self.duties.get_mut(&instance) else {
+            return;
+        };
+        if st.unverified.is_empty() {
+            return;
+        }
+        if !force {
+            let senders: std::collections::BTreeSet<u32> = st
+                .unverified
+                .iter()
+                .map(|(p, _)| p.sender)
+                .chain(st.partials.keys().copied())
+                .collect();
+            if st.submitted || senders.len() < m {
+                return;
+            }
+        }
+        let Some((_, root)) = st.decided.as_ref().map(|(d, r)| (d.clone(), *r)) else {
+            return;
+        };
+        let waiting = std::mem::take(&mut st.unverified);
+        let (deadline, slot, validator) = (st.duty.deadline_ms, st.duty.slot, st.duty.validator);
+        let shares = self.public_shares_g1.get(validator as usize);
+        let parsed: Vec<Option<(G1Affine, G2Affine)>> = waiting
+            .iter()
+            .map(|(p, _)| {
+                let pk = shares.and_then(|v| v.get(p.sender as usize)).copied()?;
+                Some((pk, g2_affine(&p.signature)?))
+            })
+            .collect();
+        let all_parsed: Option<Vec<(G1Affine, G2Affine)>> = parsed.iter().copied().collect();
+        let batch_ok = all_parsed
+            .as_ref()
+            .is_some_and(|items| verify_same_message(root.as_slice(), items, &mut self.rng));
+        let mut accepted = Vec::new();
+        let mut rejected = Vec::new();
+        for ((p, at), item) in waiting.into_iter().zip(parsed) {
+            let ok = batch_ok
+                || item
+                    .is_some_and(|it| verify_same_message(root.as_slice(), &[it], &mut self.rng));
+            if ok {
+                accepted.push((p, at));
+            } else {
+                rejected.push(p.sender);
+            }
+        }
+        for sender in rejected {
+            self.reject(instance, sender, slot);
+        }
         if let Some(st) = self.duties.get_mut(&instance) {
-            st.partials.insert(p.sender, p.clone());
-        }
-        if in_time {
-            *self.participation.entry(p.sender).or_default() += 1;
+            for (p, at) in accepted {
+                if st.partials.contains_key(&p.sender) {
+                    continue;
+                }
+                if at <= deadline {
+                    *self.participation.entry(p.sender).or_default() += 1;
+                }
+                st.partials.insert(p.sender, p);
+            }
         }
         self.try_recover(instance);
     }
 
     fn failover_check(&mut self, instance: InstanceId) {
+        self.settle(instance, true);
         let m = self.lock.threshold;
         let Some(st) = self.duties.get_mut(&instance) else {
             return;

@@ -402,6 +402,46 @@ pub fn verify_partial(public_share: &PublicKeyBytes, msg: &[u8], partial: &Signa
     sig.verify(&pk, msg)
 }
 
+/// Ethereum's BLS signature ciphersuite (proof-of-possession scheme), as blst signs with it.
+const ETH_DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
+
+/// Checks many signatures over *one* message at once: with fresh random 64-bit weights `r_i`
+/// (from `rng`), `e(Σ r_i·pk_i, H(msg)) = e(G1, Σ r_i·σ_i)`. One hash to the curve and one
+/// two-pair pairing check instead of one hash and one pairing check per signature. True only
+/// if every signature verifies, except with probability about 2^-64 — the weights are unknown
+/// to the signers, so invalid signatures cannot be made to cancel out. False for an empty batch.
+pub fn verify_same_message(
+    msg: &[u8],
+    items: &[(G1Affine, G2Affine)],
+    rng: &mut impl RngCore,
+) -> bool {
+    use pairing::{MillerLoopResult, MultiMillerLoop};
+    if items.is_empty() {
+        return false;
+    }
+    let mut pk = G1Projective::identity();
+    let mut sig = G2Projective::identity();
+    for (p, s) in items {
+        let r = Scalar::from(rng.next_u64() | 1);
+        pk += p * r;
+        sig += s * r;
+    }
+    let h = G2Projective::hash_to_curve(msg, ETH_DST, &[]).to_affine();
+    let neg_g1 = -<G1Affine as group::prime::PrimeCurveAffine>::generator();
+    let result = blstrs::Bls12::multi_miller_loop(&[
+        (&pk.to_affine(), &blstrs::G2Prepared::from(h)),
+        (&neg_g1, &blstrs::G2Prepared::from(sig.to_affine())),
+    ])
+    .final_exponentiation();
+    bool::from(group::Group::is_identity(&result))
+}
+
+/// Parses a compressed G2 point (a signature), checking subgroup membership.
+pub fn g2_affine(bytes: &SignatureBytes) -> Option<G2Affine> {
+    let arr: &[u8; 96] = bytes.as_slice().try_into().ok()?;
+    Option::from(G2Affine::from_compressed(arr))
+}
+
 /// Deals a fresh `m`-of-`n` key from a trusted dealer (test clusters, `phalanx dv create`).
 pub fn deal(
     threshold: usize,

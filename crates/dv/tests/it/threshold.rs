@@ -71,3 +71,39 @@ proptest! {
         let _ = recover_signature(&partials, 3);
     }
 }
+
+#[test]
+fn batch_check_of_partials_over_one_message_catches_any_bad_one() {
+    use phalanx_dv::threshold::{g2_affine, verify_same_message};
+    let (poly, shares) = phalanx_dv::threshold::deal(3, 4, &mut crate::rng(41)).unwrap();
+    let msg = b"one signing root";
+    let items: Vec<_> = shares
+        .iter()
+        .map(|s| {
+            let pk = blstrs::G1Affine::from_compressed(
+                poly.public_share(s.index).as_slice().try_into().unwrap(),
+            )
+            .unwrap();
+            let sig = g2_affine(&s.secret_key().unwrap().sign(msg).to_bytes()).unwrap();
+            (pk, sig)
+        })
+        .collect();
+    let mut r = crate::rng(42);
+    assert!(verify_same_message(msg, &items, &mut r));
+    assert!(!verify_same_message(b"another root", &items, &mut r));
+    assert!(!verify_same_message(msg, &[], &mut r));
+    // One partial signed by another share, or over another message: the batch fails.
+    let mut swapped = items.clone();
+    swapped[1].1 = items[2].1;
+    assert!(!verify_same_message(msg, &swapped, &mut r));
+    let mut other = items.clone();
+    other[0].1 = g2_affine(&shares[0].secret_key().unwrap().sign(b"x").to_bytes()).unwrap();
+    assert!(!verify_same_message(msg, &other, &mut r));
+    // Two bad partials whose errors would cancel under fixed weights still fail: shift one
+    // signature by +D and another by −D.
+    let d = <blstrs::G2Projective as group::Group>::generator();
+    let mut cancel = items.clone();
+    cancel[0].1 = (blstrs::G2Projective::from(items[0].1) + d).into();
+    cancel[1].1 = (blstrs::G2Projective::from(items[1].1) - d).into();
+    assert!(!verify_same_message(msg, &cancel, &mut r));
+}
