@@ -12,7 +12,7 @@ use phalanx_dv::identity::{OperatorId, OperatorKey};
 use phalanx_dv::lock::ClusterLock;
 use phalanx_dv::member::{Member, MemberConfig, Submission};
 use phalanx_dv::qbft::Qbft;
-use phalanx_dv::run::{KnownDuties, RunReport, duty_validity, unix_ms};
+use phalanx_dv::run::{DvMetrics, KnownDuties, RunContext, RunReport, duty_validity, unix_ms};
 use phalanx_dv::tendermint::Tendermint;
 use phalanx_net::PeerKey;
 use phalanx_net::p2p::{Config as NetConfig, Libp2pNetwork, Peer};
@@ -210,6 +210,11 @@ pub(crate) struct RunArgs {
     /// A failover member releases its partial at this fraction of the way to the deadline.
     #[arg(long, default_value_t = 0.5)]
     failover_fraction: f64,
+    /// Prometheus metrics (participation per operator, …) in the text format, rewritten every
+    /// few seconds for node_exporter's textfile collector (default: `metrics.prom` in the
+    /// operator folder).
+    #[arg(long)]
+    metrics_file: Option<PathBuf>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -349,6 +354,29 @@ pub(crate) fn dkg(args: &DkgArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Rewrites `path` with the registry's metrics every 5 s (atomically, so a scraper never reads
+/// half a file).
+async fn write_metrics(
+    registry: std::sync::Arc<prometheus_client::registry::Registry>,
+    path: PathBuf,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        write_metrics_once(&registry, &path);
+    }
+}
+
+fn write_metrics_once(registry: &prometheus_client::registry::Registry, path: &Path) {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        return;
+    }
+    if let Err(e) = phalanx_types::fs::write_atomic(path, text.as_bytes()) {
+        tracing::warn!(path = %path.display(), error = %e, "dv: cannot write metrics");
+    }
+}
+
 /// One submitted group signature, as a line of the submissions file.
 #[derive(Debug, Serialize)]
 struct SubmissionLine {
@@ -426,6 +454,10 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<()> {
         .submissions
         .clone()
         .unwrap_or_else(|| args.operator_dir.join("submissions.jsonl"));
+    let metrics_path = args
+        .metrics_file
+        .clone()
+        .unwrap_or_else(|| args.operator_dir.join("metrics.prom"));
     let net_config = network_config(&files.key, &me, &lock.body.operators, args.listen.as_ref())?;
     let ids: Vec<OperatorId> = lock.body.operators.iter().map(|o| o.identity).collect();
     let known = KnownDuties::default();
@@ -474,18 +506,26 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<()> {
             }
             file.sync_all()
         });
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = DvMetrics::register(&mut registry);
+        let registry = std::sync::Arc::new(registry);
+        let metrics_writer = tokio::spawn(write_metrics(registry.clone(), metrics_path.clone()));
         let report = match args.consensus {
             ConsensusArg::Qbft => {
                 let engine = Qbft::new(ids, index, files.key.clone(), validity, BASE_TIMEOUT_MS, STEP_TIMEOUT_MS);
                 let member = Member::new(member_config, lock.body.clone(), &files.shares, protection, engine)?;
-                phalanx_dv::run::run(member, &lock.body, known, net, duty_rx, sub_tx, interrupted()).await?
+                let ctx = RunContext { lock: &lock.body, known, metrics: Some(metrics) };
+                phalanx_dv::run::run(member, ctx, net, duty_rx, sub_tx, interrupted()).await?
             }
             ConsensusArg::Tendermint => {
                 let engine = Tendermint::new(ids, index, files.key.clone(), validity, BASE_TIMEOUT_MS, STEP_TIMEOUT_MS);
                 let member = Member::new(member_config, lock.body.clone(), &files.shares, protection, engine)?;
-                phalanx_dv::run::run(member, &lock.body, known, net, duty_rx, sub_tx, interrupted()).await?
+                let ctx = RunContext { lock: &lock.body, known, metrics: Some(metrics) };
+                phalanx_dv::run::run(member, ctx, net, duty_rx, sub_tx, interrupted()).await?
             }
         };
+        metrics_writer.abort();
+        write_metrics_once(&registry, &metrics_path);
         writer
             .await
             .context("submission writer")?

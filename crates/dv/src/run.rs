@@ -23,6 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use phalanx_net::{NetError, NetEvent, Network, PeerKey};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -79,6 +83,93 @@ pub fn duty_validity(validators: usize, known: KnownDuties) -> Validity {
     })
 }
 
+/// A member's Prometheus metrics (registered in the caller's registry, updated by [`run`]).
+#[derive(Debug, Clone, Default)]
+pub struct DvMetrics {
+    /// Valid partials delivered before the duty's deadline, per operator (the reward split).
+    pub partials_in_time: Family<OperatorLabel, Counter>,
+    /// Invalid partials, per sender.
+    pub invalid_partials: Family<OperatorLabel, Counter>,
+    /// Duties received.
+    pub duties: Counter,
+    /// Group signatures recovered and submitted.
+    pub submissions: Counter,
+    /// Duties the slashing-protection database refused.
+    pub refused: Counter,
+}
+
+/// The `operator` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperatorLabel {
+    /// Operator name from the lock.
+    pub operator: String,
+}
+
+impl DvMetrics {
+    /// Registers the metrics under `phalanx_dv_*`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "phalanx_dv_partials_in_time",
+            "Valid partial signatures delivered before the duty deadline, per operator",
+            m.partials_in_time.clone(),
+        );
+        registry.register(
+            "phalanx_dv_invalid_partials",
+            "Partial signatures that failed verification, per sender",
+            m.invalid_partials.clone(),
+        );
+        registry.register("phalanx_dv_duties", "Duties received", m.duties.clone());
+        registry.register(
+            "phalanx_dv_submissions",
+            "Group signatures recovered and submitted",
+            m.submissions.clone(),
+        );
+        registry.register(
+            "phalanx_dv_refused",
+            "Duties refused by slashing protection",
+            m.refused.clone(),
+        );
+        m
+    }
+
+    /// Brings the counters up to `report` (counters only ever grow by the difference).
+    fn update(&self, report: &RunReport) {
+        for (name, n) in &report.participation {
+            let c = self.partials_in_time.get_or_create(&OperatorLabel {
+                operator: name.clone(),
+            });
+            c.inc_by(n.saturating_sub(c.get()));
+        }
+        for (name, n) in &report.invalid_partials {
+            let c = self.invalid_partials.get_or_create(&OperatorLabel {
+                operator: name.clone(),
+            });
+            c.inc_by(n.saturating_sub(c.get()));
+        }
+        self.duties
+            .inc_by(report.duties.saturating_sub(self.duties.get()));
+        self.submissions
+            .inc_by(report.submitted.saturating_sub(self.submissions.get()));
+        self.refused
+            .inc_by(report.refused.saturating_sub(self.refused.get()));
+    }
+}
+
+/// How often [`DvMetrics`] are brought up to date while running.
+pub const METRICS_EVERY: Duration = Duration::from_secs(1);
+
+/// What a member runs against, besides its network and streams.
+#[derive(Debug, Clone)]
+pub struct RunContext<'a> {
+    /// The cluster lock.
+    pub lock: &'a LockBody,
+    /// The duties given so far (shared with the validity predicate).
+    pub known: KnownDuties,
+    /// Metrics to keep up to date.
+    pub metrics: Option<DvMetrics>,
+}
+
 /// Errors of a member run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -107,29 +198,33 @@ pub struct RunReport {
 /// Drives `member` until the duty stream ends or `shutdown` resolves.
 pub async fn run<N: Network, C: DutyConsensus>(
     member: Member<C>,
-    lock: &LockBody,
-    known: KnownDuties,
+    ctx: RunContext<'_>,
     net: N,
     duties: mpsc::Receiver<(Duty, DutyData)>,
     submissions: mpsc::UnboundedSender<Submission>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
     let span = tracing::info_span!("dv-member", index = member.index());
-    drive(member, lock, known, net, duties, submissions, shutdown)
+    drive(member, ctx, net, duties, submissions, shutdown)
         .instrument(span)
         .await
 }
 
 async fn drive<N: Network, C: DutyConsensus>(
     mut member: Member<C>,
-    lock: &LockBody,
-    known: KnownDuties,
+    ctx: RunContext<'_>,
     mut net: N,
     mut duties: mpsc::Receiver<(Duty, DutyData)>,
     submissions: mpsc::UnboundedSender<Submission>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
+    let RunContext {
+        lock,
+        known,
+        metrics,
+    } = ctx;
     let me = member.index();
+    let mut metrics_tick = tokio::time::interval(METRICS_EVERY);
     let peers: Vec<(u32, PeerKey)> = lock
         .operators
         .iter()
@@ -224,9 +319,24 @@ async fn drive<N: Network, C: DutyConsensus>(
                     member.on_timer(timer, now);
                 }
             }
+            _ = metrics_tick.tick(), if metrics.is_some() => {
+                if let Some(m) = &metrics {
+                    fill(&mut report, &member, lock);
+                    m.update(&report);
+                }
+            }
             () = &mut shutdown => break,
         }
     }
+    fill(&mut report, &member, lock);
+    if let Some(m) = &metrics {
+        m.update(&report);
+    }
+    Ok(report)
+}
+
+/// Fills `report`'s counts from the member.
+fn fill<C: DutyConsensus>(report: &mut RunReport, member: &Member<C>, lock: &LockBody) {
     let name = |i: u32| {
         lock.operators
             .get(i as usize)
@@ -237,9 +347,9 @@ async fn drive<N: Network, C: DutyConsensus>(
         .iter()
         .map(|(i, n)| (name(*i), *n))
         .collect();
+    report.invalid_partials.clear();
     for inv in member.invalid_partials() {
         *report.invalid_partials.entry(name(inv.sender)).or_default() += 1;
     }
     report.refused = member.refused();
-    Ok(report)
 }

@@ -412,15 +412,12 @@ fn dv_create_writes_a_lock_and_keystores_that_sign_together() {
     assert_eq!(no_tolerance.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&no_tolerance.stderr).contains("no fault tolerance"));
 
-    let out = phalanx()
-        .args(["dv", "reshare", "--lock", "x"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "dv reshare");
+    let out = phalanx().args(["dv", "nonsense"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("not available yet") && err.contains("issue #5"),
+        err.contains("unknown dv command") && err.contains("reshare"),
         "{err}"
     );
 }
@@ -586,6 +583,13 @@ fn dkg_among_four_processes_then_members_sign_every_duty() {
             "op-{} submitted every duty",
             i + 1
         );
+        let metrics =
+            std::fs::read_to_string(dir.path().join(format!("op-{}/metrics.prom", i + 1))).unwrap();
+        assert!(
+            metrics.contains("phalanx_dv_submissions_total 6"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("phalanx_dv_partials_in_time_total{operator=\"op-1\"}"));
         let clock = phalanx_dv::duties::DutyClock {
             genesis_ms: 0,
             slot_ms: 1500,

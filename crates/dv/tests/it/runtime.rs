@@ -13,7 +13,7 @@ use phalanx_dv::identity::OperatorKey;
 use phalanx_dv::lock::Role;
 use phalanx_dv::member::{Member, MemberConfig};
 use phalanx_dv::qbft::Qbft;
-use phalanx_dv::run::{KnownDuties, duty_validity, run, unix_ms};
+use phalanx_dv::run::{DvMetrics, KnownDuties, RunContext, duty_validity, run, unix_ms};
 use phalanx_net::PeerKey;
 use phalanx_net::memory::MemoryHub;
 use phalanx_types::signing::SigningContext;
@@ -80,6 +80,7 @@ async fn three_of_four_members_sign_every_clock_duty() {
     let from = clock.slot_at(unix_ms()) + 1;
     let hub = MemoryHub::new();
     let mut handles = Vec::new();
+    let mut registries = Vec::new();
     // Member 4 (index 3) is down.
     for i in 0..3u32 {
         let known = KnownDuties::default();
@@ -104,22 +105,22 @@ async fn three_of_four_members_sign_every_clock_duty() {
         )
         .unwrap();
         let net = hub.join(PeerKey(ids[i as usize].0));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = DvMetrics::register(&mut registry);
+        registries.push(registry);
         let (duty_tx, duty_rx) = tokio::sync::mpsc::channel(64);
         let (sub_tx, mut sub_rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(clock.feed(from, Some(from + 3), duty_tx, std::future::pending()));
         let lock = lock.clone();
         handles.push(tokio::spawn(async move {
-            let report = run(
-                member,
-                &lock,
+            let ctx = RunContext {
+                lock: &lock,
                 known,
-                net,
-                duty_rx,
-                sub_tx,
-                std::future::pending(),
-            )
-            .await
-            .unwrap();
+                metrics: Some(metrics),
+            };
+            let report = run(member, ctx, net, duty_rx, sub_tx, std::future::pending())
+                .await
+                .unwrap();
             let mut subs = Vec::new();
             while let Ok(s) = sub_rx.try_recv() {
                 subs.push(s);
@@ -127,8 +128,16 @@ async fn three_of_four_members_sign_every_clock_duty() {
             (report, subs)
         }));
     }
-    for h in handles {
+    for (h, registry) in handles.into_iter().zip(&registries) {
         let (report, subs) = h.await.unwrap();
+        // The participation metric says what the report says.
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        for (name, n) in &report.participation {
+            let line = format!("phalanx_dv_partials_in_time_total{{operator=\"{name}\"}} {n}");
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+        assert!(text.contains("phalanx_dv_submissions_total 9"), "{text}");
         // 3 slots × (1 declaration + 2 attestations).
         assert_eq!(report.duties, 9);
         assert_eq!(report.submitted, 9, "{report:?}");
