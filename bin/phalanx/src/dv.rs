@@ -312,22 +312,7 @@ pub(crate) fn dkg(args: &DkgArgs) -> anyhow::Result<()> {
             spec.validators,
             net.listening().join(", ")
         );
-        run_ceremony(
-            &mut net,
-            spec.clone(),
-            key.clone(),
-            None,
-            Duration::from_secs(args.timeout_secs),
-            |p| {
-                println!(
-                    "dkg: dealings verified {}/{} · lock signatures {}/{}",
-                    p.dealt, p.dealers, p.signed, p.recipients
-                );
-            },
-            interrupted(),
-        )
-        .await
-        .map_err(anyhow::Error::from)
+        ceremony(&mut net, "dkg", &spec, &key, None, args.timeout_secs).await
     })?;
     let output = output.context("this operator receives no shares in the ceremony")?;
     let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
@@ -375,6 +360,32 @@ fn write_metrics_once(registry: &prometheus_client::registry::Registry, path: &P
     if let Err(e) = phalanx_types::fs::write_atomic(path, text.as_bytes()) {
         tracing::warn!(path = %path.display(), error = %e, "dv: cannot write metrics");
     }
+}
+
+/// Runs this operator's part of `spec`, printing progress lines prefixed with `label`.
+async fn ceremony(
+    net: &mut Libp2pNetwork,
+    label: &str,
+    spec: &phalanx_dv::dkg::CeremonySpec,
+    key: &OperatorKey,
+    secrets: Option<Vec<phalanx_dv::threshold::SecretShare>>,
+    timeout_secs: u64,
+) -> anyhow::Result<Option<phalanx_dv::dkg::DkgOutput>> {
+    Ok(run_ceremony(
+        net,
+        spec.clone(),
+        key.clone(),
+        secrets,
+        Duration::from_secs(timeout_secs),
+        |p| {
+            println!(
+                "{label}: dealings verified {}/{} · lock signatures {}/{}",
+                p.dealt, p.dealers, p.signed, p.recipients
+            );
+        },
+        interrupted(),
+    )
+    .await?)
 }
 
 /// One submitted group signature, as a line of the submissions file.
@@ -757,22 +768,7 @@ pub(crate) fn reshare(args: &ReshareArgs) -> anyhow::Result<()> {
                 _ => "receiving (joining the cluster)",
             }
         );
-        run_ceremony(
-            &mut net,
-            spec.clone(),
-            key.clone(),
-            secrets,
-            Duration::from_secs(args.timeout_secs),
-            |p| {
-                println!(
-                    "reshare: dealings verified {}/{} · lock signatures {}/{}",
-                    p.dealt, p.dealers, p.signed, p.recipients
-                );
-            },
-            interrupted(),
-        )
-        .await
-        .map_err(anyhow::Error::from)
+        ceremony(&mut net, "reshare", &spec, &key, secrets, args.timeout_secs).await
     })?;
     let new_lock_path = args.operator_dir.join("cluster-lock.json");
     match output {

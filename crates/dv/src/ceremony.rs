@@ -78,12 +78,7 @@ pub struct ClusterDefinition {
 impl ClusterDefinition {
     /// Reads and parses a definition file.
     pub fn read(path: &Path) -> Result<Self, CeremonyError> {
-        let err = |reason: String| CeremonyError::Definition {
-            path: path.display().to_string(),
-            reason,
-        };
-        let json = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        serde_json::from_str(&json).map_err(|e| err(e.to_string()))
+        read_json(path)
     }
 
     /// The ceremony it defines (a fresh key).
@@ -119,12 +114,7 @@ pub struct ReshareDefinition {
 impl ReshareDefinition {
     /// Reads and parses a reshare definition file.
     pub fn read(path: &Path) -> Result<Self, CeremonyError> {
-        let err = |reason: String| CeremonyError::Definition {
-            path: path.display().to_string(),
-            reason,
-        };
-        let json = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        serde_json::from_str(&json).map_err(|e| err(e.to_string()))
+        read_json(path)
     }
 
     fn threshold(&self) -> usize {
@@ -185,6 +175,15 @@ impl ReshareDefinition {
             }),
         })
     }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CeremonyError> {
+    let err = |reason: String| CeremonyError::Definition {
+        path: path.display().to_string(),
+        reason,
+    };
+    let json = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    serde_json::from_str(&json).map_err(|e| err(e.to_string()))
 }
 
 fn peer(id: &OperatorId) -> PeerKey {

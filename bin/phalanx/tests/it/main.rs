@@ -422,6 +422,60 @@ fn dv_create_writes_a_lock_and_keystores_that_sign_together() {
     );
 }
 
+/// Makes `n` operator identities under `dir` (op-1 …) on free loopback ports and writes a
+/// cluster definition for `validators` validators; returns its path.
+fn dkg_definition(dir: &std::path::Path, n: usize, validators: usize) -> std::path::PathBuf {
+    let ports = free_ports(n);
+    let mut operators = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let op = dir.join(format!("op-{}", i + 1));
+        let out = phalanx()
+            .args(["dv", "identity", "--out"])
+            .arg(&op)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        operators.push(serde_json::json!({
+            "name": format!("op-{}", i + 1),
+            "identity": String::from_utf8(out.stdout).unwrap().trim(),
+            "address": format!("/ip4/127.0.0.1/tcp/{port}"),
+        }));
+    }
+    let definition = dir.join("cluster-definition.json");
+    std::fs::write(
+        &definition,
+        serde_json::json!({"name": "it", "validators": validators, "operators": operators})
+            .to_string(),
+    )
+    .unwrap();
+    definition
+}
+
+/// Starts `dv dkg` for operators `ops` of the definition.
+fn spawn_dkg(
+    dir: &std::path::Path,
+    definition: &std::path::Path,
+    ops: std::ops::RangeInclusive<usize>,
+    timeout_secs: u64,
+) -> Vec<std::process::Output> {
+    use std::process::Stdio;
+    let children = ops
+        .map(|i| {
+            phalanx()
+                .args(["dv", "dkg", "--timeout-secs", &timeout_secs.to_string()])
+                .arg("--definition")
+                .arg(definition)
+                .arg("--operator-dir")
+                .arg(dir.join(format!("op-{i}")))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_all(children)
+}
+
 /// Free loopback ports (bound, then released: another process could take one in between, which
 /// only makes the test fail loudly, never pass wrongly).
 fn free_ports(n: usize) -> Vec<u16> {
@@ -448,23 +502,7 @@ fn wait_all(children: Vec<std::process::Child>) -> Vec<std::process::Output> {
 fn dkg_among_four_processes_then_members_sign_every_duty() {
     use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
-    let ports = free_ports(4);
-    let mut operators = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let op = dir.path().join(format!("op-{}", i + 1));
-        let out = phalanx()
-            .args(["dv", "identity", "--out"])
-            .arg(&op)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        operators.push(serde_json::json!({
-            "name": format!("op-{}", i + 1),
-            "identity": id,
-            "address": format!("/ip4/127.0.0.1/tcp/{port}"),
-        }));
-    }
+    let definition = dkg_definition(dir.path(), 4, 2);
     // An identity key is never replaced.
     let again = phalanx()
         .args(["dv", "identity", "--out"])
@@ -472,27 +510,10 @@ fn dkg_among_four_processes_then_members_sign_every_duty() {
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(1));
-    let definition = dir.path().join("cluster-definition.json");
-    std::fs::write(
-        &definition,
-        serde_json::json!({"name": "it", "validators": 2, "operators": operators}).to_string(),
-    )
-    .unwrap();
-
-    let children: Vec<_> = (1..=4)
-        .map(|i| {
-            phalanx()
-                .args(["dv", "dkg", "--timeout-secs", "60", "--definition"])
-                .arg(&definition)
-                .arg("--operator-dir")
-                .arg(dir.path().join(format!("op-{i}")))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for (i, out) in wait_all(children).into_iter().enumerate() {
+    for (i, out) in spawn_dkg(dir.path(), &definition, 1..=4, 60)
+        .into_iter()
+        .enumerate()
+    {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -642,43 +663,9 @@ fn hex_decode(s: &str) -> Vec<u8> {
 /// A ceremony with one operator absent fails at its deadline naming the absent operator.
 #[test]
 fn dkg_names_the_operator_that_never_came() {
-    use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
-    let ports = free_ports(4);
-    let mut operators = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let op = dir.path().join(format!("op-{}", i + 1));
-        let out = phalanx()
-            .args(["dv", "identity", "--out"])
-            .arg(&op)
-            .output()
-            .unwrap();
-        operators.push(serde_json::json!({
-            "name": format!("op-{}", i + 1),
-            "identity": String::from_utf8(out.stdout).unwrap().trim(),
-            "address": format!("/ip4/127.0.0.1/tcp/{port}"),
-        }));
-    }
-    let definition = dir.path().join("cluster-definition.json");
-    std::fs::write(
-        &definition,
-        serde_json::json!({"name": "it", "validators": 1, "operators": operators}).to_string(),
-    )
-    .unwrap();
-    let children: Vec<_> = (1..=3)
-        .map(|i| {
-            phalanx()
-                .args(["dv", "dkg", "--timeout-secs", "4", "--definition"])
-                .arg(&definition)
-                .arg("--operator-dir")
-                .arg(dir.path().join(format!("op-{i}")))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for out in wait_all(children) {
+    let definition = dkg_definition(dir.path(), 4, 1);
+    for out in spawn_dkg(dir.path(), &definition, 1..=3, 4) {
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err.lines().last().unwrap_or_default();
