@@ -105,7 +105,9 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         | Command::Bench(bench::Target::Execution(_))
         | Command::Bench(bench::Target::Consensus(_))
         | Command::Bench(bench::Target::Dv(_))
-        | Command::Sim(sim::Target::Chain(_) | sim::Target::Dv(_)) => return None,
+        | Command::Sim(sim::Target::Chain(_) | sim::Target::Dv(_) | sim::Target::Cluster(_)) => {
+            return None;
+        }
     })
 }
 
@@ -128,6 +130,7 @@ fn main() -> ExitCode {
         Command::Bench(bench::Target::Dv(args)) => bench::dv::run(&args),
         Command::Sim(sim::Target::Chain(args)) => sim::chain(&args),
         Command::Sim(sim::Target::Dv(args)) => sim::dv(&args),
+        Command::Sim(sim::Target::Cluster(args)) => sim::cluster(&args),
         Command::Dv(dv::DvCommand::Create(args)) => dv::create(&args),
         Command::Dv(dv::DvCommand::Identity(args)) => dv::identity(&args),
         Command::Dv(dv::DvCommand::Dkg(args)) => dv::dkg(&args),

@@ -1,6 +1,6 @@
 //! `phalanx sim …`: deterministic simulators that end with one JSON line.
 
-use phalanx_sim::{chain, dv};
+use phalanx_sim::{chain, cluster, dv};
 
 /// Which simulator.
 #[derive(Debug, clap::Subcommand)]
@@ -9,6 +9,8 @@ pub(crate) enum Target {
     Chain(ChainArgs),
     /// A distributed validator cluster: QBFT, partial signatures, faulty members.
     Dv(DvArgs),
+    /// The servers of a clustered full node: crashes, takeovers, a corrupting server.
+    Cluster(ClusterArgs),
     /// Simulators of roles that have not landed yet.
     #[command(external_subcommand)]
     Other(Vec<String>),
@@ -17,7 +19,6 @@ pub(crate) enum Target {
 /// The issue a not-yet-landed simulator comes with (`None`: no such simulator).
 pub(crate) fn pending(args: &[String]) -> Option<(&'static str, u32, &'static str)> {
     Some(match args.first().map(String::as_str) {
-        Some("cluster") => ("sim cluster", 6, "Clustered full node"),
         Some("light") => ("sim light", 7, "Executors' claims and the light client"),
         _ => return None,
     })
@@ -150,6 +151,63 @@ pub(crate) fn dv(args: &DvArgs) -> anyhow::Result<()> {
         } else {
             dv::ConsensusKind::Qbft
         },
+    })?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Flags of `phalanx sim cluster`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ClusterArgs {
+    /// Servers of the node.
+    #[arg(long, default_value_t = 4)]
+    servers: u16,
+    /// Shards per block.
+    #[arg(long, default_value_t = 8)]
+    shards: u16,
+    /// Owners per shard (R).
+    #[arg(long, default_value_t = 3)]
+    replication: u16,
+    /// Crash one server every K blocks (restarted from its disk 3 blocks later); 0: never.
+    #[arg(long = "kill-every", default_value_t = 0)]
+    kill_every: u64,
+    /// Crash every owner of this shard for the middle third of the run (a takeover).
+    #[arg(long = "kill-owners")]
+    kill_owners: Option<u16>,
+    /// 1: server 0 publishes corrupted effects.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    corrupt: u8,
+    /// Blocks to produce.
+    #[arg(long, default_value_t = 50)]
+    blocks: u64,
+    /// Transfers per shard per block.
+    #[arg(long = "txs-per-shard", default_value_t = 20)]
+    txs_per_shard: usize,
+    /// Slot length (virtual), ms.
+    #[arg(long = "slot-ms", default_value_t = 2000)]
+    slot_ms: u64,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+pub(crate) fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
+    if let Some(s) = args.kill_owners
+        && s >= args.shards
+    {
+        anyhow::bail!("--kill-owners {s}: there are only {} shards", args.shards);
+    }
+    let report = cluster::run(cluster::Config {
+        servers: args.servers,
+        shards: args.shards,
+        replication: args.replication,
+        kill_every: args.kill_every,
+        kill_owners: args.kill_owners,
+        corrupt: args.corrupt == 1,
+        blocks: args.blocks,
+        txs_per_shard: args.txs_per_shard,
+        slot_ms: args.slot_ms,
+        seed: args.seed,
     })?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

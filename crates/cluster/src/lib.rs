@@ -1,10 +1,19 @@
 //! The clustered full node (DESIGN.md "Clustered full node", seed 000).
 //!
 //! * [`store`]: the coordination-store seam; [`embedded`] and [`etcd`] implement it.
+//! * [`ownership`]: shard ranges, responsible servers, takeover.
+//! * [`wire`]: headers, shards, outcomes and requests on the network, and their topics.
+//! * [`server`]: one server of a node, rule by rule.
+//! * [`load`]: a deterministic transfer load (simulator, benchmark, tests).
+//! * [`testing`]: a real etcd cluster on loopback for tests and benchmarks.
 
 pub mod embedded;
 pub mod etcd;
+pub mod load;
+pub mod ownership;
+pub mod server;
 pub mod store;
 pub mod testing;
+pub mod wire;
 
 pub use store::{CoordinationStore, Created, LeaseId, StoreError};

@@ -369,7 +369,19 @@ pub fn execute_block<R: StateReader, N: NodeSource + Sync>(
         .enumerate()
         .map(|(i, txs)| run_shard(parent, env, &exec_env, i, txs))
         .collect::<Result<_, _>>()?;
+    finish_block(parent, nodes, parent_root, env, outcomes)
+}
 
+/// Steps 5–7 from each shard's outcome, in shard order, however it was obtained: run here by
+/// [`run_shard`], or received from the servers of a clustered node that own the shards (their
+/// receipts then stay with them, and `receipts` is empty).
+pub fn finish_block<R: StateReader, N: NodeSource + Sync>(
+    parent: &R,
+    nodes: &N,
+    parent_root: B256,
+    env: &BlockEnv,
+    outcomes: Vec<Result<ShardResult, VoidReason>>,
+) -> Result<BlockResult, ExecError> {
     let mut results = Vec::with_capacity(outcomes.len());
     let mut void = None;
     for outcome in outcomes {

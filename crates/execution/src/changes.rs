@@ -260,6 +260,53 @@ impl ShardEffects {
     pub fn root(&self) -> B256 {
         self.tree_hash_root()
     }
+
+    /// Back to [`Changes`], with `codes` (the code each set code hash names, as published
+    /// beside the effects). The inverse of [`ShardEffects::new`].
+    pub fn to_changes(&self, codes: impl IntoIterator<Item = Bytes>) -> Changes {
+        let accounts = self
+            .accounts
+            .iter()
+            .map(|a| {
+                let fields = match a.fields_kind {
+                    0 => None,
+                    1 => Some(Some(AccountFields {
+                        nonce: a.nonce,
+                        balance: U256::from_be_bytes(a.balance.0),
+                        code_hash: a.code_hash,
+                    })),
+                    _ => Some(None),
+                };
+                let storage = a
+                    .storage
+                    .iter()
+                    .map(|s| {
+                        (
+                            U256::from_be_bytes(s.slot.0),
+                            U256::from_be_bytes(s.value.0),
+                        )
+                    })
+                    .collect();
+                (
+                    a.address,
+                    AccountChange {
+                        fields,
+                        storage_cleared: a.storage_cleared,
+                        storage,
+                    },
+                )
+            })
+            .collect();
+        Changes {
+            accounts,
+            codes: codes.into_iter().map(|c| (keccak256(&c), c)).collect(),
+        }
+    }
+
+    /// Fees as a number.
+    pub fn fees(&self) -> U256 {
+        U256::from_be_bytes(self.fees.0)
+    }
 }
 
 /// The result of applying changes to a state's tries.

@@ -22,7 +22,7 @@ use alloy_trie::TrieAccount;
 use phalanx_trie::{EMPTY_ROOT, NodeSource, TrieError};
 use redb::{ReadOnlyTable, ReadableDatabase, TableDefinition};
 
-use crate::block::{BlockEnv, BlockResult, execute_block};
+use crate::block::{BlockEnv, BlockResult, ShardResult, VoidReason, execute_block, finish_block};
 use crate::changes::{Changes, apply_changes};
 use crate::error::{ExecError, StateError};
 use crate::reader::{CodeSource, EmptyState, StateReader, decode_account, encode_account};
@@ -318,6 +318,25 @@ impl StateStore {
     ) -> Result<BlockResult, ExecError> {
         let view = self.view(parent)?;
         let result = execute_block(&view, &view, view.root, env, shards)?;
+        let overlay = Overlay::new(parent, env.number, &result);
+        self.write_inner()?
+            .overlays
+            .insert(block, Arc::new(overlay));
+        Ok(result)
+    }
+
+    /// Like [`StateStore::execute`], from each shard's outcome obtained elsewhere (the
+    /// servers of a clustered node that own the shards): merges them by the block rules and
+    /// keeps the result as an unfinalized overlay.
+    pub fn apply(
+        &self,
+        parent: B256,
+        block: B256,
+        env: &BlockEnv,
+        outcomes: Vec<Result<ShardResult, VoidReason>>,
+    ) -> Result<BlockResult, ExecError> {
+        let view = self.view(parent)?;
+        let result = finish_block(&view, &view, view.root, env, outcomes)?;
         let overlay = Overlay::new(parent, env.number, &result);
         self.write_inner()?
             .overlays

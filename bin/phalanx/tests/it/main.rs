@@ -231,13 +231,66 @@ fn sim_chain_prints_one_json_line() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "a bad flag is a usage error");
-    let pending = phalanx().args(["sim", "cluster"]).output().unwrap();
+    let pending = phalanx().args(["sim", "light"]).output().unwrap();
     assert_eq!(pending.status.code(), Some(2));
     assert!(
         String::from_utf8(pending.stderr)
             .unwrap()
             .contains("not available yet")
     );
+}
+
+#[test]
+fn sim_cluster_ends_with_one_json_line() {
+    let out = phalanx()
+        .args([
+            "sim",
+            "cluster",
+            "--servers",
+            "3",
+            "--shards",
+            "4",
+            "--blocks",
+            "6",
+            "--txs-per-shard",
+            "4",
+            "--kill-every",
+            "2",
+            "--corrupt",
+            "1",
+            "--seed",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for key in [
+        "blocks",
+        "missed",
+        "divergent_roots",
+        "takeovers",
+        "corruptions_rejected",
+    ] {
+        assert!(report.get(key).is_some(), "missing {key}: {stdout}");
+    }
+    assert_eq!(report["blocks"], 6);
+    assert_eq!(report["missed"], 0, "{stdout}");
+    assert_eq!(report["divergent_roots"], 0, "{stdout}");
+    assert_eq!(report["corruptions_accepted"], 0, "{stdout}");
+
+    let bad = phalanx()
+        .args(["sim", "cluster", "--servers", "0"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(bad.stdout.is_empty());
 }
 
 #[test]

@@ -138,3 +138,78 @@ fn proofs_verify_against_every_held_root() {
         Err(StateError::UnknownBlock(_))
     ));
 }
+
+/// A clustered node's servers apply a block from shard effects computed elsewhere: the
+/// effects survive the wire form (`ShardEffects` and back) and `apply` reaches the same root
+/// as executing the block here.
+#[test]
+fn applying_received_shard_effects_matches_executing_the_block() {
+    use phalanx_execution::block::ShardResult;
+    use phalanx_execution::changes::ShardEffects;
+
+    let dir = tempfile::tempdir().unwrap();
+    let a = Address::repeat_byte(0x41);
+    let here = StateStore::open(&dir.path().join("here.redb")).unwrap();
+    let there = StateStore::open(&dir.path().join("there.redb")).unwrap();
+    for st in [&here, &there] {
+        st.init_genesis(block_hash(0), &genesis(4, 1)).unwrap();
+    }
+    let shards = vec![
+        vec![transfer(&signer(0), 0, a, 10)],
+        vec![sign(tx(0, contract(0), 0, 60_000), &signer(1))],
+        vec![transfer(&signer(2), 0, Address::repeat_byte(0x42), 7)],
+    ];
+    let executed = here
+        .execute(block_hash(0), block_hash(1), &env(1), &shards)
+        .unwrap();
+    assert!(executed.void.is_none());
+
+    let received = executed
+        .shards
+        .iter()
+        .map(|s| {
+            let wire = ShardEffects::new(&s.changes, s.gas_used, s.fees).unwrap();
+            assert_eq!(wire.root(), s.effects_root);
+            let changes = wire.to_changes(s.changes.codes.values().cloned());
+            assert_eq!(changes, s.changes, "the wire form round-trips");
+            assert_eq!(wire.fees(), s.fees);
+            Ok(ShardResult {
+                receipts: Vec::new(),
+                gas_used: wire.gas_used,
+                fees: wire.fees(),
+                changes,
+                effects_root: wire.root(),
+            })
+        })
+        .collect();
+    let applied = there
+        .apply(block_hash(0), block_hash(1), &env(1), received)
+        .unwrap();
+    assert_eq!(applied.post_state_root, executed.post_state_root);
+    assert_eq!(applied.effects_roots(), executed.effects_roots());
+    there.finalize(block_hash(1)).unwrap();
+    assert_eq!(
+        there.head().unwrap().unwrap().state_root,
+        executed.post_state_root
+    );
+
+    // Two received shards writing the same key void the block, as executing it would.
+    let twice: Vec<_> = [0, 0]
+        .iter()
+        .map(|&i| {
+            let s = &executed.shards[i];
+            Ok(ShardResult {
+                receipts: Vec::new(),
+                gas_used: s.gas_used,
+                fees: s.fees,
+                changes: s.changes.clone(),
+                effects_root: s.effects_root,
+            })
+        })
+        .collect();
+    let void = there
+        .apply(block_hash(1), block_hash(2), &env(2), twice)
+        .unwrap();
+    assert!(void.void.is_some());
+    assert_eq!(void.post_state_root, executed.post_state_root);
+}

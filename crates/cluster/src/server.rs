@@ -1,0 +1,1004 @@
+//! One server of a clustered full node, top to bottom (DESIGN.md "Clustered full node",
+//! seed 000).
+//!
+//! 1. **Liveness.** The server holds a lease in the coordination store and keeps
+//!    `/phalanx/{node}/servers/{key}` (its shard range) under it, renewing it every third of
+//!    the ttl. Every tick it reads the list of live servers; from it, [`ownership`] says which
+//!    shards it is responsible for: those of its range, and those it takes over because none
+//!    of their owners is live. It subscribes to the header topic and to the topics of those
+//!    shards only, so it never downloads another shard.
+//! 2. **Execute.** For the next block (its parent applied here), the server checks each shard
+//!    it is responsible for against the header's shard root, runs it against its replica of
+//!    the parent state (every read sees the parent state) and publishes the outcome, the
+//!    shard's effects, on the node's effects topic.
+//! 3. **Accept.** A responsible server writes `root ‖ its key` under the create-if-absent key
+//!    `/phalanx/{node}/accepted/{block}/{shard}` once **two** published outcomes (its own and
+//!    another server's) have the same root; a shard with a single live owner (or taken over
+//!    by one server) gets a second executor chosen as in a takeover, so only a node with one
+//!    live server accepts a lone result. The first value written is the accepted one. A server whose
+//!    own outcome, or any published outcome, differs from the accepted root raises an
+//!    **alarm** (error log with both roots and the sender, and a counter). Requiring two
+//!    agreeing results is how a server that corrupts its effects never gets them accepted
+//!    while its peers are alive.
+//! 4. **Stuck shards.** If a shard of the block has no accepted outcome `accept_timeout` after
+//!    the header arrived (owners disagree, or an owner died mid-block), one more live server
+//!    becomes responsible for it, chosen as in a takeover, and so on each timeout.
+//! 5. **Apply.** When every shard has an accepted root and the server holds the outcome with
+//!    that root (from gossip, or asked directly of the servers that published it), it merges
+//!    them by the block rules (conflict rule, fee split: [`phalanx_execution::block`]) and
+//!    applies the result to its state replica, so any server answers any read.
+//!
+//! Execution runs inline on the server's task; the node runs one task per server.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alloy_primitives::{B256, Bytes};
+use phalanx_execution::block::{self, ShardResult, VoidReason};
+use phalanx_execution::changes::ShardEffects;
+use phalanx_execution::store::StateStore;
+use phalanx_net::{NetEvent, Network, PeerKey};
+use ssz_types::VariableList;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tree_hash::TreeHash;
+
+use crate::ownership::{self, ShardRange};
+use crate::store::{CoordinationStore, Created, LeaseId, StoreError};
+use crate::wire::{
+    ExecHeader, HEADER_TOPIC, Message, Request, ShardMessage, ShardOutcome, effects_topic,
+    shard_topic,
+};
+
+/// A server's settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The node's id: the servers of one node share it and a coordination store.
+    pub node: String,
+    /// The shards this server owns.
+    pub range: ShardRange,
+    /// Shards per block.
+    pub shards: u16,
+    /// Lease ttl: a server silent this long is dead to the others.
+    pub lease_ttl: Duration,
+    /// A shard without an accepted outcome this long after its header gets one more server.
+    pub accept_timeout: Duration,
+    /// How often the server looks at the store and its pending blocks.
+    pub tick: Duration,
+    /// Fault injection for tests: publish wrong effects (one wei more somewhere).
+    pub corrupt: bool,
+    /// Blocks whose outcomes are kept to answer peers.
+    pub keep_blocks: usize,
+}
+
+impl ServerConfig {
+    /// Defaults: 2 s lease, 2 s accept timeout, 50 ms tick.
+    pub fn new(node: &str, range: ShardRange, shards: u16) -> Self {
+        Self {
+            node: node.to_owned(),
+            range,
+            shards,
+            lease_ttl: Duration::from_secs(2),
+            accept_timeout: Duration::from_secs(2),
+            tick: Duration::from_millis(50),
+            corrupt: false,
+            keep_blocks: 64,
+        }
+    }
+}
+
+/// What a server did, shared with whoever runs it (simulator, metrics, tests).
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Blocks applied.
+    pub applied: AtomicU64,
+    /// Shards executed here.
+    pub executed: AtomicU64,
+    /// Shards this server took over (no owner live).
+    pub takeovers: AtomicU64,
+    /// Outcomes seen that differ from the accepted one.
+    pub alarms: AtomicU64,
+    /// Accepted-key writes this server won.
+    pub accepts_won: AtomicU64,
+    /// Messages that did not decode or check out.
+    pub invalid: AtomicU64,
+    /// Bytes received on the header topic.
+    pub header_bytes: AtomicU64,
+    /// Bytes of shards received, by shard index.
+    pub shard_bytes: Mutex<BTreeMap<u16, u64>>,
+    /// Bytes of effects received (gossip and answers).
+    pub effect_bytes: AtomicU64,
+    /// Post-state root of each applied height.
+    pub roots: Mutex<BTreeMap<u64, B256>>,
+    /// When each height was applied (tokio's clock).
+    pub applied_at: Mutex<BTreeMap<u64, Instant>>,
+    /// Shards this server has been responsible for (its range, takeovers, extras) or fetched
+    /// to re-run while catching up.
+    pub subscribed: Mutex<BTreeSet<u16>>,
+    /// Store round trips of accepted-key writes, microseconds (for the benchmark).
+    pub accept_rtt_us: Mutex<Vec<u64>>,
+}
+
+impl ServerStats {
+    /// The applied root at `height`.
+    pub fn root(&self, height: u64) -> Option<B256> {
+        lock(&self.roots).get(&height).copied()
+    }
+
+    /// Shard indices this server received bytes of.
+    pub fn shards_received(&self) -> BTreeSet<u16> {
+        lock(&self.shard_bytes).keys().copied().collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Why a server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The coordination store failed for good.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The state replica failed.
+    #[error("state: {0}")]
+    State(String),
+    /// The network failed.
+    #[error("network: {0}")]
+    Net(#[from] phalanx_net::NetError),
+}
+
+/// One block on its way through steps 2–5.
+#[derive(Debug)]
+struct Pending {
+    header: ExecHeader,
+    hash: B256,
+    /// Who sent the header: asked for missing shards.
+    source: PeerKey,
+    arrived: Instant,
+    shards: BTreeMap<u16, ShardMessage>,
+    mine: BTreeMap<u16, B256>,
+    outcomes: BTreeMap<(u16, B256), ShardOutcome>,
+    votes: BTreeMap<(u16, B256), BTreeSet<PeerKey>>,
+    accepted: BTreeMap<u16, (B256, PeerKey)>,
+    asked: BTreeMap<(u8, u16), Instant>,
+}
+
+struct Server<N: Network> {
+    config: ServerConfig,
+    state: Arc<StateStore>,
+    store: Arc<dyn CoordinationStore>,
+    net: N,
+    stats: Arc<ServerStats>,
+    me: PeerKey,
+    lease: LeaseId,
+    renewed: Instant,
+    live: BTreeMap<PeerKey, ShardRange>,
+    subscribed: BTreeSet<u16>,
+    taken_over: BTreeSet<u16>,
+    /// The applied head: height and block hash.
+    head: (u64, B256),
+    headers: BTreeMap<u64, (ExecHeader, PeerKey)>,
+    /// Shards that arrived before their header.
+    early_shards: BTreeMap<B256, Vec<ShardMessage>>,
+    pending: Option<Pending>,
+    /// Recent outcomes, to answer peers.
+    kept: BTreeMap<(B256, u16, B256), ShardOutcome>,
+    kept_order: VecDeque<B256>,
+    asked_headers: Option<Instant>,
+    started: Instant,
+    stall_logged: Option<Instant>,
+    /// Outcomes that arrived before their block started here.
+    early_outcomes: BTreeMap<B256, Vec<(PeerKey, ShardOutcome)>>,
+}
+
+fn key_hex(k: &PeerKey) -> String {
+    hex::encode(k.0)
+}
+
+fn accepted_key(node: &str, block: B256, shard: u16) -> String {
+    format!("/phalanx/{node}/accepted/{block:x}/{shard}")
+}
+
+fn live_prefix(node: &str) -> String {
+    format!("/phalanx/{node}/servers/")
+}
+
+fn parse_accepted(value: &[u8]) -> Option<(B256, PeerKey)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (root, server) = text.split_once(':')?;
+    let root: B256 = root.parse().ok()?;
+    let server: [u8; 32] = hex::decode(server).ok()?.try_into().ok()?;
+    Some((root, PeerKey(server)))
+}
+
+/// Runs one server until `shutdown` turns true. `state` holds the replica, initialised at
+/// genesis (`genesis` is the genesis block's hash) or resumed from disk.
+pub async fn run<N: Network>(
+    config: ServerConfig,
+    state: Arc<StateStore>,
+    store: Arc<dyn CoordinationStore>,
+    net: N,
+    stats: Arc<ServerStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let head = state
+        .head()
+        .map_err(|e| ServerError::State(e.to_string()))?
+        .ok_or_else(|| ServerError::State("the state has no genesis".into()))?;
+    let me = net.local();
+    let lease = store.grant_lease(config.lease_ttl).await?;
+    let mut server = Server {
+        me,
+        lease,
+        renewed: Instant::now(),
+        live: BTreeMap::new(),
+        subscribed: BTreeSet::new(),
+        taken_over: BTreeSet::new(),
+        head: (head.number, head.block),
+        headers: BTreeMap::new(),
+        early_shards: BTreeMap::new(),
+        pending: None,
+        kept: BTreeMap::new(),
+        kept_order: VecDeque::new(),
+        asked_headers: None,
+        started: Instant::now(),
+        early_outcomes: BTreeMap::new(),
+        stall_logged: None,
+        config,
+        state,
+        store,
+        net,
+        stats,
+    };
+    server.announce().await?;
+    server.net.subscribe(HEADER_TOPIC)?;
+    server.net.subscribe(&effects_topic(&server.config.node))?;
+    tracing::info!(server = %me, range = %server.config.range, head = server.head.0, "server up");
+    let mut tick = tokio::time::interval(server.config.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() { break; }
+            }
+            event = server.net.recv() => match event {
+                Some(event) => server.on_event(event)?,
+                None => return Err(ServerError::Net(phalanx_net::NetError::Closed)),
+            },
+            _ = tick.tick() => server.on_tick().await?,
+        }
+    }
+    let _ = server.store.revoke(server.lease).await;
+    Ok(())
+}
+
+impl<N: Network> Server<N> {
+    async fn announce(&mut self) -> Result<(), StoreError> {
+        let key = format!("{}{}", live_prefix(&self.config.node), key_hex(&self.me));
+        let value = self.config.range.to_string();
+        self.store
+            .put(&key, value.as_bytes(), Some(self.lease))
+            .await
+    }
+
+    async fn keep_lease(&mut self) -> Result<(), StoreError> {
+        if self.renewed.elapsed() < self.config.lease_ttl / 3 {
+            return Ok(());
+        }
+        match self.store.keep_alive(self.lease).await {
+            Ok(()) => {}
+            Err(StoreError::LeaseLapsed(_)) => {
+                tracing::warn!(server = %self.me, "lease lapsed; joining again");
+                self.lease = self.store.grant_lease(self.config.lease_ttl).await?;
+                self.announce().await?;
+            }
+            Err(e) => return Err(e),
+        }
+        self.renewed = Instant::now();
+        Ok(())
+    }
+
+    async fn refresh_live(&mut self) -> Result<(), ServerError> {
+        let prefix = live_prefix(&self.config.node);
+        let mut live = BTreeMap::new();
+        for (key, value) in self.store.list(&prefix).await? {
+            let Some(peer) = hex::decode(&key[prefix.len()..])
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            else {
+                continue;
+            };
+            let Ok(range) = std::str::from_utf8(&value)
+                .map_err(|_| ())
+                .and_then(|t| ShardRange::parse(t, self.config.shards).map_err(|_| ()))
+            else {
+                continue;
+            };
+            live.insert(PeerKey(peer), range);
+        }
+        // This server counts itself live even if its own listing is a moment late.
+        live.insert(self.me, self.config.range);
+        self.live = live;
+        for shard in 0..self.config.shards {
+            if self.config.range.contains(shard) {
+                self.subscribe(shard)?;
+                continue;
+            }
+            let (who, takeover) = ownership::responsible(&self.live, shard);
+            // Taking over only once the others have had a lease's time to announce themselves.
+            if takeover
+                && self.started.elapsed() >= self.config.lease_ttl
+                && who.contains(&self.me)
+                && self.taken_over.insert(shard)
+            {
+                self.stats.takeovers.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(server = %self.me, shard, "no owner of the shard is live; taking it over");
+                self.subscribe(shard)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn subscribe(&mut self, shard: u16) -> Result<(), ServerError> {
+        if self.subscribed.insert(shard) {
+            lock(&self.stats.subscribed).insert(shard);
+            self.net.subscribe(&shard_topic(shard))?;
+        }
+        Ok(())
+    }
+
+    /// The live servers responsible for `shard` of the pending block, extras included.
+    fn responsible(&self, shard: u16, arrived: Instant) -> Vec<PeerKey> {
+        let (mut who, _) = ownership::responsible(&self.live, shard);
+        let waited = arrived.elapsed().as_millis() as u64;
+        let timeout = self.config.accept_timeout.as_millis().max(1) as u64;
+        // Never fewer than two executors while two servers live: a lone result is accepted
+        // only from a lone server.
+        let wanted = (waited / timeout) as usize + usize::from(who.len() < 2);
+        for _ in 0..wanted {
+            match ownership::extra(&self.live, shard, &who) {
+                Some(k) => who.push(k),
+                None => break,
+            }
+        }
+        who
+    }
+
+    fn on_event(&mut self, event: NetEvent) -> Result<(), ServerError> {
+        let (from, topic, data) = match event {
+            NetEvent::Gossip { from, topic, data } => (from, Some(topic), data),
+            NetEvent::Direct { from, data } => (from, None, data),
+        };
+        let message = match Message::decode(&data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(from = %from, error = %e, "dropped a message");
+                return Ok(());
+            }
+        };
+        match message {
+            Message::Header(header) => {
+                self.stats
+                    .header_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                if header.number > self.head.0 {
+                    self.headers.insert(header.number, (header, from));
+                }
+            }
+            Message::Shard(shard) => {
+                *lock(&self.stats.shard_bytes)
+                    .entry(shard.index)
+                    .or_default() += data.len() as u64;
+                self.on_shard(shard);
+            }
+            Message::Outcome(outcome) => {
+                self.stats
+                    .effect_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.on_outcome(from, outcome);
+            }
+            Message::Request(request) => self.on_request(from, request)?,
+        }
+        let _ = topic;
+        Ok(())
+    }
+
+    fn on_shard(&mut self, shard: ShardMessage) {
+        match &mut self.pending {
+            Some(p) if p.hash == shard.block => {
+                p.shards.insert(shard.index, shard);
+            }
+            _ => {
+                let early = self.early_shards.entry(shard.block).or_default();
+                if early.len() < self.config.shards as usize {
+                    early.push(shard);
+                }
+                // Bounded: shards of blocks far ahead are dropped and fetched later.
+                while self.early_shards.len() > self.config.keep_blocks {
+                    self.early_shards.pop_first();
+                }
+            }
+        }
+    }
+
+    fn on_outcome(&mut self, from: PeerKey, outcome: ShardOutcome) {
+        let root = outcome.root();
+        if outcome.shard >= self.config.shards {
+            self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let p = match &mut self.pending {
+            Some(p) if p.hash == outcome.block => p,
+            _ => {
+                // Another server ran a block this one has not started: keep it for then
+                // (bounded like early shards).
+                let early = self.early_outcomes.entry(outcome.block).or_default();
+                if early.len() < 4 * self.config.shards as usize {
+                    early.push((from, outcome));
+                }
+                while self.early_outcomes.len() > self.config.keep_blocks {
+                    self.early_outcomes.pop_first();
+                }
+                return;
+            }
+        };
+        p.votes
+            .entry((outcome.shard, root))
+            .or_default()
+            .insert(from);
+        if let Some((accepted, _)) = p.accepted.get(&outcome.shard)
+            && *accepted != root
+        {
+            alarm(
+                &self.stats,
+                self.me,
+                p.hash,
+                outcome.shard,
+                *accepted,
+                root,
+                from,
+            );
+        }
+        p.outcomes.entry((outcome.shard, root)).or_insert(outcome);
+    }
+
+    fn on_request(&mut self, from: PeerKey, request: Request) -> Result<(), ServerError> {
+        match request.kind {
+            1 => {
+                let answer = self
+                    .kept
+                    .get(&(request.block, request.index, request.root))
+                    .cloned()
+                    .or_else(|| {
+                        self.pending
+                            .as_ref()
+                            .and_then(|p| p.outcomes.get(&(request.index, request.root)).cloned())
+                    });
+                if let Some(outcome) = answer {
+                    self.net.send(from, Message::Outcome(outcome).encode())?;
+                }
+            }
+            0 => {
+                if let Some(p) = &self.pending
+                    && p.hash == request.block
+                    && let Some(s) = p.shards.get(&request.index)
+                {
+                    self.net.send(from, Message::Shard(s.clone()).encode())?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn on_tick(&mut self) -> Result<(), ServerError> {
+        self.keep_lease().await?;
+        self.refresh_live().await?;
+        if self.pending.is_none() {
+            self.start_next();
+        }
+        if self.pending.is_some() {
+            // Reading what is already accepted first spares re-running it (catch-up).
+            self.accept().await?;
+            self.execute()?;
+            self.accept().await?;
+            self.fetch_missing()?;
+            self.apply()?;
+            self.report_stall();
+        }
+        Ok(())
+    }
+
+    /// A block that waits long says what it waits for, every few seconds.
+    fn report_stall(&mut self) {
+        let Some(p) = &self.pending else {
+            return;
+        };
+        let stalled = p.arrived.elapsed() > self.config.accept_timeout * 3;
+        if !stalled
+            || self
+                .stall_logged
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
+            return;
+        }
+        self.stall_logged = Some(Instant::now());
+        let unaccepted: Vec<u16> = (0..self.config.shards)
+            .filter(|s| !p.accepted.contains_key(s))
+            .collect();
+        let without_outcome: Vec<u16> = p
+            .accepted
+            .iter()
+            .filter(|(s, (root, _))| !p.outcomes.contains_key(&(**s, *root)))
+            .map(|(s, _)| *s)
+            .collect();
+        let lacking_shards: Vec<u16> = unaccepted
+            .iter()
+            .copied()
+            .filter(|s| {
+                self.responsible(*s, p.arrived).contains(&self.me) && !p.shards.contains_key(s)
+            })
+            .collect();
+        tracing::warn!(
+            server = %self.me,
+            height = p.header.number,
+            waited_ms = p.arrived.elapsed().as_millis() as u64,
+            ?unaccepted,
+            ?without_outcome,
+            ?lacking_shards,
+            live = self.live.len(),
+            "block stalled"
+        );
+    }
+
+    fn start_next(&mut self) {
+        let next = self.head.0 + 1;
+        while self
+            .headers
+            .first_key_value()
+            .is_some_and(|(n, _)| *n < next)
+        {
+            self.headers.pop_first();
+        }
+        let Some((header, source)) = self.headers.remove(&next) else {
+            // Later headers but not the next one: it was missed; ask the later one's sender.
+            if let Some((_, (_, source))) = self.headers.first_key_value()
+                && self
+                    .asked_headers
+                    .is_none_or(|t| t.elapsed() > self.config.tick * 10)
+            {
+                let request = Request {
+                    kind: 2,
+                    block: B256::ZERO,
+                    index: 0,
+                    root: B256::ZERO,
+                    height: next,
+                };
+                let _ = self.net.send(*source, Message::Request(request).encode());
+                self.asked_headers = Some(Instant::now());
+            }
+            return;
+        };
+        if header.parent != self.head.1 {
+            self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                height = next,
+                "header does not extend the applied head; dropped"
+            );
+            return;
+        }
+        let hash = header.hash();
+        let mut pending = Pending {
+            header,
+            hash,
+            source,
+            arrived: Instant::now(),
+            shards: BTreeMap::new(),
+            mine: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            accepted: BTreeMap::new(),
+            asked: BTreeMap::new(),
+        };
+        for shard in self.early_shards.remove(&hash).unwrap_or_default() {
+            pending.shards.insert(shard.index, shard);
+        }
+        self.early_shards.retain(|_, v| !v.is_empty());
+        self.pending = Some(pending);
+        for (from, outcome) in self.early_outcomes.remove(&hash).unwrap_or_default() {
+            self.on_outcome(from, outcome);
+        }
+    }
+
+    /// Step 2 for every shard this server is now responsible for and has not run.
+    fn execute(&mut self) -> Result<(), ServerError> {
+        let Some(p) = &self.pending else {
+            return Ok(());
+        };
+        let mut todo = Vec::new();
+        let mut catch_up = BTreeSet::new();
+        for shard in 0..self.config.shards {
+            if p.mine.contains_key(&shard) {
+                continue;
+            }
+            match p.accepted.get(&shard) {
+                // Accepted, but nobody answered with the outcome (its holders restarted):
+                // run it here once the shard is fetched, and keep it if the root matches.
+                Some((root, _)) => {
+                    if !p.outcomes.contains_key(&(shard, *root)) && p.shards.contains_key(&shard) {
+                        todo.push(shard);
+                        catch_up.insert(shard);
+                    }
+                }
+                None => {
+                    if self.responsible(shard, p.arrived).contains(&self.me) {
+                        todo.push(shard);
+                    }
+                }
+            }
+        }
+        for shard in todo {
+            if !catch_up.contains(&shard) {
+                self.subscribe(shard)?;
+            }
+            let Some(p) = &self.pending else {
+                break;
+            };
+            let Some(message) = p.shards.get(&shard) else {
+                continue;
+            };
+            let expected = p.header.shard_roots.get(shard as usize).copied();
+            if expected != Some(message.shard.tree_hash_root()) {
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(shard, "shard does not match its header root; dropped");
+                if let Some(p) = &mut self.pending {
+                    p.shards.remove(&shard);
+                }
+                continue;
+            }
+            let outcome = self.run_shard(p, shard, message)?;
+            let root = outcome.root();
+            self.stats.executed.fetch_add(1, Ordering::Relaxed);
+            self.net.publish(
+                &effects_topic(&self.config.node),
+                Message::Outcome(outcome.clone()).encode(),
+            )?;
+            let me = self.me;
+            if let Some(p) = &mut self.pending {
+                if let Some((accepted, _)) = p.accepted.get(&shard)
+                    && *accepted != root
+                {
+                    alarm(&self.stats, me, p.hash, shard, *accepted, root, me);
+                }
+                p.mine.insert(shard, root);
+                p.votes.entry((shard, root)).or_default().insert(me);
+                p.outcomes.entry((shard, root)).or_insert(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    fn run_shard(
+        &self,
+        p: &Pending,
+        shard: u16,
+        message: &ShardMessage,
+    ) -> Result<ShardOutcome, ServerError> {
+        let env = p.header.env();
+        let view = self
+            .state
+            .view(p.header.parent)
+            .map_err(|e| ServerError::State(e.to_string()))?;
+        let txs: Vec<Bytes> = message
+            .shard
+            .transactions
+            .iter()
+            .map(|t| Bytes::from(t.to_vec()))
+            .collect();
+        let prepared = block::prepare(std::slice::from_ref(&txs));
+        let result = block::run_shard(&view, &env, &env.exec_env(), shard as usize, &prepared[0])
+            .map_err(|e| ServerError::State(e.to_string()))?;
+        let mut outcome = outcome_of(p.hash, shard, result)?;
+        if self.config.corrupt {
+            corrupt(&mut outcome);
+        }
+        Ok(outcome)
+    }
+
+    /// Step 3 (and the reading side of it for shards this server does not run).
+    async fn accept(&mut self) -> Result<(), ServerError> {
+        let Some(p) = &self.pending else {
+            return Ok(());
+        };
+        let (hash, arrived) = (p.hash, p.arrived);
+        // Headers beyond this block are known: it is history, its outcomes long accepted.
+        let catching_up = !self.headers.is_empty();
+        for shard in 0..self.config.shards {
+            let Some(p) = &self.pending else {
+                break;
+            };
+            if p.accepted.contains_key(&shard) {
+                continue;
+            }
+            let _responsible = self.responsible(shard, arrived);
+            let key = accepted_key(&self.config.node, hash, shard);
+            let mine = p.mine.get(&shard).copied();
+            let write = mine.filter(|root| {
+                let agreeing = p.votes.get(&(shard, *root)).map_or(0, |v| v.len());
+                // Alone only once the others have had a lease's time to show up.
+                agreeing >= 2
+                    || (self.live.len() <= 1 && self.started.elapsed() >= self.config.lease_ttl)
+            });
+            let seen_any = p.votes.keys().any(|(s, _)| *s == shard);
+            let value = match write {
+                Some(root) => {
+                    let mine = format!("{root:x}:{}", key_hex(&self.me));
+                    let started = std::time::Instant::now();
+                    let created = self.store.create_if_absent(&key, mine.as_bytes()).await?;
+                    lock(&self.stats.accept_rtt_us).push(started.elapsed().as_micros() as u64);
+                    match created {
+                        Created::Won => {
+                            self.stats.accepts_won.fetch_add(1, Ordering::Relaxed);
+                            Some(mine.into_bytes())
+                        }
+                        Created::Lost(v) => Some(v),
+                    }
+                }
+                // Not (yet) writing: read what was accepted once outcomes are about.
+                None if seen_any
+                    || catching_up
+                    || arrived.elapsed() > self.config.accept_timeout =>
+                {
+                    self.store.get(&key).await?
+                }
+                None => None,
+            };
+            let Some(value) = value else {
+                continue;
+            };
+            let Some((root, writer)) = parse_accepted(&value) else {
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(key, "unreadable accepted value in the coordination store");
+                continue;
+            };
+            let me = self.me;
+            let stats = self.stats.clone();
+            if let Some(p) = &mut self.pending {
+                p.accepted.insert(shard, (root, writer));
+                for ((s, other), senders) in &p.votes {
+                    if *s == shard && *other != root {
+                        for sender in senders {
+                            alarm(&stats, me, hash, shard, root, *other, *sender);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks for shards this server must run but lacks, and accepted outcomes it lacks.
+    fn fetch_missing(&mut self) -> Result<(), ServerError> {
+        let retry = self.config.tick * 10;
+        let Some(p) = &self.pending else {
+            return Ok(());
+        };
+        let mut sends = Vec::new();
+        let mut asked = Vec::new();
+        for shard in 0..self.config.shards {
+            let due = |kind: u8| {
+                p.asked
+                    .get(&(kind, shard))
+                    .is_none_or(|t| t.elapsed() > retry)
+            };
+            if let Some((root, writer)) = p.accepted.get(&shard) {
+                let missing = !p.outcomes.contains_key(&(shard, *root));
+                // Asked around for a while without an answer: fetch the shard and run it.
+                let long = p
+                    .asked
+                    .get(&(1, shard))
+                    .is_some_and(|t| t.elapsed() > retry)
+                    || p.arrived.elapsed() > self.config.accept_timeout * 2;
+                if missing && long && !p.shards.contains_key(&shard) && due(0) {
+                    let request = Request {
+                        kind: 0,
+                        block: p.hash,
+                        index: shard,
+                        root: B256::ZERO,
+                        height: 0,
+                    };
+                    sends.push((p.source, Message::Request(request).encode()));
+                    asked.push((0, shard));
+                    lock(&self.stats.subscribed).insert(shard);
+                }
+                if missing && due(1) {
+                    let request = Request {
+                        kind: 1,
+                        block: p.hash,
+                        index: shard,
+                        root: *root,
+                        height: 0,
+                    };
+                    // Those known to hold it, and every live server of the node: the writer
+                    // may have died, or restarted without it; any server that applied the
+                    // block keeps it.
+                    let mut ask: BTreeSet<PeerKey> =
+                        p.votes.get(&(shard, *root)).cloned().unwrap_or_default();
+                    ask.insert(*writer);
+                    ask.extend(self.live.keys().copied());
+                    ask.remove(&self.me);
+                    for peer in ask {
+                        sends.push((peer, Message::Request(request.clone()).encode()));
+                    }
+                    asked.push((1, shard));
+                }
+            } else if !p.shards.contains_key(&shard)
+                && !p.mine.contains_key(&shard)
+                && self.subscribed.contains(&shard)
+                && p.arrived.elapsed() > self.config.tick * 4
+                && due(0)
+            {
+                let request = Request {
+                    kind: 0,
+                    block: p.hash,
+                    index: shard,
+                    root: B256::ZERO,
+                    height: 0,
+                };
+                sends.push((p.source, Message::Request(request).encode()));
+                asked.push((0, shard));
+            }
+        }
+        for (peer, data) in sends {
+            self.net.send(peer, data)?;
+        }
+        if let Some(p) = &mut self.pending {
+            for a in asked {
+                p.asked.insert(a, Instant::now());
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 5.
+    fn apply(&mut self) -> Result<(), ServerError> {
+        let Some(p) = &self.pending else {
+            return Ok(());
+        };
+        if p.accepted.len() < self.config.shards as usize {
+            return Ok(());
+        }
+        let mut outcomes = Vec::with_capacity(self.config.shards as usize);
+        for shard in 0..self.config.shards {
+            let Some((root, _)) = p.accepted.get(&shard) else {
+                return Ok(());
+            };
+            match p.outcomes.get(&(shard, *root)) {
+                Some(o) => outcomes.push(o.clone()),
+                None => return Ok(()),
+            }
+        }
+        let Some(p) = self.pending.take() else {
+            return Ok(());
+        };
+        let results: Vec<Result<ShardResult, VoidReason>> = outcomes
+            .iter()
+            .map(|o| o.to_result(p.header.shard_gas_limit))
+            .collect();
+        let env = p.header.env();
+        let result = self
+            .state
+            .apply(p.header.parent, p.hash, &env, results)
+            .map_err(|e| ServerError::State(e.to_string()))?;
+        self.state
+            .finalize(p.hash)
+            .map_err(|e| ServerError::State(e.to_string()))?;
+        self.head = (p.header.number, p.hash);
+        lock(&self.stats.roots).insert(p.header.number, result.post_state_root);
+        lock(&self.stats.applied_at).insert(p.header.number, Instant::now());
+        self.stats.applied.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            server = %self.me,
+            height = p.header.number,
+            root = %result.post_state_root,
+            void = result.void.is_some(),
+            "block applied"
+        );
+        for o in outcomes {
+            self.kept.insert((p.hash, o.shard, o.root()), o);
+        }
+        self.kept_order.push_back(p.hash);
+        while self.kept_order.len() > self.config.keep_blocks {
+            if let Some(old) = self.kept_order.pop_front() {
+                self.kept.retain(|(b, _, _), _| *b != old);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn alarm(
+    stats: &ServerStats,
+    me: PeerKey,
+    block: B256,
+    shard: u16,
+    accepted: B256,
+    other: B256,
+    sender: PeerKey,
+) {
+    stats.alarms.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(
+        server = %me,
+        %block,
+        shard,
+        %accepted,
+        differing = %other,
+        from = %sender,
+        "ALARM: a shard outcome differs from the accepted one"
+    );
+}
+
+/// A shard's outcome as published.
+pub fn outcome_of(
+    block: B256,
+    shard: u16,
+    result: Result<ShardResult, VoidReason>,
+) -> Result<ShardOutcome, ServerError> {
+    let empty = |void_tx: u64| ShardOutcome {
+        block,
+        shard,
+        void: true,
+        void_tx,
+        effects: ShardEffects {
+            accounts: VariableList::empty(),
+            gas_used: 0,
+            fees: B256::ZERO,
+        },
+        codes: VariableList::empty(),
+    };
+    match result {
+        Err(VoidReason::ShardGasLimit { tx, .. }) => Ok(empty(tx as u64)),
+        Err(other) => Err(ServerError::State(format!("shard {shard}: {other}"))),
+        Ok(r) => {
+            let effects =
+                ShardEffects::new(&r.changes, r.gas_used, r.fees).map_err(ServerError::State)?;
+            let codes = r
+                .changes
+                .codes
+                .values()
+                .map(|c| VariableList::new(c.to_vec()))
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(VariableList::new)
+                .map_err(|e| ServerError::State(format!("{e:?}")))?;
+            Ok(ShardOutcome {
+                block,
+                shard,
+                void: false,
+                void_tx: 0,
+                effects,
+                codes,
+            })
+        }
+    }
+}
+
+/// The fault a corrupting server injects: one wei more in the first changed balance (or one
+/// more gas when nothing changed).
+fn corrupt(outcome: &mut ShardOutcome) {
+    match outcome.effects.accounts.iter_mut().next() {
+        Some(account) => {
+            let balance = alloy_primitives::U256::from_be_bytes(account.balance.0)
+                .wrapping_add(alloy_primitives::U256::from(1));
+            account.balance = B256::from(balance);
+        }
+        None => outcome.effects.gas_used += 1,
+    }
+}

@@ -1,0 +1,214 @@
+//! What the servers of a node and the chain's block sources say to each other (SSZ bodies
+//! behind a one-byte tag), and the gossip topics they say it on.
+//!
+//! * `header`: [`ExecHeader`], the ordered block as execution needs it (every server);
+//! * `shard/{i}`: [`ShardMessage`] for shard `i` (only the servers responsible for `i`);
+//! * `effects/{node}`: [`ShardOutcome`], one server's result of one shard (the node's servers);
+//! * direct requests [`Request`] and answers: a shard by `(block, index)`, an outcome by
+//!   `(block, shard, root)`, headers from a height (catch-up).
+
+use alloy_primitives::{Address, B256, Bytes};
+use phalanx_execution::changes::ShardEffects;
+use phalanx_types::consensus::Shard;
+use ssz::{Decode, Encode};
+use ssz_derive::{Decode, Encode};
+use ssz_types::VariableList;
+use tree_hash::TreeHash;
+use tree_hash_derive::TreeHash;
+use typenum::{U64, U1024, U16777216};
+
+/// The header topic.
+pub const HEADER_TOPIC: &str = "header";
+
+/// The topic of shard `index`.
+pub fn shard_topic(index: u16) -> String {
+    format!("shard/{index}")
+}
+
+/// The node-internal topic on which a node's servers publish their shard outcomes.
+pub fn effects_topic(node: &str) -> String {
+    format!("effects/{node}")
+}
+
+/// The ordered block as execution needs it: consensus has ordered it; the follower derives
+/// these fields from the signed header, the declaration and the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, TreeHash)]
+pub struct ExecHeader {
+    /// Height (genesis = 0).
+    pub number: u64,
+    /// Root of the parent's [`ExecHeader`].
+    pub parent: B256,
+    /// Unix timestamp.
+    pub timestamp: u64,
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// Base fee, wei.
+    pub basefee: u64,
+    /// `PREVRANDAO`.
+    pub prevrandao: B256,
+    /// Gas limit of each shard.
+    pub shard_gas_limit: u64,
+    /// Gas limit of the block.
+    pub block_gas_limit: u64,
+    /// The slot's validator's reward address.
+    pub validator_reward: Address,
+    /// The producer's reward address.
+    pub producer_reward: Address,
+    /// Producer's share of fees, basis points.
+    pub fee_split_bps: u16,
+    /// `hash_tree_root` of each shard.
+    pub shard_roots: VariableList<B256, U64>,
+}
+
+impl ExecHeader {
+    /// The block's hash: `hash_tree_root` of this header.
+    pub fn hash(&self) -> B256 {
+        self.tree_hash_root()
+    }
+
+    /// The block environment execution runs under.
+    pub fn env(&self) -> phalanx_execution::block::BlockEnv {
+        phalanx_execution::block::BlockEnv {
+            number: self.number,
+            timestamp: self.timestamp,
+            chain_id: self.chain_id,
+            basefee: self.basefee,
+            prevrandao: self.prevrandao,
+            shard_gas_limit: self.shard_gas_limit,
+            block_gas_limit: self.block_gas_limit,
+            block_hashes: Default::default(),
+            validator_reward: self.validator_reward,
+            producer_reward: self.producer_reward,
+            fee_split_bps: self.fee_split_bps,
+        }
+    }
+}
+
+/// One shard of one block on its topic.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct ShardMessage {
+    /// The block.
+    pub block: B256,
+    /// The shard index.
+    pub index: u16,
+    /// Its transactions.
+    pub shard: Shard,
+}
+
+/// Largest contract code carried with an outcome.
+pub type MaxCodeBytes = U16777216;
+
+/// One server's result of one shard. Its `hash_tree_root` is what the coordination store
+/// accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, TreeHash)]
+pub struct ShardOutcome {
+    /// The block.
+    pub block: B256,
+    /// The shard index.
+    pub shard: u16,
+    /// The shard voids the block: a transaction overflowed the shard gas limit.
+    pub void: bool,
+    /// If void: the index of that transaction.
+    pub void_tx: u64,
+    /// The shard's effects (empty if void).
+    pub effects: ShardEffects,
+    /// Code of the contracts the shard created.
+    pub codes: VariableList<VariableList<u8, MaxCodeBytes>, U1024>,
+}
+
+impl ShardOutcome {
+    /// What the coordination store accepts.
+    pub fn root(&self) -> B256 {
+        self.tree_hash_root()
+    }
+
+    /// Back to the execution layer's form.
+    pub fn to_result(
+        &self,
+        shard_gas_limit: u64,
+    ) -> Result<phalanx_execution::block::ShardResult, phalanx_execution::block::VoidReason> {
+        use phalanx_execution::block::{ShardResult, VoidReason};
+        if self.void {
+            return Err(VoidReason::ShardGasLimit {
+                shard: self.shard as usize,
+                tx: self.void_tx as usize,
+                limit: shard_gas_limit,
+            });
+        }
+        let changes = self
+            .effects
+            .to_changes(self.codes.iter().map(|c| Bytes::from(c.to_vec())));
+        Ok(ShardResult {
+            receipts: Vec::new(),
+            gas_used: self.effects.gas_used,
+            fees: self.effects.fees(),
+            changes,
+            effects_root: self.effects.root(),
+        })
+    }
+}
+
+/// A direct request to a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Request {
+    /// 0: shard `(block, index)`; 1: outcome `(block, index, root)`; 2: headers from
+    /// `height`.
+    pub kind: u8,
+    /// The block.
+    pub block: B256,
+    /// Shard index.
+    pub index: u16,
+    /// Outcome root wanted.
+    pub root: B256,
+    /// First height (headers).
+    pub height: u64,
+}
+
+/// A message between peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A header (gossip, or an answer).
+    Header(ExecHeader),
+    /// A shard (gossip, or an answer).
+    Shard(ShardMessage),
+    /// A shard outcome (gossip, or an answer).
+    Outcome(ShardOutcome),
+    /// A request.
+    Request(Request),
+}
+
+/// A message that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable message: {0}")]
+pub struct DecodeError(pub String);
+
+impl Message {
+    /// Tag byte, then SSZ.
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, body) = match self {
+            Message::Header(m) => (0u8, m.as_ssz_bytes()),
+            Message::Shard(m) => (1, m.as_ssz_bytes()),
+            Message::Outcome(m) => (2, m.as_ssz_bytes()),
+            Message::Request(m) => (3, m.as_ssz_bytes()),
+        };
+        let mut out = Vec::with_capacity(1 + body.len());
+        out.push(tag);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// The inverse of [`Message::encode`]; any other bytes are a typed error.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (tag, body) = bytes
+            .split_first()
+            .ok_or_else(|| DecodeError("empty".into()))?;
+        let err = |e: ssz::DecodeError| DecodeError(format!("{e:?}"));
+        Ok(match tag {
+            0 => Message::Header(ExecHeader::from_ssz_bytes(body).map_err(err)?),
+            1 => Message::Shard(ShardMessage::from_ssz_bytes(body).map_err(err)?),
+            2 => Message::Outcome(ShardOutcome::from_ssz_bytes(body).map_err(err)?),
+            3 => Message::Request(Request::from_ssz_bytes(body).map_err(err)?),
+            t => return Err(DecodeError(format!("unknown tag {t}"))),
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! The clustered node in the simulator (`phalanx sim cluster`): every server runs the real
+//! server task over the in-process network and the embedded coordination store, each on its
+//! own redb state; a reference executor gives the true root of every block.
+
+use phalanx_sim::cluster::{Config, Report, run};
+
+fn config(seed: u64) -> Config {
+    Config {
+        servers: 4,
+        shards: 8,
+        replication: 3,
+        kill_every: 0,
+        kill_owners: None,
+        corrupt: false,
+        blocks: 20,
+        txs_per_shard: 6,
+        slot_ms: 2000,
+        seed,
+    }
+}
+
+/// What every run must show: nothing missed, nothing divergent, no foreign shard bytes.
+fn assert_sound(report: &Report) {
+    assert_eq!(report.missed, 0, "{report:?}");
+    assert_eq!(report.divergent_roots, 0, "{report:?}");
+    assert_eq!(report.corruptions_accepted, 0, "{report:?}");
+    assert_eq!(report.foreign_shard_bytes, 0, "{report:?}");
+}
+
+#[test]
+fn plain_run_applies_every_block_with_the_reference_roots() {
+    let report = run(config(1)).unwrap();
+    assert_eq!(report.blocks, 20);
+    assert_sound(&report);
+    assert_eq!(report.alarms, 0, "{report:?}");
+    assert_eq!(report.takeovers, 0, "{report:?}");
+    // No crash and no takeover: every block is applied within a slot.
+    assert!(report.max_apply_lag_ms < 2000, "{report:?}");
+}
+
+#[test]
+fn crashed_servers_restart_from_disk_and_catch_up() {
+    let report = run(Config {
+        kill_every: 2,
+        ..config(9)
+    })
+    .unwrap();
+    assert!(report.crashes >= 8, "{report:?}");
+    assert_sound(&report);
+}
+
+#[test]
+fn corrupted_effects_are_never_accepted_and_raise_alarms() {
+    let report = run(Config {
+        corrupt: true,
+        kill_every: 3,
+        ..config(7)
+    })
+    .unwrap();
+    assert!(report.corruptions_rejected > 0, "{report:?}");
+    assert!(report.alarms > 0, "{report:?}");
+    assert_sound(&report);
+}
+
+#[test]
+fn a_shard_whose_owners_all_died_is_taken_over_within_two_slots() {
+    let report = run(Config {
+        kill_owners: Some(3),
+        ..config(3)
+    })
+    .unwrap();
+    assert!(report.takeovers > 0, "{report:?}");
+    assert!(report.max_apply_lag_ms <= 2 * 2000, "{report:?}");
+    assert_sound(&report);
+}
+
+#[test]
+fn bad_settings_are_a_typed_error() {
+    assert!(
+        run(Config {
+            servers: 0,
+            ..config(1)
+        })
+        .is_err()
+    );
+    assert!(
+        run(Config {
+            shards: 10_000,
+            ..config(1)
+        })
+        .is_err()
+    );
+}
