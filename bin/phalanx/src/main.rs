@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod dv;
 mod genesis;
+mod node;
 mod sim;
 mod statetest;
 
@@ -40,8 +41,9 @@ enum Command {
     /// The whole system in one process: validators, DV cluster, clustered node, producers,
     /// executors, light client, JSON-RPC and dashboard.
     Devnet(Pending),
-    /// One server of a (clustered) full node, owning a range of shard indices.
-    Node(Pending),
+    /// One server of a (clustered) full node, owning a range of shard indices (or, with
+    /// `--feed`, the block feed its servers follow).
+    Node(node::NodeArgs),
     /// A validator client (one key or many).
     Validator(Pending),
     /// Distributed validator clusters (create; dkg, run and reshare come with issue #5).
@@ -83,7 +85,6 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
             8,
             "`phalanx devnet`: the whole system in one command",
         ),
-        Command::Node(_) => ("node", 6, "Clustered full node"),
         Command::Validator(_) => ("validator", 4, "Consensus (validator client)"),
         Command::Producer(_) => ("producer", 4, "Consensus (producer)"),
         Command::Executor(_) => ("executor", 7, "Executors' claims and the light client"),
@@ -91,6 +92,7 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         Command::Sim(sim::Target::Other(args)) => return sim::pending(args),
         Command::Bench(bench::Target::Other(args)) => return bench::pending(args),
         Command::Genesis(_)
+        | Command::Node(_)
         | Command::Spec { .. }
         | Command::Statetest { .. }
         | Command::Dv(
@@ -124,6 +126,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Genesis(args) => genesis::run(args),
+        Command::Node(args) => node::run(&args),
         Command::Statetest { paths } => statetest::run(&paths),
         Command::Bench(bench::Target::Execution(args)) => bench::execution::run(&args),
         Command::Bench(bench::Target::Consensus(args)) => bench::consensus::run(&args),

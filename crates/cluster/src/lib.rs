@@ -4,12 +4,16 @@
 //! * [`ownership`]: shard ranges, responsible servers, takeover.
 //! * [`wire`]: headers, shards, outcomes and requests on the network, and their topics.
 //! * [`server`]: one server of a node, rule by rule.
+//! * [`feed`]: the block feed (stands in for consensus headers until #8).
+//! * [`node`]: one server as a process (`phalanx node`): files, network, metrics.
 //! * [`load`]: a deterministic transfer load (simulator, benchmark, tests).
 //! * [`testing`]: a real etcd cluster on loopback for tests and benchmarks.
 
 pub mod embedded;
 pub mod etcd;
+pub mod feed;
 pub mod load;
+pub mod node;
 pub mod ownership;
 pub mod server;
 pub mod store;

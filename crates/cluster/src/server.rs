@@ -71,6 +71,9 @@ pub struct ServerConfig {
     pub corrupt: bool,
     /// Blocks whose outcomes are kept to answer peers.
     pub keep_blocks: usize,
+    /// Append `height block-hash state-root applied-unix-ms` here (synced) for each block
+    /// applied, before it is made final: the log always holds every height the state does.
+    pub roots_log: Option<std::path::PathBuf>,
 }
 
 impl ServerConfig {
@@ -85,9 +88,16 @@ impl ServerConfig {
             tick: Duration::from_millis(50),
             corrupt: false,
             keep_blocks: 64,
+            roots_log: None,
         }
     }
 }
+
+/// Bytes received per shard index.
+pub type ShardBytes = Vec<(u16, u64)>;
+
+/// Heights whose roots and apply times [`ServerStats`] keeps.
+pub const STATS_HEIGHTS: usize = 16 * 1024;
 
 /// What a server did, shared with whoever runs it (simulator, metrics, tests).
 #[derive(Debug, Default)]
@@ -106,13 +116,17 @@ pub struct ServerStats {
     pub invalid: AtomicU64,
     /// Bytes received on the header topic.
     pub header_bytes: AtomicU64,
-    /// Bytes of shards received, by shard index.
+    /// Bytes of shards received by gossip (subscribed topics), by shard index.
     pub shard_bytes: Mutex<BTreeMap<u16, u64>>,
+    /// Bytes of shards received as answers to requests (a stuck shard run as an extra, a
+    /// missed gossip message, catch-up), by shard index.
+    pub fetched_shard_bytes: Mutex<BTreeMap<u16, u64>>,
     /// Bytes of effects received (gossip and answers).
     pub effect_bytes: AtomicU64,
-    /// Post-state root of each applied height.
-    pub roots: Mutex<BTreeMap<u64, B256>>,
-    /// When each height was applied (tokio's clock).
+    /// Block hash and post-state root of each applied height (the last
+    /// [`STATS_HEIGHTS`]).
+    pub roots: Mutex<BTreeMap<u64, (B256, B256)>>,
+    /// When each height was applied (tokio's clock; the last [`STATS_HEIGHTS`]).
     pub applied_at: Mutex<BTreeMap<u64, Instant>>,
     /// Shards this server has been responsible for (its range, takeovers, extras) or fetched
     /// to re-run while catching up.
@@ -124,7 +138,39 @@ pub struct ServerStats {
 impl ServerStats {
     /// The applied root at `height`.
     pub fn root(&self, height: u64) -> Option<B256> {
-        lock(&self.roots).get(&height).copied()
+        lock(&self.roots).get(&height).map(|r| r.1)
+    }
+
+    /// `(height, block, root)` of the applied heights above `height`, in order.
+    pub fn roots_since(&self, height: u64) -> Vec<(u64, B256, B256)> {
+        lock(&self.roots)
+            .range(height.saturating_add(1)..)
+            .map(|(h, (b, r))| (*h, *b, *r))
+            .collect()
+    }
+
+    /// The highest applied height (0 before any).
+    pub fn head(&self) -> u64 {
+        lock(&self.roots).keys().last().copied().unwrap_or(0)
+    }
+
+    /// Bytes of shards received by gossip and by request, by shard index.
+    pub fn shard_bytes_by_index(&self) -> (ShardBytes, ShardBytes) {
+        let of = |m: &Mutex<BTreeMap<u16, u64>>| lock(m).iter().map(|(s, b)| (*s, *b)).collect();
+        (of(&self.shard_bytes), of(&self.fetched_shard_bytes))
+    }
+
+    fn record_applied(&self, height: u64, block: B256, root: B256) {
+        let mut roots = lock(&self.roots);
+        roots.insert(height, (block, root));
+        while roots.len() > STATS_HEIGHTS {
+            roots.pop_first();
+        }
+        let mut at = lock(&self.applied_at);
+        at.insert(height, Instant::now());
+        while at.len() > STATS_HEIGHTS {
+            at.pop_first();
+        }
     }
 
     /// Shard indices this server received bytes of.
@@ -168,6 +214,9 @@ struct Pending {
     votes: BTreeMap<(u16, B256), BTreeSet<PeerKey>>,
     accepted: BTreeMap<u16, (B256, PeerKey)>,
     asked: BTreeMap<(u8, u16), Instant>,
+    /// Shards outside this server's range and takeovers that it runs for this block only
+    /// (step 4): fetched by request, never subscribed to.
+    extras: BTreeSet<u16>,
 }
 
 struct Server<N: Network> {
@@ -332,6 +381,13 @@ impl<N: Network> Server<N> {
                 continue;
             }
             let (who, takeover) = ownership::responsible(&self.live, shard);
+            if !takeover && self.taken_over.remove(&shard) {
+                // An owner is back: the shard is its again.
+                tracing::info!(server = %self.me, shard, "an owner of the shard is live again; handing it back");
+                self.subscribed.remove(&shard);
+                self.net.unsubscribe(&shard_topic(shard))?;
+                continue;
+            }
             // Taking over only once the others have had a lease's time to announce themselves.
             if takeover
                 && self.started.elapsed() >= self.config.lease_ttl
@@ -394,9 +450,12 @@ impl<N: Network> Server<N> {
                 }
             }
             Message::Shard(shard) => {
-                *lock(&self.stats.shard_bytes)
-                    .entry(shard.index)
-                    .or_default() += data.len() as u64;
+                let counter = if topic.is_some() {
+                    &self.stats.shard_bytes
+                } else {
+                    &self.stats.fetched_shard_bytes
+                };
+                *lock(counter).entry(shard.index).or_default() += data.len() as u64;
                 self.on_shard(shard);
             }
             Message::Outcome(outcome) => {
@@ -407,7 +466,6 @@ impl<N: Network> Server<N> {
             }
             Message::Request(request) => self.on_request(from, request)?,
         }
-        let _ = topic;
         Ok(())
     }
 
@@ -607,6 +665,7 @@ impl<N: Network> Server<N> {
             votes: BTreeMap::new(),
             accepted: BTreeMap::new(),
             asked: BTreeMap::new(),
+            extras: BTreeSet::new(),
         };
         for shard in self.early_shards.remove(&hash).unwrap_or_default() {
             pending.shards.insert(shard.index, shard);
@@ -646,8 +705,14 @@ impl<N: Network> Server<N> {
             }
         }
         for shard in todo {
-            if !catch_up.contains(&shard) {
-                self.subscribe(shard)?;
+            if !catch_up.contains(&shard)
+                && !self.subscribed.contains(&shard)
+                && let Some(p) = &mut self.pending
+                && p.extras.insert(shard)
+            {
+                // An extra for this block: the shard is fetched by request (step 4).
+                lock(&self.stats.subscribed).insert(shard);
+                tracing::debug!(server = %self.me, shard, "running a stuck shard as an extra");
             }
             let Some(p) = &self.pending else {
                 break;
@@ -743,7 +808,11 @@ impl<N: Network> Server<N> {
                     let mine = format!("{root:x}:{}", key_hex(&self.me));
                     let started = std::time::Instant::now();
                     let created = self.store.create_if_absent(&key, mine.as_bytes()).await?;
-                    lock(&self.stats.accept_rtt_us).push(started.elapsed().as_micros() as u64);
+                    let mut rtt = lock(&self.stats.accept_rtt_us);
+                    rtt.push(started.elapsed().as_micros() as u64);
+                    if rtt.len() > 2 * STATS_HEIGHTS {
+                        rtt.drain(..STATS_HEIGHTS);
+                    }
                     match created {
                         Created::Won => {
                             self.stats.accepts_won.fetch_add(1, Ordering::Relaxed);
@@ -842,8 +911,9 @@ impl<N: Network> Server<N> {
                 }
             } else if !p.shards.contains_key(&shard)
                 && !p.mine.contains_key(&shard)
-                && self.subscribed.contains(&shard)
-                && p.arrived.elapsed() > self.config.tick * 4
+                && (p.extras.contains(&shard)
+                    || (self.subscribed.contains(&shard)
+                        && p.arrived.elapsed() > self.config.tick * 4))
                 && due(0)
             {
                 let request = Request {
@@ -898,12 +968,16 @@ impl<N: Network> Server<N> {
             .state
             .apply(p.header.parent, p.hash, &env, results)
             .map_err(|e| ServerError::State(e.to_string()))?;
+        if let Some(path) = &self.config.roots_log {
+            log_root(path, p.header.number, p.hash, result.post_state_root)
+                .map_err(|e| ServerError::State(format!("{}: {e}", path.display())))?;
+        }
         self.state
             .finalize(p.hash)
             .map_err(|e| ServerError::State(e.to_string()))?;
         self.head = (p.header.number, p.hash);
-        lock(&self.stats.roots).insert(p.header.number, result.post_state_root);
-        lock(&self.stats.applied_at).insert(p.header.number, Instant::now());
+        self.stats
+            .record_applied(p.header.number, p.hash, result.post_state_root);
         self.stats.applied.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             server = %self.me,
@@ -923,6 +997,19 @@ impl<N: Network> Server<N> {
         }
         Ok(())
     }
+}
+
+fn log_root(path: &std::path::Path, height: u64, block: B256, root: B256) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(file, "{height} {block} {root} {ms}")?;
+    file.sync_data()
 }
 
 fn alarm(

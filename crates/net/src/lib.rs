@@ -107,6 +107,9 @@ pub trait Network: Send + 'static {
     /// Subscribes to `topic`.
     fn subscribe(&self, topic: &str) -> Result<(), NetError>;
 
+    /// Stops receiving `topic`.
+    fn unsubscribe(&self, topic: &str) -> Result<(), NetError>;
+
     /// The next event; `None` once the network has shut down.
     fn recv(&mut self) -> impl Future<Output = Option<NetEvent>> + Send;
 }

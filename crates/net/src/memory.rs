@@ -122,6 +122,16 @@ impl Network for MemoryNetwork {
         Ok(())
     }
 
+    fn unsubscribe(&self, topic: &str) -> Result<(), NetError> {
+        let key = self.key;
+        self.hub.with(|hub| {
+            if let Some(peers) = hub.topics.get_mut(topic) {
+                peers.remove(&key);
+            }
+        });
+        Ok(())
+    }
+
     async fn recv(&mut self) -> Option<NetEvent> {
         self.rx.recv().await
     }

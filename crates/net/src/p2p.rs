@@ -62,6 +62,18 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// The public key of the ed25519 secret (32-byte seed) `secret`.
+pub fn public_key(secret: &[u8; 32]) -> Result<PeerKey, NetError> {
+    let mut secret = *secret;
+    let keypair = Keypair::ed25519_from_bytes(&mut secret)
+        .map_err(|e| NetError::Config(format!("identity key: {e}")))?;
+    let public = keypair
+        .public()
+        .try_into_ed25519()
+        .map_err(|e| NetError::Config(e.to_string()))?;
+    Ok(PeerKey(public.to_bytes()))
+}
+
 /// The libp2p peer id of `key`.
 pub fn peer_id(key: &PeerKey) -> Result<PeerId, NetError> {
     let pk = identity::ed25519::PublicKey::try_from_bytes(&key.0)
@@ -164,6 +176,7 @@ enum Command {
     Send(PeerKey, Vec<u8>),
     Publish(String, Vec<u8>),
     Subscribe(String),
+    Unsubscribe(String),
     Connected(oneshot::Sender<Vec<PeerKey>>),
 }
 
@@ -397,6 +410,12 @@ impl Driver {
                     tracing::warn!(%topic, error = %e, "network: subscribe failed");
                 }
             }
+            Command::Unsubscribe(topic) => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossip
+                    .unsubscribe(&IdentTopic::new(topic));
+            }
             Command::Connected(reply) => {
                 let peers = self.connected.iter().filter_map(peer_key).collect();
                 let _ = reply.send(peers);
@@ -527,6 +546,12 @@ impl Network for Libp2pNetwork {
     fn subscribe(&self, topic: &str) -> Result<(), NetError> {
         self.commands
             .send(Command::Subscribe(topic.to_owned()))
+            .map_err(|_| NetError::Closed)
+    }
+
+    fn unsubscribe(&self, topic: &str) -> Result<(), NetError> {
+        self.commands
+            .send(Command::Unsubscribe(topic.to_owned()))
             .map_err(|_| NetError::Closed)
     }
 

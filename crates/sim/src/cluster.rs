@@ -19,14 +19,13 @@ use std::time::Duration;
 use alloy_primitives::{B256, Bytes};
 use phalanx_cluster::CoordinationStore;
 use phalanx_cluster::embedded::EmbeddedStore;
+use phalanx_cluster::feed::Feed;
 use phalanx_cluster::load::Load;
 use phalanx_cluster::ownership::{ShardRange, layout};
 use phalanx_cluster::server::{self, ServerConfig, ServerStats};
-use phalanx_cluster::wire::{ExecHeader, HEADER_TOPIC, Message, ShardMessage, shard_topic};
 use phalanx_execution::store::StateStore;
-use phalanx_net::memory::{MemoryHub, MemoryNetwork};
-use phalanx_net::{NetEvent, Network, PeerKey};
-use phalanx_types::consensus::Shard;
+use phalanx_net::memory::MemoryHub;
+use phalanx_net::{Network, PeerKey};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
@@ -181,68 +180,6 @@ async fn crash(slot: &mut Slot) {
     }
 }
 
-/// The block source: publishes each block and answers requests for shards and headers.
-struct Source {
-    net: MemoryNetwork,
-    history: BTreeMap<B256, (ExecHeader, Vec<Shard>)>,
-    by_height: BTreeMap<u64, B256>,
-}
-
-impl Source {
-    fn publish(&mut self, header: ExecHeader, shards: Vec<Shard>) -> Result<(), ClusterSimError> {
-        let hash = header.hash();
-        self.net
-            .publish(HEADER_TOPIC, Message::Header(header.clone()).encode())
-            .map_err(internal)?;
-        for (i, shard) in shards.iter().enumerate() {
-            let m = ShardMessage {
-                block: hash,
-                index: i as u16,
-                shard: shard.clone(),
-            };
-            self.net
-                .publish(&shard_topic(i as u16), Message::Shard(m).encode())
-                .map_err(internal)?;
-        }
-        self.by_height.insert(header.number, hash);
-        self.history.insert(hash, (header, shards));
-        Ok(())
-    }
-
-    fn answer(&mut self, event: NetEvent) {
-        let NetEvent::Direct { from, data } = event else {
-            return;
-        };
-        let Ok(Message::Request(r)) = Message::decode(&data) else {
-            return;
-        };
-        match r.kind {
-            0 => {
-                if let Some((_, shards)) = self.history.get(&r.block)
-                    && let Some(shard) = shards.get(r.index as usize)
-                {
-                    let m = ShardMessage {
-                        block: r.block,
-                        index: r.index,
-                        shard: shard.clone(),
-                    };
-                    let _ = self.net.send(from, Message::Shard(m).encode());
-                }
-            }
-            2 => {
-                for hash in self.by_height.range(r.height..).map(|(_, h)| *h).take(64) {
-                    if let Some((header, _)) = self.history.get(&hash) {
-                        let _ = self
-                            .net
-                            .send(from, Message::Header(header.clone()).encode());
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
     let mut rng = ChaCha20Rng::seed_from_u64(config.seed);
     let mut load = Load::new(config.shards, config.txs_per_shard.max(1), config.seed);
@@ -283,11 +220,7 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
         let c = server_config(i, slot);
         start(slot, &hub, &store, &c, &genesis)?;
     }
-    let mut source = Source {
-        net: hub.join(PeerKey([0xfe; 32])),
-        history: BTreeMap::new(),
-        by_height: BTreeMap::new(),
-    };
+    let mut source = Feed::new(hub.join(PeerKey([0xfe; 32])));
     let mut reference_roots = BTreeMap::new();
     let mut published_at = BTreeMap::new();
     let mut crashes = 0u64;
@@ -303,7 +236,7 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
     let mut parent = genesis.0;
     loop {
         tokio::select! {
-            event = source.net.recv() => {
+            event = source.net_mut().recv() => {
                 if let Some(e) = event { source.answer(e); }
                 continue;
             }
@@ -330,7 +263,7 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
             parent = hash;
             reference_roots.insert(header.number, result.post_state_root);
             published_at.insert(header.number, Instant::now());
-            source.publish(header, shards)?;
+            source.publish(header, shards);
         }
         // Faults, between blocks.
         if let Some((shard, from, until)) = owners_down

@@ -1,0 +1,198 @@
+//! `phalanx node`: one server of a (clustered) full node, or, with `--feed`, the block feed
+//! the node's servers follow until the node follows the consensus chain (issue #8).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use phalanx_cluster::etcd::EtcdConfig;
+use phalanx_cluster::feed::{self, FeedConfig};
+use phalanx_cluster::node::{self, LoadSettings, NodeConfig, StoreChoice};
+use phalanx_cluster::ownership::ShardRange;
+use phalanx_cluster::server::ServerConfig;
+use phalanx_net::PeerKey;
+use phalanx_net::p2p::{self, Libp2pNetwork, Peer};
+
+/// Flags of `phalanx node`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct NodeArgs {
+    /// Data folder: identity key, state, roots log, metrics.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The node this server belongs to: its servers share this id and a coordination store.
+    #[arg(long, default_value = "node")]
+    node_id: String,
+    /// The shard indices this server owns: `lo-hi` (wrapping, e.g. `6-1`) or one index
+    /// (default: all, an ordinary full node).
+    #[arg(long)]
+    shards: Option<String>,
+    /// Shards per block.
+    #[arg(long, default_value_t = 8)]
+    total_shards: u16,
+    /// etcd client endpoints, comma-separated (default: the embedded store, for a node of
+    /// one server).
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Where to listen (libp2p multiaddr).
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/9400")]
+    listen: String,
+    /// A peer to dial: `HEXKEY@MULTIADDR` (repeat).
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+    /// Seed of the load whose genesis the chain starts from (as the feed's).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Funded senders per shard in that genesis (as the feed's).
+    #[arg(long, default_value_t = 20)]
+    senders: usize,
+    /// Lease ttl: a server silent this long is dead to the others (ms).
+    #[arg(long, default_value_t = 2000)]
+    lease_ms: u64,
+    /// A shard with no accepted outcome this long after its header gets one more server (ms).
+    #[arg(long, default_value_t = 2000)]
+    accept_timeout_ms: u64,
+    /// Print this server's identity key (made if absent) and exit.
+    #[arg(long)]
+    print_identity: bool,
+    /// Run the block feed instead of a server.
+    #[arg(long)]
+    feed: bool,
+    /// Feed: transfers per shard per block.
+    #[arg(long, default_value_t = 20)]
+    txs_per_shard: usize,
+    /// Feed: time between blocks (ms).
+    #[arg(long, default_value_t = 2000)]
+    slot_ms: u64,
+    /// Feed: blocks to publish, then keep answering (default: until interrupted).
+    #[arg(long)]
+    blocks: Option<u64>,
+    /// Feed: wait before the first block (ms), while peers connect.
+    #[arg(long, default_value_t = 2000)]
+    warmup_ms: u64,
+    /// Fault injection for tests: publish wrong effects.
+    #[arg(long, hide = true)]
+    corrupt: bool,
+}
+
+fn parse_peer(text: &str) -> anyhow::Result<Peer> {
+    let (key, address) = text
+        .split_once('@')
+        .with_context(|| format!("--peer {text}: expected HEXKEY@MULTIADDR"))?;
+    let key: [u8; 32] = hex::decode(key.trim_start_matches("0x"))
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| format!("--peer {text}: the key is not 32 bytes of hex"))?;
+    Ok(Peer {
+        key: PeerKey(key),
+        address: Some(address.to_owned()),
+    })
+}
+
+async fn interrupted(tx: tokio::sync::watch::Sender<bool>) {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        let _ = tx.send(true);
+    } else {
+        std::future::pending::<()>().await;
+    }
+}
+
+pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
+    let secret = node::identity(&args.data_dir)?;
+    if args.print_identity {
+        println!("{}", hex::encode(p2p::public_key(&secret)?.0));
+        return Ok(());
+    }
+    anyhow::ensure!(
+        args.total_shards >= 1
+            && usize::from(args.total_shards) <= phalanx_types::limits::MAX_SHARDS,
+        "--total-shards must be within 1..={}",
+        phalanx_types::limits::MAX_SHARDS
+    );
+    anyhow::ensure!(args.senders >= 1, "--senders must be at least 1");
+    anyhow::ensure!(args.lease_ms >= 100, "--lease-ms must be at least 100");
+    let peers = args
+        .peers
+        .iter()
+        .map(|p| parse_peer(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (tx, shutdown) = tokio::sync::watch::channel(false);
+    if args.feed {
+        anyhow::ensure!(args.slot_ms >= 50, "--slot-ms must be at least 50");
+        let config = FeedConfig {
+            shards: args.total_shards,
+            senders: args.senders,
+            txs_per_shard: args.txs_per_shard,
+            seed: args.seed,
+            slot: Duration::from_millis(args.slot_ms),
+            blocks: args.blocks,
+            warmup: Duration::from_millis(args.warmup_ms),
+            log: Some(args.data_dir.join("blocks.log")),
+        };
+        return rt.block_on(async {
+            tokio::spawn(interrupted(tx));
+            let net = Libp2pNetwork::start(p2p::Config {
+                secret,
+                listen: args.listen.clone(),
+                peers,
+                closed: false,
+            })
+            .await?;
+            eprintln!(
+                "node --feed: {} shards, {} transfers per shard every {} ms, listening on {}",
+                args.total_shards,
+                args.txs_per_shard,
+                args.slot_ms,
+                net.listening().join(", ")
+            );
+            feed::run(config, net, shutdown).await?;
+            Ok(())
+        });
+    }
+    let range = match &args.shards {
+        Some(text) => ShardRange::parse(text, args.total_shards)
+            .with_context(|| format!("--shards {text}"))?,
+        None => ShardRange::parse(&format!("0-{}", args.total_shards - 1), args.total_shards)?,
+    };
+    let store = if args.etcd.is_empty() {
+        if range.indices(args.total_shards).len() < usize::from(args.total_shards) {
+            tracing::warn!(
+                "the embedded store serves a node of one server: this server will take over the \
+                 shards outside {range}; give --etcd for a node of several servers"
+            );
+        }
+        StoreChoice::Embedded
+    } else {
+        StoreChoice::Etcd(EtcdConfig::new(args.etcd.clone()))
+    };
+    let mut server = ServerConfig::new(&args.node_id, range, args.total_shards);
+    server.lease_ttl = Duration::from_millis(args.lease_ms);
+    server.accept_timeout = Duration::from_millis(args.accept_timeout_ms.max(1));
+    server.corrupt = args.corrupt;
+    let config = NodeConfig {
+        server,
+        data_dir: args.data_dir.clone(),
+        store,
+        listen: args.listen.clone(),
+        peers,
+        load: LoadSettings {
+            senders: args.senders,
+            seed: args.seed,
+        },
+    };
+    eprintln!(
+        "node: server of {} owning shards {range} of {}, data in {}",
+        args.node_id,
+        args.total_shards,
+        args.data_dir.display()
+    );
+    rt.block_on(async {
+        tokio::spawn(interrupted(tx));
+        node::run(config, shutdown).await
+    })?;
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! The block feed: publishes each block's header on the header topic and each shard on its
+//! own topic, and answers requests for shards (by block and index) and headers (by height).
+//!
+//! It stands in for the chain's consensus headers until the node follows the consensus chain
+//! (issue #8): the simulator runs one in-process, and `phalanx node --feed` runs one as a
+//! process that the servers of a node (and any other node) peer with. What it publishes is
+//! the deterministic [`Load`]; servers derive the same genesis from the same load settings.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use alloy_primitives::B256;
+use phalanx_net::{NetEvent, Network};
+use phalanx_types::consensus::Shard;
+use tokio::sync::watch;
+
+use crate::load::{Load, LoadError};
+use crate::wire::{ExecHeader, HEADER_TOPIC, Message, ShardMessage, shard_topic};
+
+/// Headers sent for one request by height.
+pub const HEADERS_PER_REQUEST: usize = 64;
+
+/// Blocks the feed keeps to answer requests.
+pub const KEEP_BLOCKS: usize = 4096;
+
+/// Publishes blocks and answers requests for them.
+#[derive(Debug)]
+pub struct Feed<N: Network> {
+    net: N,
+    history: BTreeMap<B256, (ExecHeader, Vec<Shard>)>,
+    by_height: BTreeMap<u64, B256>,
+}
+
+impl<N: Network> Feed<N> {
+    /// A feed on `net`.
+    pub fn new(net: N) -> Self {
+        Self {
+            net,
+            history: BTreeMap::new(),
+            by_height: BTreeMap::new(),
+        }
+    }
+
+    /// The network, to wait for events on.
+    pub fn net_mut(&mut self) -> &mut N {
+        &mut self.net
+    }
+
+    /// Publishes a block: its header, then each shard on its topic. A publish the network
+    /// refuses (no peer subscribed yet) is logged; servers ask for what they missed.
+    pub fn publish(&mut self, header: ExecHeader, shards: Vec<Shard>) {
+        let hash = header.hash();
+        if let Err(e) = self
+            .net
+            .publish(HEADER_TOPIC, Message::Header(header.clone()).encode())
+        {
+            tracing::debug!(height = header.number, error = %e, "feed: header not published");
+        }
+        for (i, shard) in shards.iter().enumerate() {
+            let m = ShardMessage {
+                block: hash,
+                index: i as u16,
+                shard: shard.clone(),
+            };
+            if let Err(e) = self
+                .net
+                .publish(&shard_topic(i as u16), Message::Shard(m).encode())
+            {
+                tracing::debug!(shard = i, error = %e, "feed: shard not published");
+            }
+        }
+        self.by_height.insert(header.number, hash);
+        self.history.insert(hash, (header, shards));
+        while self.by_height.len() > KEEP_BLOCKS {
+            if let Some((_, old)) = self.by_height.pop_first() {
+                self.history.remove(&old);
+            }
+        }
+    }
+
+    /// Answers one request; anything else is ignored (the feed subscribes to nothing).
+    pub fn answer(&mut self, event: NetEvent) {
+        let NetEvent::Direct { from, data } = event else {
+            return;
+        };
+        let request = match Message::decode(&data) {
+            Ok(Message::Request(r)) => r,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(peer = %from, error = %e, "feed: undecodable request");
+                return;
+            }
+        };
+        match request.kind {
+            0 => {
+                if let Some((_, shards)) = self.history.get(&request.block)
+                    && let Some(shard) = shards.get(request.index as usize)
+                {
+                    let m = ShardMessage {
+                        block: request.block,
+                        index: request.index,
+                        shard: shard.clone(),
+                    };
+                    let _ = self.net.send(from, Message::Shard(m).encode());
+                }
+            }
+            2 => {
+                let hashes: Vec<B256> = self
+                    .by_height
+                    .range(request.height..)
+                    .map(|(_, h)| *h)
+                    .take(HEADERS_PER_REQUEST)
+                    .collect();
+                for hash in hashes {
+                    if let Some((header, _)) = self.history.get(&hash) {
+                        let _ = self
+                            .net
+                            .send(from, Message::Header(header.clone()).encode());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Settings of a feed process.
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    /// Shards per block.
+    pub shards: u16,
+    /// Funded senders per shard (the genesis depends on it).
+    pub senders: usize,
+    /// Transfers per shard per block.
+    pub txs_per_shard: usize,
+    /// Seed of the load (the genesis depends on it).
+    pub seed: u64,
+    /// Time between blocks.
+    pub slot: Duration,
+    /// Blocks to publish; `None`: until shut down.
+    pub blocks: Option<u64>,
+    /// Wait this long before the first block (peers connect and subscribe).
+    pub warmup: Duration,
+    /// Append `height block unix-ms` here for each block published.
+    pub log: Option<std::path::PathBuf>,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Publishes a block of the load every slot and answers requests until `shutdown` turns
+/// true; after the last block it keeps answering.
+pub async fn run<N: Network>(
+    config: FeedConfig,
+    net: N,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), LoadError> {
+    let mut load = Load::new(config.shards, config.senders, config.seed);
+    let mut feed = Feed::new(net);
+    let mut next = tokio::time::Instant::now() + config.warmup;
+    let mut published = 0u64;
+    tracing::info!(
+        shards = config.shards,
+        txs_per_shard = config.txs_per_shard,
+        slot_ms = config.slot.as_millis() as u64,
+        genesis = %load.genesis_header().hash(),
+        "feed up"
+    );
+    loop {
+        let more = config.blocks.is_none_or(|b| published < b);
+        tokio::select! {
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() { return Ok(()); }
+            }
+            event = feed.net_mut().recv() => match event {
+                Some(e) => feed.answer(e),
+                None => return Err(LoadError("the network has shut down".into())),
+            },
+            _ = tokio::time::sleep_until(next), if more => {
+                next += config.slot;
+                let (header, shards) = load.next_block(config.txs_per_shard)?;
+                tracing::info!(height = header.number, block = %header.hash(), "feed: block");
+                if let Some(path) = &config.log {
+                    let line = format!("{} {} {}\n", header.number, header.hash(), unix_ms());
+                    let written = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+                    if let Err(e) = written {
+                        tracing::warn!(path = %path.display(), error = %e, "feed: cannot log the block");
+                    }
+                }
+                feed.publish(header, shards);
+                published += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! One server of a node as a process (`phalanx node`): its identity key, its state replica on
+//! disk, its coordination store (embedded or etcd), the chain's libp2p network, and what an
+//! operator reads back: a roots log and Prometheus metrics.
+//!
+//! Files in the data folder:
+//!
+//! - `node.key`: the ed25519 identity (hex seed), made on first start, mode 0600.
+//! - `state.redb`: the state replica; a restarted server resumes from its finalized head.
+//! - `roots.log`: one line `height block-hash state-root applied-unix-ms` per applied block,
+//!   appended and synced before the block is made final, so it holds every height the state
+//!   does, also after a crash, and two servers can be compared height by height.
+//! - `metrics.prom`: Prometheus text format, rehead each second (node_exporter's textfile
+//!   collector reads it).
+//!
+//! A coordination store that stays unreachable longer than its retry budget stops the server
+//! task; the process keeps its state and starts it again a second later, so an etcd outage
+//! costs progress, never state.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use alloy_primitives::B256;
+use phalanx_execution::store::StateStore;
+use phalanx_net::p2p::{self, Libp2pNetwork, Peer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::embedded::EmbeddedStore;
+use crate::etcd::{EtcdConfig, EtcdStore};
+use crate::load::Load;
+use crate::server::{self, ServerConfig, ServerError, ServerStats};
+use crate::store::{CoordinationStore, StoreError};
+
+/// Which coordination store the node's servers share.
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    /// In-process: only for a node of one server (its servers share a process otherwise).
+    Embedded,
+    /// An etcd cluster.
+    Etcd(EtcdConfig),
+}
+
+/// The load whose genesis the chain starts from (the feed publishes the same load).
+#[derive(Debug, Clone, Copy)]
+pub struct LoadSettings {
+    /// Funded senders per shard.
+    pub senders: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// Settings of one server process.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The server's protocol settings (node id, range, shard count, timeouts).
+    pub server: ServerConfig,
+    /// Data folder.
+    pub data_dir: PathBuf,
+    /// Coordination store.
+    pub store: StoreChoice,
+    /// Where to listen (multiaddr).
+    pub listen: String,
+    /// Peers to dial: the feed, the node's other servers, other nodes.
+    pub peers: Vec<Peer>,
+    /// Genesis.
+    pub load: LoadSettings,
+}
+
+/// Why a node could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A file in the data folder.
+    #[error("{path}: {reason}")]
+    File {
+        /// Which.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The state replica.
+    #[error("state: {0}")]
+    State(String),
+    /// The network.
+    #[error(transparent)]
+    Net(#[from] phalanx_net::NetError),
+    /// The coordination store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The server stopped for good.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+fn file_error(path: &Path, e: impl std::fmt::Display) -> NodeError {
+    NodeError::File {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// The identity key in `dir/node.key`, made (mode 0600) if absent.
+pub fn identity(dir: &Path) -> Result<[u8; 32], NodeError> {
+    let path = dir.join("node.key");
+    std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => hex::decode(text.trim().trim_start_matches("0x"))
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| file_error(&path, "not a 32-byte hex key")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let seed: [u8; 32] = rand::random();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&path).map_err(|e| file_error(&path, e))?;
+            writeln!(file, "{}", hex::encode(seed)).map_err(|e| file_error(&path, e))?;
+            file.sync_all().map_err(|e| file_error(&path, e))?;
+            Ok(seed)
+        }
+        Err(e) => Err(file_error(&path, e)),
+    }
+}
+
+/// The genesis of `load` over `shards` shards: its block hash and allocation.
+pub fn genesis(shards: u16, load: LoadSettings) -> (B256, phalanx_execution::changes::Changes) {
+    let l = Load::new(shards, load.senders, load.seed);
+    (l.genesis_header().hash(), l.genesis_alloc())
+}
+
+/// Runs one server until `shutdown` turns true.
+pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
+    let dir = &config.data_dir;
+    let secret = identity(dir)?;
+    let state_path = dir.join("state.redb");
+    let state = StateStore::open(&state_path).map_err(|e| file_error(&state_path, e))?;
+    let (genesis_hash, alloc) = genesis(config.server.shards, config.load);
+    match state.head().map_err(|e| NodeError::State(e.to_string()))? {
+        None => {
+            state
+                .init_genesis(genesis_hash, &alloc)
+                .map_err(|e| NodeError::State(e.to_string()))?;
+        }
+        Some(head) => {
+            tracing::info!(height = head.number, block = %head.block, "resuming from disk");
+        }
+    }
+    let state = Arc::new(state);
+    let store: Arc<dyn CoordinationStore> = match &config.store {
+        StoreChoice::Embedded => Arc::new(EmbeddedStore::new()),
+        StoreChoice::Etcd(c) => Arc::new(EtcdStore::connect(c.clone()).await?),
+    };
+    let net_config = p2p::Config {
+        secret,
+        listen: config.listen.clone(),
+        peers: config.peers.clone(),
+        closed: false,
+    };
+    let net = Libp2pNetwork::start(net_config.clone()).await?;
+    let me = p2p::public_key(&secret)?;
+    tracing::info!(
+        key = %hex::encode(me.0),
+        listening = %net.listening().join(","),
+        node = %config.server.node,
+        range = %config.server.range,
+        "node server up"
+    );
+    let stats = Arc::new(ServerStats::default());
+    let mut registry = Registry::default();
+    let metrics = NodeMetrics::register(&mut registry);
+    let mut reporter = Reporter {
+        head: state
+            .head()
+            .map_err(|e| NodeError::State(e.to_string()))?
+            .map_or(0, |h| h.number),
+        metrics_path: dir.join("metrics.prom"),
+        registry,
+        metrics,
+    };
+    let mut server_config = config.server.clone();
+    server_config.roots_log = Some(dir.join("roots.log"));
+    let mut task = tokio::spawn(serve(
+        server_config,
+        state,
+        store,
+        net,
+        net_config,
+        stats.clone(),
+        shutdown,
+    ));
+    let mut every = tokio::time::interval(REPORT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        tokio::select! {
+            joined = &mut task => break joined
+                .map_err(|e| NodeError::State(format!("server task: {e}")))
+                .and_then(|r| r),
+            _ = every.tick() => {
+                if let Err(e) = reporter.report(&stats) {
+                    tracing::warn!(error = %e, "cannot write the roots log or metrics");
+                }
+            }
+        }
+    };
+    if let Err(e) = reporter.report(&stats) {
+        tracing::warn!(error = %e, "cannot write the roots log or metrics");
+    }
+    result
+}
+
+/// How often the roots log and metrics are head.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the server; after a store outage that stopped it, starts it again a second later
+/// with a fresh network on the same key and address.
+async fn serve(
+    config: ServerConfig,
+    state: Arc<StateStore>,
+    store: Arc<dyn CoordinationStore>,
+    net: Libp2pNetwork,
+    net_config: p2p::Config,
+    stats: Arc<ServerStats>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), NodeError> {
+    let mut net = net;
+    loop {
+        let result = server::run(
+            config.clone(),
+            state.clone(),
+            store.clone(),
+            net,
+            stats.clone(),
+            shutdown.clone(),
+        )
+        .await;
+        match result {
+            Err(ServerError::Store(e)) if !*shutdown.borrow() => {
+                tracing::error!(error = %e, "coordination store unavailable; the server starts again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                net = Libp2pNetwork::start(net_config.clone()).await?;
+            }
+            other => return other.map_err(NodeError::from),
+        }
+    }
+}
+
+/// A node server's Prometheus metrics (`phalanx_node_*`).
+#[derive(Debug, Default)]
+struct NodeMetrics {
+    head: Gauge,
+    applied: Counter,
+    executed: Counter,
+    takeovers: Counter,
+    alarms: Counter,
+    accepts_won: Counter,
+    invalid: Counter,
+    header_bytes: Counter,
+    effect_bytes: Counter,
+    shard_bytes: Family<ShardLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ShardLabel {
+    shard: String,
+    via: &'static str,
+}
+
+impl NodeMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("phalanx_node");
+        r.register("head", "Height of the last applied block", m.head.clone());
+        r.register("applied_blocks", "Blocks applied", m.applied.clone());
+        r.register(
+            "executed_shards",
+            "Shards executed here",
+            m.executed.clone(),
+        );
+        r.register(
+            "takeovers",
+            "Shards taken over because none of their owners was live",
+            m.takeovers.clone(),
+        );
+        r.register(
+            "alarms",
+            "Outcomes seen that differ from the accepted one",
+            m.alarms.clone(),
+        );
+        r.register(
+            "accepts_won",
+            "Accepted-key writes this server won",
+            m.accepts_won.clone(),
+        );
+        r.register(
+            "invalid_messages",
+            "Messages that did not decode or check out",
+            m.invalid.clone(),
+        );
+        r.register(
+            "header_bytes_received",
+            "Bytes received on the header topic",
+            m.header_bytes.clone(),
+        );
+        r.register(
+            "effect_bytes_received",
+            "Bytes of shard effects received",
+            m.effect_bytes.clone(),
+        );
+        r.register(
+            "shard_bytes_received",
+            "Bytes of shards received, by shard index and how (gossip on a subscribed topic, or an answer to a request)",
+            m.shard_bytes.clone(),
+        );
+        m
+    }
+}
+
+/// Counters are monotonic: move one up to `to`.
+fn raise(c: &Counter, to: u64) {
+    let now = c.get();
+    if to > now {
+        c.inc_by(to - now);
+    }
+}
+
+struct Reporter {
+    metrics_path: PathBuf,
+    head: u64,
+    registry: Registry,
+    metrics: NodeMetrics,
+}
+
+impl Reporter {
+    fn report(&mut self, stats: &ServerStats) -> std::io::Result<()> {
+        self.head = self.head.max(stats.head());
+        let m = &self.metrics;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        m.head.set(i64::try_from(self.head).unwrap_or(i64::MAX));
+        raise(&m.applied, get(&stats.applied));
+        raise(&m.executed, get(&stats.executed));
+        raise(&m.takeovers, get(&stats.takeovers));
+        raise(&m.alarms, get(&stats.alarms));
+        raise(&m.accepts_won, get(&stats.accepts_won));
+        raise(&m.invalid, get(&stats.invalid));
+        raise(&m.header_bytes, get(&stats.header_bytes));
+        raise(&m.effect_bytes, get(&stats.effect_bytes));
+        let (gossip, fetched) = stats.shard_bytes_by_index();
+        for (via, counts) in [("gossip", gossip), ("request", fetched)] {
+            for (shard, bytes) in counts {
+                let label = ShardLabel {
+                    shard: shard.to_string(),
+                    via,
+                };
+                raise(&m.shard_bytes.get_or_create(&label), bytes);
+            }
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .map_err(std::io::Error::other)?;
+        let tmp = self.metrics_path.with_extension("prom.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &self.metrics_path)
+    }
+}
