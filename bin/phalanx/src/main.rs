@@ -107,6 +107,7 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         | Command::Bench(bench::Target::Execution(_))
         | Command::Bench(bench::Target::Consensus(_))
         | Command::Bench(bench::Target::Dv(_))
+        | Command::Bench(bench::Target::Cluster(_))
         | Command::Sim(sim::Target::Chain(_) | sim::Target::Dv(_) | sim::Target::Cluster(_)) => {
             return None;
         }
@@ -131,6 +132,7 @@ fn main() -> ExitCode {
         Command::Bench(bench::Target::Execution(args)) => bench::execution::run(&args),
         Command::Bench(bench::Target::Consensus(args)) => bench::consensus::run(&args),
         Command::Bench(bench::Target::Dv(args)) => bench::dv::run(&args),
+        Command::Bench(bench::Target::Cluster(args)) => bench::cluster::run(&args),
         Command::Sim(sim::Target::Chain(args)) => sim::chain(&args),
         Command::Sim(sim::Target::Dv(args)) => sim::dv(&args),
         Command::Sim(sim::Target::Cluster(args)) => sim::cluster(&args),
@@ -145,11 +147,11 @@ fn main() -> ExitCode {
             args.first().map(String::as_str).unwrap_or_default()
         )),
         Command::Sim(sim::Target::Other(args)) => Err(anyhow::anyhow!(
-            "unknown simulator {:?}; available: chain, dv (cluster and light come with their issues)",
+            "unknown simulator {:?}; available: chain, dv, cluster (light comes with its issue)",
             args.first().map(String::as_str).unwrap_or_default()
         )),
         Command::Bench(bench::Target::Other(args)) => Err(anyhow::anyhow!(
-            "unknown benchmark {:?}; available: execution, consensus, dv (cluster and light come with their issues)",
+            "unknown benchmark {:?}; available: execution, consensus, dv, cluster (light comes with its issue)",
             args.first().map(String::as_str).unwrap_or_default()
         )),
         Command::Spec { spec } => phalanx_spec::ChainSpec::load(&spec)

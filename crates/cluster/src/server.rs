@@ -71,6 +71,9 @@ pub struct ServerConfig {
     pub corrupt: bool,
     /// Blocks whose outcomes are kept to answer peers.
     pub keep_blocks: usize,
+    /// Published outcomes that must agree before one is written as accepted (default 2;
+    /// 1 is the seed's first-result-wins, which lets a lone corrupting server win a race).
+    pub agreement: usize,
     /// Append `height block-hash state-root applied-unix-ms` here (synced) for each block
     /// applied, before it is made final: the log always holds every height the state does.
     pub roots_log: Option<std::path::PathBuf>,
@@ -89,6 +92,7 @@ impl ServerConfig {
             corrupt: false,
             keep_blocks: 64,
             roots_log: None,
+            agreement: 2,
         }
     }
 }
@@ -415,9 +419,9 @@ impl<N: Network> Server<N> {
         let (mut who, _) = ownership::responsible(&self.live, shard);
         let waited = arrived.elapsed().as_millis() as u64;
         let timeout = self.config.accept_timeout.as_millis().max(1) as u64;
-        // Never fewer than two executors while two servers live: a lone result is accepted
-        // only from a lone server.
-        let wanted = (waited / timeout) as usize + usize::from(who.len() < 2);
+        // Never fewer executors than agreeing outcomes needed while that many servers live:
+        // a lone result is accepted only from a lone server.
+        let wanted = (waited / timeout) as usize + self.config.agreement.saturating_sub(who.len());
         for _ in 0..wanted {
             match ownership::extra(&self.live, shard, &who) {
                 Some(k) => who.push(k),
@@ -799,7 +803,7 @@ impl<N: Network> Server<N> {
             let write = mine.filter(|root| {
                 let agreeing = p.votes.get(&(shard, *root)).map_or(0, |v| v.len());
                 // Alone only once the others have had a lease's time to show up.
-                agreeing >= 2
+                agreeing >= self.config.agreement.max(1)
                     || (self.live.len() <= 1 && self.started.elapsed() >= self.config.lease_ttl)
             });
             let seen_any = p.votes.keys().any(|(s, _)| *s == shard);

@@ -1,5 +1,6 @@
 //! `phalanx bench …`: benchmarks that print their figures (never timed tests).
 
+pub(crate) mod cluster;
 pub(crate) mod consensus;
 pub(crate) mod dv;
 pub(crate) mod execution;
@@ -15,6 +16,9 @@ pub(crate) enum Target {
     /// Distributed validator: members as processes on loopback — duty latency, validators
     /// served within a third of a slot, member memory.
     Dv(dv::Args),
+    /// Clustered node: tx/s with 1 server vs more, effect bytes per block, coordination
+    /// round trip per accepted shard (embedded and etcd).
+    Cluster(cluster::Args),
     /// Benchmarks of roles that have not landed yet.
     #[command(external_subcommand)]
     Other(Vec<String>),
@@ -23,7 +27,6 @@ pub(crate) enum Target {
 /// The issue a not-yet-landed benchmark comes with (`None`: no such benchmark).
 pub(crate) fn pending(args: &[String]) -> Option<(&'static str, u32, &'static str)> {
     Some(match args.first().map(String::as_str) {
-        Some("cluster") => ("bench cluster", 6, "Clustered full node"),
         Some("light") => ("bench light", 7, "Executors' claims and the light client"),
         _ => return None,
     })

@@ -59,7 +59,8 @@ fn roles_not_landed_fail_with_one_line() {
 
 #[test]
 fn benchmarks_not_landed_fail_with_one_line_and_unknown_ones_are_errors() {
-    for target in ["cluster", "light"] {
+    {
+        let target = "light";
         let out = phalanx()
             .args(["bench", target, "--json"])
             .output()
@@ -951,4 +952,35 @@ fn vote_then_reshare_four_to_five_between_processes() {
             "op-{i}"
         );
     }
+}
+
+#[test]
+fn bench_cluster_reports_its_figures() {
+    let report = json_of(&[
+        "bench",
+        "cluster",
+        "--blocks",
+        "2",
+        "--shards",
+        "4",
+        "--txs-per-shard",
+        "5",
+        "--etcd",
+        "false",
+        "--json",
+    ]);
+    let runs = report["runs"].as_array().unwrap();
+    // 1 and 2 servers sharding, then 2 servers with two agreeing executors per shard.
+    assert_eq!(runs.len(), 3, "{report}");
+    assert_eq!(runs[0]["servers"], 1);
+    assert_eq!(runs[1]["servers"], 2);
+    for run in runs {
+        assert!(run["tx_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    }
+    // A lone server receives no one's effects; two servers exchange theirs.
+    assert_eq!(runs[0]["effect_bytes_per_block"], 0, "{report}");
+    assert!(
+        runs[1]["effect_bytes_per_block"].as_u64().unwrap() > 0,
+        "{report}"
+    );
 }

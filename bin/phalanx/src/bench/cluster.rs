@@ -1,0 +1,291 @@
+//! `phalanx bench cluster`: one clustered node's throughput with 1 server and with more, on
+//! the simulator's load (signed transfers, no conflicts), in one process: the real server
+//! tasks on a multi-threaded runtime, the in-process network, redb state in a temp folder,
+//! and the embedded store (then etcd for the round-trip figure).
+//!
+//! The feed publishes a block as soon as every server has applied the one before (closed
+//! loop; blocks are signed beforehand), so tx/s is the node's execution rate, not the slot.
+//! Each configuration reports tx/s, effect bytes received per block (per server), and the
+//! coordination round trip of each accepted-key write (p50/p99).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use phalanx_cluster::CoordinationStore;
+use phalanx_cluster::embedded::EmbeddedStore;
+use phalanx_cluster::etcd::{EtcdConfig, EtcdStore};
+use phalanx_cluster::feed::Feed;
+use phalanx_cluster::load::Load;
+use phalanx_cluster::ownership::layout;
+use phalanx_cluster::server::{self, ServerConfig, ServerStats};
+use phalanx_cluster::testing::LocalEtcd;
+use phalanx_cluster::wire::ExecHeader;
+use phalanx_execution::store::StateStore;
+use phalanx_net::memory::MemoryHub;
+use phalanx_net::{Network, PeerKey};
+use phalanx_types::consensus::Shard;
+use serde::Serialize;
+
+/// Flags of `phalanx bench cluster`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Server counts to compare (the first is the baseline).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 2])]
+    servers: Vec<u16>,
+    /// Shards per block.
+    #[arg(long, default_value_t = 8)]
+    shards: u16,
+    /// Transfers per shard per block.
+    #[arg(long, default_value_t = 200)]
+    txs_per_shard: usize,
+    /// Blocks per run.
+    #[arg(long, default_value_t = 12)]
+    blocks: u64,
+    /// Also measure the accepted-key round trip on a local 3-member etcd cluster (needs
+    /// `etcd` on PATH).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    etcd: bool,
+    /// Print one JSON object instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Run {
+    servers: u16,
+    replication: u16,
+    agreement: usize,
+    store: &'static str,
+    tx_per_s: f64,
+    speedup: f64,
+    ms_per_block: f64,
+    effect_bytes_per_block: u64,
+    accept_rtt_p50_us: u64,
+    accept_rtt_p99_us: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    shards: u16,
+    txs_per_block: usize,
+    blocks: u64,
+    cores: usize,
+    runs: Vec<Run>,
+}
+
+struct Setting {
+    servers: u16,
+    replication: u16,
+    agreement: usize,
+    etcd: Option<Vec<String>>,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+type Blocks = Vec<(ExecHeader, Vec<Shard>)>;
+
+async fn run_one(
+    args: &Args,
+    setting: &Setting,
+    genesis: &(alloy_primitives::B256, phalanx_execution::changes::Changes),
+    blocks: &Blocks,
+) -> anyhow::Result<(Duration, Vec<Arc<ServerStats>>)> {
+    let dir = tempfile::tempdir()?;
+    let hub = MemoryHub::new();
+    let store: Arc<dyn CoordinationStore> = match &setting.etcd {
+        None => Arc::new(EmbeddedStore::new()),
+        Some(endpoints) => Arc::new(EtcdStore::connect(EtcdConfig::new(endpoints.clone())).await?),
+    };
+    let node = format!("bench-{}", rand::random::<u32>());
+    let ranges = layout(setting.servers, args.shards, setting.replication);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let mut stats = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, range) in ranges.iter().enumerate() {
+        let state = StateStore::open(&dir.path().join(format!("s{i}.redb")))?;
+        state.init_genesis(genesis.0, &genesis.1)?;
+        let mut config = ServerConfig::new(&node, *range, args.shards);
+        config.agreement = setting.agreement;
+        config.tick = Duration::from_millis(5);
+        config.lease_ttl = Duration::from_millis(500);
+        config.accept_timeout = Duration::from_secs(30);
+        let s = Arc::new(ServerStats::default());
+        let mut key = [0u8; 32];
+        key[..2].copy_from_slice(&(i as u16).to_be_bytes());
+        key[31] = 1;
+        tasks.push(tokio::spawn(server::run(
+            config,
+            Arc::new(state),
+            store.clone(),
+            hub.join(PeerKey(key)),
+            s.clone(),
+            shutdown.clone(),
+        )));
+        stats.push(s);
+    }
+    let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
+    // Servers announce themselves and subscribe.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let started = Instant::now();
+    for (i, (header, shards)) in blocks.iter().enumerate() {
+        feed.publish(header.clone(), shards.clone());
+        let height = i as u64 + 1;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while stats.iter().any(|s| s.head() < height) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "block {height} not applied by every server within 120 s"
+            );
+            tokio::select! {
+                e = feed.net_mut().recv() => if let Some(e) = e { feed.answer(e) },
+                _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let _ = stop.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok((elapsed, stats))
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.servers.is_empty() && args.servers.iter().all(|s| *s >= 1),
+        "--servers needs counts of at least 1"
+    );
+    anyhow::ensure!(
+        args.blocks >= 1 && args.shards >= 1,
+        "--blocks and --shards must be at least 1"
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut load = Load::new(args.shards, args.txs_per_shard.max(1), 1);
+    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
+    eprintln!(
+        "bench cluster: signing {} blocks of {} × {} transfers",
+        args.blocks, args.shards, args.txs_per_shard
+    );
+    let blocks: Blocks = (0..args.blocks)
+        .map(|_| load.next_block(args.txs_per_shard))
+        .collect::<Result<_, _>>()?;
+    let max_servers = args.servers.iter().copied().max().unwrap_or(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(max_servers).max(2))
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // Pure sharding (one executor per shard, first result wins), then the default safety
+    // (two agreeing executors per shard).
+    let mut settings: Vec<Setting> = args
+        .servers
+        .iter()
+        .map(|&servers| Setting {
+            servers,
+            replication: 1,
+            agreement: 1,
+            etcd: None,
+        })
+        .collect();
+    settings.push(Setting {
+        servers: max_servers.max(2),
+        replication: 3.min(max_servers.max(2)),
+        agreement: 2,
+        etcd: None,
+    });
+    let _etcd_guard;
+    let etcd_dir = tempfile::tempdir()?;
+    if args.etcd {
+        match LocalEtcd::start(3, etcd_dir.path()) {
+            Ok(etcd) if etcd.wait_ready(Duration::from_secs(20)) => {
+                settings.push(Setting {
+                    servers: max_servers.max(2),
+                    replication: 3.min(max_servers.max(2)),
+                    agreement: 2,
+                    etcd: Some(etcd.endpoints()),
+                });
+                _etcd_guard = etcd;
+            }
+            Ok(etcd) => eprintln!(
+                "bench cluster: etcd did not start, skipped: {}",
+                etcd.log(0)
+            ),
+            Err(e) => eprintln!("bench cluster: etcd skipped: {e}"),
+        }
+    }
+    let txs = usize::from(args.shards) * args.txs_per_shard;
+    let mut runs = Vec::new();
+    let mut baseline = None;
+    for setting in &settings {
+        let (elapsed, stats) = rt.block_on(run_one(args, setting, &genesis, &blocks))?;
+        let tx_per_s = (txs as f64 * args.blocks as f64) / elapsed.as_secs_f64();
+        let base = *baseline.get_or_insert(tx_per_s);
+        let mut rtt: Vec<u64> = stats
+            .iter()
+            .flat_map(|s| {
+                s.accept_rtt_us
+                    .lock()
+                    .map(|v| v.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        rtt.sort_unstable();
+        let effect_bytes: u64 = stats
+            .iter()
+            .map(|s| s.effect_bytes.load(Ordering::Relaxed))
+            .sum::<u64>()
+            / u64::from(setting.servers).max(1);
+        let run = Run {
+            servers: setting.servers,
+            replication: setting.replication,
+            agreement: setting.agreement,
+            store: if setting.etcd.is_some() {
+                "etcd"
+            } else {
+                "embedded"
+            },
+            tx_per_s: (tx_per_s * 10.0).round() / 10.0,
+            speedup: (tx_per_s / base * 100.0).round() / 100.0,
+            ms_per_block: (elapsed.as_secs_f64() * 1000.0 / args.blocks as f64 * 10.0).round()
+                / 10.0,
+            effect_bytes_per_block: effect_bytes / args.blocks,
+            accept_rtt_p50_us: percentile(&rtt, 0.5),
+            accept_rtt_p99_us: percentile(&rtt, 0.99),
+        };
+        if !args.json {
+            println!(
+                "{} server(s), R={}, agreement {}, {} store: {:.0} tx/s ({:.2}×), {:.1} ms/block, {} effect bytes/block/server, accept round trip p50 {} µs p99 {} µs",
+                run.servers,
+                run.replication,
+                run.agreement,
+                run.store,
+                run.tx_per_s,
+                run.speedup,
+                run.ms_per_block,
+                run.effect_bytes_per_block,
+                run.accept_rtt_p50_us,
+                run.accept_rtt_p99_us
+            );
+        }
+        runs.push(run);
+    }
+    let report = Report {
+        shards: args.shards,
+        txs_per_block: txs,
+        blocks: args.blocks,
+        cores,
+        runs,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
