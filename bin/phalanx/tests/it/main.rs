@@ -141,7 +141,11 @@ fn user_errors_say_what_to_do() {
 
 #[test]
 fn statetest_runs_a_folder_and_prints_the_summary_line() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || std::env::current_dir().unwrap_or_default(),
+            std::path::PathBuf::from,
+        )
         .join("../../../shared/vectors/ethereum-tests/GeneralStateTests/stExample");
     let out = phalanx().arg("statetest").arg(&dir).output().unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();

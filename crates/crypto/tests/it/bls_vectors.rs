@@ -17,7 +17,14 @@ const H2C_DST: &[u8] = b"QUUX-V01-CS02-with-BLS12381G2_XMD:SHA-256_SSWU_RO_";
 fn vectors_dir() -> PathBuf {
     let root = std::env::var_os("PHALANX_VECTORS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors"));
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .map_or_else(
+                    || std::env::current_dir().unwrap_or_default(),
+                    std::path::PathBuf::from,
+                )
+                .join("../../../shared/vectors")
+        });
     root.join("bls12-381")
 }
 

@@ -9,7 +9,12 @@ fn dir() -> PathBuf {
     std::env::var_os("PHALANX_VECTORS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .map_or_else(
+                    || std::env::current_dir().unwrap_or_default(),
+                    std::path::PathBuf::from,
+                )
+                .join("../../../shared/vectors")
         })
         .join("ethereum-tests/GeneralStateTests")
 }
