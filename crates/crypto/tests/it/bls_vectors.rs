@@ -2,7 +2,7 @@
 //! the test fails if a file is skipped or a folder is not understood.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use phalanx_crypto::bls::{
     self, PublicKey, SecretKey, Signature, SignatureSet, is_valid_g1_encoding, is_valid_g2_encoding,
