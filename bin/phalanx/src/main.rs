@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod devnet;
 mod dv;
 mod genesis;
 mod node;
@@ -38,9 +39,9 @@ struct Pending {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The whole system in one process: validators, DV cluster, clustered node, producers,
-    /// executors, light client, JSON-RPC and dashboard.
-    Devnet(Pending),
+    /// The whole system in one process: validators, producers, a clustered full node and
+    /// Ethereum JSON-RPC (DV cluster, executors, light client and dashboard as they land).
+    Devnet(devnet::DevnetArgs),
     /// One server of a (clustered) full node, owning a range of shard indices (or, with
     /// `--feed`, the block feed its servers follow).
     Node(node::NodeArgs),
@@ -80,11 +81,6 @@ enum Command {
 /// Where each role that has not landed yet will come from.
 fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
     Some(match command {
-        Command::Devnet(_) => (
-            "devnet",
-            8,
-            "`phalanx devnet`: the whole system in one command",
-        ),
         Command::Validator(_) => ("validator", 4, "Consensus (validator client)"),
         Command::Producer(_) => ("producer", 4, "Consensus (producer)"),
         Command::Executor(_) => ("executor", 7, "Executors' claims and the light client"),
@@ -92,6 +88,7 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         Command::Sim(sim::Target::Other(args)) => return sim::pending(args),
         Command::Bench(bench::Target::Other(args)) => return bench::pending(args),
         Command::Genesis(_)
+        | Command::Devnet(_)
         | Command::Node(_)
         | Command::Spec { .. }
         | Command::Statetest { .. }
@@ -127,6 +124,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Genesis(args) => genesis::run(args),
+        Command::Devnet(args) => devnet::run(&args),
         Command::Node(args) => node::run(&args),
         Command::Statetest { paths } => statetest::run(&paths),
         Command::Bench(bench::Target::Execution(args)) => bench::execution::run(&args),

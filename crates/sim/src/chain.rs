@@ -35,7 +35,8 @@ use phalanx_consensus::proposer::{genesis_mix, mix_in, proposer};
 use phalanx_consensus::{ChainContext, Registry, check_block};
 use phalanx_crypto::{PublicKey, PublicKeyBytes, SecretKey, SignatureBytes};
 use phalanx_spec::ChainSpec;
-use phalanx_spec::devnet::{self, DevnetParams};
+use phalanx_spec::Genesis;
+use phalanx_spec::devnet::{self, DevnetKeys, DevnetParams};
 use phalanx_types::signing::{Signable, SigningContext};
 use phalanx_types::*;
 use phalanx_validator::reputation::{Choice, Outcome, Policy, Reputation};
@@ -179,6 +180,8 @@ struct Sim {
     max_lag: u64,
     reputation: Vec<Reputation>,
     declared: Vec<Vec<(u64, ProducerIndex)>>,
+    /// Where producers take their shards from (the devnet's pool); placeholders when `None`.
+    shard_source: Option<Box<dyn ShardSource>>,
 }
 
 fn honest(config: &Config, validator: usize) -> bool {
@@ -187,6 +190,20 @@ fn honest(config: &Config, validator: usize) -> bool {
 
 impl Sim {
     fn new(config: Config) -> Result<Self, SimError> {
+        let mut spec = ChainSpec::preset("devnet").map_err(|e| SimError::Genesis(e.to_string()))?;
+        spec.shards_per_block = 2;
+        let mut params = DevnetParams::new(format!("sim-{}", config.seed), spec);
+        params.executors = 0;
+        params.accounts = 0;
+        Ok(Self::with_params(config, params)?.0)
+    }
+
+    /// A simulation over the genesis `params` describe (their validator and producer counts
+    /// replaced by the configuration's).
+    fn with_params(
+        config: Config,
+        mut params: DevnetParams,
+    ) -> Result<(Self, Genesis, DevnetKeys), SimError> {
         if config.validators == 0 || config.producers == 0 {
             return Err(SimError::Config(
                 "need at least one validator and one producer".into(),
@@ -208,15 +225,11 @@ impl Sim {
                 config.loss
             )));
         }
-        let mut spec = ChainSpec::preset("devnet").map_err(|e| SimError::Genesis(e.to_string()))?;
-        spec.shards_per_block = 2;
-        let mut params = DevnetParams::new(format!("sim-{}", config.seed), spec.clone());
+        let spec = params.spec.clone();
         params.validators = u32::try_from(config.validators)
             .map_err(|_| SimError::Config("too many validators".into()))?;
         params.producers = u32::try_from(config.producers)
             .map_err(|_| SimError::Config("too many producers".into()))?;
-        params.executors = 0;
-        params.accounts = 0;
         let (genesis, keys) =
             devnet::generate(&params).map_err(|e| SimError::Genesis(e.to_string()))?;
         let registry =
@@ -259,7 +272,7 @@ impl Sim {
             loss: config.loss,
             partition,
         };
-        Ok(Self {
+        let sim = Self {
             spec,
             signing,
             genesis_root,
@@ -279,8 +292,10 @@ impl Sim {
             max_lag: 0,
             reputation: vec![Reputation::new(Policy::default()); config.validators],
             declared: vec![Vec::new(); config.validators],
+            shard_source: None,
             config,
-        })
+        };
+        Ok((sim, genesis, keys))
     }
 
     fn slot_ms(&self) -> u64 {
@@ -683,15 +698,19 @@ impl Sim {
             .take(16)
             .cloned()
             .collect();
-        let shards: Vec<Shard> = (0..self.spec.shards_per_block)
-            .map(|i| {
-                Shard::from_transactions(vec![vec![0x02, i as u8, d.slot.0 as u8]]).unwrap_or(
-                    Shard {
-                        transactions: VariableList::empty(),
-                    },
-                )
-            })
-            .collect();
+        let count = usize::try_from(self.spec.shards_per_block).unwrap_or(1);
+        let shards: Vec<Shard> = match self.shard_source.as_mut() {
+            Some(source) => source.shards(d.slot.0, count),
+            None => (0..self.spec.shards_per_block)
+                .map(|i| {
+                    Shard::from_transactions(vec![vec![0x02, i as u8, d.slot.0 as u8]]).unwrap_or(
+                        Shard {
+                            transactions: VariableList::empty(),
+                        },
+                    )
+                })
+                .collect(),
+        };
         let attestations = self.aggregate(node, d.slot.0);
         let body = BlockBody {
             attestations: VariableList::new(attestations).unwrap_or_default(),
@@ -1015,4 +1034,166 @@ impl Sim {
 /// Runs a simulation.
 pub fn run(config: Config) -> Result<Report, SimError> {
     Ok(Sim::new(config)?.run())
+}
+
+/// The shards a producer puts in the block it builds: the devnet packs them from its mempool;
+/// the simulator's own runs use placeholder shards.
+pub trait ShardSource: Send {
+    /// Exactly `count` shards for the block of `slot`.
+    fn shards(&mut self, slot: u64, count: usize) -> Vec<Shard>;
+}
+
+/// What the chain looks like to the observing validator (validator 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveStatus {
+    /// The current slot.
+    pub slot: u64,
+    /// The head block and its slot.
+    pub head: (Root, u64),
+    /// The justified checkpoint.
+    pub justified: Checkpoint,
+    /// The finalized checkpoint.
+    pub finalized: Checkpoint,
+    /// Validators slashed on the observer's chain.
+    pub slashed: usize,
+}
+
+/// A block on the finalized chain, with what execution needs beyond the block itself.
+#[derive(Debug, Clone)]
+pub struct FinalizedBlock {
+    /// The block.
+    pub block: Arc<SignedBlock>,
+    /// Its root.
+    pub root: Root,
+    /// The RANDAO mix after it (execution's `PREVRANDAO`).
+    pub mix: B256,
+}
+
+/// The consensus protocol live: the simulator's validators and producers, each with its own
+/// view, slashing protection and producer reputation, driven by the wall clock over perfect
+/// in-process links (50 ms). The devnet runs its chain this way, in one process, until the
+/// validator and producer roles run as separate tasks over the network seam.
+pub struct LiveChain {
+    sim: Sim,
+    scheduled: u64,
+    now: u64,
+}
+
+impl std::fmt::Debug for LiveChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveChain")
+            .field("validators", &self.sim.config.validators)
+            .field("producers", &self.sim.config.producers)
+            .field("now_ms", &self.now)
+            .finish()
+    }
+}
+
+impl LiveChain {
+    /// A chain of `validators` and `producers` from `params` (whose validator and producer
+    /// counts are replaced), its producers taking their shards from `source`. Returns the
+    /// genesis and keys it was built from.
+    pub fn new(
+        validators: usize,
+        producers: usize,
+        params: DevnetParams,
+        source: Box<dyn ShardSource>,
+    ) -> Result<(Self, Genesis, DevnetKeys), SimError> {
+        let config = Config {
+            validators,
+            producers,
+            slots: u64::MAX,
+            ..Config::default()
+        };
+        let (mut sim, genesis, keys) = Sim::with_params(config, params)?;
+        sim.shard_source = Some(source);
+        Ok((
+            Self {
+                sim,
+                scheduled: 0,
+                now: 0,
+            },
+            genesis,
+            keys,
+        ))
+    }
+
+    /// Slot length, ms.
+    pub fn slot_ms(&self) -> u64 {
+        self.sim.slot_ms()
+    }
+
+    /// The genesis block's root (the registry's root, as in the simulator).
+    pub fn genesis_root(&self) -> Root {
+        self.sim.genesis_root
+    }
+
+    /// Runs everything due up to `now_ms` (milliseconds since genesis).
+    pub fn advance(&mut self, now_ms: u64) {
+        let slot_ms = self.slot_ms();
+        while (self.scheduled + 1) * slot_ms <= now_ms {
+            let slot = self.scheduled + 1;
+            self.sim.queue.push(slot * slot_ms, Event::SlotStart(slot));
+            self.sim
+                .queue
+                .push(slot * slot_ms + slot_ms / 3, Event::Attest(slot));
+            self.scheduled = slot;
+        }
+        while let Some(at) = self.sim.queue.next_at() {
+            if at > now_ms {
+                break;
+            }
+            let Some((at, event)) = self.sim.queue.pop() else {
+                break;
+            };
+            match event {
+                Event::SlotStart(slot) => self.sim.on_slot(at, slot),
+                Event::Attest(slot) => self.sim.on_attest_time(at, slot),
+                Event::Deliver { from, to, msg } => self.sim.deliver(at, from, to, msg),
+            }
+        }
+        self.now = now_ms;
+        // Signature checks are cached only to spare identical work across views; a long
+        // devnet run must not grow the cache without bound.
+        if self.sim.sig_cache.len() > 200_000 {
+            self.sim.sig_cache.clear();
+        }
+        if self.sim.block_cache.len() > 50_000 {
+            self.sim.block_cache.clear();
+        }
+    }
+
+    /// The chain as validator 0 sees it.
+    pub fn status(&self) -> LiveStatus {
+        let view = &self.sim.views[0];
+        let head = view.fc.head();
+        LiveStatus {
+            slot: self.now / self.slot_ms(),
+            head: (head, view.fc.slot(&head).map_or(0, |s| s.0)),
+            justified: view.fc.justified().clone(),
+            finalized: view.fc.finalized().clone(),
+            slashed: view.registry.slashed_validators().count(),
+        }
+    }
+
+    /// The finalized blocks after `after` (exclusive), oldest first, as validator 0 sees
+    /// them. Empty when nothing new is final, or when `after` is not on the finalized chain.
+    pub fn finalized_after(&self, after: Root) -> Vec<FinalizedBlock> {
+        let view = &self.sim.views[0];
+        let mut out = Vec::new();
+        let mut cursor = view.fc.finalized().root;
+        while cursor != after {
+            let Some(block) = view.blocks.get(&cursor) else {
+                return Vec::new();
+            };
+            out.push(FinalizedBlock {
+                block: block.clone(),
+                root: cursor,
+                mix: view.mixes.get(&cursor).copied().unwrap_or_default(),
+            });
+            cursor = block.header.message.parent_root;
+        }
+        out.reverse();
+        out
+    }
 }

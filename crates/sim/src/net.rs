@@ -39,6 +39,11 @@ impl<E> Queue<E> {
         self.seq += 1;
     }
 
+    /// When the next event is due.
+    pub(crate) fn next_at(&self) -> Option<u64> {
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
+    }
+
     pub(crate) fn pop(&mut self) -> Option<(u64, E)> {
         let Reverse((at, _, i)) = self.heap.pop()?;
         self.events

@@ -22,17 +22,22 @@ fn json_of(args: &[&str]) -> serde_json::Value {
 }
 
 /// Roles whose subcommand has not landed at all.
-const ROLES: &[&str] = &["devnet", "validator", "producer", "executor", "light"];
+const ROLES: &[&str] = &["validator", "producer", "executor", "light"];
 
 #[test]
 fn help_lists_every_role() {
     let out = phalanx().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for role in ROLES
-        .iter()
-        .chain(&["node", "dv", "genesis", "sim", "bench", "statetest"])
-    {
+    for role in ROLES.iter().chain(&[
+        "devnet",
+        "node",
+        "dv",
+        "genesis",
+        "sim",
+        "bench",
+        "statetest",
+    ]) {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(role)),
             "--help misses {role}:\n{help}"
@@ -986,5 +991,24 @@ fn bench_cluster_reports_its_figures() {
     assert!(
         runs[1]["effect_bytes_per_block"].as_u64().unwrap() > 0,
         "{report}"
+    );
+}
+
+/// `phalanx devnet` on an address already in use says so and exits 1 (no panic, no hang).
+#[test]
+fn devnet_on_a_busy_rpc_address_fails_with_a_clear_error() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = phalanx()
+        .args(["devnet", "--rpc", &addr.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("JSON-RPC on") && err.contains("--rpc"),
+        "{err}"
     );
 }

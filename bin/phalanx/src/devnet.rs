@@ -1,0 +1,99 @@
+//! `phalanx devnet`: flags, the anvil-style banner, a status line per slot until Ctrl-C.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use phalanx_devnet::{Devnet, DevnetConfig};
+
+/// Flags of `phalanx devnet`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DevnetArgs {
+    /// Where the clustered node's servers keep their state (cleared at start: the devnet
+    /// starts a new chain each time until resuming lands).
+    #[arg(long = "data-dir", default_value = "devnet-data")]
+    data_dir: PathBuf,
+    /// Validators.
+    #[arg(long, default_value_t = 8)]
+    validators: usize,
+    /// Block producers.
+    #[arg(long, default_value_t = 2)]
+    producers: usize,
+    /// Servers of the clustered full node.
+    #[arg(long, default_value_t = 4)]
+    servers: u16,
+    /// Development accounts to fund and print.
+    #[arg(long, default_value_t = 10)]
+    accounts: u32,
+    /// Built-in load: transfers per second (0: none).
+    #[arg(long, default_value_t = 0)]
+    load: u64,
+    /// Ethereum JSON-RPC address.
+    #[arg(long, default_value = "127.0.0.1:8545")]
+    rpc: SocketAddr,
+    /// Seed of the genesis and every key.
+    #[arg(long, default_value = "phalanx-devnet")]
+    seed: String,
+    /// Slot length in seconds (the devnet preset's 2 by default).
+    #[arg(long = "slot-seconds")]
+    slot_seconds: Option<u64>,
+}
+
+pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
+    let mut config = DevnetConfig::new(args.data_dir.clone());
+    config.validators = args.validators;
+    config.producers = args.producers;
+    config.servers = args.servers;
+    config.accounts = args.accounts;
+    config.load = args.load;
+    config.rpc = args.rpc;
+    config.seed = args.seed.clone();
+    config.slot_seconds = args.slot_seconds;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let devnet = Devnet::start(config).await?;
+        let genesis = devnet.genesis();
+        println!("phalanx devnet — chain id {}", genesis.spec.chain_id);
+        println!();
+        println!(
+            "{} validators, {} producers, a clustered full node of {} servers ({} shards, {} owners each), embedded coordination store",
+            args.validators,
+            args.producers,
+            args.servers,
+            genesis.spec.shards_per_block,
+            genesis.spec.replication.min(u64::from(args.servers)),
+        );
+        println!("Development accounts (funded at genesis; the keys are public, never use them elsewhere):");
+        for (i, a) in devnet.accounts().iter().enumerate() {
+            println!("  ({i}) {}  key {}", a.address, a.private_key);
+        }
+        println!();
+        println!("JSON-RPC   http://{}", devnet.rpc_addr());
+        println!("Data       {}", args.data_dir.display());
+        println!(
+            "Slots of {} s, {} per epoch; execution follows finality. Ctrl-C stops.",
+            genesis.spec.slot_seconds, genesis.spec.slots_per_epoch
+        );
+        let _ = std::io::stdout().flush();
+        let (tx, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = tx.send(true);
+            } else {
+                std::future::pending::<()>().await;
+            }
+        });
+        devnet
+            .run_until(shutdown, |line| {
+                println!("{line}");
+                let _ = std::io::stdout().flush();
+            })
+            .await;
+        eprintln!("phalanx devnet: stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,108 @@
+//! From the ordered chain to execution: the genesis allocation as state changes, and the
+//! [`ExecHeader`] of each finalized block.
+//!
+//! The header execution runs under is derived, never signed separately: the number counts
+//! finalized blocks from genesis, the timestamp is the slot's start, `PREVRANDAO` is the RANDAO
+//! mix after the block, the fee recipients are the proposer's and the producer's reward
+//! addresses from the registry, and the fee split is the declaration's. The base fee is fixed
+//! at [`BASEFEE`] (the devnet has no fee market yet).
+
+use alloy_primitives::{B256, U256, keccak256};
+use phalanx_cluster::wire::ExecHeader;
+use phalanx_consensus::Registry;
+use phalanx_execution::changes::{AccountChange, AccountFields, Changes};
+use phalanx_sim::chain::FinalizedBlock;
+use phalanx_spec::{ChainSpec, Genesis};
+use ssz_types::VariableList;
+
+/// The devnet's base fee, wei (1 gwei).
+pub const BASEFEE: u64 = 1_000_000_000;
+
+/// `keccak256` of empty code.
+const KECCAK_EMPTY: B256 =
+    alloy_primitives::b256!("c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470");
+
+/// The genesis allocation as changes to the empty state.
+pub fn genesis_changes(genesis: &Genesis) -> Changes {
+    let mut changes = Changes::default();
+    for (address, account) in &genesis.alloc {
+        let code_hash = match &account.code {
+            Some(code) if !code.is_empty() => {
+                let hash = keccak256(code);
+                changes.codes.insert(hash, code.clone());
+                hash
+            }
+            _ => KECCAK_EMPTY,
+        };
+        let storage = account
+            .storage
+            .iter()
+            .flatten()
+            .map(|(k, v)| (U256::from_be_bytes(k.0), U256::from_be_bytes(v.0)))
+            .filter(|(_, v)| !v.is_zero())
+            .collect();
+        changes.accounts.insert(
+            *address,
+            AccountChange {
+                fields: Some(Some(AccountFields {
+                    nonce: account.nonce.unwrap_or(0),
+                    balance: account.balance,
+                    code_hash,
+                })),
+                storage_cleared: false,
+                storage,
+            },
+        );
+    }
+    changes
+}
+
+/// The header of execution's genesis block (height 0, no shards).
+pub fn genesis_header(genesis: &Genesis, genesis_root: B256) -> ExecHeader {
+    ExecHeader {
+        number: 0,
+        parent: B256::ZERO,
+        timestamp: genesis.genesis_time,
+        chain_id: genesis.spec.chain_id,
+        basefee: BASEFEE,
+        prevrandao: genesis_root,
+        shard_gas_limit: genesis.spec.shard_gas_limit,
+        block_gas_limit: genesis.spec.block_gas_limit,
+        validator_reward: alloy_primitives::Address::ZERO,
+        producer_reward: alloy_primitives::Address::ZERO,
+        fee_split_bps: 0,
+        shard_roots: VariableList::empty(),
+    }
+}
+
+/// The header execution runs `block` under, on top of `parent`.
+pub fn header(
+    block: &FinalizedBlock,
+    parent: &ExecHeader,
+    spec: &ChainSpec,
+    genesis_time: u64,
+    registry: &Registry,
+) -> ExecHeader {
+    let h = &block.block.header.message;
+    let d = &h.declaration.message;
+    ExecHeader {
+        number: parent.number + 1,
+        parent: parent.hash(),
+        timestamp: genesis_time + h.slot.0 * spec.slot_seconds,
+        chain_id: spec.chain_id,
+        basefee: BASEFEE,
+        prevrandao: block.mix,
+        shard_gas_limit: spec.shard_gas_limit,
+        block_gas_limit: spec.block_gas_limit,
+        validator_reward: registry
+            .validator(d.proposer_index)
+            .map(|v| v.reward_address)
+            .unwrap_or_default(),
+        producer_reward: registry
+            .producer(h.producer)
+            .map(|p| p.reward_address)
+            .unwrap_or_default(),
+        fee_split_bps: d.fee_split_bps,
+        shard_roots: VariableList::new(h.shard_roots.iter().copied().collect()).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,655 @@
+//! `phalanx devnet`: the whole system in one process, with embedded defaults and no external
+//! service (issue #8, growing as roles land).
+//!
+//! What runs today:
+//!
+//! 1. **Genesis.** A deterministic genesis from a seed ([`phalanx_spec::devnet`]): validators,
+//!    producers, funded development accounts (printed with their keys, as anvil does) and
+//!    accounts funded for the built-in load.
+//! 2. **Consensus.** The validators and producers run live ([`phalanx_sim::chain::LiveChain`]):
+//!    declarations, blocks, attestations, LMD-GHOST and FFG finality, slashing protection, on a
+//!    chain thread driven by the wall clock over in-process links.
+//! 3. **Producers' shards** come from the devnet's pool ([`pool`]), packed so that no two
+//!    shards write one account.
+//! 4. **Execution.** Every finalized block becomes an [`ExecHeader`] ([`exec`]) fed to a
+//!    clustered full node of `servers` servers ([`phalanx_cluster::server`]) over an
+//!    in-process network and the embedded coordination store: each shard run by its owners,
+//!    accepted once two agree, applied by every server.
+//! 5. **JSON-RPC** ([`rpc`]) on `rpc` (default 127.0.0.1:8545), reading the executed head.
+//! 6. **Load** ([`load`]): `load` transfers a second, when asked.
+//!
+//! Data: each server's state replica and roots log under `data_dir/servers/`. The consensus
+//! views live in memory, so a devnet starts a new chain each time (the server folders of an
+//! earlier run are cleared first); resuming from disk is not built yet.
+
+pub mod exec;
+pub mod load;
+pub mod pool;
+pub mod rpc;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{B256, Bytes, keccak256};
+use phalanx_cluster::CoordinationStore;
+use phalanx_cluster::embedded::EmbeddedStore;
+use phalanx_cluster::feed::Feed;
+use phalanx_cluster::ownership::layout;
+use phalanx_cluster::server::{self, ServerConfig, ServerStats};
+use phalanx_cluster::wire::ExecHeader;
+use phalanx_consensus::Registry;
+use phalanx_execution::store::{Head, StateStore, StateView};
+use phalanx_net::memory::MemoryHub;
+use phalanx_net::{Network, PeerKey};
+use phalanx_sim::chain::{LiveChain, LiveStatus};
+use phalanx_spec::devnet::{DevAccount, DevnetParams};
+use phalanx_spec::{ChainSpec, Genesis};
+use phalanx_types::consensus::Shard;
+use tokio::sync::{mpsc, watch};
+
+/// Settings of a devnet.
+#[derive(Debug, Clone)]
+pub struct DevnetConfig {
+    /// Where the servers keep their state.
+    pub data_dir: PathBuf,
+    /// Validators.
+    pub validators: usize,
+    /// Producers.
+    pub producers: usize,
+    /// Servers of the clustered full node.
+    pub servers: u16,
+    /// Owners per shard.
+    pub replication: u16,
+    /// Development accounts printed and funded.
+    pub accounts: u32,
+    /// Accounts funded for the built-in load.
+    pub load_accounts: u32,
+    /// Built-in load, transfers per second (0: none).
+    pub load: u64,
+    /// JSON-RPC address.
+    pub rpc: SocketAddr,
+    /// Seed of the genesis and every key.
+    pub seed: String,
+    /// Slot length, seconds (the devnet preset's 2 unless set).
+    pub slot_seconds: Option<u64>,
+}
+
+impl DevnetConfig {
+    /// The defaults of `phalanx devnet` with data in `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            validators: 8,
+            producers: 2,
+            servers: 4,
+            replication: 3,
+            accounts: 10,
+            load_accounts: 16,
+            load: 0,
+            rpc: SocketAddr::from(([127, 0, 0, 1], 8545)),
+            seed: "phalanx-devnet".into(),
+            slot_seconds: None,
+        }
+    }
+}
+
+/// Why a devnet could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    /// Bad settings.
+    #[error("devnet: {0}")]
+    Config(String),
+    /// The genesis could not be built.
+    #[error("devnet genesis: {0}")]
+    Genesis(String),
+    /// A file or folder could not be used.
+    #[error("devnet data {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A state replica failed.
+    #[error("devnet state: {0}")]
+    State(String),
+    /// The JSON-RPC address could not be bound.
+    #[error("JSON-RPC on {addr}: {source} (is another node or devnet using it? pass --rpc)")]
+    Rpc {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A finalized block as execution and JSON-RPC know it.
+#[derive(Debug, Clone)]
+pub(crate) struct BlockInfo {
+    pub(crate) header: ExecHeader,
+    pub(crate) transactions: Vec<B256>,
+}
+
+/// What the devnet's tasks share.
+pub(crate) struct Shared {
+    pub(crate) chain_id: u64,
+    pub(crate) pool: Arc<pool::Pool>,
+    pub(crate) states: Vec<Arc<StateStore>>,
+    pub(crate) stats: Vec<Arc<ServerStats>>,
+    pub(crate) blocks: Mutex<BTreeMap<u64, BlockInfo>>,
+    pub(crate) chain: Mutex<Option<LiveStatus>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("chain_id", &self.chain_id)
+            .field("servers", &self.states.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    /// The server with the highest applied block, and that block.
+    fn best(&self) -> Option<(&Arc<StateStore>, Head)> {
+        self.states
+            .iter()
+            .filter_map(|s| s.head().ok().flatten().map(|h| (s, h)))
+            .max_by_key(|(_, h)| h.number)
+    }
+
+    pub(crate) fn executed(&self) -> Option<Head> {
+        self.best().map(|(_, h)| h)
+    }
+
+    pub(crate) fn head_view(&self) -> Result<StateView, rpc::RpcError> {
+        let (state, head) = self.best().ok_or_else(|| rpc::RpcError {
+            code: -32000,
+            message: "no state yet".into(),
+        })?;
+        state.view(head.block).map_err(|e| rpc::RpcError {
+            code: -32000,
+            message: e.to_string(),
+        })
+    }
+
+    pub(crate) fn blocks(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, BlockInfo>> {
+        lock(&self.blocks)
+    }
+
+    pub(crate) fn root_at(&self, height: u64) -> Option<B256> {
+        self.stats.iter().find_map(|s| s.root(height))
+    }
+
+    /// Checks and pools a raw transaction; its hash, or why it was refused.
+    pub(crate) fn submit(&self, raw: Bytes) -> Result<B256, String> {
+        let tx = phalanx_types::transaction::decode(&raw)
+            .map_err(|e| format!("invalid transaction: {e}"))?;
+        let sender = alloy_consensus::transaction::SignerRecoverable::recover_signer(&tx)
+            .map_err(|_| "invalid transaction: bad signature".to_string())?;
+        let executed = self.best().map_or(0, |(s, _)| pool::state_nonce(s, sender));
+        let nonce = alloy_consensus::Transaction::nonce(&tx);
+        if nonce < executed {
+            return Err(format!(
+                "nonce too low: {sender} is at nonce {executed}, got {nonce}"
+            ));
+        }
+        lock(&self.pool.mempool)
+            .insert(raw)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// What the devnet shows on its status line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// The chain as validator 0 sees it (none before the first slot).
+    pub chain: Option<LiveStatus>,
+    /// Height of the executed head (finalized blocks applied by the clustered node).
+    pub executed: u64,
+    /// Transactions in executed blocks so far.
+    pub txs_executed: u64,
+    /// Transactions waiting in the pool.
+    pub mempool: usize,
+    /// Alarms raised by the node's servers (differing shard results).
+    pub alarms: u64,
+}
+
+impl Status {
+    /// One line: slot, head, justified and finalized epochs, executed height, tx/s (given),
+    /// pool size, alarms.
+    pub fn line(&self, tx_per_s: f64) -> String {
+        let chain = self.chain.as_ref().map_or_else(
+            || "waiting for slot 1".to_string(),
+            |c| {
+                format!(
+                    "slot {:>5} | head slot {:>5} | justified epoch {:>4} | finalized epoch {:>4}",
+                    c.slot, c.head.1, c.justified.epoch.0, c.finalized.epoch.0
+                )
+            },
+        );
+        format!(
+            "{chain} | executed block {:>5} | {:>7.1} tx/s | pool {:>5} | alarms {}",
+            self.executed, tx_per_s, self.mempool, self.alarms
+        )
+    }
+}
+
+/// A running devnet.
+pub struct Devnet {
+    genesis: Genesis,
+    accounts: Vec<DevAccount>,
+    rpc_addr: SocketAddr,
+    slot: Duration,
+    shared: Arc<Shared>,
+    stop_chain: Arc<AtomicBool>,
+    chain_thread: Option<std::thread::JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Devnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Devnet")
+            .field("rpc", &self.rpc_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Devnet {
+    /// Builds the genesis, opens the servers' state, binds JSON-RPC and starts every task.
+    pub async fn start(config: DevnetConfig) -> Result<Self, DevnetError> {
+        if config.validators == 0 || config.producers == 0 || config.servers == 0 {
+            return Err(DevnetError::Config(
+                "need at least one validator, one producer and one server".into(),
+            ));
+        }
+        let mut spec =
+            ChainSpec::preset("devnet").map_err(|e| DevnetError::Genesis(e.to_string()))?;
+        if let Some(s) = config.slot_seconds {
+            if s == 0 {
+                return Err(DevnetError::Config(
+                    "--slot-seconds must be at least 1".into(),
+                ));
+            }
+            spec.slot_seconds = s;
+        }
+        let shards = u16::try_from(spec.shards_per_block)
+            .map_err(|_| DevnetError::Config("too many shards".into()))?;
+        let mut params = DevnetParams::new(config.seed.clone(), spec.clone());
+        params.accounts = config.accounts + config.load_accounts;
+        params.executors = 0;
+        params.genesis_time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+
+        // The servers' folders: a devnet starts a new chain each time.
+        let servers_dir = config.data_dir.join("servers");
+        if servers_dir.exists() {
+            std::fs::remove_dir_all(&servers_dir).map_err(|source| DevnetError::Io {
+                path: servers_dir.clone(),
+                source,
+            })?;
+        }
+        std::fs::create_dir_all(&servers_dir).map_err(|source| DevnetError::Io {
+            path: servers_dir.clone(),
+            source,
+        })?;
+
+        let pool = Arc::new(pool::Pool::new(spec.chain_id, 200_000));
+        // The chain is built first (it makes the genesis); its producers read nonces from
+        // server 0's replica, opened right after.
+        let state0_path = servers_dir.join("s0").join("state.redb");
+        std::fs::create_dir_all(servers_dir.join("s0")).map_err(|source| DevnetError::Io {
+            path: servers_dir.join("s0"),
+            source,
+        })?;
+        let state0 = Arc::new(
+            StateStore::open(&state0_path).map_err(|e| DevnetError::State(e.to_string()))?,
+        );
+        let source = pool::PoolSource::new(
+            pool.clone(),
+            state0.clone(),
+            usize::try_from(spec.max_transactions_per_shard).unwrap_or(usize::MAX),
+            spec.shard_gas_limit,
+        );
+        let (chain, genesis, keys) = LiveChain::new(
+            config.validators,
+            config.producers,
+            params,
+            Box::new(source),
+        )
+        .map_err(|e| DevnetError::Genesis(e.to_string()))?;
+        let registry =
+            Registry::from_genesis(&genesis).map_err(|e| DevnetError::Genesis(e.to_string()))?;
+        let genesis_exec = exec::genesis_header(&genesis, chain.genesis_root());
+        let alloc = exec::genesis_changes(&genesis);
+
+        let mut states = vec![state0];
+        for i in 1..config.servers {
+            let dir = servers_dir.join(format!("s{i}"));
+            std::fs::create_dir_all(&dir).map_err(|source| DevnetError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            states.push(Arc::new(
+                StateStore::open(&dir.join("state.redb"))
+                    .map_err(|e| DevnetError::State(e.to_string()))?,
+            ));
+        }
+        for s in &states {
+            s.init_genesis(genesis_exec.hash(), &alloc)
+                .map_err(|e| DevnetError::State(e.to_string()))?;
+        }
+
+        let dev: Vec<DevAccount> = keys
+            .accounts
+            .iter()
+            .filter(|a| a.label.starts_with("dev/"))
+            .cloned()
+            .collect();
+        let (printed, load_accounts) = dev.split_at((config.accounts as usize).min(dev.len()));
+        let shared = Arc::new(Shared {
+            chain_id: spec.chain_id,
+            pool: pool.clone(),
+            stats: (0..states.len())
+                .map(|_| Arc::new(ServerStats::default()))
+                .collect(),
+            states,
+            blocks: Mutex::new(BTreeMap::from([(
+                0,
+                BlockInfo {
+                    header: genesis_exec.clone(),
+                    transactions: Vec::new(),
+                },
+            )])),
+            chain: Mutex::new(None),
+        });
+
+        let listener = tokio::net::TcpListener::bind(config.rpc)
+            .await
+            .map_err(|source| DevnetError::Rpc {
+                addr: config.rpc,
+                source,
+            })?;
+        let rpc_addr = listener.local_addr().map_err(|source| DevnetError::Rpc {
+            addr: config.rpc,
+            source,
+        })?;
+
+        let (stop, shutdown) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        // The clustered node.
+        let hub = MemoryHub::new();
+        let store: Arc<dyn CoordinationStore> = Arc::new(EmbeddedStore::new());
+        let ranges = layout(config.servers, shards, config.replication);
+        for (i, range) in ranges.iter().enumerate() {
+            let mut server_config = ServerConfig::new("devnet", *range, shards);
+            server_config.roots_log = Some(servers_dir.join(format!("s{i}")).join("roots.log"));
+            let mut key = [0u8; 32];
+            key[..2].copy_from_slice(&(i as u16).to_be_bytes());
+            key[31] = 0x5e;
+            let net = hub.join(PeerKey(key));
+            let state = shared.states[i].clone();
+            let stats = shared.stats[i].clone();
+            let store = store.clone();
+            let shutdown = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = server::run(server_config, state, store, net, stats, shutdown).await
+                {
+                    tracing::error!(server = i, error = %e, "devnet: server stopped");
+                }
+            }));
+        }
+
+        // The feed: finalized blocks from the chain thread to the servers.
+        let (blocks_tx, blocks_rx) = mpsc::unbounded_channel::<(ExecHeader, Vec<Shard>)>();
+        let feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
+        tasks.push(tokio::spawn(feed_task(feed, blocks_rx, shutdown.clone())));
+
+        // The chain thread.
+        let stop_chain = Arc::new(AtomicBool::new(false));
+        let chain_thread = {
+            let stop_chain = stop_chain.clone();
+            let shared = shared.clone();
+            let spec = spec.clone();
+            let genesis_time = genesis.genesis_time;
+            std::thread::Builder::new()
+                .name("devnet-chain".into())
+                .spawn(move || {
+                    chain_loop(
+                        chain,
+                        genesis_exec,
+                        spec,
+                        genesis_time,
+                        registry,
+                        shared,
+                        blocks_tx,
+                        stop_chain,
+                    );
+                })
+                .map_err(|source| DevnetError::Io {
+                    path: PathBuf::from("devnet-chain thread"),
+                    source,
+                })?
+        };
+
+        // JSON-RPC.
+        {
+            let router = rpc::router(shared.clone());
+            let mut shutdown = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                    while !*shutdown.borrow() {
+                        if shutdown.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "devnet: JSON-RPC stopped");
+                }
+            }));
+        }
+
+        // The load.
+        if config.load > 0 {
+            tasks.push(tokio::spawn(load::run(
+                load_accounts.iter().map(|a| a.private_key).collect(),
+                spec.chain_id,
+                config.load,
+                pool,
+                shared.states[0].clone(),
+                shutdown.clone(),
+            )));
+        }
+        tracing::info!(rpc = %rpc_addr, servers = config.servers, validators = config.validators,
+            producers = config.producers, "devnet up");
+        Ok(Self {
+            accounts: printed.to_vec(),
+            genesis,
+            rpc_addr,
+            slot: Duration::from_secs(spec.slot_seconds),
+            shared,
+            stop_chain,
+            chain_thread: Some(chain_thread),
+            stop,
+            tasks,
+        })
+    }
+
+    /// The development accounts (address and private key), funded at genesis.
+    pub fn accounts(&self) -> &[DevAccount] {
+        &self.accounts
+    }
+
+    /// The genesis.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// Where JSON-RPC listens.
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.rpc_addr
+    }
+
+    /// Slot length.
+    pub fn slot(&self) -> Duration {
+        self.slot
+    }
+
+    /// The status now.
+    pub fn status(&self) -> Status {
+        let executed = self.shared.executed().map_or(0, |h| h.number);
+        let txs_executed = self
+            .shared
+            .blocks()
+            .range(..=executed)
+            .map(|(_, b)| b.transactions.len() as u64)
+            .sum();
+        Status {
+            chain: lock(&self.shared.chain).clone(),
+            executed,
+            txs_executed,
+            mempool: lock(&self.shared.pool.mempool).len(),
+            alarms: self
+                .shared
+                .stats
+                .iter()
+                .map(|s| s.alarms.load(Ordering::Relaxed))
+                .sum(),
+        }
+    }
+
+    /// Runs until `shutdown` turns true, handing one status line per slot to `line`; then
+    /// stops every task. tx/s is averaged over the last epoch: execution follows finality,
+    /// which arrives an epoch of blocks at a time.
+    pub async fn run_until(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut line: impl FnMut(&str),
+    ) {
+        let mut interval = tokio::time::interval(self.slot);
+        let window = self.slot * u32::try_from(self.genesis.spec.slots_per_epoch).unwrap_or(8);
+        let mut samples: std::collections::VecDeque<(Instant, u64)> =
+            std::collections::VecDeque::new();
+        loop {
+            tokio::select! {
+                r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break; },
+                _ = interval.tick() => {
+                    let status = self.status();
+                    let now = Instant::now();
+                    samples.push_back((now, status.txs_executed));
+                    while samples.len() > 2
+                        && samples.get(1).is_some_and(|(t, _)| now.duration_since(*t) >= window)
+                    {
+                        samples.pop_front();
+                    }
+                    let rate = samples.front().map_or(0.0, |(t, n)| {
+                        let dt = now.duration_since(*t).as_secs_f64();
+                        if dt > 0.0 { status.txs_executed.saturating_sub(*n) as f64 / dt } else { 0.0 }
+                    });
+                    line(&status.line(rate));
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Stops every task and the chain thread.
+    pub async fn shutdown(&mut self) {
+        let _ = self.stop.send(true);
+        self.stop_chain.store(true, Ordering::Relaxed);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        if let Some(t) = self.chain_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// `run(config, shutdown)`: a devnet until `shutdown`, status lines as `tracing` events.
+pub async fn run(config: DevnetConfig, shutdown: watch::Receiver<bool>) -> Result<(), DevnetError> {
+    let devnet = Devnet::start(config).await?;
+    devnet
+        .run_until(shutdown, |l| tracing::info!(target: "devnet", "{l}"))
+        .await;
+    Ok(())
+}
+
+async fn feed_task(
+    mut feed: Feed<phalanx_net::memory::MemoryNetwork>,
+    mut blocks: mpsc::UnboundedReceiver<(ExecHeader, Vec<Shard>)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return; },
+            b = blocks.recv() => match b {
+                Some((header, shards)) => feed.publish(header, shards),
+                None => return,
+            },
+            e = feed.net_mut().recv() => match e {
+                Some(e) => feed.answer(e),
+                None => return,
+            },
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn chain_loop(
+    mut chain: LiveChain,
+    genesis_exec: ExecHeader,
+    spec: ChainSpec,
+    genesis_time: u64,
+    registry: Registry,
+    shared: Arc<Shared>,
+    blocks: mpsc::UnboundedSender<(ExecHeader, Vec<Shard>)>,
+    stop: Arc<AtomicBool>,
+) {
+    let started = Instant::now();
+    let mut fed = chain.genesis_root();
+    let mut parent = genesis_exec;
+    while !stop.load(Ordering::Relaxed) {
+        let now_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        chain.advance(now_ms);
+        for f in chain.finalized_after(fed) {
+            let header = exec::header(&f, &parent, &spec, genesis_time, &registry);
+            let shards: Vec<Shard> = f.block.shards.iter().cloned().collect();
+            let transactions = shards
+                .iter()
+                .flat_map(|s| s.transactions.iter().map(|t| keccak256(&t[..])))
+                .collect();
+            shared.blocks().insert(
+                header.number,
+                BlockInfo {
+                    header: header.clone(),
+                    transactions,
+                },
+            );
+            tracing::debug!(
+                height = header.number,
+                slot = f.block.header.message.slot.0,
+                "devnet: block final, to execution"
+            );
+            if blocks.send((header.clone(), shards)).is_err() {
+                return;
+            }
+            parent = header;
+            fed = f.root;
+        }
+        *lock(&shared.chain) = Some(chain.status());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,188 @@
+//! A devnet in process with 1 s slots: the chain finalizes, finalized blocks are executed by
+//! the clustered node, a transfer sent over JSON-RPC lands, the built-in load is executed,
+//! every server logs the same roots, and bad requests get JSON-RPC errors.
+
+use std::time::{Duration, Instant};
+
+use alloy_consensus::{SignableTransaction, TxEip1559};
+use alloy_primitives::{Address, TxKind, U256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use phalanx_devnet::{Devnet, DevnetConfig};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn post(addr: std::net::SocketAddr, body: &str) -> Value {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8(response).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+async fn call(addr: std::net::SocketAddr, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    post(addr, &body.to_string()).await
+}
+
+fn hex_u64(v: &Value) -> u64 {
+    u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devnet_finalizes_executes_and_answers_json_rpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = DevnetConfig::new(dir.path().to_path_buf());
+    config.slot_seconds = Some(1);
+    config.rpc = "127.0.0.1:0".parse().unwrap();
+    config.load = 40;
+    let devnet = Devnet::start(config).await.unwrap();
+    let rpc = devnet.rpc_addr();
+    assert_eq!(devnet.accounts().len(), 10);
+
+    assert_eq!(
+        hex_u64(&call(rpc, "eth_chainId", json!([])).await["result"]),
+        7331
+    );
+
+    // A transfer from development account 0 to a fresh address.
+    let signer = PrivateKeySigner::from_bytes(&devnet.accounts()[0].private_key).unwrap();
+    let to = Address::repeat_byte(0x42);
+    let value = U256::from(123_456_789u64);
+    let nonce = hex_u64(
+        &call(
+            rpc,
+            "eth_getTransactionCount",
+            json!([signer.address(), "pending"]),
+        )
+        .await["result"],
+    );
+    assert_eq!(nonce, 0);
+    let tx = TxEip1559 {
+        chain_id: 7331,
+        nonce,
+        gas_limit: 21_000,
+        max_fee_per_gas: 2_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+        to: TxKind::Call(to),
+        value,
+        access_list: Default::default(),
+        input: Default::default(),
+    };
+    let sig = signer.sign_hash_sync(&tx.signature_hash()).unwrap();
+    let envelope: alloy_consensus::TxEnvelope = tx.into_signed(sig).into();
+    let raw = phalanx_types::transaction::encode(&envelope);
+    let sent = call(
+        rpc,
+        "eth_sendRawTransaction",
+        json!([alloy_primitives::Bytes::from(raw.clone())]),
+    )
+    .await;
+    assert!(sent["result"].is_string(), "{sent}");
+    // The same transaction again is refused, with a message.
+    let again = call(
+        rpc,
+        "eth_sendRawTransaction",
+        json!([alloy_primitives::Bytes::from(raw)]),
+    )
+    .await;
+    assert_eq!(again["error"]["code"], -32000, "{again}");
+
+    // Bad requests: JSON-RPC errors, never a dropped connection.
+    assert_eq!(post(rpc, "{not json").await["error"]["code"], -32700);
+    assert_eq!(
+        call(rpc, "eth_mine", json!([])).await["error"]["code"],
+        -32601
+    );
+    assert_eq!(
+        call(rpc, "eth_getBalance", json!(["0x12"])).await["error"]["code"],
+        -32602
+    );
+    assert_eq!(
+        call(rpc, "eth_sendRawTransaction", json!(["0x0102"])).await["error"]["code"],
+        -32000
+    );
+    let batch = post(rpc, r#"[{"jsonrpc":"2.0","id":1,"method":"eth_chainId"},{"jsonrpc":"2.0","id":2,"method":"net_version"}]"#).await;
+    assert_eq!(batch[1]["result"], "7331");
+
+    // Wait for the transfer to be executed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let balance = call(rpc, "eth_getBalance", json!([to, "latest"])).await;
+        if balance["result"] == json!(format!("{value:#x}")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "transfer not executed in 120 s; status: {:?}",
+            devnet.status()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let status = devnet.status();
+    let chain = status.chain.clone().unwrap();
+    assert!(chain.finalized.epoch.0 >= 1, "{status:?}");
+    assert!(status.executed >= 1, "{status:?}");
+    assert_eq!(status.alarms, 0);
+    assert_eq!(
+        hex_u64(
+            &call(
+                rpc,
+                "eth_getTransactionCount",
+                json!([signer.address(), "latest"])
+            )
+            .await["result"]
+        ),
+        1
+    );
+    // The built-in load is executed too.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while devnet.status().txs_executed < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "load not executed: {:?}",
+            devnet.status()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The block JSON-RPC names as latest is the executed head, and an older state is refused.
+    let head = hex_u64(&call(rpc, "eth_blockNumber", json!([])).await["result"]);
+    assert!(head >= 1);
+    let block = call(rpc, "eth_getBlockByNumber", json!(["latest", false])).await;
+    assert!(hex_u64(&block["result"]["number"]) >= head, "{block}");
+    let old = call(rpc, "eth_getBalance", json!([to, "0x0"])).await;
+    assert_eq!(old["error"]["code"], -32000, "{old}");
+
+    let mut devnet = devnet;
+    devnet.shutdown().await;
+    // Every server logged the same root at every height it applied.
+    let logs: Vec<std::collections::BTreeMap<u64, String>> = (0..4)
+        .map(|i| {
+            std::fs::read_to_string(dir.path().join(format!("servers/s{i}/roots.log")))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let f: Vec<&str> = l.split(' ').collect();
+                    (f[0].parse().unwrap(), format!("{} {}", f[1], f[2]))
+                })
+                .collect()
+        })
+        .collect();
+    let mut compared = 0;
+    for (height, root) in &logs[0] {
+        for other in &logs[1..] {
+            if let Some(r) = other.get(height) {
+                assert_eq!(r, root, "height {height}");
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 3, "too few heights to compare: {compared}");
+}

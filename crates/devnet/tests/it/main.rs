@@ -1,0 +1,4 @@
+//! The devnet's integration tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod devnet;
