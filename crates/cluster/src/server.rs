@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy_primitives::{B256, Bytes};
-use phalanx_execution::block::{self, ShardResult, VoidReason};
+use phalanx_execution::block::{self, Receipt, ShardResult, VoidReason};
 use phalanx_execution::changes::ShardEffects;
 use phalanx_execution::store::StateStore;
 use phalanx_net::{NetEvent, Network, PeerKey};
@@ -135,6 +135,9 @@ pub struct ServerStats {
     /// Shards this server has been responsible for (its range, takeovers, extras) or fetched
     /// to re-run while catching up.
     pub subscribed: Mutex<BTreeSet<u16>>,
+    /// Receipts of applied heights, for the shards this server ran and whose result was
+    /// accepted (the last [`STATS_HEIGHTS`]).
+    pub receipts: Mutex<BTreeMap<u64, Vec<(u16, Vec<Receipt>)>>>,
     /// Store round trips of accepted-key writes, microseconds (for the benchmark).
     pub accept_rtt_us: Mutex<Vec<u64>>,
 }
@@ -162,6 +165,23 @@ impl ServerStats {
     pub fn shard_bytes_by_index(&self) -> (ShardBytes, ShardBytes) {
         let of = |m: &Mutex<BTreeMap<u16, u64>>| lock(m).iter().map(|(s, b)| (*s, *b)).collect();
         (of(&self.shard_bytes), of(&self.fetched_shard_bytes))
+    }
+
+    /// The receipts this server kept for `height`: `(shard, receipts)` of the shards it ran
+    /// whose result was accepted (none for a void block).
+    pub fn receipts(&self, height: u64) -> Vec<(u16, Vec<Receipt>)> {
+        lock(&self.receipts)
+            .get(&height)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn record_receipts(&self, height: u64, shards: Vec<(u16, Vec<Receipt>)>) {
+        let mut receipts = lock(&self.receipts);
+        receipts.insert(height, shards);
+        while receipts.len() > STATS_HEIGHTS {
+            receipts.pop_first();
+        }
     }
 
     fn record_applied(&self, height: u64, block: B256, root: B256) {
@@ -221,6 +241,8 @@ struct Pending {
     /// Shards outside this server's range and takeovers that it runs for this block only
     /// (step 4): fetched by request, never subscribed to.
     extras: BTreeSet<u16>,
+    /// Receipts of the shards this server ran, by (shard, root).
+    receipts: BTreeMap<(u16, B256), Vec<Receipt>>,
 }
 
 struct Server<N: Network> {
@@ -663,6 +685,7 @@ impl<N: Network> Server<N> {
             hash,
             source,
             arrived: Instant::now(),
+            receipts: BTreeMap::new(),
             shards: BTreeMap::new(),
             mine: BTreeMap::new(),
             outcomes: BTreeMap::new(),
@@ -733,7 +756,7 @@ impl<N: Network> Server<N> {
                 }
                 continue;
             }
-            let outcome = self.run_shard(p, shard, message)?;
+            let (outcome, receipts) = self.run_shard(p, shard, message)?;
             let root = outcome.root();
             self.stats.executed.fetch_add(1, Ordering::Relaxed);
             self.net.publish(
@@ -748,6 +771,7 @@ impl<N: Network> Server<N> {
                     alarm(&self.stats, me, p.hash, shard, *accepted, root, me);
                 }
                 p.mine.insert(shard, root);
+                p.receipts.insert((shard, root), receipts);
                 p.votes.entry((shard, root)).or_default().insert(me);
                 p.outcomes.entry((shard, root)).or_insert(outcome);
             }
@@ -760,7 +784,7 @@ impl<N: Network> Server<N> {
         p: &Pending,
         shard: u16,
         message: &ShardMessage,
-    ) -> Result<ShardOutcome, ServerError> {
+    ) -> Result<(ShardOutcome, Vec<Receipt>), ServerError> {
         let env = p.header.env();
         let view = self
             .state
@@ -775,11 +799,15 @@ impl<N: Network> Server<N> {
         let prepared = block::prepare(std::slice::from_ref(&txs));
         let result = block::run_shard(&view, &env, &env.exec_env(), shard as usize, &prepared[0])
             .map_err(|e| ServerError::State(e.to_string()))?;
+        let receipts = result
+            .as_ref()
+            .map(|r| r.receipts.clone())
+            .unwrap_or_default();
         let mut outcome = outcome_of(p.hash, shard, result)?;
         if self.config.corrupt {
             corrupt(&mut outcome);
         }
-        Ok(outcome)
+        Ok((outcome, receipts))
     }
 
     /// Step 3 (and the reading side of it for shards this server does not run).
@@ -960,7 +988,7 @@ impl<N: Network> Server<N> {
                 None => return Ok(()),
             }
         }
-        let Some(p) = self.pending.take() else {
+        let Some(mut p) = self.pending.take() else {
             return Ok(());
         };
         let results: Vec<Result<ShardResult, VoidReason>> = outcomes
@@ -982,6 +1010,18 @@ impl<N: Network> Server<N> {
         self.head = (p.header.number, p.hash);
         self.stats
             .record_applied(p.header.number, p.hash, result.post_state_root);
+        if result.void.is_none() {
+            // Receipts of the shards whose accepted result is this server's own.
+            let mut kept: Vec<(u16, Vec<Receipt>)> = Vec::new();
+            for (shard, (root, _)) in &p.accepted {
+                if p.mine.get(shard) == Some(root)
+                    && let Some(r) = p.receipts.remove(&(*shard, *root))
+                {
+                    kept.push((*shard, r));
+                }
+            }
+            self.stats.record_receipts(p.header.number, kept);
+        }
         self.stats.applied.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             server = %self.me,

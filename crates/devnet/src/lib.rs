@@ -131,7 +131,17 @@ pub enum DevnetError {
 #[derive(Debug, Clone)]
 pub(crate) struct BlockInfo {
     pub(crate) header: ExecHeader,
+    /// Hashes of its transactions in block order (shard by shard).
     pub(crate) transactions: Vec<B256>,
+    /// Each transaction's shard and encoding, in the same order.
+    pub(crate) raw: Vec<(u16, Bytes)>,
+}
+
+/// Where a transaction went: height and index in the block.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TxLocation {
+    pub(crate) height: u64,
+    pub(crate) index: usize,
 }
 
 /// What the devnet's tasks share.
@@ -141,6 +151,7 @@ pub(crate) struct Shared {
     pub(crate) states: Vec<Arc<StateStore>>,
     pub(crate) stats: Vec<Arc<ServerStats>>,
     pub(crate) blocks: Mutex<BTreeMap<u64, BlockInfo>>,
+    pub(crate) txs: Mutex<std::collections::HashMap<B256, TxLocation>>,
     pub(crate) chain: Mutex<Option<LiveStatus>>,
 }
 
@@ -153,7 +164,7 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -179,6 +190,12 @@ impl Shared {
             code: -32000,
             message: e.to_string(),
         })
+    }
+
+    /// The header of the executed head.
+    pub(crate) fn head_header(&self) -> Option<ExecHeader> {
+        let head = self.executed()?;
+        self.blocks().get(&head.number).map(|b| b.header.clone())
     }
 
     pub(crate) fn blocks(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, BlockInfo>> {
@@ -369,8 +386,10 @@ impl Devnet {
                 BlockInfo {
                     header: genesis_exec.clone(),
                     transactions: Vec::new(),
+                    raw: Vec::new(),
                 },
             )])),
+            txs: Mutex::new(std::collections::HashMap::new()),
             chain: Mutex::new(None),
         });
 
@@ -627,15 +646,34 @@ fn chain_loop(
         for f in chain.finalized_after(fed) {
             let header = exec::header(&f, &parent, &spec, genesis_time, &registry);
             let shards: Vec<Shard> = f.block.shards.iter().cloned().collect();
-            let transactions = shards
+            let raw: Vec<(u16, Bytes)> = shards
                 .iter()
-                .flat_map(|s| s.transactions.iter().map(|t| keccak256(&t[..])))
+                .enumerate()
+                .flat_map(|(i, s)| {
+                    s.transactions
+                        .iter()
+                        .map(move |t| (i as u16, Bytes::copy_from_slice(&t[..])))
+                })
                 .collect();
+            let transactions: Vec<B256> = raw.iter().map(|(_, t)| keccak256(t)).collect();
+            {
+                let mut txs = lock(&shared.txs);
+                for (index, hash) in transactions.iter().enumerate() {
+                    txs.insert(
+                        *hash,
+                        TxLocation {
+                            height: header.number,
+                            index,
+                        },
+                    );
+                }
+            }
             shared.blocks().insert(
                 header.number,
                 BlockInfo {
                     header: header.clone(),
                     transactions,
+                    raw,
                 },
             );
             tracing::debug!(

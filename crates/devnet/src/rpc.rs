@@ -20,6 +20,8 @@ use axum::routing::post;
 use phalanx_execution::reader::StateReader;
 use serde_json::{Value, json};
 
+use phalanx_cluster::wire::ExecHeader;
+
 use crate::Shared;
 
 /// A JSON-RPC error.
@@ -251,6 +253,37 @@ fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcErr
                 "transactions": block.transactions,
             }))
         }
+        "eth_accounts" => Ok(json!([])),
+        "eth_call" | "eth_estimateGas" => {
+            let object: CallObject = param(params, 0, "transaction object")?;
+            at_head(shared, params, 1)?;
+            let request = object.request();
+            let view = shared.head_view()?;
+            let header = shared
+                .head_header()
+                .ok_or_else(|| RpcError::server("no executed block yet"))?;
+            let env = header.env().exec_env();
+            if method == "eth_call" {
+                match phalanx_execution::call::call(&view, &env, &request) {
+                    Ok(outcome) => outcome_result(outcome),
+                    Err(e) => Err(RpcError::server(e.to_string())),
+                }
+            } else {
+                match phalanx_execution::call::estimate_gas(&view, &env, &request) {
+                    Ok(Ok(gas)) => Ok(quantity(gas)),
+                    Ok(Err(failed)) => outcome_result(failed).map(|_| Value::Null),
+                    Err(e) => Err(RpcError::server(e.to_string())),
+                }
+            }
+        }
+        "eth_getTransactionByHash" => {
+            let hash: B256 = param(params, 0, "transaction hash")?;
+            Ok(transaction_by_hash(shared, hash))
+        }
+        "eth_getTransactionReceipt" => {
+            let hash: B256 = param(params, 0, "transaction hash")?;
+            Ok(receipt(shared, hash))
+        }
         "eth_sendRawTransaction" => {
             let raw: Bytes = param(params, 0, "transaction")?;
             shared
@@ -263,4 +296,198 @@ fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcErr
             message: format!("method {other} is not available on this node"),
         }),
     }
+}
+
+/// The JSON-RPC transaction object of `eth_call` and `eth_estimateGas` (fee fields are
+/// accepted and ignored: calls run at a zero gas price).
+#[derive(Debug, serde::Deserialize)]
+struct CallObject {
+    from: Option<Address>,
+    to: Option<Address>,
+    value: Option<U256>,
+    data: Option<Bytes>,
+    input: Option<Bytes>,
+    gas: Option<alloy_primitives::U64>,
+}
+
+impl CallObject {
+    fn request(self) -> phalanx_execution::call::CallRequest {
+        phalanx_execution::call::CallRequest {
+            from: self.from,
+            to: self.to,
+            value: self.value.unwrap_or_default(),
+            data: self.input.or(self.data).unwrap_or_default(),
+            gas: self.gas.map(|g| g.to::<u64>()),
+        }
+    }
+}
+
+/// A call's result, or the error geth gives: code 3 with the revert data, or the halt reason.
+fn outcome_result(outcome: phalanx_execution::call::CallOutcome) -> Result<Value, RpcError> {
+    use phalanx_execution::call::CallOutcome;
+    match outcome {
+        CallOutcome::Success { output, .. } => Ok(json!(output)),
+        CallOutcome::Revert { output, .. } => Err(RpcError {
+            code: 3,
+            message: format!("execution reverted: {output}"),
+        }),
+        CallOutcome::Halt { reason, .. } => {
+            Err(RpcError::server(format!("execution halted: {reason}")))
+        }
+    }
+}
+
+/// A transaction as JSON-RPC shows it; `at` is its block header and index once in a block.
+fn transaction_json(raw: &Bytes, at: Option<(&ExecHeader, usize)>) -> Value {
+    use alloy_consensus::Transaction as _;
+    use alloy_consensus::transaction::SignerRecoverable as _;
+    let Ok(tx) = phalanx_types::transaction::decode(raw) else {
+        return Value::Null;
+    };
+    let from = tx.recover_signer().ok();
+    let sig = tx.signature();
+    let ty = tx.tx_type() as u8;
+    let parity = u64::from(sig.v());
+    let v = match (ty, tx.chain_id()) {
+        (0, Some(id)) => id * 2 + 35 + parity,
+        (0, None) => 27 + parity,
+        _ => parity,
+    };
+    let basefee = at.map(|(h, _)| h.basefee);
+    json!({
+        "hash": alloy_primitives::keccak256(raw),
+        "nonce": quantity(tx.nonce()),
+        "from": from,
+        "to": tx.to(),
+        "value": quantity(tx.value()),
+        "gas": quantity(tx.gas_limit()),
+        "gasPrice": quantity(tx.effective_gas_price(basefee)),
+        "maxFeePerGas": quantity(tx.max_fee_per_gas()),
+        "maxPriorityFeePerGas": tx.max_priority_fee_per_gas().map(quantity),
+        "input": tx.input(),
+        "type": quantity(ty),
+        "chainId": tx.chain_id().map(quantity),
+        "accessList": tx.access_list().cloned().unwrap_or_default(),
+        "v": quantity(v),
+        "yParity": quantity(parity),
+        "r": quantity(sig.r()),
+        "s": quantity(sig.s()),
+        "blockHash": at.map(|(h, _)| h.hash()),
+        "blockNumber": at.map(|(h, _)| quantity(h.number)),
+        "transactionIndex": at.map(|(_, i)| quantity(i as u64)),
+    })
+}
+
+fn transaction_by_hash(shared: &Shared, hash: B256) -> Value {
+    let location = crate::lock(&shared.txs).get(&hash).copied();
+    if let Some(loc) = location {
+        let blocks = shared.blocks();
+        if let Some(block) = blocks.get(&loc.height)
+            && let Some((_, raw)) = block.raw.get(loc.index)
+        {
+            return transaction_json(raw, Some((&block.header, loc.index)));
+        }
+    }
+    let pending = crate::lock(&shared.pool.mempool)
+        .by_sender()
+        .flat_map(|(_, txs)| {
+            txs.into_iter()
+                .map(|t| (t.hash, t.raw.clone()))
+                .collect::<Vec<_>>()
+        })
+        .find(|(h, _)| *h == hash);
+    pending.map_or(Value::Null, |(_, raw)| transaction_json(&raw, None))
+}
+
+/// The receipt of an executed transaction, from the servers that ran its shard; `null` while
+/// it is pending, and for a transaction its shard skipped (invalid: it did not run).
+fn receipt(shared: &Shared, hash: B256) -> Value {
+    use phalanx_execution::block::TxStatus;
+    let Some(loc) = crate::lock(&shared.txs).get(&hash).copied() else {
+        return Value::Null;
+    };
+    if shared.executed().is_none_or(|h| h.number < loc.height) {
+        return Value::Null;
+    }
+    let (header, raw) = {
+        let blocks = shared.blocks();
+        let Some(block) = blocks.get(&loc.height) else {
+            return Value::Null;
+        };
+        (block.header.clone(), block.raw.clone())
+    };
+    let mut by_shard: std::collections::BTreeMap<u16, Vec<phalanx_execution::block::Receipt>> =
+        std::collections::BTreeMap::new();
+    for stats in &shared.stats {
+        for (shard, receipts) in stats.receipts(loc.height) {
+            by_shard.entry(shard).or_insert(receipts);
+        }
+    }
+    // Block-wide cumulative gas and log indices: shard by shard, in block order.
+    let mut cumulative = 0u64;
+    let mut log_index = 0u64;
+    let mut position: std::collections::BTreeMap<u16, usize> = std::collections::BTreeMap::new();
+    for (index, (shard, tx_raw)) in raw.iter().enumerate() {
+        let at = position.entry(*shard).or_insert(0);
+        let found = by_shard.get(shard).and_then(|r| r.get(*at)).cloned();
+        *at += 1;
+        let Some(r) = found else {
+            if index == loc.index {
+                return Value::Null;
+            }
+            continue;
+        };
+        if matches!(r.status, TxStatus::Skipped(_)) {
+            if index == loc.index {
+                return Value::Null;
+            }
+            continue;
+        }
+        cumulative += r.gas_used;
+        if index != loc.index {
+            log_index += r.logs.len() as u64;
+            continue;
+        }
+        if r.tx_hash != hash {
+            return Value::Null;
+        }
+        let tx = transaction_json(tx_raw, Some((&header, index)));
+        let mut bloom = alloy_primitives::Bloom::ZERO;
+        let logs: Vec<Value> = r
+            .logs
+            .iter()
+            .enumerate()
+            .map(|(i, log)| {
+                bloom.accrue_log(log);
+                json!({
+                    "address": log.address,
+                    "topics": log.data.topics(),
+                    "data": log.data.data,
+                    "logIndex": quantity(log_index + i as u64),
+                    "transactionIndex": quantity(index as u64),
+                    "transactionHash": hash,
+                    "blockHash": header.hash(),
+                    "blockNumber": quantity(header.number),
+                    "removed": false,
+                })
+            })
+            .collect();
+        return json!({
+            "transactionHash": hash,
+            "transactionIndex": quantity(index as u64),
+            "blockHash": header.hash(),
+            "blockNumber": quantity(header.number),
+            "from": r.sender.or_else(|| tx["from"].as_str().and_then(|s| s.parse().ok())),
+            "to": tx["to"],
+            "cumulativeGasUsed": quantity(cumulative),
+            "gasUsed": quantity(r.gas_used),
+            "effectiveGasPrice": tx["gasPrice"],
+            "contractAddress": r.contract_address,
+            "logs": logs,
+            "logsBloom": bloom,
+            "status": if r.status == TxStatus::Success { "0x1" } else { "0x0" },
+            "type": tx["type"],
+        });
+    }
+    Value::Null
 }

@@ -15,6 +15,7 @@
 //! * [`statetest`]: Ethereum's GeneralStateTests through this state layer.
 
 pub mod block;
+pub mod call;
 pub mod changes;
 pub mod conflict;
 pub mod domain;

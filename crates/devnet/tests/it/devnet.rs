@@ -86,6 +86,17 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
     )
     .await;
     assert!(sent["result"].is_string(), "{sent}");
+    let hash = sent["result"].clone();
+    let pending = call(rpc, "eth_getTransactionByHash", json!([hash])).await;
+    assert_eq!(pending["result"]["blockNumber"], Value::Null, "{pending}");
+    assert_eq!(
+        pending["result"]["from"].as_str().unwrap().to_lowercase(),
+        format!("{:#x}", signer.address())
+    );
+    assert_eq!(
+        call(rpc, "eth_getTransactionReceipt", json!([hash])).await["result"],
+        Value::Null
+    );
     // The same transaction again is refused, with a message.
     let again = call(
         rpc,
@@ -142,6 +153,34 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
         ),
         1
     );
+    // Its receipt and its place in a block.
+    let receipt = call(rpc, "eth_getTransactionReceipt", json!([hash])).await;
+    let r = &receipt["result"];
+    assert_eq!(r["status"], "0x1", "{receipt}");
+    assert_eq!(r["gasUsed"], "0x5208", "{receipt}");
+    assert_eq!(r["to"].as_str().unwrap().to_lowercase(), format!("{to:#x}"));
+    let mined = call(rpc, "eth_getTransactionByHash", json!([hash])).await;
+    assert_eq!(mined["result"]["blockNumber"], r["blockNumber"], "{mined}");
+    assert_eq!(mined["result"]["blockHash"], r["blockHash"], "{mined}");
+    // Calls and estimates run against the executed head.
+    let estimate = call(
+        rpc,
+        "eth_estimateGas",
+        json!([{"from": signer.address(), "to": to, "value": "0x1"}]),
+    )
+    .await;
+    assert_eq!(estimate["result"], "0x5208", "{estimate}");
+    // Init code that returns the word 42.
+    let ret42 = call(
+        rpc,
+        "eth_call",
+        json!([{"data": "0x602a60005260206000f3"}, "latest"]),
+    )
+    .await;
+    assert_eq!(ret42["result"], format!("0x{:064x}", 42), "{ret42}");
+    let reverted = call(rpc, "eth_call", json!([{"data": "0x60006000fd"}])).await;
+    assert_eq!(reverted["error"]["code"], 3, "{reverted}");
+
     // The built-in load is executed too.
     let deadline = Instant::now() + Duration::from_secs(60);
     while devnet.status().txs_executed < 20 {

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
 
 mod block;
+mod call;
 mod statetests;
 mod store;
 mod util;
