@@ -97,6 +97,9 @@ impl ServerConfig {
     }
 }
 
+/// Receipts of one height: `(shard, receipts)` per shard.
+pub type ShardReceipts = Vec<(u16, Vec<Receipt>)>;
+
 /// Bytes received per shard index.
 pub type ShardBytes = Vec<(u16, u64)>;
 
@@ -137,7 +140,7 @@ pub struct ServerStats {
     pub subscribed: Mutex<BTreeSet<u16>>,
     /// Receipts of applied heights, for the shards this server ran and whose result was
     /// accepted (the last [`STATS_HEIGHTS`]).
-    pub receipts: Mutex<BTreeMap<u64, Vec<(u16, Vec<Receipt>)>>>,
+    pub receipts: Mutex<BTreeMap<u64, ShardReceipts>>,
     /// Store round trips of accepted-key writes, microseconds (for the benchmark).
     pub accept_rtt_us: Mutex<Vec<u64>>,
 }
@@ -169,14 +172,14 @@ impl ServerStats {
 
     /// The receipts this server kept for `height`: `(shard, receipts)` of the shards it ran
     /// whose result was accepted (none for a void block).
-    pub fn receipts(&self, height: u64) -> Vec<(u16, Vec<Receipt>)> {
+    pub fn receipts(&self, height: u64) -> ShardReceipts {
         lock(&self.receipts)
             .get(&height)
             .cloned()
             .unwrap_or_default()
     }
 
-    fn record_receipts(&self, height: u64, shards: Vec<(u16, Vec<Receipt>)>) {
+    fn record_receipts(&self, height: u64, shards: ShardReceipts) {
         let mut receipts = lock(&self.receipts);
         receipts.insert(height, shards);
         while receipts.len() > STATS_HEIGHTS {
