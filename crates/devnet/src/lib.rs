@@ -185,10 +185,12 @@ impl Shared {
         let (state, head) = self.best().ok_or_else(|| rpc::RpcError {
             code: -32000,
             message: "no state yet".into(),
+            data: None,
         })?;
         state.view(head.block).map_err(|e| rpc::RpcError {
             code: -32000,
             message: e.to_string(),
+            data: None,
         })
     }
 

@@ -31,6 +31,8 @@ pub struct RpcError {
     pub code: i64,
     /// Message.
     pub message: String,
+    /// Data (a revert's return data).
+    pub data: Option<Value>,
 }
 
 impl RpcError {
@@ -38,12 +40,14 @@ impl RpcError {
         Self {
             code: -32602,
             message: message.into(),
+            data: None,
         }
     }
     fn server(message: impl Into<String>) -> Self {
         Self {
             code: -32000,
             message: message.into(),
+            data: None,
         }
     }
 }
@@ -64,6 +68,7 @@ async fn handle(State(shared): State<Arc<Shared>>, body: String) -> axum::Json<V
                 &RpcError {
                     code: -32700,
                     message: format!("parse error: {e}"),
+                    data: None,
                 },
             ));
         }
@@ -86,7 +91,28 @@ async fn handle(State(shared): State<Arc<Shared>>, body: String) -> axum::Json<V
 }
 
 fn error_response(id: Value, e: &RpcError) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}})
+    let mut error = json!({"code": e.code, "message": e.message});
+    if let Some(data) = &e.data {
+        error["data"] = data.clone();
+    }
+    json!({"jsonrpc": "2.0", "id": id, "error": error})
+}
+
+/// The reason string of Solidity's `Error(string)` revert data, if that is what it is.
+fn revert_reason(output: &[u8]) -> Option<String> {
+    let body = output.strip_prefix(&[0x08, 0xc3, 0x79, 0xa0][..])?;
+    let word = |i: usize| -> Option<usize> {
+        let w = body.get(i..i + 32)?;
+        if w[..24].iter().any(|b| *b != 0) {
+            return None;
+        }
+        usize::try_from(u64::from_be_bytes(w[24..].try_into().ok()?)).ok()
+    };
+    let offset = word(0)?;
+    let len = word(offset)?;
+    let start = offset.checked_add(32)?;
+    let bytes = body.get(start..start.checked_add(len)?)?;
+    String::from_utf8(bytes.to_vec()).ok()
 }
 
 fn one(shared: &Shared, request: &Value) -> Value {
@@ -97,6 +123,7 @@ fn one(shared: &Shared, request: &Value) -> Value {
             &RpcError {
                 code: -32600,
                 message: "invalid request: no method".into(),
+                data: None,
             },
         );
     };
@@ -294,6 +321,7 @@ fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcErr
         other => Err(RpcError {
             code: -32601,
             message: format!("method {other} is not available on this node"),
+            data: None,
         }),
     }
 }
@@ -329,7 +357,11 @@ fn outcome_result(outcome: phalanx_execution::call::CallOutcome) -> Result<Value
         CallOutcome::Success { output, .. } => Ok(json!(output)),
         CallOutcome::Revert { output, .. } => Err(RpcError {
             code: 3,
-            message: format!("execution reverted: {output}"),
+            message: match revert_reason(&output) {
+                Some(reason) => format!("execution reverted: {reason}"),
+                None => "execution reverted".into(),
+            },
+            data: Some(json!(output)),
         }),
         CallOutcome::Halt { reason, .. } => {
             Err(RpcError::server(format!("execution halted: {reason}")))

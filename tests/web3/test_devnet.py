@@ -1,0 +1,88 @@
+"""The devnet against a real Ethereum client library (web3.py, not written here).
+
+Usage: test_devnet.py RPC_URL TOKEN_ABI TOKEN_BIN DEV_KEY
+
+Deploys the ERC-20 in Token.sol (compiled by solc), transfers tokens and ETH, and checks
+balances, nonces and receipts (status, gas, logs, contract address) through web3.py.
+Exits non-zero with a message on the first failure.
+"""
+
+import json
+import sys
+import time
+
+from web3 import Web3
+
+
+def main() -> None:
+    url, abi_path, bin_path, key = sys.argv[1:5]
+    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
+    deadline = time.time() + 60
+    while not w3.is_connected():
+        if time.time() > deadline:
+            sys.exit(f"no JSON-RPC at {url}")
+        time.sleep(0.5)
+    assert w3.eth.chain_id == 7331, w3.eth.chain_id
+    account = w3.eth.account.from_key(key)
+    me = account.address
+    start_nonce = w3.eth.get_transaction_count(me)
+    start_balance = w3.eth.get_balance(me)
+    assert start_balance > 10**21, start_balance
+
+    def send(tx: dict) -> dict:
+        tx.setdefault("chainId", 7331)
+        tx.setdefault("nonce", w3.eth.get_transaction_count(me, "pending"))
+        signed = account.sign_transaction(tx)
+        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=180, poll_latency=0.5)
+        assert receipt["transactionHash"] == tx_hash, receipt
+        return receipt
+
+    abi = json.load(open(abi_path))
+    bytecode = "0x" + open(bin_path).read().strip()
+    Token = w3.eth.contract(abi=abi, bytecode=bytecode)
+    supply = 1_000_000 * 10**18
+    deploy = Token.constructor("Phalanx Test", "PHX", supply).build_transaction({"from": me})
+    receipt = send(deploy)
+    assert receipt["status"] == 1, receipt
+    address = receipt["contractAddress"]
+    assert address, receipt
+    assert len(w3.eth.get_code(address)) > 0
+    token = w3.eth.contract(address=address, abi=abi)
+    assert token.functions.symbol().call() == "PHX"
+    assert token.functions.balanceOf(me).call() == supply
+    print(f"deployed Token at {address} in block {receipt['blockNumber']}, gas {receipt['gasUsed']}")
+
+    friend = w3.eth.account.create().address
+    amount = 12_345 * 10**18
+    receipt = send(token.functions.transfer(friend, amount).build_transaction({"from": me}))
+    assert receipt["status"] == 1, receipt
+    events = token.events.Transfer().process_receipt(receipt)
+    assert len(events) == 1 and events[0]["args"]["to"] == friend, events
+    assert events[0]["args"]["value"] == amount
+    assert token.functions.balanceOf(friend).call() == amount
+    assert token.functions.balanceOf(me).call() == supply - amount
+    print(f"token transfer in block {receipt['blockNumber']}, gas {receipt['gasUsed']}")
+
+    # A transfer the token refuses: the estimate reverts, naming the reason.
+    try:
+        token.functions.transfer(friend, supply * 2).estimate_gas({"from": me})
+        sys.exit("an over-balance transfer was not refused")
+    except Exception as e:  # web3 raises ContractLogicError
+        assert "balance" in str(e), e
+
+    value = w3.to_wei(1.5, "ether")
+    receipt = send({"to": friend, "value": value, "gas": 21_000,
+                    "maxFeePerGas": w3.to_wei(3, "gwei"),
+                    "maxPriorityFeePerGas": w3.to_wei(1, "gwei")})
+    assert receipt["status"] == 1 and receipt["gasUsed"] == 21_000, receipt
+    assert w3.eth.get_balance(friend) == value
+    assert w3.eth.get_transaction_count(me) == start_nonce + 3
+    assert w3.eth.get_balance(me) < start_balance - value
+    tx = w3.eth.get_transaction(receipt["transactionHash"])
+    assert tx["from"] == me and tx["to"] == friend and tx["value"] == value, tx
+    print("ETH transfer, balances, nonces and receipts: ok")
+
+
+if __name__ == "__main__":
+    main()
