@@ -10,10 +10,13 @@ use phalanx_devnet::{Devnet, DevnetConfig};
 /// Flags of `phalanx devnet`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DevnetArgs {
-    /// Where the clustered node's servers keep their state (cleared at start: the devnet
-    /// starts a new chain each time until resuming lands).
+    /// Where the chain (genesis, block log, slashing protection) and the servers' state are
+    /// kept; a devnet started on a folder that holds a chain resumes it.
     #[arg(long = "data-dir", default_value = "devnet-data")]
     data_dir: PathBuf,
+    /// Start a new chain, deleting the one in `--data-dir`.
+    #[arg(long)]
+    fresh: bool,
     /// Validators.
     #[arg(long, default_value_t = 8)]
     validators: usize,
@@ -50,6 +53,7 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
     config.rpc = args.rpc;
     config.seed = args.seed.clone();
     config.slot_seconds = args.slot_seconds;
+    config.fresh = args.fresh;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

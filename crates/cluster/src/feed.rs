@@ -69,6 +69,13 @@ impl<N: Network> Feed<N> {
                 tracing::debug!(shard = i, error = %e, "feed: shard not published");
             }
         }
+        self.remember(header, shards);
+    }
+
+    /// Keeps a block to answer requests for it, without publishing it (a restarted source
+    /// refilling its history).
+    pub fn remember(&mut self, header: ExecHeader, shards: Vec<Shard>) {
+        let hash = header.hash();
         self.by_height.insert(header.number, hash);
         self.history.insert(hash, (header, shards));
         while self.by_height.len() > KEEP_BLOCKS {

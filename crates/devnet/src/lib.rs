@@ -26,6 +26,7 @@ pub mod exec;
 pub mod load;
 pub mod pool;
 pub mod rpc;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -76,6 +77,8 @@ pub struct DevnetConfig {
     pub seed: String,
     /// Slot length, seconds (the devnet preset's 2 unless set).
     pub slot_seconds: Option<u64>,
+    /// Start a new chain even if `data_dir` holds one.
+    pub fresh: bool,
 }
 
 impl DevnetConfig {
@@ -93,6 +96,7 @@ impl DevnetConfig {
             rpc: SocketAddr::from(([127, 0, 0, 1], 8545)),
             seed: "phalanx-devnet".into(),
             slot_seconds: None,
+            fresh: false,
         }
     }
 }
@@ -194,6 +198,40 @@ impl Shared {
         })
     }
 
+    /// Indexes a block fed to execution (for JSON-RPC).
+    pub(crate) fn record_block(&self, header: &ExecHeader, shards: &[Shard]) {
+        let raw: Vec<(u16, Bytes)> = shards
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| {
+                s.transactions
+                    .iter()
+                    .map(move |t| (i as u16, Bytes::copy_from_slice(&t[..])))
+            })
+            .collect();
+        let transactions: Vec<B256> = raw.iter().map(|(_, t)| keccak256(t)).collect();
+        {
+            let mut txs = lock(&self.txs);
+            for (index, hash) in transactions.iter().enumerate() {
+                txs.insert(
+                    *hash,
+                    TxLocation {
+                        height: header.number,
+                        index,
+                    },
+                );
+            }
+        }
+        self.blocks().insert(
+            header.number,
+            BlockInfo {
+                header: header.clone(),
+                transactions,
+                raw,
+            },
+        );
+    }
+
     /// The header of the executed head.
     pub(crate) fn head_header(&self) -> Option<ExecHeader> {
         let head = self.executed()?;
@@ -204,8 +242,11 @@ impl Shared {
         lock(&self.blocks)
     }
 
-    pub(crate) fn root_at(&self, height: u64) -> Option<B256> {
-        self.stats.iter().find_map(|s| s.root(height))
+    /// The state root after block `hash`, from any server's replica (kept on disk).
+    pub(crate) fn root_of(&self, hash: B256) -> Option<B256> {
+        self.states
+            .iter()
+            .find_map(|s| s.state_root(hash).ok().flatten())
     }
 
     /// Checks and pools a raw transaction; its hash, or why it was refused.
@@ -306,22 +347,42 @@ impl Devnet {
         let mut params = DevnetParams::new(config.seed.clone(), spec.clone());
         params.accounts = config.accounts + config.load_accounts;
         params.executors = 0;
-        params.genesis_time = std::time::SystemTime::now()
+        let unix_now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+            .unwrap_or_default();
+        params.genesis_time = unix_now.as_secs();
 
-        // The servers' folders: a devnet starts a new chain each time.
+        // The data folder: resume the chain it holds unless told to start over.
+        let chain_dir = config.data_dir.join("chain");
         let servers_dir = config.data_dir.join("servers");
-        if servers_dir.exists() {
-            std::fs::remove_dir_all(&servers_dir).map_err(|source| DevnetError::Io {
-                path: servers_dir.clone(),
-                source,
-            })?;
+        let genesis_path = chain_dir.join("genesis.json");
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| DevnetError::Io { path, source }
+        };
+        if config.fresh || !genesis_path.exists() {
+            for dir in [&chain_dir, &servers_dir] {
+                if dir.exists() {
+                    std::fs::remove_dir_all(dir).map_err(io(dir))?;
+                }
+            }
         }
-        std::fs::create_dir_all(&servers_dir).map_err(|source| DevnetError::Io {
-            path: servers_dir.clone(),
-            source,
-        })?;
+        let stored: Option<Genesis> = if genesis_path.exists() {
+            let text = std::fs::read_to_string(&genesis_path).map_err(io(&genesis_path))?;
+            let g: Genesis = serde_json::from_str(&text).map_err(|e| {
+                DevnetError::Config(format!(
+                    "{}: {e}; pass --fresh to start a new chain",
+                    genesis_path.display()
+                ))
+            })?;
+            params.genesis_time = g.genesis_time;
+            Some(g)
+        } else {
+            None
+        };
+        for dir in [&chain_dir, &servers_dir] {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
 
         let pool = Arc::new(pool::Pool::new(spec.chain_id, 200_000));
         // The chain is built first (it makes the genesis); its producers read nonces from
@@ -340,13 +401,49 @@ impl Devnet {
             usize::try_from(spec.max_transactions_per_shard).unwrap_or(usize::MAX),
             spec.shard_gas_limit,
         );
-        let (chain, genesis, keys) = LiveChain::new(
+        let (mut chain, genesis, keys) = LiveChain::new(
             config.validators,
             config.producers,
             params,
             Box::new(source),
+            Some(&chain_dir.join("protection")),
         )
         .map_err(|e| DevnetError::Genesis(e.to_string()))?;
+        match &stored {
+            Some(g) if *g != genesis => {
+                return Err(DevnetError::Config(format!(
+                    "{} holds a chain made with other settings (seed, validators, producers, \
+                     accounts or slot length); pass --fresh to start a new one there, or \
+                     another --data-dir",
+                    config.data_dir.display()
+                )));
+            }
+            Some(_) => {}
+            None => {
+                let json = serde_json::to_vec_pretty(&genesis)
+                    .map_err(|e| DevnetError::Genesis(e.to_string()))?;
+                store::write_atomic(&genesis_path, &json)?;
+            }
+        }
+        let (block_log, logged) = store::BlockLog::open(&chain_dir.join("blocks.ssz"))?;
+        let since_genesis_ms = |g: u64| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            u64::try_from(now.as_millis())
+                .unwrap_or(u64::MAX)
+                .saturating_sub(g.saturating_mul(1000))
+        };
+        if !logged.is_empty() {
+            tracing::info!(
+                blocks = logged.len(),
+                "devnet: resuming the chain from disk"
+            );
+            chain.resume(
+                logged.into_iter().map(Arc::new).collect(),
+                since_genesis_ms(genesis.genesis_time),
+            );
+        }
         let registry =
             Registry::from_genesis(&genesis).map_err(|e| DevnetError::Genesis(e.to_string()))?;
         let genesis_exec = exec::genesis_header(&genesis, chain.genesis_root());
@@ -365,8 +462,49 @@ impl Devnet {
             ));
         }
         for s in &states {
-            s.init_genesis(genesis_exec.hash(), &alloc)
-                .map_err(|e| DevnetError::State(e.to_string()))?;
+            if s.head()
+                .map_err(|e| DevnetError::State(e.to_string()))?
+                .is_none()
+            {
+                s.init_genesis(genesis_exec.hash(), &alloc)
+                    .map_err(|e| DevnetError::State(e.to_string()))?;
+            }
+        }
+        // Execution resumes after the highest block any server applied: the chain's blocks
+        // up to it are derived again (deterministically) for the feed's history and JSON-RPC.
+        let executed = states
+            .iter()
+            .filter_map(|s| s.head().ok().flatten())
+            .map(|h| h.number)
+            .max()
+            .unwrap_or(0);
+        let mut resumed: Vec<(ExecHeader, Vec<Shard>, B256)> = Vec::new();
+        if executed > 0 {
+            let mut parent = genesis_exec.clone();
+            for f in chain
+                .ancestry(chain.status().head.0)
+                .into_iter()
+                .take(executed as usize)
+            {
+                let header = exec::header(&f, &parent, &spec, genesis.genesis_time, &registry);
+                let shards: Vec<Shard> = f.block.shards.iter().cloned().collect();
+                parent = header.clone();
+                resumed.push((header, shards, f.root));
+            }
+            let best = states
+                .iter()
+                .filter_map(|s| s.head().ok().flatten())
+                .find(|h| h.number == executed);
+            if resumed.len() as u64 != executed
+                || best.map(|h| h.block) != resumed.last().map(|(h, _, _)| h.hash())
+            {
+                return Err(DevnetError::State(format!(
+                    "the servers executed {executed} blocks that the chain in {} does not \
+                     hold (a lost block log?); pass --fresh to start a new chain",
+                    chain_dir.display()
+                )));
+            }
+            tracing::info!(executed, "devnet: execution resumes");
         }
 
         let dev: Vec<DevAccount> = keys
@@ -434,7 +572,15 @@ impl Devnet {
 
         // The feed: finalized blocks from the chain thread to the servers.
         let (blocks_tx, blocks_rx) = mpsc::unbounded_channel::<(ExecHeader, Vec<Shard>)>();
-        let feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
+        let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
+        for (header, shards, _) in &resumed {
+            shared.record_block(header, shards);
+            feed.remember(header.clone(), shards.clone());
+        }
+        let fed = resumed.last().map_or(
+            (chain.genesis_root(), genesis_exec.clone()),
+            |(h, _, root)| (*root, h.clone()),
+        );
         tasks.push(tokio::spawn(feed_task(feed, blocks_rx, shutdown.clone())));
 
         // The chain thread.
@@ -442,22 +588,20 @@ impl Devnet {
         let chain_thread = {
             let stop_chain = stop_chain.clone();
             let shared = shared.clone();
-            let spec = spec.clone();
-            let genesis_time = genesis.genesis_time;
+            let job = ChainLoop {
+                chain,
+                log: block_log,
+                fed,
+                spec: spec.clone(),
+                genesis_time: genesis.genesis_time,
+                registry,
+                shared,
+                blocks: blocks_tx,
+                stop: stop_chain,
+            };
             std::thread::Builder::new()
                 .name("devnet-chain".into())
-                .spawn(move || {
-                    chain_loop(
-                        chain,
-                        genesis_exec,
-                        spec,
-                        genesis_time,
-                        registry,
-                        shared,
-                        blocks_tx,
-                        stop_chain,
-                    );
-                })
+                .spawn(move || job.run())
                 .map_err(|source| DevnetError::Io {
                     path: PathBuf::from("devnet-chain thread"),
                     source,
@@ -628,68 +772,62 @@ async fn feed_task(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn chain_loop(
-    mut chain: LiveChain,
-    genesis_exec: ExecHeader,
+/// What the chain thread needs.
+struct ChainLoop {
+    chain: LiveChain,
+    log: store::BlockLog,
+    /// The last block fed to execution, and its execution header.
+    fed: (B256, ExecHeader),
     spec: ChainSpec,
     genesis_time: u64,
     registry: Registry,
     shared: Arc<Shared>,
     blocks: mpsc::UnboundedSender<(ExecHeader, Vec<Shard>)>,
     stop: Arc<AtomicBool>,
-) {
-    let started = Instant::now();
-    let mut fed = chain.genesis_root();
-    let mut parent = genesis_exec;
-    while !stop.load(Ordering::Relaxed) {
-        let now_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        chain.advance(now_ms);
-        for f in chain.finalized_after(fed) {
-            let header = exec::header(&f, &parent, &spec, genesis_time, &registry);
-            let shards: Vec<Shard> = f.block.shards.iter().cloned().collect();
-            let raw: Vec<(u16, Bytes)> = shards
-                .iter()
-                .enumerate()
-                .flat_map(|(i, s)| {
-                    s.transactions
-                        .iter()
-                        .map(move |t| (i as u16, Bytes::copy_from_slice(&t[..])))
-                })
-                .collect();
-            let transactions: Vec<B256> = raw.iter().map(|(_, t)| keccak256(t)).collect();
-            {
-                let mut txs = lock(&shared.txs);
-                for (index, hash) in transactions.iter().enumerate() {
-                    txs.insert(
-                        *hash,
-                        TxLocation {
-                            height: header.number,
-                            index,
-                        },
-                    );
+}
+
+impl ChainLoop {
+    fn run(mut self) {
+        let mut log_failed = false;
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let now_ms = u64::try_from(now.as_millis())
+                .unwrap_or(u64::MAX)
+                .saturating_sub(self.genesis_time.saturating_mul(1000));
+            self.chain.advance(now_ms);
+            for block in self.chain.take_imported() {
+                if let Err(e) = self.log.append(&block)
+                    && !log_failed
+                {
+                    // The chain goes on; a restart would resume from the blocks logged so far.
+                    tracing::error!(error = %e, "devnet: cannot log blocks; a restart will lose the ones after this");
+                    log_failed = true;
                 }
             }
-            shared.blocks().insert(
-                header.number,
-                BlockInfo {
-                    header: header.clone(),
-                    transactions,
-                    raw,
-                },
-            );
-            tracing::debug!(
-                height = header.number,
-                slot = f.block.header.message.slot.0,
-                "devnet: block final, to execution"
-            );
-            if blocks.send((header.clone(), shards)).is_err() {
-                return;
+            for f in self.chain.finalized_after(self.fed.0) {
+                let header = exec::header(
+                    &f,
+                    &self.fed.1,
+                    &self.spec,
+                    self.genesis_time,
+                    &self.registry,
+                );
+                let shards: Vec<Shard> = f.block.shards.iter().cloned().collect();
+                self.shared.record_block(&header, &shards);
+                tracing::debug!(
+                    height = header.number,
+                    slot = f.block.header.message.slot.0,
+                    "devnet: block final, to execution"
+                );
+                if self.blocks.send((header.clone(), shards)).is_err() {
+                    return;
+                }
+                self.fed = (f.root, header);
             }
-            parent = header;
-            fed = f.root;
+            *lock(&self.shared.chain) = Some(self.chain.status());
+            std::thread::sleep(Duration::from_millis(10));
         }
-        *lock(&shared.chain) = Some(chain.status());
-        std::thread::sleep(Duration::from_millis(10));
     }
 }

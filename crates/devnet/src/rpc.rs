@@ -256,7 +256,7 @@ fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcErr
                 return Ok(Value::Null);
             };
             let h = &block.header;
-            let root = shared.root_at(n).unwrap_or_default();
+            let root = shared.root_of(h.hash()).unwrap_or_default();
             Ok(json!({
                 "number": quantity(h.number),
                 "hash": h.hash(),

@@ -182,6 +182,8 @@ struct Sim {
     declared: Vec<Vec<(u64, ProducerIndex)>>,
     /// Where producers take their shards from (the devnet's pool); placeholders when `None`.
     shard_source: Option<Box<dyn ShardSource>>,
+    /// Blocks validator 0 imported, in order, while someone records them (the devnet's log).
+    imported: Option<Vec<Arc<SignedBlock>>>,
 }
 
 fn honest(config: &Config, validator: usize) -> bool {
@@ -293,6 +295,7 @@ impl Sim {
             reputation: vec![Reputation::new(Policy::default()); config.validators],
             declared: vec![Vec::new(); config.validators],
             shard_source: None,
+            imported: None,
             config,
         };
         Ok((sim, genesis, keys))
@@ -792,6 +795,11 @@ impl Sim {
         );
         view.mixes.insert(root, mix);
         view.blocks.insert(root, block.clone());
+        if node == 0
+            && let Some(imported) = self.imported.as_mut()
+        {
+            imported.push(block.clone());
+        }
         self.process_slashings(node, &block);
         self.process_attestations(node, &block);
         self.detect_double_declaration(node, &block);
@@ -1093,11 +1101,15 @@ impl LiveChain {
     /// A chain of `validators` and `producers` from `params` (whose validator and producer
     /// counts are replaced), its producers taking their shards from `source`. Returns the
     /// genesis and keys it was built from.
+    ///
+    /// With `protection`, each validator's slashing-protection database is the file
+    /// `validator-N.redb` in that folder (kept across restarts); otherwise in memory.
     pub fn new(
         validators: usize,
         producers: usize,
         params: DevnetParams,
         source: Box<dyn ShardSource>,
+        protection: Option<&std::path::Path>,
     ) -> Result<(Self, Genesis, DevnetKeys), SimError> {
         let config = Config {
             validators,
@@ -1107,6 +1119,18 @@ impl LiveChain {
         };
         let (mut sim, genesis, keys) = Sim::with_params(config, params)?;
         sim.shard_source = Some(source);
+        sim.imported = Some(Vec::new());
+        if let Some(dir) = protection {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| SimError::Config(format!("{}: {e}", dir.display())))?;
+            sim.protection = (0..validators)
+                .map(|i| {
+                    let path = dir.join(format!("validator-{i}.redb"));
+                    SlashingProtection::open(&path, sim.genesis_root)
+                        .map_err(|e| SimError::Config(format!("{}: {e}", path.display())))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+        }
         Ok((
             Self {
                 sim,
@@ -1163,6 +1187,58 @@ impl LiveChain {
         }
     }
 
+    /// Blocks validator 0 imported since the last call, in import order (for a block log).
+    pub fn take_imported(&mut self) -> Vec<Arc<SignedBlock>> {
+        self.sim
+            .imported
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Resumes from `blocks` (as [`LiveChain::take_imported`] gave them before a stop): every
+    /// node imports them in order, rebuilding its block tree, fork choice (from the blocks'
+    /// attestations), registry and RANDAO mixes; slots before `now_ms` are not run again.
+    pub fn resume(&mut self, blocks: Vec<Arc<SignedBlock>>, now_ms: u64) {
+        let imported = self.sim.imported.take();
+        for block in blocks {
+            self.sim
+                .tree
+                .insert(block.root(), block.header.message.parent_root);
+            for node in 0..self.sim.views.len() {
+                self.sim.on_block(now_ms, node, node, block.clone());
+            }
+        }
+        self.sim.imported = imported;
+        self.scheduled = now_ms / self.slot_ms();
+        self.now = now_ms;
+    }
+
+    /// The chain from genesis (exclusive) to `root` (inclusive), oldest first, as validator 0
+    /// sees it; empty if `root` is unknown.
+    pub fn ancestry(&self, root: Root) -> Vec<FinalizedBlock> {
+        self.finalized_between(self.sim.genesis_root, root)
+    }
+
+    fn finalized_between(&self, after: Root, upto: Root) -> Vec<FinalizedBlock> {
+        let view = &self.sim.views[0];
+        let mut out = Vec::new();
+        let mut cursor = upto;
+        while cursor != after {
+            let Some(block) = view.blocks.get(&cursor) else {
+                return Vec::new();
+            };
+            out.push(FinalizedBlock {
+                block: block.clone(),
+                root: cursor,
+                mix: view.mixes.get(&cursor).copied().unwrap_or_default(),
+            });
+            cursor = block.header.message.parent_root;
+        }
+        out.reverse();
+        out
+    }
+
     /// The chain as validator 0 sees it.
     pub fn status(&self) -> LiveStatus {
         let view = &self.sim.views[0];
@@ -1179,21 +1255,6 @@ impl LiveChain {
     /// The finalized blocks after `after` (exclusive), oldest first, as validator 0 sees
     /// them. Empty when nothing new is final, or when `after` is not on the finalized chain.
     pub fn finalized_after(&self, after: Root) -> Vec<FinalizedBlock> {
-        let view = &self.sim.views[0];
-        let mut out = Vec::new();
-        let mut cursor = view.fc.finalized().root;
-        while cursor != after {
-            let Some(block) = view.blocks.get(&cursor) else {
-                return Vec::new();
-            };
-            out.push(FinalizedBlock {
-                block: block.clone(),
-                root: cursor,
-                mix: view.mixes.get(&cursor).copied().unwrap_or_default(),
-            });
-            cursor = block.header.message.parent_root;
-        }
-        out.reverse();
-        out
+        self.finalized_between(after, self.sim.views[0].fc.finalized().root)
     }
 }

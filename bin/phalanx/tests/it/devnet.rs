@@ -1,0 +1,111 @@
+//! `phalanx devnet` as a process: `kill -9` and a restart on the same data folder resume the
+//! chain with no finalized block lost, and it goes on finalizing and executing.
+
+use std::io::{Read as _, Write as _};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::phalanx;
+
+fn rpc(port: u16, method: &str, params: Value) -> Option<Value> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    serde_json::from_str::<Value>(body)
+        .ok()?
+        .get("result")
+        .cloned()
+}
+
+fn height(port: u16) -> Option<u64> {
+    let v = rpc(port, "eth_blockNumber", json!([]))?;
+    u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok()
+}
+
+fn start(dir: &std::path::Path, port: u16) -> Child {
+    phalanx()
+        .args(["devnet", "--slot-seconds", "1", "--load", "20", "--rpc"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_height(port: u16, at_least: u64, within: Duration, child: &mut Child) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(h) = height(port)
+            && h >= at_least
+        {
+            return h;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the devnet exited");
+        assert!(
+            Instant::now() < deadline,
+            "executed height {at_least} not reached"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn devnet_resumes_after_kill_9_with_no_finalized_block_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut first = start(dir.path(), port);
+    let before = wait_height(port, 9, Duration::from_secs(90), &mut first);
+    let blocks: Vec<Value> = (1..=before)
+        .map(|n| {
+            rpc(
+                port,
+                "eth_getBlockByNumber",
+                json!([format!("{n:#x}"), false]),
+            )
+            .unwrap()
+        })
+        .collect();
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+
+    let mut second = start(dir.path(), port);
+    // Every executed (finalized) block is still there, with the same hash and state root.
+    let resumed = wait_height(port, before, Duration::from_secs(30), &mut second);
+    assert!(resumed >= before);
+    for (n, block) in (1..=before).zip(&blocks) {
+        let again = rpc(
+            port,
+            "eth_getBlockByNumber",
+            json!([format!("{n:#x}"), false]),
+        )
+        .unwrap();
+        assert_eq!(again["hash"], block["hash"], "block {n}");
+        assert_eq!(again["stateRoot"], block["stateRoot"], "block {n}");
+        assert_ne!(
+            again["stateRoot"],
+            json!(format!("0x{}", "0".repeat(64))),
+            "block {n}"
+        );
+    }
+    // And the chain goes on: new blocks are finalized and executed.
+    wait_height(port, before + 8, Duration::from_secs(90), &mut second);
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
