@@ -77,6 +77,7 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
         }
         println!();
         println!("JSON-RPC   http://{}", devnet.rpc_addr());
+        println!("Dashboard http://{}/   metrics http://{}/metrics", devnet.rpc_addr(), devnet.rpc_addr());
         println!("Data       {}", args.data_dir.display());
         println!(
             "Slots of {} s, {} per epoch; execution follows finality. Ctrl-C stops.",

@@ -27,6 +27,7 @@ pub mod load;
 pub mod pool;
 pub mod rpc;
 pub mod store;
+mod web;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -139,6 +140,8 @@ pub(crate) struct BlockInfo {
     pub(crate) transactions: Vec<B256>,
     /// Each transaction's shard and encoding, in the same order.
     pub(crate) raw: Vec<(u16, Bytes)>,
+    /// Transactions in blocks up to and including this one.
+    pub(crate) cumulative_txs: u64,
 }
 
 /// Where a transaction went: height and index in the block.
@@ -222,14 +225,38 @@ impl Shared {
                 );
             }
         }
-        self.blocks().insert(
+        let mut blocks = self.blocks();
+        let before = header
+            .number
+            .checked_sub(1)
+            .and_then(|n| blocks.get(&n))
+            .map_or(0, |b| b.cumulative_txs);
+        blocks.insert(
             header.number,
             BlockInfo {
                 header: header.clone(),
+                cumulative_txs: before + transactions.len() as u64,
                 transactions,
                 raw,
             },
         );
+    }
+
+    /// The status now.
+    pub(crate) fn status(&self) -> Status {
+        let executed = self.executed().map_or(0, |h| h.number);
+        let txs_executed = self.blocks().get(&executed).map_or(0, |b| b.cumulative_txs);
+        Status {
+            chain: lock(&self.chain).clone(),
+            executed,
+            txs_executed,
+            mempool: lock(&self.pool.mempool).len(),
+            alarms: self
+                .stats
+                .iter()
+                .map(|s| s.alarms.load(Ordering::Relaxed))
+                .sum(),
+        }
     }
 
     /// The header of the executed head.
@@ -527,6 +554,7 @@ impl Devnet {
                     header: genesis_exec.clone(),
                     transactions: Vec::new(),
                     raw: Vec::new(),
+                    cumulative_txs: 0,
                 },
             )])),
             txs: Mutex::new(std::collections::HashMap::new()),
@@ -674,25 +702,7 @@ impl Devnet {
 
     /// The status now.
     pub fn status(&self) -> Status {
-        let executed = self.shared.executed().map_or(0, |h| h.number);
-        let txs_executed = self
-            .shared
-            .blocks()
-            .range(..=executed)
-            .map(|(_, b)| b.transactions.len() as u64)
-            .sum();
-        Status {
-            chain: lock(&self.shared.chain).clone(),
-            executed,
-            txs_executed,
-            mempool: lock(&self.shared.pool.mempool).len(),
-            alarms: self
-                .shared
-                .stats
-                .iter()
-                .map(|s| s.alarms.load(Ordering::Relaxed))
-                .sum(),
-        }
+        self.shared.status()
     }
 
     /// Runs until `shutdown` turns true, handing one status line per slot to `line`; then

@@ -55,7 +55,9 @@ impl RpcError {
 /// The router serving JSON-RPC at `/`.
 pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new()
-        .route("/", post(handle))
+        .route("/", post(handle).get(crate::web::dashboard))
+        .route("/api/status", axum::routing::get(crate::web::status))
+        .route("/metrics", axum::routing::get(crate::web::metrics))
         .with_state(shared)
 }
 

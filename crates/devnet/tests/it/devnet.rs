@@ -27,6 +27,18 @@ async fn post(addr: std::net::SocketAddr, body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8(response).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    body.to_string()
+}
+
 async fn call(addr: std::net::SocketAddr, method: &str, params: Value) -> Value {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
     post(addr, &body.to_string()).await
@@ -198,6 +210,22 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
     assert!(hex_u64(&block["result"]["number"]) >= head, "{block}");
     let old = call(rpc, "eth_getBalance", json!([to, "0x0"])).await;
     assert_eq!(old["error"]["code"], -32000, "{old}");
+
+    // Metrics, the status API and the dashboard page on the same address.
+    let metrics = get(rpc, "/metrics").await;
+    for name in [
+        "phalanx_devnet_finalized_epoch ",
+        "phalanx_devnet_executed_height ",
+        "phalanx_devnet_server_applied_height{server=\"s3\"} ",
+        "phalanx_devnet_server_alarms{server=\"s0\"} 0",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+    let api: Value = serde_json::from_str(&get(rpc, "/api/status").await).unwrap();
+    assert!(api["executed"].as_u64().unwrap() >= head, "{api}");
+    assert_eq!(api["servers"].as_array().unwrap().len(), 4);
+    assert!(!api["recent_blocks"].as_array().unwrap().is_empty());
+    assert!(get(rpc, "/").await.contains("phalanx devnet"));
 
     let mut devnet = devnet;
     devnet.shutdown().await;

@@ -1,0 +1,228 @@
+//! What the devnet serves over HTTP besides JSON-RPC, on the same address:
+//!
+//! - `GET /` — the dashboard (one static page polling `/api/status` each second): chain
+//!   progress and finality, the executed head and tx/s, recent executed blocks, each server's
+//!   applied height, executed shards, takeovers and alarms.
+//! - `GET /api/status` — the same figures as JSON.
+//! - `GET /metrics` — Prometheus text format; names in `docs/devnet.md`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+
+use crate::Shared;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Blocks listed on the dashboard.
+const RECENT: usize = 12;
+
+pub(crate) async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
+}
+
+pub(crate) async fn status(State(shared): State<Arc<Shared>>) -> axum::Json<Value> {
+    let v = tokio::task::spawn_blocking(move || status_json(&shared))
+        .await
+        .unwrap_or(Value::Null);
+    axum::Json(v)
+}
+
+pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let text = tokio::task::spawn_blocking(move || metrics_text(&shared))
+        .await
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+/// tx/s over the last epoch of executed blocks, by their timestamps.
+fn tx_rate(shared: &Shared, executed: u64, span: u64) -> f64 {
+    let blocks = shared.blocks();
+    let (Some(head), Some(base)) = (
+        blocks.get(&executed),
+        blocks.get(&executed.saturating_sub(span)),
+    ) else {
+        return 0.0;
+    };
+    let dt = head.header.timestamp.saturating_sub(base.header.timestamp);
+    if dt == 0 {
+        return 0.0;
+    }
+    (head.cumulative_txs - base.cumulative_txs) as f64 / dt as f64
+}
+
+pub(crate) fn status_json(shared: &Shared) -> Value {
+    let status = shared.status();
+    let chain = status.chain.as_ref().map(|c| {
+        json!({
+            "slot": c.slot,
+            "head_slot": c.head.1,
+            "head_root": c.head.0,
+            "justified_epoch": c.justified.epoch.0,
+            "finalized_epoch": c.finalized.epoch.0,
+            "slashed_validators": c.slashed,
+        })
+    });
+    let recent: Vec<Value> = {
+        let blocks = shared.blocks();
+        blocks
+            .range(..=status.executed)
+            .rev()
+            .take(RECENT)
+            .map(|(n, b)| {
+                json!({
+                    "number": n,
+                    "hash": b.header.hash(),
+                    "timestamp": b.header.timestamp,
+                    "transactions": b.transactions.len(),
+                })
+            })
+            .collect()
+    };
+    let servers: Vec<Value> = shared
+        .stats
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            json!({
+                "server": format!("s{i}"),
+                "head": s.head(),
+                "executed_shards": s.executed.load(Ordering::Relaxed),
+                "takeovers": s.takeovers.load(Ordering::Relaxed),
+                "alarms": s.alarms.load(Ordering::Relaxed),
+                "accepts_won": s.accepts_won.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    json!({
+        "chain_id": shared.chain_id,
+        "chain": chain,
+        "executed": status.executed,
+        "transactions_executed": status.txs_executed,
+        "tx_per_s": (tx_rate(shared, status.executed, 8) * 10.0).round() / 10.0,
+        "pool": status.mempool,
+        "alarms": status.alarms,
+        "recent_blocks": recent,
+        "servers": servers,
+    })
+}
+
+/// Reads one figure of a server.
+type ReadStat = fn(&phalanx_cluster::server::ServerStats) -> u64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabel {
+    server: String,
+}
+
+fn metrics_text(shared: &Shared) -> String {
+    let status = shared.status();
+    let mut registry = Registry::with_prefix("phalanx_devnet");
+    let gauge = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+        let g: Gauge<u64, AtomicU64> = Gauge::default();
+        g.set(value);
+        registry.register(name, help, g);
+    };
+    let chain = status.chain.as_ref();
+    gauge(
+        &mut registry,
+        "slot",
+        "Current slot",
+        chain.map_or(0, |c| c.slot),
+    );
+    gauge(
+        &mut registry,
+        "head_slot",
+        "Slot of the head block",
+        chain.map_or(0, |c| c.head.1),
+    );
+    gauge(
+        &mut registry,
+        "justified_epoch",
+        "Latest justified epoch",
+        chain.map_or(0, |c| c.justified.epoch.0),
+    );
+    gauge(
+        &mut registry,
+        "finalized_epoch",
+        "Latest finalized epoch",
+        chain.map_or(0, |c| c.finalized.epoch.0),
+    );
+    gauge(
+        &mut registry,
+        "slashed_validators",
+        "Validators slashed on the chain",
+        chain.map_or(0, |c| c.slashed as u64),
+    );
+    gauge(
+        &mut registry,
+        "executed_height",
+        "Height of the executed head",
+        status.executed,
+    );
+    gauge(
+        &mut registry,
+        "transactions_executed",
+        "Transactions in executed blocks",
+        status.txs_executed,
+    );
+    gauge(
+        &mut registry,
+        "pool_transactions",
+        "Transactions waiting in the pool",
+        status.mempool as u64,
+    );
+    let families: [(&str, &str, ReadStat); 5] = [
+        (
+            "server_applied_height",
+            "Height of the last block a server applied",
+            |s| s.head(),
+        ),
+        ("server_executed_shards", "Shards a server executed", |s| {
+            s.executed.load(Ordering::Relaxed)
+        }),
+        ("server_takeovers", "Shards a server took over", |s| {
+            s.takeovers.load(Ordering::Relaxed)
+        }),
+        (
+            "server_alarms",
+            "Shard results a server saw differ from the accepted one",
+            |s| s.alarms.load(Ordering::Relaxed),
+        ),
+        (
+            "server_accepts_won",
+            "Accepted-result writes a server won",
+            |s| s.accepts_won.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, read) in families {
+        let family: Family<ServerLabel, Gauge<i64, AtomicI64>> = Family::default();
+        for (i, s) in shared.stats.iter().enumerate() {
+            family
+                .get_or_create(&ServerLabel {
+                    server: format!("s{i}"),
+                })
+                .set(i64::try_from(read(s)).unwrap_or(i64::MAX));
+        }
+        registry.register(name, help, family);
+    }
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        return String::new();
+    }
+    out
+}
