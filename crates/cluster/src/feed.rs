@@ -95,6 +95,7 @@ impl<N: Network> Feed<N> {
             Ok(_) => return,
             Err(e) => {
                 tracing::debug!(peer = %from, error = %e, "feed: undecodable request");
+                self.net.report(from, phalanx_net::Offence::Undecodable);
                 return;
             }
         };

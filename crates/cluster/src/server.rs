@@ -39,7 +39,7 @@ use alloy_primitives::{B256, Bytes};
 use phalanx_execution::block::{self, Receipt, ShardResult, VoidReason};
 use phalanx_execution::changes::ShardEffects;
 use phalanx_execution::store::StateStore;
-use phalanx_net::{NetEvent, Network, PeerKey};
+use phalanx_net::{NetEvent, Network, Offence, PeerKey};
 use ssz_types::VariableList;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -465,6 +465,7 @@ impl<N: Network> Server<N> {
             Ok(m) => m,
             Err(e) => {
                 self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                self.net.report(from, Offence::Undecodable);
                 tracing::warn!(from = %from, error = %e, "dropped a message");
                 return Ok(());
             }
@@ -520,6 +521,7 @@ impl<N: Network> Server<N> {
         let root = outcome.root();
         if outcome.shard >= self.config.shards {
             self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+            self.net.report(from, Offence::Invalid);
             return;
         }
         let p = match &mut self.pending {

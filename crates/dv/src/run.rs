@@ -298,6 +298,7 @@ async fn drive<N: Network, C: DutyConsensus>(
                         Ok(msg) => member.on_message(index, msg, unix_ms()),
                         Err(e) => {
                             report.undecodable += 1;
+                            net.report(from, phalanx_net::Offence::Undecodable);
                             tracing::warn!(%from, error = %e, "dv: undecodable message dropped");
                         }
                     }

@@ -16,6 +16,8 @@
 //! - [`memory`]: an in-process hub (the simulator's and the devnet's default): same interface,
 //!   no sockets.
 //!
+//! Peers that send bad messages are scored down and banned ([`scoring`], [`Network::report`]).
+//!
 //! Delivery is not guaranteed by either: the protocols above resend what matters (DKG
 //! messages until acked, duty consensus by round changes). A message over
 //! [`MAX_MESSAGE_BYTES`] is refused at the sender and dropped at the receiver.
@@ -25,6 +27,9 @@ use std::future::Future;
 
 pub mod memory;
 pub mod p2p;
+pub mod scoring;
+
+pub use scoring::Offence;
 
 /// Largest message either implementation carries.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -110,6 +115,9 @@ pub trait Network: Send + 'static {
     /// Stops receiving `topic`.
     fn unsubscribe(&self, topic: &str) -> Result<(), NetError>;
 
+    /// Tells the network that `peer` sent something bad ([`scoring`]): it loses score and,
+    /// past the threshold, is banned (dropped, disconnected, not dialled) for a while.
+    fn report(&self, peer: PeerKey, offence: Offence);
     /// The next event; `None` once the network has shut down.
     fn recv(&mut self) -> impl Future<Output = Option<NetEvent>> + Send;
 }

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use crate::{NetError, NetEvent, Network, PeerKey, check_size};
+use crate::scoring::PeerScores;
+use crate::{NetError, NetEvent, Network, Offence, PeerKey, check_size};
 
 #[derive(Default)]
 struct Hub {
@@ -43,6 +44,7 @@ impl MemoryHub {
             hub: self.clone(),
             key,
             rx,
+            scores: Mutex::new(PeerScores::new()),
         }
     }
 
@@ -63,6 +65,16 @@ pub struct MemoryNetwork {
     hub: MemoryHub,
     key: PeerKey,
     rx: mpsc::UnboundedReceiver<NetEvent>,
+    /// Peers this endpoint reported; a banned peer's messages are dropped here.
+    scores: Mutex<PeerScores>,
+}
+
+impl MemoryNetwork {
+    fn scores(&self) -> std::sync::MutexGuard<'_, PeerScores> {
+        self.scores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl Drop for MemoryNetwork {
@@ -132,7 +144,24 @@ impl Network for MemoryNetwork {
         Ok(())
     }
 
+    fn report(&self, peer: PeerKey, offence: Offence) {
+        let now = std::time::Instant::now();
+        let mut scores = self.scores();
+        scores.lift_expired(now);
+        if scores.report(peer, offence, now) {
+            tracing::warn!(peer = %peer, ?offence, "network: peer banned for bad messages");
+        }
+    }
+
     async fn recv(&mut self) -> Option<NetEvent> {
-        self.rx.recv().await
+        loop {
+            let event = self.rx.recv().await?;
+            let from = match &event {
+                NetEvent::Direct { from, .. } | NetEvent::Gossip { from, .. } => *from,
+            };
+            if !self.scores().is_banned(&from, std::time::Instant::now()) {
+                return Some(event);
+            }
+        }
     }
 }

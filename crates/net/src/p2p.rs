@@ -178,6 +178,7 @@ enum Command {
     Subscribe(String),
     Unsubscribe(String),
     Connected(oneshot::Sender<Vec<PeerKey>>),
+    Report(PeerKey, crate::Offence),
 }
 
 /// A running libp2p network.
@@ -247,6 +248,7 @@ impl Libp2pNetwork {
             connected: HashSet::new(),
             events: event_tx,
             dropped: 0,
+            scores: crate::scoring::PeerScores::new(),
         };
         let task = tokio::spawn(driver.run(command_rx));
         Ok(Self {
@@ -346,6 +348,7 @@ struct Driver {
     connected: HashSet<PeerId>,
     events: mpsc::Sender<NetEvent>,
     dropped: u64,
+    scores: crate::scoring::PeerScores,
 }
 
 impl Driver {
@@ -359,7 +362,10 @@ impl Driver {
                     None => break,
                 },
                 ev = self.swarm.select_next_some() => self.swarm_event(ev),
-                _ = redial.tick() => self.redial(),
+                _ = redial.tick() => {
+                    self.lift_bans();
+                    self.redial();
+                }
             }
         }
         tracing::debug!("network: handle dropped, swarm stops");
@@ -369,7 +375,7 @@ impl Driver {
         let targets: Vec<(PeerId, Multiaddr)> = self
             .known
             .iter()
-            .filter(|(id, _)| !self.connected.contains(id))
+            .filter(|(id, _)| !self.connected.contains(id) && !self.banned(id))
             .filter_map(|(id, (_, addr))| addr.clone().map(|a| (*id, a)))
             .collect();
         for (id, addr) in targets {
@@ -420,11 +426,36 @@ impl Driver {
                 let peers = self.connected.iter().filter_map(peer_key).collect();
                 let _ = reply.send(peers);
             }
+            Command::Report(peer, offence) => {
+                if self.scores.report(peer, offence, std::time::Instant::now())
+                    && let Ok(id) = peer_id(&peer)
+                {
+                    tracing::warn!(peer = %peer, ?offence, "network: peer banned for bad messages; disconnecting");
+                    self.swarm.behaviour_mut().gossip.blacklist_peer(&id);
+                    let _ = self.swarm.disconnect_peer_id(id);
+                }
+            }
+        }
+    }
+
+    fn banned(&self, id: &PeerId) -> bool {
+        peer_key(id).is_some_and(|k| self.scores.is_banned(&k, std::time::Instant::now()))
+    }
+
+    fn lift_bans(&mut self) {
+        for peer in self.scores.lift_expired(std::time::Instant::now()) {
+            if let Ok(id) = peer_id(&peer) {
+                tracing::info!(peer = %peer, "network: ban ended");
+                self.swarm
+                    .behaviour_mut()
+                    .gossip
+                    .remove_blacklisted_peer(&id);
+            }
         }
     }
 
     fn allowed(&self, id: &PeerId) -> bool {
-        !self.closed || self.known.contains_key(id)
+        (!self.closed || self.known.contains_key(id)) && !self.banned(id)
     }
 
     fn deliver(&mut self, event: NetEvent) {
@@ -443,7 +474,7 @@ impl Driver {
         match ev {
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 if !self.allowed(&peer_id) {
-                    tracing::warn!(peer = %peer_id, "network: closing connection from an unlisted peer");
+                    tracing::warn!(peer = %peer_id, "network: closing connection from an unlisted or banned peer");
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
@@ -553,6 +584,11 @@ impl Network for Libp2pNetwork {
         self.commands
             .send(Command::Unsubscribe(topic.to_owned()))
             .map_err(|_| NetError::Closed)
+    }
+
+    fn report(&self, peer: PeerKey, offence: crate::Offence) {
+        // A stopped network has nobody left to ban.
+        let _ = self.commands.send(Command::Report(peer, offence));
     }
 
     async fn recv(&mut self) -> Option<NetEvent> {

@@ -161,3 +161,98 @@ async fn memory_hub_direct_gossip_and_limits() {
     drop(b);
     a.send(kb, vec![1]).unwrap();
 }
+
+#[test]
+fn scores_ban_a_repeat_offender_and_forgive_a_rare_one() {
+    use phalanx_net::Offence;
+    use phalanx_net::scoring::{BAN_DURATION, PeerScores};
+    use std::time::Instant;
+    let (bad, rare) = (PeerKey([1; 32]), PeerKey([2; 32]));
+    let t0 = Instant::now();
+    let mut scores = PeerScores::new();
+    // Four undecodable messages in a row: banned at the fourth.
+    for i in 0..3 {
+        assert!(
+            !scores.report(bad, Offence::Undecodable, t0),
+            "banned at {i}"
+        );
+    }
+    assert!(scores.report(bad, Offence::Undecodable, t0));
+    assert!(scores.is_banned(&bad, t0 + Duration::from_secs(1)));
+    // A rare offender recovers in between and is never banned.
+    for i in 0..20u64 {
+        assert!(!scores.report(rare, Offence::Invalid, t0 + Duration::from_secs(30 * i)));
+    }
+    assert!(!scores.is_banned(&rare, t0 + Duration::from_secs(600)));
+    // Cheap offences cost little.
+    let cheap = PeerKey([3; 32]);
+    for _ in 0..19 {
+        assert!(!scores.report(cheap, Offence::Useless, t0));
+    }
+    assert!(scores.report(cheap, Offence::Useless, t0));
+    // Bans end.
+    let later = t0 + BAN_DURATION + Duration::from_secs(1);
+    assert!(!scores.is_banned(&bad, later));
+    let mut lifted = scores.lift_expired(later);
+    lifted.sort();
+    assert_eq!(lifted, vec![bad, cheap]);
+    assert_eq!(scores.score(&bad, later), 0.0);
+}
+
+#[tokio::test]
+async fn memory_network_drops_a_banned_peer() {
+    use phalanx_net::Offence;
+    let hub = MemoryHub::new();
+    let (ka, kb, kc) = (PeerKey([1; 32]), PeerKey([2; 32]), PeerKey([3; 32]));
+    let a = hub.join(ka);
+    let mut b = hub.join(kb);
+    let c = hub.join(kc);
+    for _ in 0..4 {
+        b.report(ka, Offence::Undecodable);
+    }
+    a.send(kb, b"from a banned peer".to_vec()).unwrap();
+    c.send(kb, b"from c".to_vec()).unwrap();
+    assert_eq!(
+        next(&mut b).await,
+        NetEvent::Direct {
+            from: kc,
+            data: b"from c".to_vec()
+        }
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), b.recv())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libp2p_disconnects_and_ignores_a_banned_peer() {
+    use phalanx_net::Offence;
+    let (sa, sb) = ([5u8; 32], [6u8; 32]);
+    let mut a = start(sa, vec![], false).await;
+    let b = start(
+        sb,
+        vec![Peer {
+            key: public(sa),
+            address: Some(a.listening()[0].clone()),
+        }],
+        false,
+    )
+    .await;
+    b.send(public(sa), b"before".to_vec()).unwrap();
+    assert!(matches!(next(&mut a).await, NetEvent::Direct { .. }));
+    for _ in 0..4 {
+        a.report(public(sb), Offence::Invalid);
+    }
+    // a drops b's connection and every message b sends after the ban; b keeps redialling
+    // and a keeps closing.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        let _ = b.send(public(sa), b"after".to_vec());
+        if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(250), a.recv()).await {
+            panic!("a banned peer's message arrived: {ev:?}");
+        }
+    }
+    assert!(!a.connected().await.unwrap().contains(&public(sb)));
+}
