@@ -77,6 +77,10 @@ pub struct ServerConfig {
     /// Append `height block-hash state-root applied-unix-ms` here (synced) for each block
     /// applied, before it is made final: the log always holds every height the state does.
     pub roots_log: Option<std::path::PathBuf>,
+    /// Threads this server's execution and apply may use (its own pool); `None` shares the
+    /// process-wide pool. Servers of one node in one process (the devnet, the benchmark) get
+    /// one pool each, as separate machines would have their own cores.
+    pub threads: Option<usize>,
 }
 
 impl ServerConfig {
@@ -92,6 +96,7 @@ impl ServerConfig {
             corrupt: false,
             keep_blocks: 64,
             roots_log: None,
+            threads: None,
             agreement: 2,
         }
     }
@@ -266,6 +271,7 @@ struct Server<N: Network> {
     /// Shards that arrived before their header.
     early_shards: BTreeMap<B256, Vec<ShardMessage>>,
     pending: Option<Pending>,
+    pool: Option<rayon::ThreadPool>,
     /// Recent outcomes, to answer peers.
     kept: BTreeMap<(B256, u16, B256), ShardOutcome>,
     kept_order: VecDeque<B256>,
@@ -323,6 +329,16 @@ pub async fn run<N: Network>(
         headers: BTreeMap::new(),
         early_shards: BTreeMap::new(),
         pending: None,
+        pool: match config.threads {
+            Some(n) => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n.max(1))
+                    .thread_name(|i| format!("server-exec-{i}"))
+                    .build()
+                    .map_err(|e| ServerError::State(format!("thread pool: {e}")))?,
+            ),
+            None => None,
+        },
         kept: BTreeMap::new(),
         kept_order: VecDeque::new(),
         asked_headers: None,
@@ -355,6 +371,14 @@ pub async fn run<N: Network>(
     }
     let _ = server.store.revoke(server.lease).await;
     Ok(())
+}
+
+/// Runs `f` in a server's own thread pool, if it has one.
+fn in_pool<T: Send>(pool: &Option<rayon::ThreadPool>, f: impl FnOnce() -> T + Send) -> T {
+    match pool {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
 }
 
 impl<N: Network> Server<N> {
@@ -761,7 +785,9 @@ impl<N: Network> Server<N> {
                 }
                 continue;
             }
-            let (outcome, receipts) = self.run_shard(p, shard, message)?;
+            let (state, corrupt) = (&self.state, self.config.corrupt);
+            let (outcome, receipts) =
+                in_pool(&self.pool, || run_shard(state, corrupt, p, shard, message))?;
             let root = outcome.root();
             self.stats.executed.fetch_add(1, Ordering::Relaxed);
             self.net.publish(
@@ -782,37 +808,6 @@ impl<N: Network> Server<N> {
             }
         }
         Ok(())
-    }
-
-    fn run_shard(
-        &self,
-        p: &Pending,
-        shard: u16,
-        message: &ShardMessage,
-    ) -> Result<(ShardOutcome, Vec<Receipt>), ServerError> {
-        let env = p.header.env();
-        let view = self
-            .state
-            .view(p.header.parent)
-            .map_err(|e| ServerError::State(e.to_string()))?;
-        let txs: Vec<Bytes> = message
-            .shard
-            .transactions
-            .iter()
-            .map(|t| Bytes::from(t.to_vec()))
-            .collect();
-        let prepared = block::prepare(std::slice::from_ref(&txs));
-        let result = block::run_shard(&view, &env, &env.exec_env(), shard as usize, &prepared[0])
-            .map_err(|e| ServerError::State(e.to_string()))?;
-        let receipts = result
-            .as_ref()
-            .map(|r| r.receipts.clone())
-            .unwrap_or_default();
-        let mut outcome = outcome_of(p.hash, shard, result)?;
-        if self.config.corrupt {
-            corrupt(&mut outcome);
-        }
-        Ok((outcome, receipts))
     }
 
     /// Step 3 (and the reading side of it for shards this server does not run).
@@ -1001,10 +996,11 @@ impl<N: Network> Server<N> {
             .map(|o| o.to_result(p.header.shard_gas_limit))
             .collect();
         let env = p.header.env();
-        let result = self
-            .state
-            .apply(p.header.parent, p.hash, &env, results)
-            .map_err(|e| ServerError::State(e.to_string()))?;
+        let state = &self.state;
+        let result = in_pool(&self.pool, || {
+            state.apply(p.header.parent, p.hash, &env, results)
+        })
+        .map_err(|e| ServerError::State(e.to_string()))?;
         if let Some(path) = &self.config.roots_log {
             log_root(path, p.header.number, p.hash, result.post_state_root)
                 .map_err(|e| ServerError::State(format!("{}: {e}", path.display())))?;
@@ -1137,4 +1133,36 @@ fn corrupt(outcome: &mut ShardOutcome) {
         }
         None => outcome.effects.gas_used += 1,
     }
+}
+
+/// Step 2 for one shard: run it against the parent state.
+fn run_shard(
+    state: &StateStore,
+    corrupt_effects: bool,
+    p: &Pending,
+    shard: u16,
+    message: &ShardMessage,
+) -> Result<(ShardOutcome, Vec<Receipt>), ServerError> {
+    let env = p.header.env();
+    let view = state
+        .view(p.header.parent)
+        .map_err(|e| ServerError::State(e.to_string()))?;
+    let txs: Vec<Bytes> = message
+        .shard
+        .transactions
+        .iter()
+        .map(|t| Bytes::from(t.to_vec()))
+        .collect();
+    let prepared = block::prepare(std::slice::from_ref(&txs));
+    let result = block::run_shard(&view, &env, &env.exec_env(), shard as usize, &prepared[0])
+        .map_err(|e| ServerError::State(e.to_string()))?;
+    let receipts = result
+        .as_ref()
+        .map(|r| r.receipts.clone())
+        .unwrap_or_default();
+    let mut outcome = outcome_of(p.hash, shard, result)?;
+    if corrupt_effects {
+        corrupt(&mut outcome);
+    }
+    Ok((outcome, receipts))
 }

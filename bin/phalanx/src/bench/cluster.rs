@@ -47,6 +47,10 @@ pub(crate) struct Args {
     /// `etcd` on PATH).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     etcd: bool,
+    /// Threads each server's execution may use (its own pool, as a server on its own machine
+    /// has its own cores); 0 shares the process's pool among all servers.
+    #[arg(long = "threads-per-server", default_value_t = 0)]
+    threads_per_server: usize,
     /// Print one JSON object instead of lines.
     #[arg(long)]
     json: bool,
@@ -68,6 +72,7 @@ struct Run {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    threads_per_server: usize,
     shards: u16,
     txs_per_block: usize,
     blocks: u64,
@@ -114,6 +119,7 @@ async fn run_one(
         state.init_genesis(genesis.0, &genesis.1)?;
         let mut config = ServerConfig::new(&node, *range, args.shards);
         config.agreement = setting.agreement;
+        config.threads = (args.threads_per_server > 0).then_some(args.threads_per_server);
         config.tick = Duration::from_millis(5);
         config.lease_ttl = Duration::from_millis(500);
         config.accept_timeout = Duration::from_secs(30);
@@ -278,6 +284,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         runs.push(run);
     }
     let report = Report {
+        threads_per_server: args.threads_per_server,
         shards: args.shards,
         txs_per_block: txs,
         blocks: args.blocks,
