@@ -41,6 +41,15 @@ pub(crate) struct DevnetArgs {
     /// Slot length in seconds (the devnet preset's 2 by default).
     #[arg(long = "slot-seconds")]
     slot_seconds: Option<u64>,
+    /// Validators held by one distributed validator cluster (the last ones; 0: none).
+    #[arg(long = "dv-validators", default_value_t = 4)]
+    dv_validators: usize,
+    /// Members of the distributed validator cluster.
+    #[arg(long = "dv-members", default_value_t = 4)]
+    dv_members: usize,
+    /// Partials the cluster needs (default ⌈2n/3⌉).
+    #[arg(long = "dv-threshold")]
+    dv_threshold: Option<usize>,
 }
 
 pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
@@ -54,6 +63,9 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
     config.seed = args.seed.clone();
     config.slot_seconds = args.slot_seconds;
     config.fresh = args.fresh;
+    config.dv_validators = args.dv_validators;
+    config.dv_members = args.dv_members;
+    config.dv_threshold = args.dv_threshold;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -71,6 +83,15 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
             genesis.spec.shards_per_block,
             genesis.spec.replication.min(u64::from(args.servers)),
         );
+        if args.dv_validators > 0 {
+            println!(
+                "validators {}..{} held by one distributed validator: {} members, threshold {}, QBFT, duties from the validator API",
+                args.validators - args.dv_validators.min(args.validators),
+                args.validators - 1,
+                args.dv_members,
+                args.dv_threshold.unwrap_or_else(|| phalanx_dv::create::default_threshold(args.dv_members)),
+            );
+        }
         println!("Development accounts (funded at genesis; the keys are public, never use them elsewhere):");
         for (i, a) in devnet.accounts().iter().enumerate() {
             println!("  ({i}) {}  key {}", a.address, a.private_key);
@@ -78,6 +99,7 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
         println!();
         println!("JSON-RPC   http://{}", devnet.rpc_addr());
         println!("Dashboard http://{}/   metrics http://{}/metrics", devnet.rpc_addr(), devnet.rpc_addr());
+        println!("Validator API http://{}/eth/v1/… (OpenAPI: /eth/v1/openapi.json)", devnet.rpc_addr());
         println!("Data       {}", args.data_dir.display());
         println!(
             "Slots of {} s, {} per epoch; execution follows finality. Ctrl-C stops.",

@@ -159,8 +159,10 @@ pub(crate) enum ConsensusArg {
 /// Where a member's duties come from.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub(crate) enum DutySource {
-    /// The wall-clock schedule standing in for the node's duty stream until the node's
-    /// validator API lands (issue #8).
+    /// The node's validator API (`--node`): the live duty stream, submissions posted back.
+    Node,
+    /// A wall-clock schedule with synthetic data (benchmarks, runs without a node);
+    /// submissions go to the submissions file only.
     Clock,
 }
 
@@ -182,6 +184,9 @@ pub(crate) struct RunArgs {
     /// Where duties come from.
     #[arg(long, value_enum, default_value = "clock")]
     duties: DutySource,
+    /// The node's validator API (with `--duties node`), e.g. a devnet's address.
+    #[arg(long, default_value = "http://127.0.0.1:8545")]
+    node: String,
     /// Chain spec (preset name or TOML file): fork version and slot timing.
     #[arg(long, default_value = "devnet")]
     chain: String,
@@ -451,9 +456,34 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<()> {
         (0.0..=1.0).contains(&args.failover_fraction),
         "--failover-fraction must be within 0..=1"
     );
-    let signing = SigningContext {
-        fork_version: spec.fork_version.0,
-        genesis_validators_root: alloy_primitives::B256::ZERO,
+    let rt = runtime()?;
+    let link = match args.duties {
+        DutySource::Node => Some(
+            phalanx_validator::api::ApiClient::new(&args.node)
+                .map(|c| phalanx_dv::node::NodeLink::new(c, &lock.body))?,
+        ),
+        DutySource::Clock => None,
+    };
+    // With a node, the signing domain is the node's chain's (its genesis validators root and
+    // fork version); the clock's synthetic duties sign under the spec's fork and a zero root.
+    let signing = match &link {
+        Some(_) => {
+            let client = phalanx_validator::api::ApiClient::new(&args.node)?;
+            let g = rt.block_on(client.genesis()).with_context(|| {
+                format!(
+                    "cannot read the genesis from the node at {} (is it running?)",
+                    args.node
+                )
+            })?;
+            SigningContext {
+                fork_version: g.genesis_fork_version.0,
+                genesis_validators_root: g.genesis_validators_root,
+            }
+        }
+        None => SigningContext {
+            fork_version: spec.fork_version.0,
+            genesis_validators_root: alloy_primitives::B256::ZERO,
+        },
     };
     let protection_path = args
         .protection
@@ -478,7 +508,6 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<()> {
         failover_fraction: args.failover_fraction,
         signing,
     };
-    let rt = runtime()?;
     let report = rt.block_on(async {
         let net = Libp2pNetwork::start(net_config).await?;
         let from = args
@@ -501,7 +530,30 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<()> {
         );
         let (duty_tx, duty_rx) = tokio::sync::mpsc::channel(4096);
         let (sub_tx, mut sub_rx) = tokio::sync::mpsc::unbounded_channel::<Submission>();
-        tokio::spawn(clock.feed(from, to, duty_tx, interrupted()));
+        let counts = std::sync::Arc::new(phalanx_dv::node::SubmitCounts::default());
+        let mut submitter = None;
+        match &link {
+            Some(link) => {
+                eprintln!("dv run: duties from the validator API at {}", args.node);
+                let follower = link.clone();
+                tokio::spawn(async move { follower.follow(duty_tx, interrupted()).await });
+                // Every submission goes to the node and to the submissions file.
+                let (node_tx, node_rx) = tokio::sync::mpsc::unbounded_channel::<Submission>();
+                let (file_tx, file_rx) = tokio::sync::mpsc::unbounded_channel::<Submission>();
+                tokio::spawn(async move {
+                    while let Some(s) = sub_rx.recv().await {
+                        let _ = node_tx.send(s.clone());
+                        let _ = file_tx.send(s);
+                    }
+                });
+                sub_rx = file_rx;
+                let (link, counts) = (link.clone(), counts.clone());
+                submitter = Some(tokio::spawn(async move { link.submit_all(node_rx, &counts).await }));
+            }
+            None => {
+                tokio::spawn(clock.feed(from, to, duty_tx, interrupted()));
+            }
+        }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -537,6 +589,14 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<()> {
         };
         metrics_writer.abort();
         write_metrics_once(&registry, &metrics_path);
+        if let Some(task) = submitter {
+            let _ = task.await;
+            eprintln!(
+                "dv run: the node accepted {} group signature(s), refused {}",
+                counts.accepted.load(std::sync::atomic::Ordering::Relaxed),
+                counts.failed.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
         writer
             .await
             .context("submission writer")?

@@ -22,6 +22,8 @@
 //! views live in memory, so a devnet starts a new chain each time (the server folders of an
 //! earlier run are cleared first); resuming from disk is not built yet.
 
+mod api;
+mod dv;
 pub mod exec;
 pub mod load;
 pub mod pool;
@@ -80,6 +82,12 @@ pub struct DevnetConfig {
     pub slot_seconds: Option<u64>,
     /// Start a new chain even if `data_dir` holds one.
     pub fresh: bool,
+    /// Validators held by the distributed validator cluster (the last ones; 0: none).
+    pub dv_validators: usize,
+    /// Members of the cluster.
+    pub dv_members: usize,
+    /// Partials needed (default ⌈2n/3⌉).
+    pub dv_threshold: Option<usize>,
 }
 
 impl DevnetConfig {
@@ -98,6 +106,9 @@ impl DevnetConfig {
             seed: "phalanx-devnet".into(),
             slot_seconds: None,
             fresh: false,
+            dv_validators: 4,
+            dv_members: 4,
+            dv_threshold: None,
         }
     }
 }
@@ -160,6 +171,12 @@ pub(crate) struct Shared {
     pub(crate) blocks: Mutex<BTreeMap<u64, BlockInfo>>,
     pub(crate) txs: Mutex<std::collections::HashMap<B256, TxLocation>>,
     pub(crate) chain: Mutex<Option<LiveStatus>>,
+    /// The validator API's channels and constants.
+    pub(crate) api: api::ApiShared,
+    /// Signed duties the validator API accepted.
+    pub(crate) api_accepted: std::sync::atomic::AtomicU64,
+    /// The distributed validator cluster, when there is one.
+    pub(crate) dv: Option<Arc<dv::DvShared>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -256,6 +273,7 @@ impl Shared {
                 .iter()
                 .map(|s| s.alarms.load(Ordering::Relaxed))
                 .sum(),
+            dv_validators: self.dv.as_ref().map_or(0, |d| d.validators.len()),
         }
     }
 
@@ -308,11 +326,13 @@ pub struct Status {
     pub mempool: usize,
     /// Alarms raised by the node's servers (differing shard results).
     pub alarms: u64,
+    /// Validators held by the distributed validator cluster.
+    pub dv_validators: usize,
 }
 
 impl Status {
     /// One line: slot, head, justified and finalized epochs, executed height, tx/s (given),
-    /// pool size, alarms.
+    /// pool size, alarms, and the distributed validator's duties signed (when there is one).
     pub fn line(&self, tx_per_s: f64) -> String {
         let chain = self.chain.as_ref().map_or_else(
             || "waiting for slot 1".to_string(),
@@ -323,8 +343,14 @@ impl Status {
                 )
             },
         );
+        let dv = match &self.chain {
+            Some(c) if self.dv_validators > 0 => {
+                format!(" | DV duties signed {}", c.external_signed)
+            }
+            _ => String::new(),
+        };
         format!(
-            "{chain} | executed block {:>5} | {:>7.1} tx/s | pool {:>5} | alarms {}",
+            "{chain} | executed block {:>5} | {:>7.1} tx/s | pool {:>5} | alarms {}{dv}",
             self.executed, tx_per_s, self.mempool, self.alarms
         )
     }
@@ -382,13 +408,14 @@ impl Devnet {
         // The data folder: resume the chain it holds unless told to start over.
         let chain_dir = config.data_dir.join("chain");
         let servers_dir = config.data_dir.join("servers");
+        let dv_dir = config.data_dir.join("dv");
         let genesis_path = chain_dir.join("genesis.json");
         let io = |path: &std::path::Path| {
             let path = path.to_path_buf();
             move |source| DevnetError::Io { path, source }
         };
         if config.fresh || !genesis_path.exists() {
-            for dir in [&chain_dir, &servers_dir] {
+            for dir in [&chain_dir, &servers_dir, &dv_dir] {
                 if dir.exists() {
                     std::fs::remove_dir_all(dir).map_err(io(dir))?;
                 }
@@ -452,6 +479,40 @@ impl Devnet {
                 store::write_atomic(&genesis_path, &json)?;
             }
         }
+        // The distributed validator holds the last `dv_validators` validators' keys; the
+        // chain's views still compute their duties, served on the validator API.
+        let signing = chain.signing();
+        let cluster = if config.dv_validators > 0 {
+            if config.dv_validators >= config.validators {
+                return Err(DevnetError::Config(format!(
+                    "--dv-validators {} must leave validator 0 outside the cluster (at most {})",
+                    config.dv_validators,
+                    config.validators - 1
+                )));
+            }
+            let first = config.validators - config.dv_validators;
+            chain
+                .set_external(first..config.validators)
+                .map_err(|e| DevnetError::Config(e.to_string()))?;
+            let dv_keys: Vec<_> = keys.validators[first..]
+                .iter()
+                .map(|(_, k)| k.clone())
+                .collect();
+            Some(dv::deal(
+                &config.seed,
+                (first as u64..config.validators as u64).collect(),
+                &dv_keys,
+                config.dv_members,
+                config.dv_threshold,
+                &dv_dir,
+                signing,
+            )?)
+        } else {
+            None
+        };
+        let pubkeys: Vec<phalanx_crypto::PublicKeyBytes> = (0..config.validators)
+            .filter_map(|v| chain.validator_pubkey(v))
+            .collect();
         let (block_log, logged) = store::BlockLog::open(&chain_dir.join("blocks.ssz"))?;
         let since_genesis_ms = |g: u64| {
             let now = std::time::SystemTime::now()
@@ -541,6 +602,8 @@ impl Devnet {
             .cloned()
             .collect();
         let (printed, load_accounts) = dev.split_at((config.accounts as usize).min(dev.len()));
+        let (events, _) = tokio::sync::broadcast::channel(api::EVENT_BACKLOG);
+        let (to_chain, from_api) = std::sync::mpsc::channel();
         let shared = Arc::new(Shared {
             chain_id: spec.chain_id,
             pool: pool.clone(),
@@ -559,6 +622,24 @@ impl Devnet {
             )])),
             txs: Mutex::new(std::collections::HashMap::new()),
             chain: Mutex::new(None),
+            api: api::ApiShared {
+                events: events.clone(),
+                to_chain: Mutex::new(to_chain),
+                genesis: phalanx_validator::api::GenesisInfo {
+                    genesis_time: genesis.genesis_time,
+                    genesis_validators_root: signing.genesis_validators_root,
+                    genesis_fork_version: signing.fork_version.into(),
+                },
+                spec: phalanx_validator::api::SpecInfo {
+                    seconds_per_slot: spec.slot_seconds,
+                    slots_per_epoch: spec.slots_per_epoch,
+                    shards_per_block: spec.shards_per_block,
+                    chain_id: spec.chain_id,
+                },
+                version: format!("phalanx/{}", env!("CARGO_PKG_VERSION")),
+            },
+            api_accepted: std::sync::atomic::AtomicU64::new(0),
+            dv: cluster.as_ref().map(|c| c.shared.clone()),
         });
 
         let listener = tokio::net::TcpListener::bind(config.rpc)
@@ -626,6 +707,12 @@ impl Devnet {
                 shared,
                 blocks: blocks_tx,
                 stop: stop_chain,
+                from_api,
+                events,
+                pubkeys,
+                genesis_ms: genesis.genesis_time.saturating_mul(1000),
+                last_head: None,
+                last_finalized: None,
             };
             std::thread::Builder::new()
                 .name("devnet-chain".into())
@@ -652,6 +739,11 @@ impl Devnet {
                     tracing::error!(error = %e, "devnet: JSON-RPC stopped");
                 }
             }));
+        }
+
+        // The distributed validator's members, on the validator API just bound.
+        if let Some(cluster) = cluster {
+            tasks.extend(cluster.start(&format!("http://{rpc_addr}"), signing, &shutdown)?);
         }
 
         // The load.
@@ -794,6 +886,15 @@ struct ChainLoop {
     shared: Arc<Shared>,
     blocks: mpsc::UnboundedSender<(ExecHeader, Vec<Shard>)>,
     stop: Arc<AtomicBool>,
+    /// Signed duties from the validator API.
+    from_api: std::sync::mpsc::Receiver<api::ToChain>,
+    /// The validator API's event stream.
+    events: tokio::sync::broadcast::Sender<api::ApiEvent>,
+    /// Validators' public keys, by index.
+    pubkeys: Vec<phalanx_crypto::PublicKeyBytes>,
+    genesis_ms: u64,
+    last_head: Option<B256>,
+    last_finalized: Option<u64>,
 }
 
 impl ChainLoop {
@@ -836,8 +937,61 @@ impl ChainLoop {
                 }
                 self.fed = (f.root, header);
             }
-            *lock(&self.shared.chain) = Some(self.chain.status());
-            std::thread::sleep(Duration::from_millis(10));
+            let status = self.chain.status();
+            self.publish(&status);
+            *lock(&self.shared.chain) = Some(status);
+            // Wait for the next submission or 10 ms, whichever comes first.
+            match self.from_api.recv_timeout(Duration::from_millis(10)) {
+                Ok((signed, verdict)) => {
+                    let _ = verdict.send(self.chain.submit(signed));
+                    while let Ok((signed, verdict)) = self.from_api.try_recv() {
+                        let _ = verdict.send(self.chain.submit(signed));
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                // Every handler is gone: the devnet is stopping.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+            }
+        }
+    }
+
+    /// Publishes new duties, a new head and a new finalized checkpoint on the event stream
+    /// (nobody listening is fine).
+    fn publish(&mut self, status: &LiveStatus) {
+        use phalanx_validator::api::{FinalizedEvent, HeadEvent};
+        let send = |topic: &'static str, data: String| {
+            let _ = self.events.send(api::ApiEvent { topic, data });
+        };
+        for duty in self.chain.take_duties() {
+            let Some(pubkey) = self.pubkeys.get(duty.validator as usize) else {
+                continue;
+            };
+            let event = api::duty_event(&duty, *pubkey, self.genesis_ms);
+            if let Ok(json) = serde_json::to_string(&event) {
+                send("duty", json);
+            }
+        }
+        if self.last_head != Some(status.head.0) {
+            self.last_head = Some(status.head.0);
+            let e = HeadEvent {
+                slot: status.head.1,
+                block: status.head.0,
+            };
+            if let Ok(json) = serde_json::to_string(&e) {
+                send("head", json);
+            }
+        }
+        if self.last_finalized != Some(status.finalized.epoch.0) {
+            self.last_finalized = Some(status.finalized.epoch.0);
+            let e = FinalizedEvent {
+                block: status.finalized.root,
+                epoch: status.finalized.epoch.0,
+            };
+            if let Ok(json) = serde_json::to_string(&e) {
+                send("finalized_checkpoint", json);
+            }
         }
     }
 }

@@ -58,6 +58,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/", post(handle).get(crate::web::dashboard))
         .route("/api/status", axum::routing::get(crate::web::status))
         .route("/metrics", axum::routing::get(crate::web::metrics))
+        .merge(crate::api::router())
         .with_state(shared)
 }
 

@@ -4,6 +4,8 @@
 //!   progress and finality, the executed head and tx/s, recent executed blocks, each server's
 //!   applied height, executed shards, takeovers and alarms.
 //! - `GET /api/status` — the same figures as JSON.
+//!   The distributed validator's figures (duties, group signatures, partials in time per
+//!   operator) are read from the members' own counters.
 //! - `GET /metrics` — Prometheus text format; names in `docs/devnet.md`.
 
 use std::sync::Arc;
@@ -108,8 +110,39 @@ pub(crate) fn status_json(shared: &Shared) -> Value {
             })
         })
         .collect();
+    let dv = shared.dv.as_ref().map(|d| {
+        let seen_by_first = d.metrics.first();
+        let operators: Vec<Value> = d
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let label = phalanx_dv::run::OperatorLabel {
+                    operator: name.clone(),
+                };
+                json!({
+                    "name": name,
+                    "duties": d.metrics[i].duties.get(),
+                    "submissions": d.metrics[i].submissions.get(),
+                    "accepted": d.submitted[i].accepted.load(Ordering::Relaxed),
+                    "refused": d.submitted[i].failed.load(Ordering::Relaxed),
+                    "partials_in_time": seen_by_first.map_or(0, |m| m.partials_in_time.get_or_create(&label).get()),
+                    "invalid_partials": seen_by_first.map_or(0, |m| m.invalid_partials.get_or_create(&label).get()),
+                })
+            })
+            .collect();
+        json!({
+            "validators": d.validators,
+            "threshold": d.threshold,
+            "members": d.names.len(),
+            "signed_duties": status.chain.as_ref().map_or(0, |c| c.external_signed),
+            "api_accepted": shared.api_accepted.load(Ordering::Relaxed),
+            "operators": operators,
+        })
+    });
     json!({
         "chain_id": shared.chain_id,
+        "dv": dv,
         "chain": chain,
         "executed": status.executed,
         "transactions_executed": status.txs_executed,
@@ -121,12 +154,20 @@ pub(crate) fn status_json(shared: &Shared) -> Value {
     })
 }
 
+/// Reads one figure of a distributed validator member.
+type ReadMember = fn(&crate::dv::DvShared, usize) -> u64;
+
 /// Reads one figure of a server.
 type ReadStat = fn(&phalanx_cluster::server::ServerStats) -> u64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServerLabel {
     server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabel {
+    member: String,
 }
 
 fn metrics_text(shared: &Shared) -> String {
@@ -219,6 +260,59 @@ fn metrics_text(shared: &Shared) -> String {
                 .set(i64::try_from(read(s)).unwrap_or(i64::MAX));
         }
         registry.register(name, help, family);
+    }
+    if let Some(d) = &shared.dv {
+        gauge(
+            &mut registry,
+            "dv_signed_duties",
+            "Distributed validator duties signed and relayed (each once)",
+            chain.map_or(0, |c| c.external_signed),
+        );
+        let per_member: [(&str, &str, ReadMember); 4] = [
+            (
+                "dv_member_duties",
+                "Duties a member received from the validator API",
+                |d, i| d.metrics[i].duties.get(),
+            ),
+            (
+                "dv_member_submissions",
+                "Group signatures a member recovered",
+                |d, i| d.metrics[i].submissions.get(),
+            ),
+            (
+                "dv_member_accepted",
+                "Group signatures the validator API accepted from a member",
+                |d, i| d.submitted[i].accepted.load(Ordering::Relaxed),
+            ),
+            (
+                "dv_member_refused",
+                "Group signatures the validator API refused from a member (or that failed to reach it)",
+                |d, i| d.submitted[i].failed.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, read) in per_member {
+            let family: Family<MemberLabel, Gauge<i64, AtomicI64>> = Family::default();
+            for (i, member) in d.names.iter().enumerate() {
+                family
+                    .get_or_create(&MemberLabel {
+                        member: member.clone(),
+                    })
+                    .set(i64::try_from(read(d, i)).unwrap_or(i64::MAX));
+            }
+            registry.register(name, help, family);
+        }
+        if let Some(first) = d.metrics.first() {
+            registry.register(
+                "dv_partials_in_time",
+                "Valid partials each operator delivered before the deadline, as the first member saw them (the reward split)",
+                first.partials_in_time.clone(),
+            );
+            registry.register(
+                "dv_invalid_partials",
+                "Invalid partials per sender, as the first member saw them",
+                first.invalid_partials.clone(),
+            );
+        }
     }
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {

@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
+use phalanx_crypto::SecretKey;
 use phalanx_crypto::keystore::{EncryptionNonce, Kdf, Keystore};
 use phalanx_types::fs::write_atomic;
 use rand::{RngCore, SeedableRng};
@@ -22,7 +23,7 @@ use crate::identity::OperatorKey;
 use crate::lock::{
     ClusterLock, DistributedValidator, LOCK_VERSION, LockBody, LockError, Operator, Role,
 };
-use crate::threshold::{SecretShare, deal};
+use crate::threshold::SecretShare;
 
 /// Errors of `dv create` and of loading an operator's files.
 #[derive(Debug, thiserror::Error)]
@@ -122,14 +123,63 @@ pub fn deal_cluster(
     address: impl Fn(usize) -> String,
     rng: &mut impl RngCore,
 ) -> Result<DealtCluster, CreateError> {
+    deal(
+        name,
+        threshold,
+        &vec![None; validators],
+        roles,
+        address,
+        rng,
+    )
+}
+
+/// As [`deal_cluster`], but splits existing validator keys (a devnet's deterministic genesis
+/// keys) instead of making new ones: each group public key is the key's own. The whole key
+/// existed before the split, so this is for development chains only; real clusters use
+/// [`crate::dkg`].
+pub fn split_keys(
+    name: &str,
+    threshold: usize,
+    keys: &[SecretKey],
+    roles: &[Role],
+    address: impl Fn(usize) -> String,
+    rng: &mut impl RngCore,
+) -> Result<DealtCluster, CreateError> {
+    let secrets = keys
+        .iter()
+        .map(|k| {
+            crate::threshold::scalar_from_bytes(&k.to_bytes())
+                .map(Some)
+                .map_err(|e| CreateError::Params(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    deal(name, threshold, &secrets, roles, address, rng)
+}
+
+fn deal(
+    name: &str,
+    threshold: usize,
+    secrets: &[Option<blstrs::Scalar>],
+    roles: &[Role],
+    address: impl Fn(usize) -> String,
+    rng: &mut impl RngCore,
+) -> Result<DealtCluster, CreateError> {
     let n = roles.len();
+    if threshold == 0 || threshold > n {
+        return Err(CreateError::Params(format!(
+            "threshold {threshold} of {n} operators"
+        )));
+    }
     let keys: Vec<OperatorKey> = (0..n).map(|_| OperatorKey::generate(rng)).collect();
     let mut shares: Vec<Vec<SecretShare>> = vec![Vec::new(); n];
-    let mut dvs = Vec::with_capacity(validators);
-    for _ in 0..validators {
-        let (poly, s) =
-            deal(threshold, n as u32, rng).map_err(|e| CreateError::Params(e.to_string()))?;
-        dvs.push(DistributedValidator::from_poly(&poly, n));
+    let mut dvs = Vec::with_capacity(secrets.len());
+    for secret in secrets {
+        let poly = crate::threshold::Polynomial::random(threshold, *secret, rng);
+        let s = (1..=n as u32)
+            .map(|i| poly.share(i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CreateError::Params(e.to_string()))?;
+        dvs.push(DistributedValidator::from_poly(&poly.commit(), n));
         for (i, share) in s.into_iter().enumerate() {
             shares[i].push(share);
         }

@@ -14,7 +14,8 @@
 //! - [`consensus`]: the [`consensus::DutyConsensus`] seam; [`qbft`] (default) and
 //!   [`tendermint`] implement it.
 //! - [`member`]: a member's duty pipeline, sans-IO; [`run`] drives it as a process.
-//! - [`duties`]: the wall-clock duty schedule standing in for the node's duty stream.
+//! - [`node`]: the link to the node's validator API — the live duty stream in, group
+//!   signatures out; [`duties`]: a wall-clock duty schedule for benchmarks and nodeless runs.
 //! - [`ballot`]: the secret ballot that approves membership changes; [`vote`] runs it between
 //!   processes.
 
@@ -27,6 +28,7 @@ pub mod duties;
 pub mod identity;
 pub mod lock;
 pub mod member;
+pub mod node;
 pub mod qbft;
 pub mod run;
 pub mod tendermint;

@@ -1,14 +1,16 @@
 //! One member of a distributed validator cluster, as a sans-IO state machine: duties, consensus
 //! messages, partial signatures and timers in; messages, timers and submissions out.
 //!
-//! For every duty (a declaration or an attestation of one of the cluster's validators):
+//! For every duty (a RANDAO reveal, a declaration or an attestation of one of the cluster's
+//! validators):
 //!
 //! 1. The member proposes the data its own node gave it to the duty consensus ([`DutyConsensus`],
 //!    QBFT by default). The consensus only accepts data for this exact duty (same validator,
 //!    slot and kind: the validity predicate).
 //! 2. On the decision it asks its slashing-protection database, which records the signature
 //!    durably *before* anything is signed; a refusal (the member already signed conflicting data,
-//!    e.g. before a crash) means no partial, ever.
+//!    e.g. before a crash) means no partial, ever. A RANDAO reveal (the proposer's signature
+//!    over the epoch, which goes into its declaration) is not slashable and is not recorded.
 //! 3. It signs a partial with its key share and broadcasts it. A *failover* member holds its
 //!    partial back and releases it only if, at `failover_fraction` of the way to the deadline,
 //!    it holds fewer than `m` partials.
@@ -26,6 +28,7 @@ use std::collections::BTreeMap;
 use alloy_primitives::B256;
 use phalanx_crypto::bls::{SecretKey, SignatureBytes};
 use phalanx_types::consensus::{AttestationData, Declaration};
+use phalanx_types::primitives::{Epoch, Slot};
 use phalanx_types::signing::SigningContext;
 use phalanx_validator::slashing_protection::SlashingProtection;
 use serde::{Deserialize, Serialize};
@@ -70,6 +73,9 @@ pub enum DutyKind {
     Declaration,
     /// Sign the epoch's attestation.
     Attestation,
+    /// Sign the epoch for the RANDAO reveal of a declaration (the proposer's first duty of
+    /// the slot; the node puts the reveal into the declaration it then asks for).
+    Randao,
 }
 
 /// One duty of one of the cluster's validators.
@@ -106,6 +112,17 @@ pub enum DutyData {
     Declaration(Declaration),
     /// An attestation.
     Attestation(AttestationData),
+    /// A RANDAO reveal: the epoch of `slot`, signed.
+    Randao(RandaoData),
+}
+
+/// What a RANDAO reveal signs: the epoch (the slot names the duty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RandaoData {
+    /// The proposal's slot.
+    pub slot: Slot,
+    /// Its epoch: what is signed.
+    pub epoch: Epoch,
 }
 
 impl DutyData {
@@ -114,6 +131,12 @@ impl DutyData {
         match self {
             Self::Declaration(d) => [vec![0u8], d.as_ssz_bytes()].concat(),
             Self::Attestation(a) => [vec![1u8], a.as_ssz_bytes()].concat(),
+            Self::Randao(r) => [
+                vec![2u8],
+                r.slot.0.to_le_bytes().to_vec(),
+                r.epoch.0.to_le_bytes().to_vec(),
+            ]
+            .concat(),
         }
     }
 
@@ -127,12 +150,20 @@ impl DutyData {
             1 => AttestationData::from_ssz_bytes(rest)
                 .ok()
                 .map(Self::Attestation),
+            2 if rest.len() == 16 => {
+                let (slot, epoch) = rest.split_at(8);
+                Some(Self::Randao(RandaoData {
+                    slot: Slot(u64::from_le_bytes(slot.try_into().ok()?)),
+                    epoch: Epoch(u64::from_le_bytes(epoch.try_into().ok()?)),
+                }))
+            }
             _ => None,
         }
     }
 
     /// Whether this is data for a duty of `kind` at `slot` (and, for an attestation, a source
-    /// not after its target).
+    /// not after its target; for a RANDAO reveal, an epoch not after the slot — the member
+    /// does not know the epoch length, the node checks the exact epoch on submission).
     pub fn fits(&self, kind: DutyKind, slot: u64) -> bool {
         match self {
             Self::Declaration(d) => kind == DutyKind::Declaration && d.slot.0 == slot,
@@ -141,6 +172,7 @@ impl DutyData {
                     && a.slot.0 == slot
                     && a.source.epoch <= a.target.epoch
             }
+            Self::Randao(r) => kind == DutyKind::Randao && r.slot.0 == slot && r.epoch.0 <= slot,
         }
     }
 
@@ -149,6 +181,7 @@ impl DutyData {
         match self {
             Self::Declaration(d) => ctx.signing_root(d),
             Self::Attestation(a) => ctx.signing_root(a),
+            Self::Randao(r) => ctx.signing_root(&r.epoch),
         }
     }
 }
@@ -492,6 +525,7 @@ impl<C: DutyConsensus> Member<C> {
                 a.source.epoch.0,
                 a.target.epoch.0,
             ),
+            DutyData::Randao(_) => Ok(()),
         };
         let own = match allowed {
             Ok(()) => self.keys.get(duty.validator as usize).map(|k| Partial {

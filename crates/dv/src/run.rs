@@ -60,6 +60,7 @@ pub fn duty_validity(validators: usize, known: KnownDuties) -> Validity {
         let (kind, slot) = match &data {
             DutyData::Declaration(d) => (DutyKind::Declaration, d.slot.0),
             DutyData::Attestation(a) => (DutyKind::Attestation, a.slot.0),
+            DutyData::Randao(r) => (DutyKind::Randao, r.slot.0),
         };
         let known_duty = match known.lock() {
             Ok(k) => k.get(instance).copied(),

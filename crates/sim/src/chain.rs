@@ -184,6 +184,16 @@ struct Sim {
     shard_source: Option<Box<dyn ShardSource>>,
     /// Blocks validator 0 imported, in order, while someone records them (the devnet's log).
     imported: Option<Vec<Arc<SignedBlock>>>,
+    /// Validators whose keys are held outside the chain (a distributed validator): their
+    /// views compute the duties, someone else signs them.
+    external: HashSet<usize>,
+    /// Duties of external validators not yet taken.
+    external_duties: Vec<ExternalDuty>,
+    /// External proposals waiting for their RANDAO reveal: (validator, slot) → (parent, producer).
+    external_proposals: HashMap<(usize, u64), (Root, usize)>,
+    /// Signed data already relayed for external validators, by (validator, slot, kind).
+    external_relayed: HashMap<(usize, u64, ExternalKind), B256>,
+    external_signed: u64,
 }
 
 fn honest(config: &Config, validator: usize) -> bool {
@@ -296,6 +306,11 @@ impl Sim {
             declared: vec![Vec::new(); config.validators],
             shard_source: None,
             imported: None,
+            external: HashSet::new(),
+            external_duties: Vec::new(),
+            external_proposals: HashMap::new(),
+            external_relayed: HashMap::new(),
+            external_signed: 0,
             config,
         };
         Ok((sim, genesis, keys))
@@ -532,6 +547,17 @@ impl Sim {
                 continue;
             }
             let producer = self.choose_producer(v, slot);
+            if self.external.contains(&v) {
+                self.external_proposals.insert((v, slot), (head, producer));
+                self.external_duties.push(ExternalDuty {
+                    validator: v as u64,
+                    slot,
+                    start_ms: now,
+                    deadline_ms: now + self.slot_ms(),
+                    data: ExternalData::Randao(self.epoch(slot)),
+                });
+                continue;
+            }
             let honest = honest(&self.config, v);
             if honest {
                 let pubkey = self.validator_pubkeys[v].to_bytes();
@@ -606,6 +632,16 @@ impl Sim {
                 source,
                 target,
             };
+            if self.external.contains(&v) {
+                self.external_duties.push(ExternalDuty {
+                    validator: v as u64,
+                    slot,
+                    start_ms: now,
+                    deadline_ms: now + self.slot_ms(),
+                    data: ExternalData::Attestation(data),
+                });
+                continue;
+            }
             let honest = honest(&self.config, v);
             if honest {
                 let pubkey = self.validator_pubkeys[v].to_bytes();
@@ -954,6 +990,110 @@ impl Sim {
         (0..self.config.validators).filter(|v| honest(&self.config, *v))
     }
 
+    /// An external validator's signed duty, from its node's API: checked and relayed as its
+    /// own node would (step by step in [`LiveChain::submit`]).
+    fn submit_external(&mut self, now: u64, signed: SignedExternal) -> Result<(), SubmitError> {
+        let v = usize::try_from(signed.validator).unwrap_or(usize::MAX);
+        if !self.external.contains(&v) {
+            return Err(SubmitError::NotExternal(signed.validator));
+        }
+        let key = self.validator_pubkeys[v];
+        let (slot, kind, root) = match &signed.data {
+            ExternalData::Randao(epoch) => {
+                (signed.slot, ExternalKind::Randao, epoch.tree_hash_root())
+            }
+            ExternalData::Declaration(d) => {
+                if d.proposer_index.0 != signed.validator {
+                    return Err(SubmitError::Mismatch(
+                        "proposer index is not the validator".into(),
+                    ));
+                }
+                (d.slot.0, ExternalKind::Declaration, d.tree_hash_root())
+            }
+            ExternalData::Attestation(a) => {
+                (a.slot.0, ExternalKind::Attestation, a.tree_hash_root())
+            }
+        };
+        let current = now / self.slot_ms();
+        if slot + 2 < current || slot > current + 1 {
+            return Err(SubmitError::Stale { slot, current });
+        }
+        let ok = match &signed.data {
+            ExternalData::Randao(epoch) => self.verify(epoch, &key, &signed.signature),
+            ExternalData::Declaration(d) => self.verify(d, &key, &signed.signature),
+            ExternalData::Attestation(a) => self.verify(a, &key, &signed.signature),
+        };
+        if !ok {
+            return Err(SubmitError::BadSignature);
+        }
+        match self.external_relayed.get(&(v, slot, kind)) {
+            Some(seen) if *seen == root => return Ok(()),
+            Some(_) if kind != ExternalKind::Randao => return Err(SubmitError::Conflict),
+            _ => {}
+        }
+        match signed.data {
+            ExternalData::Randao(epoch) => {
+                if epoch != self.epoch(slot) {
+                    return Err(SubmitError::Mismatch(format!(
+                        "RANDAO reveal for epoch {}, slot {slot} is in epoch {}",
+                        epoch.0,
+                        self.epoch(slot).0
+                    )));
+                }
+                let Some((parent, producer)) = self.external_proposals.remove(&(v, slot)) else {
+                    return Err(SubmitError::NoDuty { slot });
+                };
+                let message = Declaration {
+                    slot: Slot(slot),
+                    proposer_index: ValidatorIndex(v as u64),
+                    parent_root: parent,
+                    producer: ProducerIndex(producer as u64),
+                    fee_split_bps: 5_000,
+                    randao_reveal: signed.signature,
+                };
+                self.external_duties.push(ExternalDuty {
+                    validator: v as u64,
+                    slot,
+                    start_ms: now,
+                    deadline_ms: slot * self.slot_ms() + self.slot_ms(),
+                    data: ExternalData::Declaration(message),
+                });
+            }
+            ExternalData::Declaration(message) => {
+                let producer = message.producer.0 as usize;
+                if producer >= self.config.producers {
+                    return Err(SubmitError::Mismatch(format!("no producer {producer}")));
+                }
+                let declaration = SignedDeclaration {
+                    message,
+                    signature: signed.signature,
+                };
+                self.send(
+                    now,
+                    v,
+                    self.config.validators + producer,
+                    Msg::Declaration(Arc::new(declaration)),
+                );
+            }
+            ExternalData::Attestation(data) => {
+                let vote = Vote {
+                    validator: v as u64,
+                    data,
+                    signature: signed.signature,
+                };
+                self.gossip(now, v, Msg::Vote(Arc::new(vote)));
+            }
+        }
+        self.external_relayed.insert((v, slot, kind), root);
+        self.external_signed += 1;
+        if self.external_relayed.len() > 100_000 {
+            let keep_from = current.saturating_sub(64);
+            self.external_relayed.retain(|(_, s, _), _| *s >= keep_from);
+            self.external_proposals.retain(|(_, s), _| *s >= keep_from);
+        }
+        Ok(())
+    }
+
     fn sample_finality(&mut self, epoch: Epoch) {
         let views: Vec<usize> = self.honest_validators().collect();
         for v in views {
@@ -1051,6 +1191,99 @@ pub trait ShardSource: Send {
     fn shards(&mut self, slot: u64, count: usize) -> Vec<Shard>;
 }
 
+/// What an external validator's duty signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExternalData {
+    /// The RANDAO reveal of a proposal: the epoch.
+    Randao(Epoch),
+    /// The declaration of a proposal (with the reveal in it).
+    Declaration(Declaration),
+    /// An attestation.
+    Attestation(AttestationData),
+}
+
+/// The kind of an [`ExternalData`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExternalKind {
+    /// [`ExternalData::Randao`].
+    Randao,
+    /// [`ExternalData::Declaration`].
+    Declaration,
+    /// [`ExternalData::Attestation`].
+    Attestation,
+}
+
+impl ExternalData {
+    /// Its kind.
+    pub fn kind(&self) -> ExternalKind {
+        match self {
+            Self::Randao(_) => ExternalKind::Randao,
+            Self::Declaration(_) => ExternalKind::Declaration,
+            Self::Attestation(_) => ExternalKind::Attestation,
+        }
+    }
+}
+
+/// A duty of an external validator, as its node computed it: what to sign and by when (ms
+/// since genesis).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalDuty {
+    /// The validator.
+    pub validator: u64,
+    /// The slot.
+    pub slot: u64,
+    /// When the duty starts.
+    pub start_ms: u64,
+    /// When the signature is of no more use.
+    pub deadline_ms: u64,
+    /// What to sign.
+    pub data: ExternalData,
+}
+
+/// An external validator's signature over a duty's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedExternal {
+    /// The validator.
+    pub validator: u64,
+    /// The slot (for a RANDAO reveal: the proposal's slot).
+    pub slot: u64,
+    /// What was signed.
+    pub data: ExternalData,
+    /// The signature.
+    pub signature: SignatureBytes,
+}
+
+/// Why a node refused an external validator's submission.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The validator's key is held by this node, or there is no such validator.
+    #[error("validator {0} is not served by the validator API")]
+    NotExternal(u64),
+    /// The signature does not verify under the validator's key.
+    #[error("the signature does not verify under the validator's key")]
+    BadSignature,
+    /// Too old or too far ahead.
+    #[error("slot {slot} is not current (the chain is at slot {current})")]
+    Stale {
+        /// The submission's slot.
+        slot: u64,
+        /// The chain's.
+        current: u64,
+    },
+    /// Data inconsistent with the duty.
+    #[error("{0}")]
+    Mismatch(String),
+    /// No proposal waits for this reveal.
+    #[error("no proposal of this validator waits for a RANDAO reveal at slot {slot}")]
+    NoDuty {
+        /// The slot.
+        slot: u64,
+    },
+    /// Different signed data for a duty already relayed (slashable; not relayed).
+    #[error("conflicts with data already submitted for this duty; not relayed")]
+    Conflict,
+}
+
 /// What the chain looks like to the observing validator (validator 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveStatus {
@@ -1064,6 +1297,8 @@ pub struct LiveStatus {
     pub finalized: Checkpoint,
     /// Validators slashed on the observer's chain.
     pub slashed: usize,
+    /// External validators' signed duties relayed so far (each duty once).
+    pub external_signed: u64,
 }
 
 /// A block on the finalized chain, with what execution needs beyond the block itself.
@@ -1249,7 +1484,56 @@ impl LiveChain {
             justified: view.fc.justified().clone(),
             finalized: view.fc.finalized().clone(),
             slashed: view.registry.slashed_validators().count(),
+            external_signed: self.sim.external_signed,
         }
+    }
+
+    /// Hands the duties of `validators` to someone else (a distributed validator behind the
+    /// validator API): their views still compute each duty and its data, which
+    /// [`LiveChain::take_duties`] yields; [`LiveChain::submit`] takes the signatures back.
+    /// Validator 0 (the observer) cannot be one of them.
+    pub fn set_external(
+        &mut self,
+        validators: impl IntoIterator<Item = usize>,
+    ) -> Result<(), SimError> {
+        let set: HashSet<usize> = validators.into_iter().collect();
+        if let Some(bad) = set
+            .iter()
+            .find(|v| **v == 0 || **v >= self.sim.config.validators)
+        {
+            return Err(SimError::Config(format!(
+                "validator {bad} cannot be external (1..{} can)",
+                self.sim.config.validators
+            )));
+        }
+        self.sim.external = set;
+        Ok(())
+    }
+
+    /// External validators' duties computed since the last call, in order.
+    pub fn take_duties(&mut self) -> Vec<ExternalDuty> {
+        std::mem::take(&mut self.sim.external_duties)
+    }
+
+    /// An external validator's signed duty, checked as its node would before relaying it:
+    /// the validator must be external; the slot within two slots back and one ahead; the
+    /// signature valid under the validator's key. A RANDAO reveal must be for the slot's epoch
+    /// and a proposal waiting for it; the node then asks for the declaration (a new duty)
+    /// with the reveal in it. A declaration goes to the producer it names, an attestation to
+    /// everyone. Submitting the same data twice is accepted and relayed once; different data
+    /// for a duty already relayed is refused (it would be slashable).
+    pub fn submit(&mut self, signed: SignedExternal) -> Result<(), SubmitError> {
+        self.sim.submit_external(self.now, signed)
+    }
+
+    /// Validator `v`'s public key.
+    pub fn validator_pubkey(&self, v: usize) -> Option<PublicKeyBytes> {
+        self.sim.validator_pubkeys.get(v).map(PublicKey::to_bytes)
+    }
+
+    /// The chain's signing context.
+    pub fn signing(&self) -> SigningContext {
+        self.sim.signing
     }
 
     /// The finalized blocks after `after` (exclusive), oldest first, as validator 0 sees

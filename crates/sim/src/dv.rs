@@ -261,6 +261,10 @@ fn duty_data(k: u64, kind: DutyKind, validator: u32, variant: u8) -> DutyData {
             source: checkpoint(k.saturating_sub(1), 1),
             target: checkpoint(k, 2),
         }),
+        DutyKind::Randao => DutyData::Randao(phalanx_dv::member::RandaoData {
+            slot: Slot(k),
+            epoch: Epoch(k / 8),
+        }),
         DutyKind::Declaration => DutyData::Declaration(Declaration {
             slot: Slot(k),
             proposer_index: ValidatorIndex(u64::from(validator)),

@@ -7,9 +7,10 @@
 //! * [`reputation`]: producers' records (fee yield, void blocks, missed slots) and the choice
 //!   of a producer per slot, with self-production when none qualifies.
 //!
-//! The role's `run(config, shutdown)` (signing over a real network and the Beacon-style API)
-//! lands with the network.
+//! * [`api`]: the validator API's wire types (Beacon-API style) and its client — the duty
+//!   stream, submissions, genesis and spec.
 
+pub mod api;
 pub mod duties;
 pub mod reputation;
 pub mod slashing_protection;

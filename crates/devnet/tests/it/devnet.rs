@@ -221,8 +221,26 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
+    for name in [
+        "phalanx_devnet_dv_signed_duties ",
+        "phalanx_devnet_dv_member_accepted{member=\"op-4\"} ",
+        "phalanx_devnet_dv_partials_in_time_total{operator=\"op-2\"} ",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
     let api: Value = serde_json::from_str(&get(rpc, "/api/status").await).unwrap();
     assert!(api["executed"].as_u64().unwrap() >= head, "{api}");
+    // Validators 4..8 are the distributed validator's: finality (two thirds of the stake)
+    // needed their attestations, signed by the members through the validator API.
+    let dv = &api["dv"];
+    assert_eq!(dv["threshold"], 3, "{dv}");
+    assert!(dv["signed_duties"].as_u64().unwrap() >= 4, "{dv}");
+    for op in dv["operators"].as_array().unwrap() {
+        assert!(op["accepted"].as_u64().unwrap() >= 1, "{dv}");
+        assert_eq!(op["refused"], 0, "{dv}");
+        assert_eq!(op["invalid_partials"], 0, "{dv}");
+    }
+    crate::api::check_validator_api(rpc, 4..8).await;
     assert_eq!(api["servers"].as_array().unwrap().len(), 4);
     assert!(!api["recent_blocks"].as_array().unwrap().is_empty());
     assert!(get(rpc, "/").await.contains("phalanx devnet"));

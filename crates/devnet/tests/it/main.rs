@@ -1,5 +1,6 @@
 //! The devnet's integration tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod api;
 mod devnet;
 mod store;

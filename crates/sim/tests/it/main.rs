@@ -4,3 +4,4 @@
 
 mod chain;
 mod cluster;
+mod live;
