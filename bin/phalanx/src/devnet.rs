@@ -50,6 +50,11 @@ pub(crate) struct DevnetArgs {
     /// Partials the cluster needs (default ⌈2n/3⌉).
     #[arg(long = "dv-threshold")]
     dv_threshold: Option<usize>,
+    /// Run the cluster's members as separate processes: write their folders under
+    /// DATA_DIR/dv/op-N (listening from this port on) and start none here; run each with
+    /// `phalanx dv run --operator-dir DATA_DIR/dv/op-N --duties node --node http://RPC`.
+    #[arg(long = "dv-external-port")]
+    dv_external_port: Option<u16>,
 }
 
 pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
@@ -66,6 +71,7 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
     config.dv_validators = args.dv_validators;
     config.dv_members = args.dv_members;
     config.dv_threshold = args.dv_threshold;
+    config.dv_external_port = args.dv_external_port;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -85,11 +91,20 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
         );
         if args.dv_validators > 0 {
             println!(
-                "validators {}..{} held by one distributed validator: {} members, threshold {}, QBFT, duties from the validator API",
+                "validators {}..={} held by one distributed validator: {} members, threshold {}, QBFT, duties from the validator API{}",
                 args.validators - args.dv_validators.min(args.validators),
                 args.validators - 1,
                 args.dv_members,
                 args.dv_threshold.unwrap_or_else(|| phalanx_dv::create::default_threshold(args.dv_members)),
+                if args.dv_external_port.is_some() {
+                    format!(
+                        " — members not started here: run `phalanx dv run --operator-dir {}/dv/op-N --duties node --node http://{}`",
+                        args.data_dir.display(),
+                        devnet.rpc_addr()
+                    )
+                } else {
+                    String::new()
+                },
             );
         }
         println!("Development accounts (funded at genesis; the keys are public, never use them elsewhere):");

@@ -4,6 +4,11 @@
 //! from the devnet's own validator API over HTTP (the SSE duty stream) and posting group
 //! signatures back to it — the same path `phalanx dv run --duties node` takes against a node.
 //!
+//! With `dv_external_port = Some(base)` the devnet runs no members: it writes each operator's
+//! folder (`dv/op-N`: identity key, password, EIP-2335 keystores of its shares, the lock with
+//! addresses `/ip4/127.0.0.1/tcp/{base + i}`) for `phalanx dv run --operator-dir dv/op-N
+//! --duties node` processes to use.
+//!
 //! The keys: the devnet's validator keys are deterministic (from the seed), and the cluster's
 //! shares are split from them ([`phalanx_dv::create::split_keys`]) with a seeded dealer, so a
 //! restart rebuilds the same lock. A real cluster's key never exists whole: it comes from
@@ -30,7 +35,7 @@ use phalanx_validator::slashing_protection::SlashingProtection;
 use rand::SeedableRng;
 use tokio::sync::{mpsc, watch};
 
-use crate::DevnetError;
+use crate::{DevnetConfig, DevnetError};
 
 /// What the dashboard and metrics read about the cluster.
 #[derive(Debug)]
@@ -41,6 +46,8 @@ pub(crate) struct DvShared {
     pub(crate) validators: Vec<u64>,
     /// Partials needed.
     pub(crate) threshold: usize,
+    /// Members run as separate processes (their counters are theirs, not shown here).
+    pub(crate) external: bool,
     /// Each member's metrics.
     pub(crate) metrics: Vec<DvMetrics>,
     /// Group signatures each member got accepted by the node (or not).
@@ -54,19 +61,22 @@ pub(crate) struct Cluster {
     shares: Vec<Vec<phalanx_dv::threshold::SecretShare>>,
     protection: Vec<SlashingProtection>,
     pub(crate) shared: Arc<DvShared>,
+    /// Members run as processes elsewhere.
+    pub(crate) external: bool,
 }
 
-/// Splits `keys` (the chain's validators `validators`) among `members`.
+/// Splits `keys` (the chain's validators `validators`) among the configured members.
 pub(crate) fn deal(
-    seed: &str,
+    config: &DevnetConfig,
     validators: Vec<u64>,
     keys: &[SecretKey],
-    members: usize,
-    threshold: Option<usize>,
     dir: &Path,
     signing: SigningContext,
 ) -> Result<Cluster, DevnetError> {
-    let threshold = threshold.unwrap_or_else(|| default_threshold(members));
+    let (seed, members, external_port) = (&config.seed, config.dv_members, config.dv_external_port);
+    let threshold = config
+        .dv_threshold
+        .unwrap_or_else(|| default_threshold(members));
     if members == 0 || threshold == 0 || threshold > members {
         return Err(DevnetError::Config(format!(
             "--dv-threshold {threshold} of --dv-members {members}: need 1 ≤ threshold ≤ members"
@@ -80,7 +90,10 @@ pub(crate) fn deal(
         threshold,
         keys,
         &vec![Role::Regular; members],
-        |i| format!("memory://op-{}", i + 1),
+        |i| match external_port {
+            Some(base) => format!("/ip4/127.0.0.1/tcp/{}", u32::from(base) + i as u32),
+            None => format!("memory://op-{}", i + 1),
+        },
         &mut rng,
     )
     .map_err(|e| DevnetError::Config(format!("dv cluster: {e}")))?;
@@ -98,6 +111,24 @@ pub(crate) fn deal(
     for i in 0..members {
         let op_dir = dir.join(format!("op-{}", i + 1));
         std::fs::create_dir_all(&op_dir).map_err(io(&op_dir))?;
+        if external_port.is_some() {
+            // The member runs as its own process, which opens its own protection database.
+            phalanx_dv::create::write_operator_files(
+                &op_dir,
+                &dealt.keys[i],
+                &dealt.shares[i],
+                "devnet-dv",
+                false,
+                &mut rng,
+            )
+            .map_err(|e| DevnetError::Config(format!("{}: {e}", op_dir.display())))?;
+            let path = op_dir.join("cluster-lock.json");
+            dealt
+                .lock
+                .write(&path)
+                .map_err(|e| DevnetError::Config(format!("{}: {e}", path.display())))?;
+            continue;
+        }
         let path = op_dir.join("slashing-protection.redb");
         protection.push(
             SlashingProtection::open(&path, signing.genesis_validators_root)
@@ -109,6 +140,7 @@ pub(crate) fn deal(
         names: lock.operators.iter().map(|o| o.name.clone()).collect(),
         validators,
         threshold,
+        external: external_port.is_some(),
         metrics: (0..members).map(|_| DvMetrics::default()).collect(),
         submitted: (0..members).map(|_| SubmitCounts::default()).collect(),
     });
@@ -118,6 +150,7 @@ pub(crate) fn deal(
         shares: dealt.shares,
         protection,
         shared,
+        external: external_port.is_some(),
     })
 }
 
@@ -129,6 +162,9 @@ impl Cluster {
         signing: SigningContext,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Vec<tokio::task::JoinHandle<()>>, DevnetError> {
+        if self.external {
+            return Ok(Vec::new());
+        }
         let hub = MemoryHub::new();
         let ids: Vec<_> = self.lock.operators.iter().map(|o| o.identity).collect();
         let mut tasks = Vec::new();

@@ -88,6 +88,9 @@ pub struct DevnetConfig {
     pub dv_members: usize,
     /// Partials needed (default ⌈2n/3⌉).
     pub dv_threshold: Option<usize>,
+    /// Run no members in process: write their folders for `phalanx dv run` processes
+    /// listening from this port on.
+    pub dv_external_port: Option<u16>,
 }
 
 impl DevnetConfig {
@@ -109,6 +112,7 @@ impl DevnetConfig {
             dv_validators: 4,
             dv_members: 4,
             dv_threshold: None,
+            dv_external_port: None,
         }
     }
 }
@@ -499,11 +503,9 @@ impl Devnet {
                 .map(|(_, k)| k.clone())
                 .collect();
             Some(dv::deal(
-                &config.seed,
+                &config,
                 (first as u64..config.validators as u64).collect(),
                 &dv_keys,
-                config.dv_members,
-                config.dv_threshold,
                 &dv_dir,
                 signing,
             )?)

@@ -135,6 +135,7 @@ pub(crate) fn status_json(shared: &Shared) -> Value {
             "validators": d.validators,
             "threshold": d.threshold,
             "members": d.names.len(),
+            "external": d.external,
             "signed_duties": status.chain.as_ref().map_or(0, |c| c.external_signed),
             "api_accepted": shared.api_accepted.load(Ordering::Relaxed),
             "operators": operators,

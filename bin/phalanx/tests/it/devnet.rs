@@ -109,3 +109,110 @@ fn devnet_resumes_after_kill_9_with_no_finalized_block_lost() {
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+fn api_status(port: u16) -> Option<Value> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
+/// Issue #5's member as a process against a node: the devnet serves its validators 4..7 on
+/// the validator API and runs no members; four `phalanx dv run --duties node` processes follow
+/// the duty stream over HTTP, agree by QBFT over libp2p, and post group signatures back. The
+/// chain can only finalize (two thirds of the stake) with their attestations.
+#[test]
+fn dv_run_processes_sign_a_devnets_duties_from_its_validator_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = crate::consecutive_free_ports(4);
+    let mut devnet = phalanx()
+        .args(["devnet", "--slot-seconds", "1", "--rpc"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--dv-external-port", &base.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api_status(port).is_none() {
+        assert!(devnet.try_wait().unwrap().is_none(), "the devnet exited");
+        assert!(Instant::now() < deadline, "the devnet did not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let members: Vec<Child> = (1..=4)
+        .map(|i| {
+            phalanx()
+                .args(["dv", "run", "--duties", "node", "--node"])
+                .arg(format!("http://127.0.0.1:{port}"))
+                .arg("--operator-dir")
+                .arg(dir.path().join(format!("dv/op-{i}")))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        let s = api_status(port).unwrap_or_default();
+        let finalized = s["chain"]["finalized_epoch"].as_u64().unwrap_or(0);
+        let signed = s["dv"]["signed_duties"].as_u64().unwrap_or(0);
+        if finalized >= 1 && signed >= 8 {
+            break s;
+        }
+        assert!(devnet.try_wait().unwrap().is_none(), "the devnet exited");
+        assert!(
+            Instant::now() < deadline,
+            "no finality with the members' signatures in 90 s: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(status["dv"]["external"], true);
+    for m in &members {
+        std::process::Command::new("kill")
+            .args(["-INT", &m.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    for (i, m) in members.into_iter().enumerate() {
+        let out = m.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "op-{}: {err}", i + 1);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            report["duties"].as_u64().unwrap() >= 8,
+            "op-{}: {report}",
+            i + 1
+        );
+        assert_eq!(report["refused"], 0, "{report}");
+        assert_eq!(report["invalid_partials"], json!({}), "{report}");
+        let accepted: u64 = err
+            .lines()
+            .find_map(|l| l.strip_prefix("dv run: the node accepted "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("op-{}: no submission summary: {err}", i + 1));
+        assert!(accepted >= 1, "op-{}: {err}", i + 1);
+        let lines = std::fs::read_to_string(
+            dir.path()
+                .join(format!("dv/op-{}/submissions.jsonl", i + 1)),
+        )
+        .unwrap();
+        assert!(lines.lines().count() as u64 >= accepted);
+    }
+    devnet.kill().unwrap();
+    devnet.wait().unwrap();
+}
