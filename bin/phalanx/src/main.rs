@@ -56,7 +56,7 @@ enum Command {
     Executor(Pending),
     /// A light client that serves verified reads.
     Light(Pending),
-    /// Deterministic simulators (chain, dv; cluster and light come with their issues).
+    /// Deterministic simulators (chain, dv, cluster, light).
     #[command(subcommand)]
     Sim(sim::Target),
     /// Benchmarks (execution; consensus, dv, cluster and light as their issues land).
@@ -85,7 +85,6 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         Command::Producer(_) => ("producer", 4, "Consensus (producer)"),
         Command::Executor(_) => ("executor", 7, "Executors' claims and the light client"),
         Command::Light(_) => ("light", 7, "Executors' claims and the light client"),
-        Command::Sim(sim::Target::Other(args)) => return sim::pending(args),
         Command::Bench(bench::Target::Other(args)) => return bench::pending(args),
         Command::Genesis(_)
         | Command::Devnet(_)
@@ -105,7 +104,7 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         | Command::Bench(bench::Target::Consensus(_))
         | Command::Bench(bench::Target::Dv(_))
         | Command::Bench(bench::Target::Cluster(_))
-        | Command::Sim(sim::Target::Chain(_) | sim::Target::Dv(_) | sim::Target::Cluster(_)) => {
+        | Command::Sim(_) => {
             return None;
         }
     })
@@ -134,6 +133,7 @@ fn main() -> ExitCode {
         Command::Sim(sim::Target::Chain(args)) => sim::chain(&args),
         Command::Sim(sim::Target::Dv(args)) => sim::dv(&args),
         Command::Sim(sim::Target::Cluster(args)) => sim::cluster(&args),
+        Command::Sim(sim::Target::Light(args)) => sim::light(&args),
         Command::Dv(dv::DvCommand::Create(args)) => dv::create(&args),
         Command::Dv(dv::DvCommand::Identity(args)) => dv::identity(&args),
         Command::Dv(dv::DvCommand::Dkg(args)) => dv::dkg(&args),
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
             args.first().map(String::as_str).unwrap_or_default()
         )),
         Command::Sim(sim::Target::Other(args)) => Err(anyhow::anyhow!(
-            "unknown simulator {:?}; available: chain, dv, cluster (light comes with its issue)",
+            "unknown simulator {:?}; available: chain, dv, cluster, light",
             args.first().map(String::as_str).unwrap_or_default()
         )),
         Command::Bench(bench::Target::Other(args)) => Err(anyhow::anyhow!(

@@ -1,6 +1,6 @@
 //! `phalanx sim …`: deterministic simulators that end with one JSON line.
 
-use phalanx_sim::{chain, cluster, dv};
+use phalanx_sim::{chain, cluster, dv, light};
 
 /// Which simulator.
 #[derive(Debug, clap::Subcommand)]
@@ -11,17 +11,11 @@ pub(crate) enum Target {
     Dv(DvArgs),
     /// The servers of a clustered full node: crashes, takeovers, a corrupting server.
     Cluster(ClusterArgs),
+    /// Executors' claims and a light client: lies, withheld claims, spam, re-execution.
+    Light(LightArgs),
     /// Simulators of roles that have not landed yet.
     #[command(external_subcommand)]
     Other(Vec<String>),
-}
-
-/// The issue a not-yet-landed simulator comes with (`None`: no such simulator).
-pub(crate) fn pending(args: &[String]) -> Option<(&'static str, u32, &'static str)> {
-    Some(match args.first().map(String::as_str) {
-        Some("light") => ("sim light", 7, "Executors' claims and the light client"),
-        _ => return None,
-    })
 }
 
 /// Flags of `phalanx sim chain`.
@@ -207,6 +201,50 @@ pub(crate) fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
         blocks: args.blocks,
         txs_per_shard: args.txs_per_shard,
         slot_ms: args.slot_ms,
+        seed: args.seed,
+    })?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Flags of `phalanx sim light`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LightArgs {
+    /// Bonded executors (equal bonds).
+    #[arg(long, default_value_t = 10)]
+    executors: u32,
+    /// Percent of the executors' bond that lies (consistently, from `--lie-at` on).
+    #[arg(long = "lying-stake", default_value_t = 0)]
+    lying_stake: u32,
+    /// The height the liars start lying at (and, with `--withhold`, the withheld height).
+    #[arg(long = "lie-at", default_value_t = 10)]
+    lie_at: u64,
+    /// No executor claims block `--lie-at`.
+    #[arg(long)]
+    withhold: bool,
+    /// Executors also sign claims about blocks that do not exist.
+    #[arg(long)]
+    spam: bool,
+    /// A lying full node answers every proof request first, with a forged witness.
+    #[arg(long = "forged-proofs")]
+    forged_proofs: bool,
+    /// Blocks.
+    #[arg(long, default_value_t = 100)]
+    blocks: u64,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+pub(crate) fn light(args: &LightArgs) -> anyhow::Result<()> {
+    let report = light::run(light::Config {
+        executors: args.executors,
+        lying_stake: args.lying_stake,
+        lie_at: args.lie_at,
+        withhold: args.withhold,
+        spam: args.spam,
+        forged_proofs: args.forged_proofs,
+        blocks: args.blocks,
         seed: args.seed,
     })?;
     println!("{}", serde_json::to_string(&report)?);

@@ -17,6 +17,7 @@
 
 pub mod alarms;
 pub mod committee;
+pub mod executors;
 pub mod fork_choice;
 pub mod fraud;
 pub mod proposer;

@@ -21,6 +21,7 @@ pub mod conflict;
 pub mod domain;
 pub mod error;
 pub mod evm;
+pub mod proof;
 pub mod reader;
 pub mod statetest;
 pub mod store;

@@ -14,4 +14,5 @@
 pub mod chain;
 pub mod cluster;
 pub mod dv;
+pub mod light;
 mod net;

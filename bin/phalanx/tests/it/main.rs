@@ -237,13 +237,32 @@ fn sim_chain_prints_one_json_line() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "a bad flag is a usage error");
-    let pending = phalanx().args(["sim", "light"]).output().unwrap();
-    assert_eq!(pending.status.code(), Some(2));
-    assert!(
-        String::from_utf8(pending.stderr)
-            .unwrap()
-            .contains("not available yet")
-    );
+    let light = json_of(&[
+        "sim",
+        "light",
+        "--blocks",
+        "12",
+        "--lying-stake",
+        "90",
+        "--lie-at",
+        "6",
+    ]);
+    for key in [
+        "blocks",
+        "wrong_roots_believed",
+        "re_executions",
+        "slashed",
+        "max_ms_to_correct_root",
+    ] {
+        assert!(light.get(key).is_some(), "missing {key}: {light}");
+    }
+    assert_eq!(light["wrong_roots_believed"], 0, "{light}");
+    let bad = phalanx()
+        .args(["sim", "light", "--lying-stake", "150"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(bad.stdout.is_empty());
 }
 
 #[test]

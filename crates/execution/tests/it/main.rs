@@ -4,6 +4,7 @@
 
 mod block;
 mod call;
+mod proof;
 mod statetests;
 mod store;
 mod util;

@@ -4,4 +4,5 @@
 
 mod chain;
 mod cluster;
+mod light;
 mod live;

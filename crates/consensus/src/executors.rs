@@ -1,0 +1,359 @@
+//! The executor registry (seed 003): bonded executors whose signed claims about state roots
+//! light clients weigh by bond.
+//!
+//! Rules, in order:
+//!
+//! 1. **Bond.** Executors come from the genesis (`executors`, amount = bond) or later by
+//!    [`ExecutorRegistry::deposit`]; an executor whose bond is below the spec's
+//!    `min_executor_bond` is not active.
+//! 2. **Weight.** An active executor's claims weigh its bond. An executor that asked to
+//!    withdraw weighs nothing from that epoch on, but its bond stays slashable until
+//!    `executor_withdrawal_delay_epochs` have passed: a claim signed just before leaving is
+//!    still answerable. After the delay the bond is paid out ([`ExecutorRegistry::withdraw`])
+//!    and the executor is gone.
+//! 3. **Sample.** The claimers of a block are a stake-weighted sample without replacement of
+//!    [`SAMPLE_SIZE`] active executors (all of them when fewer), drawn by `sha256(seed ‖ height
+//!    ‖ counter)` — deterministic, so anyone can check who was asked. Claims from executors
+//!    outside the sample still count (any bonded claim is evidence a light client may use);
+//!    the sample is who is *expected* to claim and is paid for it.
+//! 4. **Slashing.** A verified proof of execution showing an executor's claim wrong (see
+//!    `phalanx_execution::proof`) slashes its whole bond; [`BOUNTY_QUOTIENT`] of it goes to
+//!    whoever submitted the proof, the rest is burned. An executor is slashed at most once.
+
+use alloy_primitives::{Address, B256};
+use phalanx_crypto::{PublicKey, PublicKeyBytes};
+use phalanx_spec::{ChainSpec, Genesis};
+use phalanx_types::{Epoch, ExecutorIndex, Gwei};
+use sha2::{Digest, Sha256};
+
+/// Executors sampled per block.
+pub const SAMPLE_SIZE: usize = 16;
+
+/// The submitter of a proof gets `bond / BOUNTY_QUOTIENT`.
+pub const BOUNTY_QUOTIENT: u64 = 8;
+
+/// One executor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executor {
+    /// Its key (claims are signed with it).
+    pub pubkey: PublicKey,
+    /// Bond, Gwei.
+    pub bond: Gwei,
+    /// Where rewards go.
+    pub reward_address: Address,
+    /// Slashed (bond gone).
+    pub slashed: bool,
+    /// The epoch it asked to withdraw at, if it did.
+    pub exit_epoch: Option<Epoch>,
+}
+
+/// Why a registry operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecutorError {
+    /// A genesis key does not parse.
+    #[error("executor {index}: bad public key: {reason}")]
+    BadKey {
+        /// Index.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// No such executor.
+    #[error("no executor {0}")]
+    Unknown(u64),
+    /// Below the minimum bond.
+    #[error("bond {got} Gwei is below the minimum {min}")]
+    BondTooSmall {
+        /// Offered.
+        got: Gwei,
+        /// Needed.
+        min: Gwei,
+    },
+    /// Already slashed, exiting, or withdrawn.
+    #[error("executor {0} is not active")]
+    NotActive(u64),
+    /// The withdrawal delay has not passed.
+    #[error("executor {index} can withdraw at epoch {at}")]
+    TooEarly {
+        /// Index.
+        index: u64,
+        /// First epoch it can withdraw.
+        at: u64,
+    },
+}
+
+/// The executors and their bonds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorRegistry {
+    executors: Vec<Option<Executor>>,
+    min_bond: Gwei,
+    delay: u64,
+}
+
+impl ExecutorRegistry {
+    /// The genesis executors under `genesis.spec`'s rules.
+    pub fn from_genesis(genesis: &Genesis) -> Result<Self, ExecutorError> {
+        let mut r = Self::new(&genesis.spec);
+        for (index, e) in genesis.executors.iter().enumerate() {
+            let pubkey = PublicKey::try_from(&e.pubkey).map_err(|err| ExecutorError::BadKey {
+                index,
+                reason: err.to_string(),
+            })?;
+            r.executors.push(Some(Executor {
+                pubkey,
+                bond: e.amount,
+                reward_address: e.reward_address,
+                slashed: false,
+                exit_epoch: None,
+            }));
+        }
+        Ok(r)
+    }
+
+    /// An empty registry under `spec`'s bond and delay.
+    pub fn new(spec: &ChainSpec) -> Self {
+        Self {
+            executors: Vec::new(),
+            min_bond: spec.min_executor_bond,
+            delay: spec.executor_withdrawal_delay_epochs,
+        }
+    }
+
+    /// Executor `index` (none once withdrawn).
+    pub fn get(&self, index: ExecutorIndex) -> Option<&Executor> {
+        self.executors.get(index.0 as usize)?.as_ref()
+    }
+
+    /// Rule 2: what `index`'s claims weigh at `epoch`.
+    pub fn weight(&self, index: ExecutorIndex, epoch: Epoch) -> Gwei {
+        match self.get(index) {
+            Some(e)
+                if !e.slashed
+                    && e.bond >= self.min_bond
+                    && e.exit_epoch.is_none_or(|x| epoch < x) =>
+            {
+                e.bond
+            }
+            _ => 0,
+        }
+    }
+
+    /// Total weight at `epoch`.
+    pub fn total_weight(&self, epoch: Epoch) -> Gwei {
+        (0..self.executors.len() as u64)
+            .map(|i| self.weight(ExecutorIndex(i), epoch))
+            .sum()
+    }
+
+    /// Indices of every executor ever registered (withdrawn ones included).
+    pub fn len(&self) -> usize {
+        self.executors.len()
+    }
+
+    /// Whether none was ever registered.
+    pub fn is_empty(&self) -> bool {
+        self.executors.is_empty()
+    }
+
+    /// Rule 1: a new executor with `bond`.
+    pub fn deposit(
+        &mut self,
+        pubkey: &PublicKeyBytes,
+        bond: Gwei,
+        reward_address: Address,
+    ) -> Result<ExecutorIndex, ExecutorError> {
+        if bond < self.min_bond {
+            return Err(ExecutorError::BondTooSmall {
+                got: bond,
+                min: self.min_bond,
+            });
+        }
+        let pubkey = PublicKey::try_from(pubkey).map_err(|err| ExecutorError::BadKey {
+            index: self.executors.len(),
+            reason: err.to_string(),
+        })?;
+        self.executors.push(Some(Executor {
+            pubkey,
+            bond,
+            reward_address,
+            slashed: false,
+            exit_epoch: None,
+        }));
+        Ok(ExecutorIndex(self.executors.len() as u64 - 1))
+    }
+
+    /// Rule 2: `index` asks to withdraw at `epoch`; returns the first epoch it can withdraw.
+    pub fn request_withdrawal(
+        &mut self,
+        index: ExecutorIndex,
+        epoch: Epoch,
+    ) -> Result<Epoch, ExecutorError> {
+        let delay = self.delay;
+        let e = self
+            .executors
+            .get_mut(index.0 as usize)
+            .and_then(Option::as_mut)
+            .ok_or(ExecutorError::Unknown(index.0))?;
+        if e.slashed || e.exit_epoch.is_some() {
+            return Err(ExecutorError::NotActive(index.0));
+        }
+        e.exit_epoch = Some(epoch);
+        Ok(Epoch(epoch.0.saturating_add(delay)))
+    }
+
+    /// Rule 2: pays out `index`'s bond once the delay has passed.
+    pub fn withdraw(&mut self, index: ExecutorIndex, epoch: Epoch) -> Result<Gwei, ExecutorError> {
+        let delay = self.delay;
+        let slot = self
+            .executors
+            .get_mut(index.0 as usize)
+            .ok_or(ExecutorError::Unknown(index.0))?;
+        let e = slot.as_ref().ok_or(ExecutorError::Unknown(index.0))?;
+        let Some(exit) = e.exit_epoch else {
+            return Err(ExecutorError::NotActive(index.0));
+        };
+        let at = exit.0.saturating_add(delay);
+        if epoch.0 < at {
+            return Err(ExecutorError::TooEarly { index: index.0, at });
+        }
+        let bond = if e.slashed { 0 } else { e.bond };
+        *slot = None;
+        Ok(bond)
+    }
+
+    /// Rule 4: slashes `index`; returns the bounty for the proof's submitter (0 if it was
+    /// already slashed or is gone).
+    pub fn slash(&mut self, index: ExecutorIndex) -> Gwei {
+        match self
+            .executors
+            .get_mut(index.0 as usize)
+            .and_then(Option::as_mut)
+        {
+            Some(e) if !e.slashed => {
+                e.slashed = true;
+                let bounty = e.bond / BOUNTY_QUOTIENT;
+                e.bond = 0;
+                bounty
+            }
+            _ => 0,
+        }
+    }
+
+    /// Executors slashed so far.
+    pub fn slashed(&self) -> impl Iterator<Item = ExecutorIndex> + '_ {
+        self.executors
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.as_ref().is_some_and(|e| e.slashed))
+            .map(|(i, _)| ExecutorIndex(i as u64))
+    }
+
+    /// Rule 3: the claimers expected for the block at `height`, drawn with `seed`.
+    pub fn sample(&self, seed: B256, height: u64, epoch: Epoch) -> Vec<ExecutorIndex> {
+        let mut pool: Vec<(ExecutorIndex, Gwei)> = (0..self.executors.len() as u64)
+            .map(ExecutorIndex)
+            .map(|i| (i, self.weight(i, epoch)))
+            .filter(|(_, w)| *w > 0)
+            .collect();
+        let mut out = Vec::new();
+        let mut counter = 0u64;
+        while out.len() < SAMPLE_SIZE && !pool.is_empty() {
+            let total: u128 = pool.iter().map(|(_, w)| u128::from(*w)).sum();
+            let digest = Sha256::new()
+                .chain_update(seed)
+                .chain_update(height.to_le_bytes())
+                .chain_update(counter.to_le_bytes())
+                .finalize();
+            counter += 1;
+            let mut x = u128::from_le_bytes(digest[..16].try_into().unwrap_or([0; 16])) % total;
+            let pick = pool
+                .iter()
+                .position(|(_, w)| {
+                    let w = u128::from(*w);
+                    if x < w {
+                        true
+                    } else {
+                        x -= w;
+                        false
+                    }
+                })
+                .unwrap_or(0);
+            out.push(pool.swap_remove(pick).0);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phalanx_spec::devnet::{DevnetParams, generate};
+
+    fn registry(executors: u32) -> (ExecutorRegistry, Genesis) {
+        let spec = ChainSpec::preset("devnet").unwrap_or_else(|e| panic!("{e}"));
+        let mut params = DevnetParams::new("executors", spec);
+        params.executors = executors;
+        params.accounts = 0;
+        let (genesis, _) = generate(&params).unwrap_or_else(|e| panic!("{e}"));
+        (
+            ExecutorRegistry::from_genesis(&genesis).unwrap_or_else(|e| panic!("{e}")),
+            genesis,
+        )
+    }
+
+    #[test]
+    fn withdrawal_stops_weight_at_once_but_keeps_the_bond_slashable_for_the_delay() {
+        let (mut r, genesis) = registry(3);
+        let e = ExecutorIndex(1);
+        let bond = r.weight(e, Epoch(0));
+        assert!(bond > 0);
+        let at = r
+            .request_withdrawal(e, Epoch(5))
+            .unwrap_or_else(|x| panic!("{x}"));
+        assert_eq!(at.0, 5 + genesis.spec.executor_withdrawal_delay_epochs);
+        assert_eq!(r.weight(e, Epoch(4)), bond);
+        assert_eq!(r.weight(e, Epoch(5)), 0);
+        assert!(matches!(
+            r.withdraw(e, Epoch(at.0 - 1)),
+            Err(ExecutorError::TooEarly { .. })
+        ));
+        assert_eq!(
+            r.slash(e),
+            bond / BOUNTY_QUOTIENT,
+            "still slashable while exiting"
+        );
+        assert_eq!(r.slash(e), 0, "slashed once");
+        assert_eq!(
+            r.withdraw(e, at),
+            Ok(0),
+            "nothing left to pay a slashed executor"
+        );
+        assert!(r.get(e).is_none());
+        assert_eq!(r.slashed().count(), 0, "withdrawn executors are gone");
+    }
+
+    #[test]
+    fn the_sample_is_deterministic_distinct_and_weighted() {
+        let (r, _) = registry(40);
+        let a = r.sample(B256::repeat_byte(1), 7, Epoch(0));
+        assert_eq!(a, r.sample(B256::repeat_byte(1), 7, Epoch(0)));
+        assert_ne!(a, r.sample(B256::repeat_byte(1), 8, Epoch(0)));
+        assert_eq!(a.len(), SAMPLE_SIZE);
+        let distinct: std::collections::BTreeSet<_> = a.iter().map(|e| e.0).collect();
+        assert_eq!(distinct.len(), SAMPLE_SIZE);
+        let (small, _) = registry(3);
+        assert_eq!(small.sample(B256::ZERO, 1, Epoch(0)).len(), 3);
+    }
+
+    #[test]
+    fn a_deposit_below_the_minimum_is_refused() {
+        let (mut r, genesis) = registry(1);
+        let key = genesis.executors[0].pubkey;
+        let min = genesis.spec.min_executor_bond;
+        assert!(matches!(
+            r.deposit(&key, min - 1, Address::ZERO),
+            Err(ExecutorError::BondTooSmall { .. })
+        ));
+        assert_eq!(r.deposit(&key, min, Address::ZERO), Ok(ExecutorIndex(1)));
+    }
+}

@@ -1,0 +1,7 @@
+//! The light client (seed 003; DESIGN.md "Executors and the light client"): it trusts a
+//! checkpoint, follows headers, weighs bonded executors' claims about state roots, and
+//! re-executes a block from a proof of execution whenever the claims disagree or are withheld.
+//!
+//! - [`client`]: the rules, top to bottom, as a sans-IO state machine.
+
+pub mod client;
