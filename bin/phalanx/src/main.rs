@@ -59,7 +59,7 @@ enum Command {
     /// Deterministic simulators (chain, dv, cluster, light).
     #[command(subcommand)]
     Sim(sim::Target),
-    /// Benchmarks (execution; consensus, dv, cluster and light as their issues land).
+    /// Benchmarks (execution, consensus, dv, cluster, light).
     #[command(subcommand)]
     Bench(bench::Target),
     /// Run Ethereum GeneralStateTests (Cancun entries) through phalanx's state layer and revm.
@@ -104,6 +104,7 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         | Command::Bench(bench::Target::Consensus(_))
         | Command::Bench(bench::Target::Dv(_))
         | Command::Bench(bench::Target::Cluster(_))
+        | Command::Bench(bench::Target::Light(_))
         | Command::Sim(_) => {
             return None;
         }
@@ -130,6 +131,7 @@ fn main() -> ExitCode {
         Command::Bench(bench::Target::Consensus(args)) => bench::consensus::run(&args),
         Command::Bench(bench::Target::Dv(args)) => bench::dv::run(&args),
         Command::Bench(bench::Target::Cluster(args)) => bench::cluster::run(&args),
+        Command::Bench(bench::Target::Light(args)) => bench::light::run(&args),
         Command::Sim(sim::Target::Chain(args)) => sim::chain(&args),
         Command::Sim(sim::Target::Dv(args)) => sim::dv(&args),
         Command::Sim(sim::Target::Cluster(args)) => sim::cluster(&args),
@@ -149,7 +151,7 @@ fn main() -> ExitCode {
             args.first().map(String::as_str).unwrap_or_default()
         )),
         Command::Bench(bench::Target::Other(args)) => Err(anyhow::anyhow!(
-            "unknown benchmark {:?}; available: execution, consensus, dv, cluster (light comes with its issue)",
+            "unknown benchmark {:?}; available: execution, consensus, dv, cluster, light",
             args.first().map(String::as_str).unwrap_or_default()
         )),
         Command::Spec { spec } => phalanx_spec::ChainSpec::load(&spec)

@@ -11,10 +11,12 @@
 //!    aggregated attestations — before they are handed here).
 //! 3. **Claims.** A signed claim is taken only if its block is a header the client holds at
 //!    the claimed height (a claim about an unknown block is dropped at once, unweighed — it can
-//!    trigger nothing), its executor is bonded (weight > 0 at the block's epoch) and its
-//!    signature verifies. One executor's first claim per height counts; a second, different
-//!    claim for the same height is an equivocation: it is refused, and the executor's first
-//!    claim stops counting at that height too.
+//!    trigger nothing) and its executor is bonded (weight > 0 at the block's epoch). Its
+//!    signature is checked before it is weighed, in a batch with every other claim taken
+//!    since the last decision (claims of one message aggregated); one that fails is dropped.
+//!    One executor's first claim per height counts; a second, different claim for the same
+//!    height with a valid signature is an equivocation: it is refused, and the executor's
+//!    first claim stops counting at that height too.
 //! 4. **The claims graph.** Vertices are state roots, edges are blocks (a claim says "block
 //!    `h` takes `prev_state_root` to `post_state_root`"), weights are bonds. From the root it
 //!    believes at height `h − 1`, the client looks at the claims for block `h` that start
@@ -49,9 +51,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use alloy_primitives::B256;
 use phalanx_consensus::executors::ExecutorRegistry;
+use phalanx_crypto::bls::{SignatureSet, verify_signature_sets};
+use phalanx_crypto::{PublicKey, Signature};
 use phalanx_execution::block::BlockEnv;
 use phalanx_execution::proof::{ExecutionProof, ExecutionProofError};
 use phalanx_types::{Claim, Epoch, ExecutorIndex, Gwei, SignedClaim, SigningContext};
+use rayon::prelude::*;
 
 /// Settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -142,7 +147,14 @@ pub enum ClaimError {
     /// Only domain 0 (the EVM) exists.
     #[error("claim for unknown execution domain {0}")]
     UnknownDomain(u64),
+    /// Too many unchecked claims for one height.
+    #[error("too many unchecked claims for height {0}")]
+    Flood(u64),
 }
+
+/// Unchecked claims held per height, at most (a flood guard: one per executor is all an
+/// honest world sends).
+pub const MAX_PENDING_PER_HEIGHT: usize = 4096;
 
 /// Why the client needs a proof of execution for a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,13 +205,17 @@ pub struct Stats {
     pub unknown_block_claims: u64,
     /// Proofs refused.
     pub proofs_refused: u64,
+    /// Claims dropped for a bad signature.
+    pub bad_signatures: u64,
 }
 
 struct Entry {
     header: LightHeader,
     received_ms: u64,
-    /// Counting claims, by executor.
+    /// Counting claims (signature checked), by executor.
     claims: BTreeMap<u64, SignedClaim>,
+    /// Claims taken but not yet signature-checked.
+    pending: Vec<SignedClaim>,
     /// Executors that equivocated at this height.
     equivocators: Vec<u64>,
     /// The parent root and post-state root re-execution established.
@@ -306,6 +322,7 @@ impl LightClient {
                 header,
                 received_ms: now_ms,
                 claims: BTreeMap::new(),
+                pending: Vec::new(),
                 equivocators: Vec::new(),
                 verified: None,
             },
@@ -353,42 +370,151 @@ impl LightClient {
                 block: claim.block_hash,
             });
         };
-        if entry.equivocators.contains(&executor) {
-            return Err(ClaimError::Equivocation {
-                executor,
-                height: claim.height,
-            });
-        }
-        if entry
-            .claims
-            .get(&executor)
-            .is_some_and(|first| first.message == *claim)
-        {
-            return Ok(());
-        }
-        if self.signing.verify(claim, &key, &signed.signature).is_err() {
-            return Err(ClaimError::BadSignature(executor));
-        }
         let height = claim.height;
-        // A claim contradicting a re-executed result is evidence at once (rule 7).
-        if let Some((parent, root)) = entry.verified
-            && claim.prev_state_root == parent
-            && claim.post_state_root != root
-        {
-            self.wrong.push(WrongClaim {
-                claim: signed.clone(),
-                true_root: root,
-            });
-        }
-        if entry.claims.contains_key(&executor) {
-            entry.claims.remove(&executor);
-            entry.equivocators.push(executor);
-            self.mark(height);
+        if entry.equivocators.contains(&executor) {
             return Err(ClaimError::Equivocation { executor, height });
         }
-        entry.claims.insert(executor, signed);
+        let earlier = entry
+            .claims
+            .get(&executor)
+            .or_else(|| entry.pending.iter().find(|c| c.executor.0 == executor));
+        match earlier {
+            Some(first) if first.message == *claim => return Ok(()),
+            Some(_) => {
+                // A second, different claim: only a valid signature makes it an
+                // equivocation (a forged one must not cost an honest executor its claim).
+                if self.signing.verify(claim, &key, &signed.signature).is_err() {
+                    self.stats.bad_signatures += 1;
+                    return Err(ClaimError::BadSignature(executor));
+                }
+                entry.claims.remove(&executor);
+                entry.pending.retain(|c| c.executor.0 != executor);
+                entry.equivocators.push(executor);
+                self.mark(height);
+                return Err(ClaimError::Equivocation { executor, height });
+            }
+            None => {}
+        }
+        if entry.pending.len() >= MAX_PENDING_PER_HEIGHT {
+            return Err(ClaimError::Flood(height));
+        }
+        entry.pending.push(signed);
         self.mark(height);
         Ok(())
+    }
+
+    /// Rule 3's signature check, for every claim taken since the last call, in one batch:
+    /// claims signing the same message are aggregated (one pairing per distinct message),
+    /// the messages checked together with random weights. If the batch fails, each message
+    /// group and then each claim is checked alone; a claim whose signature fails is dropped
+    /// and counted. Claims that pass start to count; one contradicting a re-executed result
+    /// is evidence at once (rule 7).
+    fn verify_pending(&mut self) {
+        let mut groups: HashMap<B256, Vec<SignedClaim>> = HashMap::new();
+        for entry in self.entries.values_mut() {
+            for c in entry.pending.drain(..) {
+                groups
+                    .entry(self.signing.signing_root(&c.message))
+                    .or_default()
+                    .push(c);
+            }
+        }
+        if groups.is_empty() {
+            return;
+        }
+        let key = |c: &SignedClaim| self.executors.get(c.executor).map(|e| e.pubkey);
+        let sig = |c: &SignedClaim| Signature::try_from(&c.signature).ok();
+        // One aggregate per message (decompressing and aggregating in parallel); a group with
+        // an unparsable key or signature goes straight to the one-by-one check.
+        let aggregated: Vec<(B256, Option<(PublicKey, Signature)>)> = groups
+            .par_iter()
+            .map(|(root, claims)| {
+                let keys: Option<Vec<PublicKey>> = claims.iter().map(key).collect();
+                let sigs: Option<Vec<Signature>> = claims.par_iter().map(sig).collect();
+                let agg = match (keys, sigs) {
+                    (Some(k), Some(s)) => PublicKey::aggregate(&k)
+                        .ok()
+                        .zip(Signature::aggregate(&s).ok()),
+                    _ => None,
+                };
+                (*root, agg)
+            })
+            .collect();
+        let mut sets: Vec<(B256, PublicKey, Signature)> = Vec::new();
+        let mut suspect: Vec<B256> = Vec::new();
+        for (root, agg) in aggregated {
+            match agg {
+                Some((pk, sg)) => sets.push((root, pk, sg)),
+                None => suspect.push(root),
+            }
+        }
+        // The batch in as many chunks as there are threads, checked in parallel.
+        let chunk = sets
+            .len()
+            .div_ceil(rayon::current_num_threads().max(1))
+            .max(1);
+        let failed: Vec<B256> = sets
+            .par_chunks(chunk)
+            .flat_map_iter(|part| {
+                let batch: Vec<SignatureSet<'_>> = part
+                    .iter()
+                    .map(|(root, pk, sg)| SignatureSet {
+                        pubkey: pk,
+                        message: root.as_slice(),
+                        signature: sg,
+                    })
+                    .collect();
+                let bad: Vec<B256> = if verify_signature_sets(&batch) {
+                    Vec::new()
+                } else {
+                    part.iter()
+                        .filter(|(root, pk, sg)| !sg.verify(pk, root.as_slice()))
+                        .map(|(root, _, _)| *root)
+                        .collect()
+                };
+                bad.into_iter()
+            })
+            .collect();
+        suspect.extend(failed);
+        let mut accepted: Vec<SignedClaim> = Vec::new();
+        for (root, claims) in groups {
+            if !suspect.contains(&root) {
+                accepted.extend(claims);
+                continue;
+            }
+            for c in claims {
+                let ok = match (key(&c), sig(&c)) {
+                    (Some(pk), Some(sg)) => sg.verify(&pk, root.as_slice()),
+                    _ => false,
+                };
+                if ok {
+                    accepted.push(c);
+                } else {
+                    self.stats.bad_signatures += 1;
+                    tracing::debug!(
+                        executor = c.executor.0,
+                        height = c.message.height,
+                        "light: claim with a bad signature dropped"
+                    );
+                }
+            }
+        }
+        for c in accepted {
+            let height = c.message.height;
+            let Some(entry) = self.entries.get_mut(&height) else {
+                continue;
+            };
+            if let Some((parent, root)) = entry.verified
+                && c.message.prev_state_root == parent
+                && c.message.post_state_root != root
+            {
+                self.wrong.push(WrongClaim {
+                    claim: c.clone(),
+                    true_root: root,
+                });
+            }
+            entry.claims.insert(c.executor.0, c);
+        }
     }
 
     fn mark(&mut self, height: u64) {
@@ -426,6 +552,7 @@ impl LightClient {
     /// Advances the believed chain as far as the rules allow at `now_ms`; returns the block
     /// that needs a proof, if one stops it.
     pub fn advance(&mut self, now_ms: u64) -> Option<Need> {
+        self.verify_pending();
         if let Some(from) = self.dirty.take() {
             let from = from.max(self.checkpoint.0 + 1);
             let stale: Vec<u64> = self.believed.range(from..).map(|(h, _)| *h).collect();

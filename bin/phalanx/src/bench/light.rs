@@ -1,0 +1,307 @@
+//! `phalanx bench light`: how fast the light client follows claims, re-executes a disputed
+//! block from its proof, and checks a balance against the root it believes.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use alloy_consensus::{SignableTransaction, TxEip1559};
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256, keccak256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use phalanx_consensus::executors::ExecutorRegistry;
+use phalanx_execution::block::BlockEnv;
+use phalanx_execution::changes::{AccountChange, AccountFields, Changes};
+use phalanx_execution::proof::ExecutionProof;
+use phalanx_execution::store::StateStore;
+use phalanx_light::client::{Config, LightClient, LightHeader};
+use phalanx_spec::ChainSpec;
+use phalanx_spec::devnet::{self, DevnetParams};
+use phalanx_types::{ExecutorIndex, Shard, SignedClaim, TreeHash};
+use serde::Serialize;
+use ssz_types::VariableList;
+
+/// Flags of `phalanx bench light`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Blocks of claims to follow.
+    #[arg(long, default_value_t = 1_000)]
+    blocks: u64,
+    /// Executors claiming each block.
+    #[arg(long, default_value_t = 10)]
+    executors: u32,
+    /// Transactions in the disputed block.
+    #[arg(long, default_value_t = 1_000)]
+    txs: usize,
+    /// Shards of the disputed block.
+    #[arg(long, default_value_t = 8)]
+    shards: usize,
+    /// Funded accounts in the state the disputed block runs on (besides its senders).
+    #[arg(long = "state-accounts", default_value_t = 20_000)]
+    state_accounts: usize,
+    /// Print one JSON object instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    blocks: u64,
+    claims: u64,
+    follow_ms_deciding_each_block: f64,
+    follow_ms_catching_up: f64,
+    disputed_block_txs: usize,
+    witness_bytes: usize,
+    proof_bytes: usize,
+    re_execute_ms: f64,
+    balance_proof_bytes: usize,
+    verified_balance_us: f64,
+}
+
+fn env(number: u64, spec: &ChainSpec, shards: usize) -> BlockEnv {
+    BlockEnv {
+        number,
+        timestamp: 1_700_000_000 + number * 2,
+        chain_id: spec.chain_id,
+        basefee: 1_000_000_000,
+        prevrandao: keccak256(number.to_be_bytes()),
+        shard_gas_limit: spec.shard_gas_limit,
+        block_gas_limit: spec.shard_gas_limit.saturating_mul(shards as u64),
+        block_hashes: BTreeMap::new(),
+        validator_reward: Address::repeat_byte(0xaa),
+        producer_reward: Address::repeat_byte(0xbb),
+        fee_split_bps: 5_000,
+    }
+}
+
+/// Follows `blocks` blocks of `executors` honest claims; returns (ms deciding after every
+/// block, ms deciding once at the end, claims).
+fn follow(args: &Args) -> anyhow::Result<(f64, f64, u64)> {
+    let spec = ChainSpec::preset("devnet")?;
+    let mut params = DevnetParams::new("bench-light", spec.clone());
+    params.executors = args.executors;
+    params.accounts = 0;
+    let (genesis, keys) = devnet::generate(&params)?;
+    let signing = genesis.signing_context();
+    let registry = ExecutorRegistry::from_genesis(&genesis)?;
+    let genesis_hash = B256::repeat_byte(0xee);
+    let mut roots = vec![B256::repeat_byte(0x01)];
+    let mut headers = Vec::new();
+    let mut claims: Vec<Vec<SignedClaim>> = Vec::new();
+    let mut parent = genesis_hash;
+    for h in 1..=args.blocks {
+        let header = LightHeader {
+            height: h,
+            hash: keccak256(h.to_be_bytes()),
+            parent,
+            shard_roots: Vec::new(),
+            env: env(h, &spec, 1),
+        };
+        let post = keccak256([b"root".as_slice(), &h.to_be_bytes()].concat());
+        let claim = LightClient::claim_for(&header, roots[h as usize - 1], &[], post);
+        claims.push(
+            keys.executors
+                .iter()
+                .enumerate()
+                .map(|(i, (_, key))| SignedClaim {
+                    executor: ExecutorIndex(i as u64),
+                    signature: signing.sign(&claim, key),
+                    message: claim.clone(),
+                })
+                .collect(),
+        );
+        roots.push(post);
+        parent = header.hash;
+        headers.push(header);
+    }
+    let mut timings = Vec::new();
+    for decide_each in [true, false] {
+        let mut client = LightClient::new(
+            Config::default(),
+            signing,
+            registry.clone(),
+            (0, genesis_hash, roots[0]),
+        );
+        let start = Instant::now();
+        for (header, block_claims) in headers.iter().zip(&claims) {
+            client.on_header(header.clone(), 0)?;
+            for c in block_claims {
+                client.on_claim(c.clone())?;
+            }
+            if decide_each {
+                client.advance(0);
+            }
+        }
+        client.advance(0);
+        timings.push(start.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(
+            client.head() == (args.blocks, roots[args.blocks as usize]),
+            "the client did not follow every block"
+        );
+    }
+    Ok((
+        timings[0],
+        timings[1],
+        args.blocks * u64::from(args.executors),
+    ))
+}
+
+struct Disputed {
+    witness_bytes: usize,
+    proof_bytes: usize,
+    re_execute_ms: f64,
+    balance_proof_bytes: usize,
+    verified_balance_us: f64,
+}
+
+fn disputed(args: &Args) -> anyhow::Result<Disputed> {
+    let spec = ChainSpec::preset("devnet")?;
+    let shards = args.shards.max(1);
+    let senders: Vec<PrivateKeySigner> = (0..args.txs)
+        .map(|i| PrivateKeySigner::from_bytes(&keccak256(format!("bench-light-{i}"))))
+        .collect::<Result<_, _>>()?;
+    let mut alloc = Changes::default();
+    let fund = |alloc: &mut Changes, address: Address| {
+        alloc.accounts.insert(
+            address,
+            AccountChange {
+                fields: Some(Some(AccountFields {
+                    nonce: 0,
+                    balance: U256::from(10u64).pow(U256::from(21u64)),
+                    code_hash: alloy_primitives::KECCAK256_EMPTY,
+                })),
+                ..Default::default()
+            },
+        );
+    };
+    for s in &senders {
+        fund(&mut alloc, s.address());
+    }
+    for i in 0..args.state_accounts {
+        fund(&mut alloc, Address::from_word(keccak256(i.to_be_bytes())));
+    }
+    let store = StateStore::in_memory()?;
+    let genesis = B256::repeat_byte(0xee);
+    let parent_root = store.init_genesis(genesis, &alloc)?;
+    // Each sender pays a fresh recipient once; senders are split among the shards.
+    let mut txs: Vec<Vec<Bytes>> = vec![Vec::new(); shards];
+    for (i, s) in senders.iter().enumerate() {
+        let tx = TxEip1559 {
+            chain_id: spec.chain_id,
+            nonce: 0,
+            gas_limit: 21_000,
+            max_fee_per_gas: 2_000_000_000,
+            max_priority_fee_per_gas: 1_000_000_000,
+            to: TxKind::Call(Address::from_word(keccak256(format!("to-{i}")))),
+            value: U256::from(1_000u64),
+            access_list: Default::default(),
+            input: Default::default(),
+        };
+        let sig = s.sign_hash_sync(&tx.signature_hash())?;
+        let envelope: alloy_consensus::TxEnvelope = tx.into_signed(sig).into();
+        txs[i % shards].push(phalanx_types::transaction::encode(&envelope).into());
+    }
+    let typed: Vec<Shard> = txs
+        .iter()
+        .map(|t| Shard {
+            transactions: VariableList::new(
+                t.iter()
+                    .filter_map(|x| VariableList::new(x.to_vec()).ok())
+                    .collect(),
+            )
+            .unwrap_or_default(),
+        })
+        .collect();
+    let shard_roots: Vec<B256> = typed.iter().map(TreeHash::tree_hash_root).collect();
+    let block_env = env(1, &spec, shards);
+    let view = store.view(genesis)?;
+    let proof = ExecutionProof::build(&view, parent_root, &block_env, &typed)?;
+    let proof_bytes = proof.to_bytes().len();
+    let mut best = f64::MAX;
+    let mut post = B256::ZERO;
+    for _ in 0..3 {
+        let proof = ExecutionProof::from_bytes(&proof.to_bytes())?;
+        let start = Instant::now();
+        let v = proof.verify(parent_root, &shard_roots, &block_env)?;
+        best = best.min(start.elapsed().as_secs_f64() * 1e3);
+        post = v.post_state_root;
+    }
+    let stateful = store.execute(genesis, B256::repeat_byte(1), &block_env, &txs)?;
+    anyhow::ensure!(
+        stateful.post_state_root == post,
+        "re-execution from the proof disagrees with the stateful execution"
+    );
+    // A balance read checked against the root: the proof a full node would send and the
+    // client's check of it (in process; no network in the figure).
+    let who = senders[0].address();
+    let start = Instant::now();
+    let account = store.proof(genesis, who, &[])?;
+    let proven = phalanx_trie::verify_proof(
+        parent_root,
+        keccak256(who).as_slice(),
+        &account.account_proof,
+    )?;
+    let verified_balance_us = start.elapsed().as_secs_f64() * 1e6;
+    anyhow::ensure!(proven.is_some(), "the balance proof proved nothing");
+    Ok(Disputed {
+        witness_bytes: proof.witness.size(),
+        proof_bytes,
+        re_execute_ms: best,
+        balance_proof_bytes: account.account_proof.iter().map(|n| n.len()).sum(),
+        verified_balance_us,
+    })
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.blocks > 0 && args.executors > 0,
+        "need blocks and executors"
+    );
+    anyhow::ensure!(args.txs > 0, "--txs must be at least 1");
+    if !args.json {
+        eprintln!(
+            "bench light: signing {} claims of {} executors…",
+            args.blocks * u64::from(args.executors),
+            args.executors
+        );
+    }
+    let (each, catch_up, claims) = follow(args)?;
+    if !args.json {
+        eprintln!(
+            "bench light: building a {}-transaction block on {} accounts…",
+            args.txs, args.state_accounts
+        );
+    }
+    let d = disputed(args)?;
+    let report = Report {
+        blocks: args.blocks,
+        claims,
+        follow_ms_deciding_each_block: each,
+        follow_ms_catching_up: catch_up,
+        disputed_block_txs: args.txs,
+        witness_bytes: d.witness_bytes,
+        proof_bytes: d.proof_bytes,
+        re_execute_ms: d.re_execute_ms,
+        balance_proof_bytes: d.balance_proof_bytes,
+        verified_balance_us: d.verified_balance_us,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "follow {} blocks ({} claims): {:.0} ms deciding after each block, {:.0} ms catching up",
+            report.blocks, report.claims, each, catch_up
+        );
+        println!(
+            "re-execute a disputed {}-transaction block from its proof: {:.1} ms (witness {} bytes, proof {} bytes)",
+            report.disputed_block_txs,
+            report.re_execute_ms,
+            report.witness_bytes,
+            report.proof_bytes
+        );
+        println!(
+            "verified balance (proof built and checked in process, no network): {:.0} µs, {} proof bytes",
+            report.verified_balance_us, report.balance_proof_bytes
+        );
+    }
+    Ok(())
+}
