@@ -83,6 +83,24 @@ def main() -> None:
     assert tx["from"] == me and tx["to"] == friend and tx["value"] == value, tx
     print("ETH transfer, balances, nonces and receipts: ok")
 
+    # eth_getProof (EIP-1186) through web3.py: the friend's balance and the token's storage
+    # root as proven; the head may move between calls, so ask at the block just read.
+    for _ in range(10):
+        block = w3.eth.get_block("latest")
+        try:
+            proof = w3.eth.get_proof(friend, [], block["number"])
+            token_proof = w3.eth.get_proof(address, [0], block["number"])
+        except Exception:  # the head moved on: "state at block N is not kept"
+            continue
+        assert proof["balance"] == value, proof
+        assert len(proof["accountProof"]) > 0
+        assert token_proof["storageHash"] != b"\x00" * 32
+        assert len(token_proof["storageProof"]) == 1
+        print(f"eth_getProof at block {block['number']}: {len(proof['accountProof'])} account-proof nodes")
+        break
+    else:
+        raise AssertionError("eth_getProof never answered at the head")
+
 
 if __name__ == "__main__":
     main()

@@ -228,6 +228,53 @@ fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcErr
                 }
             }
         }
+        "eth_getProof" => {
+            // EIP-1186, against the executed head (the only state kept).
+            let address: Address = param(params, 0, "address")?;
+            // Keys as geth takes them: hex of up to 32 bytes, left-padded.
+            let raw: Vec<String> = param(params, 1, "storage keys")?;
+            if raw.len() > 1024 {
+                return Err(RpcError::params("at most 1024 storage keys".to_string()));
+            }
+            let keys = raw
+                .iter()
+                .map(|k| {
+                    let digits = k.strip_prefix("0x").unwrap_or(k);
+                    let padded = format!("{digits:0>64}");
+                    (digits.len() <= 64)
+                        .then(|| padded.parse::<B256>().ok())
+                        .flatten()
+                        .ok_or_else(|| {
+                            RpcError::params(format!("storage key {k:?} is not 32-byte hex"))
+                        })
+                })
+                .collect::<Result<Vec<B256>, RpcError>>()?;
+            at_head(shared, params, 2)?;
+            let (state, head) = shared
+                .best()
+                .ok_or_else(|| RpcError::server("no state yet".to_string()))?;
+            let slots: Vec<U256> = keys.iter().map(|k| U256::from_be_bytes(k.0)).collect();
+            let proof = state
+                .proof(head.block, address, &slots)
+                .map_err(|e| RpcError::server(e.to_string()))?;
+            let storage: Vec<Value> = keys
+                .iter()
+                .zip(&proof.storage)
+                .map(|(key, (_, value, nodes))| {
+                    json!({"key": key, "value": quantity(*value), "proof": nodes})
+                })
+                .collect();
+            let account = proof.account;
+            Ok(json!({
+                "address": address,
+                "accountProof": proof.account_proof,
+                "balance": quantity(account.map_or(U256::ZERO, |a| a.balance)),
+                "codeHash": account.map_or(B256::ZERO, |a| a.code_hash),
+                "nonce": quantity(account.map_or(0, |a| a.nonce)),
+                "storageHash": account.map_or(phalanx_trie::EMPTY_ROOT, |a| a.storage_root),
+                "storageProof": storage,
+            }))
+        }
         "eth_getStorageAt" => {
             let address: Address = param(params, 0, "address")?;
             let slot: U256 = param(params, 1, "slot")?;

@@ -165,6 +165,41 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
         ),
         1
     );
+    // eth_getProof (EIP-1186): the recipient's balance, proven against the block's state
+    // root with the trie's own proof check. The head may move between the two calls; retry.
+    let mut proven = false;
+    for _ in 0..10 {
+        let block = call(rpc, "eth_getBlockByNumber", json!(["latest", false])).await;
+        let number = block["result"]["number"].clone();
+        let root: alloy_primitives::B256 =
+            serde_json::from_value(block["result"]["stateRoot"].clone()).unwrap();
+        let p = call(rpc, "eth_getProof", json!([to, [], number])).await;
+        if p.get("error").is_some() {
+            continue;
+        }
+        let nodes: Vec<alloy_primitives::Bytes> =
+            serde_json::from_value(p["result"]["accountProof"].clone()).unwrap();
+        let leaf =
+            phalanx_trie::verify_proof(root, alloy_primitives::keccak256(to).as_slice(), &nodes)
+                .unwrap()
+                .expect("the recipient exists");
+        let account: alloy_trie::TrieAccount =
+            alloy_rlp::Decodable::decode(&mut leaf.as_slice()).unwrap();
+        assert_eq!(account.balance, value);
+        assert_eq!(p["result"]["balance"], json!(format!("{value:#x}")));
+        // A forged node in the proof does not verify.
+        let mut forged = nodes.clone();
+        let mut last = forged.pop().unwrap().to_vec();
+        *last.last_mut().unwrap() ^= 1;
+        forged.push(last.into());
+        assert!(
+            phalanx_trie::verify_proof(root, alloy_primitives::keccak256(to).as_slice(), &forged)
+                .map_or(true, |v| v.as_deref() != Some(leaf.as_slice()))
+        );
+        proven = true;
+        break;
+    }
+    assert!(proven, "eth_getProof never answered at the head");
     // Its receipt and its place in a block.
     let receipt = call(rpc, "eth_getTransactionReceipt", json!([hash])).await;
     let r = &receipt["result"];
