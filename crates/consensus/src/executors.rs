@@ -23,7 +23,11 @@
 use alloy_primitives::{Address, B256};
 use phalanx_crypto::{PublicKey, PublicKeyBytes};
 use phalanx_spec::{ChainSpec, Genesis};
-use phalanx_types::{Epoch, ExecutorIndex, Gwei};
+use phalanx_types::fraud::FraudProofVerifier;
+use phalanx_types::{
+    BlockHeader, Decode, Epoch, ExecutorIndex, FraudProof, FraudProofKind, Gwei, Root,
+    SigningContext, WrongClaimEvidence,
+};
 use sha2::{Digest, Sha256};
 
 /// Executors sampled per block.
@@ -282,6 +286,51 @@ impl ExecutorRegistry {
         }
         out
     }
+}
+
+/// Why a `WrongClaim` fraud proof was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WrongClaimError {
+    /// Not a wrong-claim proof, or its payload does not decode.
+    #[error("not a wrong-claim fraud proof: {0}")]
+    Malformed(String),
+    /// The accused executor is unknown or its claim's signature does not verify.
+    #[error("the claim is not signed by executor {0}")]
+    BadSignature(u64),
+    /// The verifier refused it (the claim is right, or the proof is bad).
+    #[error("wrong-claim proof rejected: {0}")]
+    Rejected(String),
+}
+
+/// Rule 4 as a block operation: checks a `WrongClaim` fraud proof against `header` (whose
+/// parent state root is `parent_state_root`) — the claim signed by the accused executor, the
+/// re-execution by `verifier` — and slashes the executor. Returns the executor and the bounty
+/// owed to the submitter (0 if it was already slashed).
+pub fn apply_wrong_claim(
+    verifier: &dyn FraudProofVerifier,
+    proof: &FraudProof,
+    header: &BlockHeader,
+    parent_state_root: Root,
+    signing: &SigningContext,
+    registry: &mut ExecutorRegistry,
+) -> Result<(ExecutorIndex, Gwei), WrongClaimError> {
+    if proof.kind != FraudProofKind::WrongClaim as u8 {
+        return Err(WrongClaimError::Malformed(format!("kind {}", proof.kind)));
+    }
+    let evidence = WrongClaimEvidence::from_ssz_bytes(&proof.payload)
+        .map_err(|e| WrongClaimError::Malformed(format!("{e:?}")))?;
+    let executor = evidence.claim.executor;
+    let key = registry
+        .get(executor)
+        .map(|e| e.pubkey)
+        .ok_or(WrongClaimError::BadSignature(executor.0))?;
+    signing
+        .verify(&evidence.claim.message, &key, &evidence.claim.signature)
+        .map_err(|_| WrongClaimError::BadSignature(executor.0))?;
+    verifier
+        .verify(proof, header, parent_state_root)
+        .map_err(WrongClaimError::Rejected)?;
+    Ok((executor, registry.slash(executor)))
 }
 
 #[cfg(test)]

@@ -131,3 +131,62 @@ impl ExecutionProof {
         Self::from_ssz_bytes(bytes).map_err(|e| ExecutionProofError::Malformed(format!("{e:?}")))
     }
 }
+
+/// Verifies `WrongClaim` fraud proofs for consensus: the payload is a
+/// [`phalanx_types::WrongClaimEvidence`]; the claim must be about this block and start from
+/// its parent state; re-executing the proof must give another post-state root than the
+/// claim's. The block's environment comes from `env_of`, a chain rule supplied by whoever
+/// wires consensus to execution (as for [`crate::conflict::ConflictVerifier`]).
+pub struct ClaimVerifier<F> {
+    env_of: F,
+}
+
+impl<F: Fn(&phalanx_types::BlockHeader) -> BlockEnv> ClaimVerifier<F> {
+    /// A verifier deriving each block's environment with `env_of`.
+    pub fn new(env_of: F) -> Self {
+        Self { env_of }
+    }
+}
+
+impl<F: Fn(&phalanx_types::BlockHeader) -> BlockEnv> phalanx_types::fraud::FraudProofVerifier
+    for ClaimVerifier<F>
+{
+    fn verify(
+        &self,
+        proof: &phalanx_types::FraudProof,
+        header: &phalanx_types::BlockHeader,
+        parent_state_root: B256,
+    ) -> Result<(), String> {
+        if proof.kind != phalanx_types::FraudProofKind::WrongClaim as u8 {
+            return Err(format!(
+                "fraud proof kind {} is not a wrong claim",
+                proof.kind
+            ));
+        }
+        let evidence = phalanx_types::WrongClaimEvidence::from_ssz_bytes(&proof.payload)
+            .map_err(|e| format!("malformed wrong-claim evidence: {e:?}"))?;
+        let claim = &evidence.claim.message;
+        if proof.block_root != header.root() || claim.block_hash != header.root() {
+            return Err("the claim is about another block".into());
+        }
+        if proof.accused != evidence.claim.executor.0 {
+            return Err(format!(
+                "fraud proof accuses executor {}, the claim is executor {}'s",
+                proof.accused, evidence.claim.executor.0
+            ));
+        }
+        if claim.prev_state_root != parent_state_root {
+            return Err("the claim starts from another parent state".into());
+        }
+        let execution =
+            ExecutionProof::from_bytes(&evidence.execution_proof).map_err(|e| e.to_string())?;
+        let roots: Vec<B256> = header.shard_roots.to_vec();
+        let verified = execution
+            .verify(parent_state_root, &roots, &(self.env_of)(header))
+            .map_err(|e| e.to_string())?;
+        if verified.post_state_root == claim.post_state_root {
+            return Err("re-execution agrees with the claim".into());
+        }
+        Ok(())
+    }
+}

@@ -19,9 +19,11 @@
 //!
 //! The full node answers the client's requests for a proof of execution 200 ms later, and —
 //! the interactive part — pushes a proof to the client on its own whenever it sees a claim
-//! whose root it knows to be wrong (300 ms after the claim). A verified proof that shows claims
-//! wrong is put on chain: the executors are slashed in the chain's registry (and weigh nothing
-//! to the client from then on).
+//! whose root it knows to be wrong (300 ms after the claim). Each claim a verified proof shows
+//! wrong goes on chain as a `WrongClaim` fraud proof (the claim and the proof of execution):
+//! `phalanx_consensus::executors::apply_wrong_claim` checks the claim's signature, the
+//! execution side's `ClaimVerifier` re-executes, and the executor is slashed with a bounty to
+//! the submitter (and weighs nothing to the client from then on).
 //!
 //! The run ends with one JSON line ([`Report`]).
 
@@ -32,15 +34,20 @@ use alloy_primitives::{Address, B256, Bytes, TxKind, U256, keccak256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use phalanx_consensus::executors::ExecutorRegistry;
+use phalanx_consensus::executors::apply_wrong_claim;
 use phalanx_crypto::SecretKey;
 use phalanx_execution::block::BlockEnv;
 use phalanx_execution::changes::{AccountChange, AccountFields, Changes};
+use phalanx_execution::proof::ClaimVerifier;
 use phalanx_execution::proof::ExecutionProof;
 use phalanx_execution::store::StateStore;
 use phalanx_light::client::{Config as ClientConfig, LightClient, LightHeader, Need};
 use phalanx_spec::ChainSpec;
 use phalanx_spec::devnet::{self, DevnetParams};
-use phalanx_types::{ExecutorIndex, Shard, SignedClaim, TreeHash};
+use phalanx_types::{
+    BlockHeader, Declaration, Encode, ExecutorIndex, FraudProof, FraudProofKind, ProducerIndex,
+    Shard, SignedClaim, SignedDeclaration, Slot, TreeHash, ValidatorIndex, WrongClaimEvidence,
+};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use ssz_types::VariableList;
@@ -117,6 +124,8 @@ pub struct Report {
     pub proofs_pushed: u64,
     /// Forged proofs the client refused (with `forged_proofs`).
     pub forged_rejected: u64,
+    /// Bounties paid to the submitters of the slashing proofs, Gwei.
+    pub bounties_gwei: u64,
     /// Heights the light client believed a root at, at the end.
     pub believed_height: u64,
 }
@@ -142,6 +151,7 @@ enum Event {
 }
 
 struct Block {
+    consensus: BlockHeader,
     header: LightHeader,
     shards: Vec<Shard>,
     root: B256,
@@ -225,9 +235,11 @@ pub fn run(config: Config) -> Result<Report, LightSimError> {
         proofs_requested: 0,
         proofs_pushed: 0,
         forged_rejected: 0,
+        bounties_gwei: 0,
         believed_height: 0,
     };
     let mut ever_wrong: BTreeSet<u64> = BTreeSet::new();
+    let mut proofs: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut correct_since: BTreeMap<u64, u64> = BTreeMap::new();
 
     while let Some(((now, _), event)) = queue.pop_first() {
@@ -364,6 +376,7 @@ pub fn run(config: Config) -> Result<Report, LightSimError> {
                 let view = store.view(parent_hash).map_err(chain)?;
                 let proof = ExecutionProof::build(&view, parent_root, &b.header.env, &b.shards)
                     .map_err(chain)?;
+                proofs.insert(height, proof.to_bytes());
                 match client.on_proof(height, &proof) {
                     Ok(_) => {}
                     Err(phalanx_light::client::ProofError::Unexpected(_)) => {
@@ -376,11 +389,44 @@ pub fn run(config: Config) -> Result<Report, LightSimError> {
                 requested.remove(&height);
             }
         }
-        // Claims a proof showed wrong go on chain: their executors are slashed.
+        // Claims a proof showed wrong go on chain as `WrongClaim` fraud proofs: consensus
+        // checks the claim's signature, execution re-executes, the executor is slashed.
         for wrong in client.take_wrong_claims() {
-            let e = wrong.claim.executor;
-            registry.slash(e);
-            client.executors_mut().slash(e);
+            let height = wrong.claim.message.height;
+            let (Some(b), Some(bytes)) = (blocks.get(&height), proofs.get(&height)) else {
+                continue;
+            };
+            let evidence = WrongClaimEvidence {
+                claim: wrong.claim.clone(),
+                execution_proof: VariableList::new(bytes.clone()).map_err(chain)?,
+            };
+            let fraud = FraudProof {
+                kind: FraudProofKind::WrongClaim as u8,
+                block_root: b.header.hash,
+                accused: wrong.claim.executor.0,
+                payload: VariableList::new(evidence.as_ssz_bytes()).map_err(chain)?,
+            };
+            let parent_root = blocks.get(&(height - 1)).map_or(genesis_root, |p| p.root);
+            let verifier = ClaimVerifier::new(|h: &BlockHeader| {
+                blocks
+                    .get(&h.slot.0)
+                    .map(|x| x.header.env.clone())
+                    .unwrap_or_else(|| b.header.env.clone())
+            });
+            match apply_wrong_claim(
+                &verifier,
+                &fraud,
+                &b.consensus,
+                parent_root,
+                &signing,
+                &mut registry,
+            ) {
+                Ok((e, bounty)) => {
+                    report.bounties_gwei += bounty;
+                    client.executors_mut().slash(e);
+                }
+                Err(e) => return Err(chain(format!("a wrong claim was not slashed: {e}"))),
+            }
         }
         // The client advances; a block it cannot pass gets a proof request.
         if let Some(Need { height, .. }) = client.advance(now)
@@ -502,14 +548,26 @@ fn build_block(
         })
         .collect();
     let shard_roots: Vec<B256> = typed.iter().map(TreeHash::tree_hash_root).collect();
-    let hash = keccak256(
-        [
-            height.to_be_bytes().as_slice(),
-            parent.0.as_slice(),
-            &shard_roots.iter().flat_map(|r| r.0).collect::<Vec<u8>>(),
-        ]
-        .concat(),
-    );
+    // A consensus header (unsigned: the simulator's chain is not what is under test here).
+    let consensus = BlockHeader {
+        slot: Slot(height),
+        parent_root: parent.0,
+        declaration: SignedDeclaration {
+            message: Declaration {
+                slot: Slot(height),
+                proposer_index: ValidatorIndex(0),
+                parent_root: parent.0,
+                producer: ProducerIndex(0),
+                fee_split_bps: 5_000,
+                randao_reveal: Default::default(),
+            },
+            signature: Default::default(),
+        },
+        producer: ProducerIndex(0),
+        shard_roots: VariableList::new(shard_roots.clone()).map_err(chain)?,
+        body_root: B256::ZERO,
+    };
+    let hash = consensus.root();
     let env = BlockEnv {
         number: height,
         timestamp: 1_700_000_000 + height * SLOT_MS / 1000,
@@ -527,6 +585,7 @@ fn build_block(
         .execute(parent.0, hash, &env, &shards)
         .map_err(chain)?;
     Ok(Block {
+        consensus,
         header: LightHeader {
             height,
             hash,

@@ -224,6 +224,19 @@ container! {
     }
 }
 
+container! {
+    /// The payload of a `WrongClaim` [`FraudProof`]: the accused claim and the proof of
+    /// execution showing it wrong (SSZ of `phalanx_execution::proof::ExecutionProof`, opaque
+    /// to consensus, which checks the claim's signature and leaves re-execution to the
+    /// verifier).
+    pub struct WrongClaimEvidence {
+        /// The claim.
+        pub claim: SignedClaim,
+        /// The encoded proof of execution.
+        pub execution_proof: VariableList<u8, MaxFraudProofBytes>,
+    }
+}
+
 /// The kinds of [`FraudProof`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

@@ -30,6 +30,7 @@ fn ninety_percent_lying_at_one_height_is_re_executed_and_the_liars_slashed() {
     assert_eq!(r.wrong_roots_believed, 0, "{r:?}");
     assert!(r.re_executions >= 1, "{r:?}");
     assert_eq!(r.slashed, (0..9).collect::<Vec<u64>>(), "{r:?}");
+    assert!(r.bounties_gwei > 0, "the proofs' submitter is paid: {r:?}");
 }
 
 #[test]
@@ -219,5 +220,182 @@ mod claims {
         );
         assert_eq!(client.advance(30), None);
         assert_eq!(client.root_at(1), Some(good_root));
+    }
+}
+
+mod on_chain {
+    use std::collections::BTreeMap;
+
+    use alloy_consensus::{SignableTransaction, TxEip1559};
+    use alloy_primitives::{Address, B256, TxKind, U256, keccak256};
+    use alloy_signer::SignerSync;
+    use alloy_signer_local::PrivateKeySigner;
+    use phalanx_consensus::executors::{
+        BOUNTY_QUOTIENT, ExecutorRegistry, WrongClaimError, apply_wrong_claim,
+    };
+    use phalanx_execution::block::BlockEnv;
+    use phalanx_execution::changes::{AccountChange, AccountFields, Changes};
+    use phalanx_execution::proof::{ClaimVerifier, ExecutionProof};
+    use phalanx_execution::store::StateStore;
+    use phalanx_light::client::{LightClient, LightHeader};
+    use phalanx_spec::ChainSpec;
+    use phalanx_spec::devnet::{DevnetParams, generate};
+    use phalanx_types::{
+        BlockHeader, Declaration, Encode, ExecutorIndex, FraudProof, FraudProofKind, ProducerIndex,
+        Shard, SignatureBytes, SignedClaim, SignedDeclaration, Slot, TreeHash, ValidatorIndex,
+        WrongClaimEvidence,
+    };
+    use ssz_types::VariableList;
+
+    /// A `WrongClaim` fraud proof slashes a wrong claim's executor (bounty to the
+    /// submitter), and is refused for a right claim, a forged signature, or a proof of other
+    /// shards.
+    #[test]
+    fn wrong_claims_are_slashed_by_proof_and_nothing_else_is() {
+        let spec = ChainSpec::preset("devnet").unwrap();
+        let mut params = DevnetParams::new("on-chain", spec.clone());
+        params.executors = 2;
+        params.accounts = 0;
+        let (genesis, keys) = generate(&params).unwrap();
+        let signing = genesis.signing_context();
+        let mut registry = ExecutorRegistry::from_genesis(&genesis).unwrap();
+        let bond = registry.weight(ExecutorIndex(0), phalanx_types::Epoch(0));
+
+        let sender = PrivateKeySigner::from_bytes(&keccak256(b"on-chain sender")).unwrap();
+        let mut alloc = Changes::default();
+        alloc.accounts.insert(
+            sender.address(),
+            AccountChange {
+                fields: Some(Some(AccountFields {
+                    nonce: 0,
+                    balance: U256::from(10u64).pow(U256::from(20u64)),
+                    code_hash: alloy_primitives::KECCAK256_EMPTY,
+                })),
+                ..Default::default()
+            },
+        );
+        let store = StateStore::in_memory().unwrap();
+        let g = B256::repeat_byte(0xee);
+        let parent_root = store.init_genesis(g, &alloc).unwrap();
+        let tx = TxEip1559 {
+            chain_id: spec.chain_id,
+            nonce: 0,
+            gas_limit: 21_000,
+            max_fee_per_gas: 2_000_000_000,
+            max_priority_fee_per_gas: 1_000_000_000,
+            to: TxKind::Call(Address::repeat_byte(7)),
+            value: U256::from(5u64),
+            access_list: Default::default(),
+            input: Default::default(),
+        };
+        let sig = sender.sign_hash_sync(&tx.signature_hash()).unwrap();
+        let envelope: alloy_consensus::TxEnvelope = tx.into_signed(sig).into();
+        let raw = phalanx_types::transaction::encode(&envelope);
+        let shard = Shard {
+            transactions: VariableList::new(vec![VariableList::new(raw.clone()).unwrap()]).unwrap(),
+        };
+        let env = BlockEnv {
+            number: 1,
+            timestamp: 1_700_000_002,
+            chain_id: spec.chain_id,
+            basefee: 1_000_000_000,
+            prevrandao: B256::ZERO,
+            shard_gas_limit: spec.shard_gas_limit,
+            block_gas_limit: spec.shard_gas_limit,
+            block_hashes: BTreeMap::new(),
+            validator_reward: Address::ZERO,
+            producer_reward: Address::ZERO,
+            fee_split_bps: 0,
+        };
+        let header = BlockHeader {
+            slot: Slot(1),
+            parent_root: g,
+            declaration: SignedDeclaration {
+                message: Declaration {
+                    slot: Slot(1),
+                    proposer_index: ValidatorIndex(0),
+                    parent_root: g,
+                    producer: ProducerIndex(0),
+                    fee_split_bps: 0,
+                    randao_reveal: Default::default(),
+                },
+                signature: Default::default(),
+            },
+            producer: ProducerIndex(0),
+            shard_roots: VariableList::new(vec![shard.tree_hash_root()]).unwrap(),
+            body_root: B256::ZERO,
+        };
+        let view = store.view(g).unwrap();
+        let proof = ExecutionProof::build(&view, parent_root, &env, &[shard.clone()]).unwrap();
+        let truth = proof
+            .verify(parent_root, &[shard.tree_hash_root()], &env)
+            .unwrap()
+            .post_state_root;
+        let light = LightHeader {
+            height: 1,
+            hash: header.root(),
+            parent: g,
+            shard_roots: vec![shard.tree_hash_root()],
+            env: env.clone(),
+        };
+        let claim = |i: usize, post: B256| {
+            let message = LightClient::claim_for(&light, parent_root, &[], post);
+            SignedClaim {
+                executor: ExecutorIndex(i as u64),
+                signature: signing.sign(&message, &keys.executors[i].1),
+                message,
+            }
+        };
+        let fraud = |c: &SignedClaim, proof: &ExecutionProof| FraudProof {
+            kind: FraudProofKind::WrongClaim as u8,
+            block_root: header.root(),
+            accused: c.executor.0,
+            payload: VariableList::new(
+                WrongClaimEvidence {
+                    claim: c.clone(),
+                    execution_proof: VariableList::new(proof.to_bytes()).unwrap(),
+                }
+                .as_ssz_bytes(),
+            )
+            .unwrap(),
+        };
+        let verifier = ClaimVerifier::new(|_: &BlockHeader| env.clone());
+        let apply = |c: &SignedClaim, p: &ExecutionProof, r: &mut ExecutorRegistry| {
+            apply_wrong_claim(&verifier, &fraud(c, p), &header, parent_root, &signing, r)
+        };
+
+        // A right claim is not slashable.
+        assert!(matches!(
+            apply(&claim(1, truth), &proof, &mut registry),
+            Err(WrongClaimError::Rejected(m)) if m.contains("agrees")
+        ));
+        // A forged signature in executor 1's name.
+        let mut framed = claim(1, B256::repeat_byte(9));
+        framed.signature = SignatureBytes::repeat_byte(0x11);
+        assert_eq!(
+            apply(&framed, &proof, &mut registry),
+            Err(WrongClaimError::BadSignature(1))
+        );
+        // A proof of other shards.
+        let other_shard = Shard {
+            transactions: VariableList::empty(),
+        };
+        let other = ExecutionProof::build(&view, parent_root, &env, &[other_shard]).unwrap();
+        assert!(matches!(
+            apply(&claim(0, B256::repeat_byte(9)), &other, &mut registry),
+            Err(WrongClaimError::Rejected(_))
+        ));
+        // The wrong claim: slashed, bounty paid, once.
+        let wrong = claim(0, B256::repeat_byte(9));
+        assert_eq!(
+            apply(&wrong, &proof, &mut registry),
+            Ok((ExecutorIndex(0), bond / BOUNTY_QUOTIENT))
+        );
+        assert_eq!(
+            apply(&wrong, &proof, &mut registry),
+            Ok((ExecutorIndex(0), 0))
+        );
+        assert_eq!(registry.slashed().map(|e| e.0).collect::<Vec<_>>(), vec![0]);
+        assert!(registry.weight(ExecutorIndex(1), phalanx_types::Epoch(0)) > 0);
     }
 }
