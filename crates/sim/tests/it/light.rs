@@ -326,7 +326,8 @@ mod on_chain {
             body_root: B256::ZERO,
         };
         let view = store.view(g).unwrap();
-        let proof = ExecutionProof::build(&view, parent_root, &env, &[shard.clone()]).unwrap();
+        let proof =
+            ExecutionProof::build(&view, parent_root, &env, std::slice::from_ref(&shard)).unwrap();
         let truth = proof
             .verify(parent_root, &[shard.tree_hash_root()], &env)
             .unwrap()
