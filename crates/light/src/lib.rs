@@ -3,5 +3,7 @@
 //! re-executes a block from a proof of execution whenever the claims disagree or are withheld.
 //!
 //! - [`client`]: the rules, top to bottom, as a sans-IO state machine.
+//! - [`reads`]: verified reads — account, storage and code checked against the believed root.
 
 pub mod client;
+pub mod reads;

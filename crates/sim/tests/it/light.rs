@@ -399,4 +399,85 @@ mod on_chain {
         assert_eq!(registry.slashed().map(|e| e.0).collect::<Vec<_>>(), vec![0]);
         assert!(registry.weight(ExecutorIndex(1), phalanx_types::Epoch(0)) > 0);
     }
+
+    /// Reads are answered only as far as they follow from the believed root.
+    #[test]
+    fn reads_are_verified_against_the_believed_root() {
+        let spec = ChainSpec::preset("devnet").unwrap();
+        let mut params = DevnetParams::new("reads", spec);
+        params.executors = 1;
+        params.accounts = 0;
+        let (genesis, _) = generate(&params).unwrap();
+        let who = Address::repeat_byte(0x42);
+        let mut alloc = Changes::default();
+        alloc.accounts.insert(
+            who,
+            AccountChange {
+                fields: Some(Some(AccountFields {
+                    nonce: 7,
+                    balance: U256::from(123_456u64),
+                    code_hash: alloy_primitives::KECCAK256_EMPTY,
+                })),
+                ..Default::default()
+            },
+        );
+        let store = StateStore::in_memory().unwrap();
+        let g = B256::repeat_byte(0xee);
+        let root = store.init_genesis(g, &alloc).unwrap();
+        let client = LightClient::new(
+            phalanx_light::client::Config::default(),
+            genesis.signing_context(),
+            ExecutorRegistry::from_genesis(&genesis).unwrap(),
+            (0, g, root),
+        );
+        let proof = store.proof(g, who, &[U256::from(1u64)]).unwrap();
+        let account = client.verify_account(0, who, &proof.account_proof).unwrap();
+        assert_eq!(
+            (account.nonce, account.balance),
+            (7, U256::from(123_456u64))
+        );
+        let (_, _, slot_proof) = &proof.storage[0];
+        assert_eq!(
+            LightClient::verify_storage(&account, U256::from(1u64), slot_proof),
+            Ok(U256::ZERO)
+        );
+        assert_eq!(
+            LightClient::verify_code(&account, alloy_primitives::Bytes::new()),
+            Ok(alloy_primitives::Bytes::new())
+        );
+        assert!(matches!(
+            LightClient::verify_code(&account, alloy_primitives::Bytes::from_static(b"\x60\x00")),
+            Err(phalanx_light::reads::ReadError::CodeMismatch { .. })
+        ));
+        // An absent account is proven absent.
+        let nobody = Address::repeat_byte(0x43);
+        let absent = store.proof(g, nobody, &[]).unwrap();
+        assert_eq!(
+            client
+                .verify_account(0, nobody, &absent.account_proof)
+                .unwrap()
+                .balance,
+            U256::ZERO
+        );
+        // Another account's proof can at most prove `nobody` absent (true), never give it
+        // `who`'s balance.
+        match client.verify_account(0, nobody, &proof.account_proof) {
+            Ok(a) => assert_eq!(a.balance, U256::ZERO),
+            Err(e) => assert!(
+                matches!(e, phalanx_light::reads::ReadError::Proof(_)),
+                "{e}"
+            ),
+        }
+        // A forged node, a height without a root.
+        let mut forged = proof.account_proof.clone();
+        let mut last = forged.pop().unwrap().to_vec();
+        let n = last.len();
+        last[n - 1] ^= 1;
+        forged.push(last.into());
+        assert!(client.verify_account(0, who, &forged).is_err());
+        assert_eq!(
+            client.verify_account(5, who, &proof.account_proof),
+            Err(phalanx_light::reads::ReadError::NoRoot(5))
+        );
+    }
 }
