@@ -55,6 +55,9 @@ pub(crate) struct DevnetArgs {
     /// `phalanx dv run --operator-dir DATA_DIR/dv/op-N --duties node --node http://RPC`.
     #[arg(long = "dv-external-port")]
     dv_external_port: Option<u16>,
+    /// Bonded executors signing claims, followed by an in-process light client (0: none).
+    #[arg(long, default_value_t = 3)]
+    executors: u32,
 }
 
 pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
@@ -72,6 +75,7 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
     config.dv_members = args.dv_members;
     config.dv_threshold = args.dv_threshold;
     config.dv_external_port = args.dv_external_port;
+    config.executors = args.executors;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -89,6 +93,12 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
             genesis.spec.shards_per_block,
             genesis.spec.replication.min(u64::from(args.servers)),
         );
+        if args.executors > 0 {
+            println!(
+                "{} bonded executors claim every executed block; a light client trusting the genesis follows their claims",
+                args.executors
+            );
+        }
         if args.dv_validators > 0 {
             println!(
                 "validators {}..={} held by one distributed validator: {} members, threshold {}, QBFT, duties from the validator API{}",

@@ -23,6 +23,7 @@
 //! earlier run are cleared first); resuming from disk is not built yet.
 
 mod api;
+mod claims;
 mod dv;
 pub mod exec;
 pub mod load;
@@ -91,6 +92,8 @@ pub struct DevnetConfig {
     /// Run no members in process: write their folders for `phalanx dv run` processes
     /// listening from this port on.
     pub dv_external_port: Option<u16>,
+    /// Bonded executors (0: none, and no light client).
+    pub executors: u32,
 }
 
 impl DevnetConfig {
@@ -113,6 +116,7 @@ impl DevnetConfig {
             dv_members: 4,
             dv_threshold: None,
             dv_external_port: None,
+            executors: 3,
         }
     }
 }
@@ -181,6 +185,8 @@ pub(crate) struct Shared {
     pub(crate) api_accepted: std::sync::atomic::AtomicU64,
     /// The distributed validator cluster, when there is one.
     pub(crate) dv: Option<Arc<dv::DvShared>>,
+    /// The light client's view of the executors' claims.
+    pub(crate) light: Mutex<Option<claims::LightStatus>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -278,6 +284,7 @@ impl Shared {
                 .map(|s| s.alarms.load(Ordering::Relaxed))
                 .sum(),
             dv_validators: self.dv.as_ref().map_or(0, |d| d.validators.len()),
+            light: lock(&self.light).as_ref().map(|l| (l.head, l.agreement)),
         }
     }
 
@@ -332,6 +339,9 @@ pub struct Status {
     pub alarms: u64,
     /// Validators held by the distributed validator cluster.
     pub dv_validators: usize,
+    /// The light client's head and the claiming bond's agreement with it (none without
+    /// executors).
+    pub light: Option<(u64, f64)>,
 }
 
 impl Status {
@@ -353,8 +363,14 @@ impl Status {
             }
             _ => String::new(),
         };
+        let light = self.light.map_or(String::new(), |(head, agreement)| {
+            format!(
+                " | light head {head} (claims agree {:.0}%)",
+                agreement * 100.0
+            )
+        });
         format!(
-            "{chain} | executed block {:>5} | {:>7.1} tx/s | pool {:>5} | alarms {}{dv}",
+            "{chain} | executed block {:>5} | {:>7.1} tx/s | pool {:>5} | alarms {}{dv}{light}",
             self.executed, tx_per_s, self.mempool, self.alarms
         )
     }
@@ -403,7 +419,7 @@ impl Devnet {
             .map_err(|_| DevnetError::Config("too many shards".into()))?;
         let mut params = DevnetParams::new(config.seed.clone(), spec.clone());
         params.accounts = config.accounts + config.load_accounts;
-        params.executors = 0;
+        params.executors = config.executors;
         let unix_now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -642,6 +658,7 @@ impl Devnet {
             },
             api_accepted: std::sync::atomic::AtomicU64::new(0),
             dv: cluster.as_ref().map(|c| c.shared.clone()),
+            light: Mutex::new(None),
         });
 
         let listener = tokio::net::TcpListener::bind(config.rpc)
@@ -683,6 +700,27 @@ impl Devnet {
 
         // The feed: finalized blocks from the chain thread to the servers.
         let (blocks_tx, blocks_rx) = mpsc::unbounded_channel::<(ExecHeader, Vec<Shard>)>();
+        let (claims_tx, claims_rx) = mpsc::unbounded_channel::<(ExecHeader, Vec<Shard>)>();
+        if config.executors > 0 {
+            let registry = phalanx_consensus::executors::ExecutorRegistry::from_genesis(&genesis)
+                .map_err(|e| DevnetError::Genesis(e.to_string()))?;
+            tasks.push(
+                claims::start(
+                    keys.executors.iter().map(|(_, k)| k.clone()).collect(),
+                    registry,
+                    signing,
+                    (genesis_exec.clone(), alloc.clone()),
+                    resumed
+                        .iter()
+                        .map(|(h, s, _)| (h.clone(), s.clone()))
+                        .collect(),
+                    claims_rx,
+                    shared.clone(),
+                    shutdown.clone(),
+                )
+                .map_err(DevnetError::State)?,
+            );
+        }
         let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
         for (header, shards, _) in &resumed {
             shared.record_block(header, shards);
@@ -708,6 +746,7 @@ impl Devnet {
                 registry,
                 shared,
                 blocks: blocks_tx,
+                claims: (config.executors > 0).then_some(claims_tx),
                 stop: stop_chain,
                 from_api,
                 events,
@@ -887,6 +926,8 @@ struct ChainLoop {
     registry: Registry,
     shared: Arc<Shared>,
     blocks: mpsc::UnboundedSender<(ExecHeader, Vec<Shard>)>,
+    /// The same blocks, to the executors and the light client.
+    claims: Option<mpsc::UnboundedSender<(ExecHeader, Vec<Shard>)>>,
     stop: Arc<AtomicBool>,
     /// Signed duties from the validator API.
     from_api: std::sync::mpsc::Receiver<api::ToChain>,
@@ -934,6 +975,9 @@ impl ChainLoop {
                     slot = f.block.header.message.slot.0,
                     "devnet: block final, to execution"
                 );
+                if let Some(c) = &self.claims {
+                    let _ = c.send((header.clone(), shards.clone()));
+                }
                 if self.blocks.send((header.clone(), shards)).is_err() {
                     return;
                 }

@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
-use crate::Shared;
+use crate::{Shared, lock};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
@@ -141,9 +141,20 @@ pub(crate) fn status_json(shared: &Shared) -> Value {
             "operators": operators,
         })
     });
+    let light = lock(&shared.light).clone().map(|l| {
+        json!({
+            "head": l.head,
+            "root": l.root,
+            "claims_agreement": (l.agreement * 1000.0).round() / 1000.0,
+            "re_executions": l.re_executions,
+            "claims": l.claims,
+            "executors": l.executors,
+        })
+    });
     json!({
         "chain_id": shared.chain_id,
         "dv": dv,
+        "light": light,
         "chain": chain,
         "executed": status.executed,
         "transactions_executed": status.txs_executed,
@@ -261,6 +272,32 @@ fn metrics_text(shared: &Shared) -> String {
                 .set(i64::try_from(read(s)).unwrap_or(i64::MAX));
         }
         registry.register(name, help, family);
+    }
+    if let Some(l) = lock(&shared.light).clone() {
+        gauge(
+            &mut registry,
+            "light_head",
+            "Height of the light client's head (the root it believes there)",
+            l.head,
+        );
+        gauge(
+            &mut registry,
+            "light_re_executions",
+            "Proofs of execution the light client re-executed",
+            l.re_executions,
+        );
+        gauge(
+            &mut registry,
+            "claims_signed",
+            "Claims the executors signed",
+            l.claims,
+        );
+        gauge(
+            &mut registry,
+            "claims_agreement_permille",
+            "Share of the claiming bond agreeing with the light client's roots over the last 8 blocks, per mille",
+            (l.agreement * 1000.0).round() as u64,
+        );
     }
     if let Some(d) = &shared.dv {
         gauge(

@@ -537,6 +537,12 @@ impl LightClient {
         out
     }
 
+    /// Post-state roots claimed for block `height` from `parent_root`, with the bond behind
+    /// each (claims whose signature has been checked).
+    pub fn claims_from(&self, height: u64, parent_root: B256) -> Vec<(B256, Gwei)> {
+        self.children(height, parent_root).into_iter().collect()
+    }
+
     /// Rule 4: the weight of the subtree hanging from `root` after block `height`.
     fn subtree(&self, height: u64, root: B256, depth: u64) -> Gwei {
         if depth == 0 {

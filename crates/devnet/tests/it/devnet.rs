@@ -258,6 +258,8 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
     }
     for name in [
         "phalanx_devnet_dv_signed_duties ",
+        "phalanx_devnet_light_head ",
+        "phalanx_devnet_claims_agreement_permille 1000",
         "phalanx_devnet_dv_member_accepted{member=\"op-4\"} ",
         "phalanx_devnet_dv_partials_in_time_total{operator=\"op-2\"} ",
     ] {
@@ -276,6 +278,40 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
         assert_eq!(op["invalid_partials"], 0, "{dv}");
     }
     crate::api::check_validator_api(rpc, 4..8).await;
+    // The executors claimed every executed block and the light client followed them to the
+    // roots the servers computed.
+    let light = &api["light"];
+    assert_eq!(light["executors"], 3, "{light}");
+    assert!(light["head"].as_u64().unwrap() >= 1, "{light}");
+    assert_eq!(light["claims_agreement"], 1.0, "{light}");
+    assert_eq!(light["re_executions"], 0, "{light}");
+    // Its root is the servers' root at that height (the executors may be a block ahead of
+    // the servers: wait for them).
+    let mut compared = false;
+    for _ in 0..40 {
+        let now: Value = serde_json::from_str(&get(rpc, "/api/status").await).unwrap();
+        let head = now["light"]["head"].as_u64().unwrap();
+        let block = call(
+            rpc,
+            "eth_getBlockByNumber",
+            json!([format!("{head:#x}"), false]),
+        )
+        .await;
+        if block["result"].is_null() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        }
+        assert_eq!(
+            now["light"]["root"], block["result"]["stateRoot"],
+            "{now} vs {block}"
+        );
+        compared = true;
+        break;
+    }
+    assert!(
+        compared,
+        "the servers never reached the light client's head"
+    );
     assert_eq!(api["servers"].as_array().unwrap().len(), 4);
     assert!(!api["recent_blocks"].as_array().unwrap().is_empty());
     assert!(get(rpc, "/").await.contains("phalanx devnet"));
