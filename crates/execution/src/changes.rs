@@ -69,6 +69,24 @@ pub struct Changes {
     pub codes: BTreeMap<B256, Bytes>,
 }
 
+impl Changes {
+    /// Sets `address` to a plain account (no code, nonce 0) holding `balance`: how genesis
+    /// allocations, simulators and benchmarks fund accounts.
+    pub fn fund(&mut self, address: Address, balance: U256) {
+        self.accounts.insert(
+            address,
+            AccountChange {
+                fields: Some(Some(AccountFields {
+                    nonce: 0,
+                    balance,
+                    code_hash: alloy_primitives::KECCAK256_EMPTY,
+                })),
+                ..Default::default()
+            },
+        );
+    }
+}
+
 /// A key of the state, as the conflict rule sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum StateKey {

@@ -37,7 +37,7 @@ use phalanx_consensus::executors::ExecutorRegistry;
 use phalanx_consensus::executors::apply_wrong_claim;
 use phalanx_crypto::SecretKey;
 use phalanx_execution::block::BlockEnv;
-use phalanx_execution::changes::{AccountChange, AccountFields, Changes};
+use phalanx_execution::changes::Changes;
 use phalanx_execution::proof::ClaimVerifier;
 use phalanx_execution::proof::ExecutionProof;
 use phalanx_execution::store::StateStore;
@@ -486,17 +486,7 @@ pub fn run(config: Config) -> Result<Report, LightSimError> {
 fn alloc(senders: &[PrivateKeySigner]) -> Changes {
     let mut changes = Changes::default();
     for s in senders {
-        changes.accounts.insert(
-            s.address(),
-            AccountChange {
-                fields: Some(Some(AccountFields {
-                    nonce: 0,
-                    balance: U256::from(10u64).pow(U256::from(24u64)),
-                    code_hash: alloy_primitives::KECCAK256_EMPTY,
-                })),
-                ..Default::default()
-            },
-        );
+        changes.fund(s.address(), U256::from(10u64).pow(U256::from(24u64)));
     }
     changes
 }

@@ -10,7 +10,7 @@ use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use phalanx_consensus::executors::ExecutorRegistry;
 use phalanx_execution::block::BlockEnv;
-use phalanx_execution::changes::{AccountChange, AccountFields, Changes};
+use phalanx_execution::changes::Changes;
 use phalanx_execution::proof::ExecutionProof;
 use phalanx_execution::store::StateStore;
 use phalanx_light::client::{Config, LightClient, LightHeader};
@@ -160,24 +160,12 @@ fn disputed(args: &Args) -> anyhow::Result<Disputed> {
         .map(|i| PrivateKeySigner::from_bytes(&keccak256(format!("bench-light-{i}"))))
         .collect::<Result<_, _>>()?;
     let mut alloc = Changes::default();
-    let fund = |alloc: &mut Changes, address: Address| {
-        alloc.accounts.insert(
-            address,
-            AccountChange {
-                fields: Some(Some(AccountFields {
-                    nonce: 0,
-                    balance: U256::from(10u64).pow(U256::from(21u64)),
-                    code_hash: alloy_primitives::KECCAK256_EMPTY,
-                })),
-                ..Default::default()
-            },
-        );
-    };
+    let balance = U256::from(10u64).pow(U256::from(21u64));
     for s in &senders {
-        fund(&mut alloc, s.address());
+        alloc.fund(s.address(), balance);
     }
     for i in 0..args.state_accounts {
-        fund(&mut alloc, Address::from_word(keccak256(i.to_be_bytes())));
+        alloc.fund(Address::from_word(keccak256(i.to_be_bytes())), balance);
     }
     let store = StateStore::in_memory()?;
     let genesis = B256::repeat_byte(0xee);

@@ -263,17 +263,7 @@ mod on_chain {
 
         let sender = PrivateKeySigner::from_bytes(&keccak256(b"on-chain sender")).unwrap();
         let mut alloc = Changes::default();
-        alloc.accounts.insert(
-            sender.address(),
-            AccountChange {
-                fields: Some(Some(AccountFields {
-                    nonce: 0,
-                    balance: U256::from(10u64).pow(U256::from(20u64)),
-                    code_hash: alloy_primitives::KECCAK256_EMPTY,
-                })),
-                ..Default::default()
-            },
-        );
+        alloc.fund(sender.address(), U256::from(10u64).pow(U256::from(20u64)));
         let store = StateStore::in_memory().unwrap();
         let g = B256::repeat_byte(0xee);
         let parent_root = store.init_genesis(g, &alloc).unwrap();
