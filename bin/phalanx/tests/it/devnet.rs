@@ -9,23 +9,25 @@ use serde_json::{Value, json};
 
 use crate::phalanx;
 
-fn rpc(port: u16, method: &str, params: Value) -> Option<Value> {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+/// One HTTP request to the devnet on `port`; the response body as JSON.
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<Value> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(
         s,
-        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let (_, body) = text.split_once("\r\n\r\n")?;
-    serde_json::from_str::<Value>(body)
-        .ok()?
-        .get("result")
-        .cloned()
+    serde_json::from_str(body).ok()
+}
+
+fn rpc(port: u16, method: &str, params: Value) -> Option<Value> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    http(port, "POST", "/", &body)?.get("result").cloned()
 }
 
 fn height(port: u16) -> Option<u64> {
@@ -111,17 +113,7 @@ fn devnet_resumes_after_kill_9_with_no_finalized_block_lost() {
 }
 
 fn api_status(port: u16) -> Option<Value> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (_, body) = text.split_once("\r\n\r\n")?;
-    serde_json::from_str(body).ok()
+    http(port, "GET", "/api/status", "")
 }
 
 /// Issue #5's member as a process against a node: the devnet serves its validators 4..7 on
