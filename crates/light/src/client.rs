@@ -2,9 +2,10 @@
 //! in; the state root it believes at each height, the proofs it needs and the executors a
 //! proof showed wrong out.
 //!
-//! 1. **Checkpoint.** The client starts from a trusted `(height, block hash, state root)` —
-//!    weak subjectivity: a client offline for longer than the executors' withdrawal delay
-//!    must be given a fresh one, because bonds behind old claims may be gone.
+//! 1. **Checkpoint.** The client starts from a trusted `(height, block hash, state root)`.
+//!    Weak subjectivity: a client offline for longer than the executors' withdrawal delay
+//!    must be given a fresh one, because bonds behind old claims may be gone. As it goes it
+//!    keeps the last 1,024 decided heights and folds older ones into its checkpoint.
 //! 2. **Headers.** It accepts headers that extend its chain by one (parent hash = its last
 //!    header's hash); anything else is refused with a typed error. Headers are assumed final
 //!    (checked by the consensus rules — producer and declaration signatures, finality from
@@ -151,6 +152,9 @@ pub enum ClaimError {
     #[error("too many unchecked claims for height {0}")]
     Flood(u64),
 }
+
+/// Decided heights the client keeps behind its head (older ones fold into the checkpoint).
+pub const KEEP_HEIGHTS: u64 = 1024;
 
 /// Unchecked claims held per height, at most (a flood guard: one per executor is all an
 /// honest world sends).
@@ -558,6 +562,29 @@ impl LightClient {
     /// Advances the believed chain as far as the rules allow at `now_ms`; returns the block
     /// that needs a proof, if one stops it.
     pub fn advance(&mut self, now_ms: u64) -> Option<Need> {
+        let need = self.decide(now_ms);
+        self.prune();
+        need
+    }
+
+    /// Keeps the last [`KEEP_HEIGHTS`] decided heights: the oldest decided height beyond them
+    /// becomes the checkpoint (its root was believed by the rules), so memory and the work per
+    /// decision stay bounded on a long-running client.
+    fn prune(&mut self) {
+        let (head, _) = self.head();
+        if head < self.checkpoint.0 + 2 * KEEP_HEIGHTS {
+            return;
+        }
+        let at = head - KEEP_HEIGHTS;
+        let (Some(entry), Some(root)) = (self.entries.get(&at), self.believed.get(&at)) else {
+            return;
+        };
+        self.checkpoint = (at, entry.header.hash, *root);
+        self.entries = self.entries.split_off(&(at + 1));
+        self.believed = self.believed.split_off(&at);
+    }
+
+    fn decide(&mut self, now_ms: u64) -> Option<Need> {
         self.verify_pending();
         if let Some(from) = self.dirty.take() {
             let from = from.max(self.checkpoint.0 + 1);

@@ -142,6 +142,57 @@ mod claims {
         }
     }
 
+    /// A long-running client keeps a bounded window: older heights fold into its checkpoint.
+    #[test]
+    fn a_long_run_keeps_a_bounded_window() {
+        let spec = ChainSpec::preset("devnet").unwrap();
+        let mut params = DevnetParams::new("light-window", spec);
+        params.executors = 1;
+        params.accounts = 0;
+        let (genesis, keys) = generate(&params).unwrap();
+        let signing = genesis.signing_context();
+        let mut client = LightClient::new(
+            Config::default(),
+            signing,
+            ExecutorRegistry::from_genesis(&genesis).unwrap(),
+            (0, B256::repeat_byte(0xee), B256::repeat_byte(0x10)),
+        );
+        let blocks = 2 * phalanx_light::client::KEEP_HEIGHTS + 10;
+        let mut parent = (B256::repeat_byte(0xee), B256::repeat_byte(0x10));
+        for h in 1..=blocks {
+            let mut hd = header(h, parent.0);
+            hd.hash = alloy_primitives::keccak256(h.to_be_bytes());
+            client.on_header(hd.clone(), 0).unwrap();
+            let post = alloy_primitives::keccak256([7u8; 1].repeat(h as usize % 7 + 1));
+            let claim = LightClient::claim_for(&hd, parent.1, &[], post);
+            client
+                .on_claim(SignedClaim {
+                    executor: ExecutorIndex(0),
+                    signature: signing.sign(&claim, &keys.executors[0].1),
+                    message: claim,
+                })
+                .unwrap();
+            assert_eq!(client.advance(0), None);
+            parent = (hd.hash, post);
+        }
+        assert_eq!(client.head(), (blocks, parent.1));
+        assert_eq!(client.root_at(1), None, "folded into the checkpoint");
+        assert!(
+            client
+                .root_at(blocks - phalanx_light::client::KEEP_HEIGHTS)
+                .is_some()
+        );
+        let old = LightClient::claim_for(&header(1, B256::ZERO), B256::ZERO, &[], B256::ZERO);
+        assert!(matches!(
+            client.on_claim(SignedClaim {
+                executor: ExecutorIndex(0),
+                signature: signing.sign(&old, &keys.executors[0].1),
+                message: old,
+            }),
+            Err(ClaimError::Old(1))
+        ));
+    }
+
     /// Claims are checked before they count: forged signatures are dropped, a forged
     /// second claim does not make an honest executor an equivocator, a real one does, and
     /// claims about unknown blocks or from unbonded executors are refused at once.
