@@ -8,7 +8,7 @@ use alloy_consensus::{SignableTransaction, TxEip1559};
 use alloy_primitives::{Address, B256, TxKind, U256, keccak256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
-use phalanx_execution::changes::{AccountChange, AccountFields, Changes};
+use phalanx_execution::changes::Changes;
 use phalanx_types::consensus::Shard;
 use ssz_types::VariableList;
 use tree_hash::TreeHash;
@@ -114,19 +114,7 @@ impl Load {
     pub fn genesis_alloc(&self) -> Changes {
         let mut changes = Changes::default();
         for (_, address, _) in self.senders.iter().flatten() {
-            changes.accounts.insert(
-                *address,
-                AccountChange {
-                    fields: Some(Some(AccountFields {
-                        nonce: 0,
-                        balance: U256::from(10u64).pow(U256::from(21u64)),
-                        code_hash: alloy_primitives::b256!(
-                            "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
-                        ),
-                    })),
-                    ..Default::default()
-                },
-            );
+            changes.fund(*address, U256::from(10u64).pow(U256::from(21u64)));
         }
         changes
     }

@@ -97,6 +97,7 @@ pub(crate) fn start(
             client,
             signing,
             roots: BTreeMap::from([(0, genesis_root)]),
+            shards: BTreeMap::new(),
             shared,
             claims: 0,
             count,
@@ -131,6 +132,8 @@ struct Run {
     signing: SigningContext,
     /// True roots as executor 0 computed them, by height (for the proof it serves).
     roots: BTreeMap<u64, B256>,
+    /// The shards of the blocks executor 0 can prove, by height.
+    shards: BTreeMap<u64, Vec<Shard>>,
     shared: Arc<Shared>,
     claims: u64,
     count: usize,
@@ -187,8 +190,13 @@ impl Run {
             }
             if ex.index == 0 {
                 self.roots.insert(header.number, result.post_state_root);
-                if self.roots.len() as u64 > 4 * KEEP {
+                self.shards.insert(header.number, shards.to_vec());
+                // Executor 0 can prove the blocks its replica keeps unfinalized: no further.
+                while self.roots.len() as u64 > KEEP + 1 {
                     self.roots.pop_first();
+                }
+                while self.shards.len() as u64 > KEEP {
+                    self.shards.pop_first();
                 }
             }
             let message = LightClient::claim_for(
@@ -235,27 +243,8 @@ impl Run {
         let header = self.client.header(height)?;
         let parent_root = *self.roots.get(&height.checked_sub(1)?)?;
         let view = ex.store.view(header.parent).ok()?;
-        let shards = self.shards_of(height)?;
-        ExecutionProof::build(&view, parent_root, &header.env, &shards).ok()
-    }
-
-    fn shards_of(&self, height: u64) -> Option<Vec<Shard>> {
-        let blocks = self.shared.blocks();
-        let b = blocks.get(&height)?;
-        let mut shards: Vec<Vec<phalanx_types::Transaction>> =
-            vec![Vec::new(); b.header.shard_roots.len()];
-        for (shard, raw) in &b.raw {
-            let tx = ssz_types::VariableList::new(raw.to_vec()).ok()?;
-            shards.get_mut(usize::from(*shard))?.push(tx);
-        }
-        shards
-            .into_iter()
-            .map(|txs| {
-                Some(Shard {
-                    transactions: ssz_types::VariableList::new(txs).ok()?,
-                })
-            })
-            .collect()
+        let shards = self.shards.get(&height)?;
+        ExecutionProof::build(&view, parent_root, &header.env, shards).ok()
     }
 
     fn publish(&mut self) {

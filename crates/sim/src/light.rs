@@ -527,16 +527,9 @@ fn build_block(
     }
     let typed: Vec<Shard> = shards
         .iter()
-        .map(|txs| {
-            let list: Vec<_> = txs
-                .iter()
-                .filter_map(|t| VariableList::new(t.to_vec()).ok())
-                .collect();
-            Shard {
-                transactions: VariableList::new(list).unwrap_or_default(),
-            }
-        })
-        .collect();
+        .map(|txs| Shard::from_transactions(txs.iter().map(|t| t.to_vec()).collect()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| chain(format!("{e:?}")))?;
     let shard_roots: Vec<B256> = typed.iter().map(TreeHash::tree_hash_root).collect();
     // A consensus header (unsigned: the simulator's chain is not what is under test here).
     let consensus = BlockHeader {

@@ -18,7 +18,6 @@ use phalanx_spec::ChainSpec;
 use phalanx_spec::devnet::{self, DevnetParams};
 use phalanx_types::{ExecutorIndex, Shard, SignedClaim, TreeHash};
 use serde::Serialize;
-use ssz_types::VariableList;
 
 /// Flags of `phalanx bench light`.
 #[derive(Debug, clap::Args)]
@@ -190,15 +189,9 @@ fn disputed(args: &Args) -> anyhow::Result<Disputed> {
     }
     let typed: Vec<Shard> = txs
         .iter()
-        .map(|t| Shard {
-            transactions: VariableList::new(
-                t.iter()
-                    .filter_map(|x| VariableList::new(x.to_vec()).ok())
-                    .collect(),
-            )
-            .unwrap_or_default(),
-        })
-        .collect();
+        .map(|t| Shard::from_transactions(t.iter().map(|x| x.to_vec()).collect()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("shard over its limits: {e:?}"))?;
     let shard_roots: Vec<B256> = typed.iter().map(TreeHash::tree_hash_root).collect();
     let block_env = env(1, &spec, shards);
     let view = store.view(genesis)?;

@@ -47,21 +47,31 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
         .unwrap()
 }
 
-fn wait_height(port: u16, at_least: u64, within: Duration, child: &mut Child) -> u64 {
+/// Polls `ready` until it gives a value, failing if the devnet exits or `within` passes.
+fn poll<T>(
+    child: &mut Child,
+    within: Duration,
+    what: &str,
+    mut ready: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + within;
     loop {
-        if let Some(h) = height(port)
-            && h >= at_least
-        {
-            return h;
+        if let Some(v) = ready() {
+            return v;
         }
         assert!(child.try_wait().unwrap().is_none(), "the devnet exited");
-        assert!(
-            Instant::now() < deadline,
-            "executed height {at_least} not reached"
-        );
-        std::thread::sleep(Duration::from_millis(300));
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+fn wait_height(port: u16, at_least: u64, within: Duration, child: &mut Child) -> u64 {
+    poll(
+        child,
+        within,
+        &format!("executed height {at_least}"),
+        || height(port).filter(|h| *h >= at_least),
+    )
 }
 
 #[test]
@@ -138,12 +148,12 @@ fn dv_run_processes_sign_a_devnets_duties_from_its_validator_api() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api_status(port).is_none() {
-        assert!(devnet.try_wait().unwrap().is_none(), "the devnet exited");
-        assert!(Instant::now() < deadline, "the devnet did not come up");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    poll(
+        &mut devnet,
+        Duration::from_secs(30),
+        "the devnet's status API",
+        || api_status(port),
+    );
     let members: Vec<Child> = (1..=4)
         .map(|i| {
             phalanx()
@@ -157,21 +167,18 @@ fn dv_run_processes_sign_a_devnets_duties_from_its_validator_api() {
                 .unwrap()
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        let s = api_status(port).unwrap_or_default();
-        let finalized = s["chain"]["finalized_epoch"].as_u64().unwrap_or(0);
-        let signed = s["dv"]["signed_duties"].as_u64().unwrap_or(0);
-        if finalized >= 1 && signed >= 8 {
-            break s;
-        }
-        assert!(devnet.try_wait().unwrap().is_none(), "the devnet exited");
-        assert!(
-            Instant::now() < deadline,
-            "no finality with the members' signatures in 90 s: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    // Finality with the members' signatures (half the stake is theirs).
+    let status = poll(
+        &mut devnet,
+        Duration::from_secs(90),
+        "finality with the members' signatures",
+        || {
+            let s = api_status(port)?;
+            let finalized = s["chain"]["finalized_epoch"].as_u64()?;
+            let signed = s["dv"]["signed_duties"].as_u64()?;
+            (finalized >= 1 && signed >= 8).then_some(s)
+        },
+    );
     assert_eq!(status["dv"]["external"], true);
     for m in &members {
         std::process::Command::new("kill")

@@ -332,9 +332,7 @@ mod on_chain {
         let sig = sender.sign_hash_sync(&tx.signature_hash()).unwrap();
         let envelope: alloy_consensus::TxEnvelope = tx.into_signed(sig).into();
         let raw = phalanx_types::transaction::encode(&envelope);
-        let shard = Shard {
-            transactions: VariableList::new(vec![VariableList::new(raw.clone()).unwrap()]).unwrap(),
-        };
+        let shard = Shard::from_transactions(vec![raw.clone()]).unwrap();
         let env = BlockEnv {
             number: 1,
             timestamp: 1_700_000_002,
