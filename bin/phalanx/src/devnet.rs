@@ -126,6 +126,16 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
         println!("Dashboard http://{}/   metrics http://{}/metrics", devnet.rpc_addr(), devnet.rpc_addr());
         println!("Validator API http://{}/eth/v1/… (OpenAPI: /eth/v1/openapi.json)", devnet.rpc_addr());
         println!("Data       {}", args.data_dir.display());
+        if let Some(c) = devnet.light_checkpoint() {
+            println!(
+                "Light client: phalanx light --node http://{} --genesis {} --checkpoint {}:{}:{}",
+                devnet.rpc_addr(),
+                args.data_dir.join("chain").join("genesis.json").display(),
+                c.height,
+                c.block_hash,
+                c.state_root
+            );
+        }
         println!(
             "Slots of {} s, {} per epoch; execution follows finality. Ctrl-C stops.",
             genesis.spec.slot_seconds, genesis.spec.slots_per_epoch

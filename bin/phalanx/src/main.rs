@@ -12,6 +12,7 @@ mod bench;
 mod devnet;
 mod dv;
 mod genesis;
+mod light;
 mod node;
 mod sim;
 mod statetest;
@@ -54,8 +55,9 @@ enum Command {
     Producer(Pending),
     /// A bonded executor that signs state claims.
     Executor(Pending),
-    /// A light client that serves verified reads.
-    Light(Pending),
+    /// A light client: follows a full node's headers and executors' claims, re-executes
+    /// disputed blocks, serves verified Ethereum JSON-RPC.
+    Light(light::LightArgs),
     /// Deterministic simulators (chain, dv, cluster, light).
     #[command(subcommand)]
     Sim(sim::Target),
@@ -84,11 +86,11 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
         Command::Validator(_) => ("validator", 4, "Consensus (validator client)"),
         Command::Producer(_) => ("producer", 4, "Consensus (producer)"),
         Command::Executor(_) => ("executor", 7, "Executors' claims and the light client"),
-        Command::Light(_) => ("light", 7, "Executors' claims and the light client"),
         Command::Bench(bench::Target::Other(args)) => return bench::pending(args),
         Command::Genesis(_)
         | Command::Devnet(_)
         | Command::Node(_)
+        | Command::Light(_)
         | Command::Spec { .. }
         | Command::Statetest { .. }
         | Command::Dv(
@@ -126,6 +128,7 @@ fn main() -> ExitCode {
         Command::Genesis(args) => genesis::run(args),
         Command::Devnet(args) => devnet::run(&args),
         Command::Node(args) => node::run(&args),
+        Command::Light(args) => light::run(&args),
         Command::Statetest { paths } => statetest::run(&paths),
         Command::Bench(bench::Target::Execution(args)) => bench::execution::run(&args),
         Command::Bench(bench::Target::Consensus(args)) => bench::consensus::run(&args),

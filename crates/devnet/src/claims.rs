@@ -10,11 +10,19 @@
 //!
 //! The dashboard and metrics show the light client's head and how much of the claiming bond
 //! agreed with the root it believes.
+//!
+//! - **Serving light clients.** The devnet is also the untrusted full node a `phalanx light`
+//!   process follows (`phalanx_light::wire`): the executed headers, the executors' signed
+//!   claims of the last [`KEEP_CLAIMS`] heights, proofs of execution built from executor 0's
+//!   replica (the last [`KEEP`] blocks), and the genesis as the suggested checkpoint.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use alloy_primitives::{B256, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use phalanx_cluster::wire::ExecHeader;
 use phalanx_consensus::executors::ExecutorRegistry;
 use phalanx_crypto::SecretKey;
@@ -22,13 +30,105 @@ use phalanx_execution::changes::Changes;
 use phalanx_execution::proof::ExecutionProof;
 use phalanx_execution::store::StateStore;
 use phalanx_light::client::{Config, LightClient, LightHeader};
+use phalanx_light::wire::{
+    BOOTSTRAP_PATH, Bootstrap, MAX_CLAIMS, MAX_HEADERS, PROOF_ROUTE, UPDATES_PATH, Updates,
+    UpdatesQuery,
+};
 use phalanx_types::{ExecutorIndex, Shard, SignedClaim, SigningContext};
-use tokio::sync::{mpsc, watch};
+use ssz::Encode;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{Shared, lock};
 
 /// Unfinalized blocks each executor keeps (it can prove any of them).
 const KEEP: u64 = 64;
+
+/// Heights whose claims are served to light clients.
+const KEEP_CLAIMS: u64 = 1024;
+
+/// A light client's request for a proof of execution, answered with its SSZ.
+type ProofRequest = (u64, oneshot::Sender<Option<Vec<u8>>>);
+
+/// What the devnet serves light clients, filled by the executors' task.
+#[derive(Debug, Default)]
+pub(crate) struct Feed {
+    /// The suggested checkpoint (the genesis).
+    pub(crate) checkpoint: Mutex<Option<Bootstrap>>,
+    /// Signed claims by height.
+    claims: Mutex<BTreeMap<u64, Vec<SignedClaim>>>,
+    /// To the executors' task.
+    proofs: Mutex<Option<mpsc::UnboundedSender<ProofRequest>>>,
+}
+
+/// The light protocol's routes.
+pub(crate) fn router() -> axum::Router<Arc<Shared>> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route(BOOTSTRAP_PATH, get(bootstrap))
+        .route(UPDATES_PATH, get(updates))
+        .route(PROOF_ROUTE, get(proof))
+}
+
+fn not_found(message: String) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"code": 404, "message": message})),
+    )
+        .into_response()
+}
+
+async fn bootstrap(State(shared): State<Arc<Shared>>) -> Response {
+    match *lock(&shared.light_feed.checkpoint) {
+        Some(c) => axum::Json(c).into_response(),
+        None => not_found("this node runs no executors".into()),
+    }
+}
+
+async fn updates(State(shared): State<Arc<Shared>>, Query(q): Query<UpdatesQuery>) -> Response {
+    let limit = q
+        .limit
+        .map_or(MAX_HEADERS, |l| usize::try_from(l).unwrap_or(MAX_HEADERS))
+        .min(MAX_HEADERS);
+    let headers: Vec<Bytes> = shared
+        .blocks()
+        .range(q.from..)
+        .take(limit)
+        .map(|(_, b)| Bytes::from(b.header.as_ssz_bytes()))
+        .collect();
+    let claims: Vec<Bytes> = lock(&shared.light_feed.claims)
+        .range(q.claims_from..)
+        .flat_map(|(_, c)| c.iter())
+        .take(MAX_CLAIMS)
+        .map(|c| Bytes::from(c.as_ssz_bytes()))
+        .collect();
+    axum::Json(Updates {
+        provable: shared.executed().map_or(0, |h| h.number),
+        headers,
+        claims,
+    })
+    .into_response()
+}
+
+async fn proof(State(shared): State<Arc<Shared>>, Path(height): Path<u64>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    let sent = lock(&shared.light_feed.proofs)
+        .as_ref()
+        .is_some_and(|p| p.send((height, tx)).is_ok());
+    if !sent {
+        return not_found("this node runs no executors".into());
+    }
+    match rx.await {
+        Ok(Some(bytes)) => (
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            bytes,
+        )
+            .into_response(),
+        _ => not_found(format!(
+            "no proof of execution for block {height} (the last {KEEP} executed blocks are \
+             provable)"
+        )),
+    }
+}
 
 /// What the dashboard reads.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -84,6 +184,13 @@ pub(crate) fn start(
             kept: Default::default(),
         });
     }
+    *lock(&shared.light_feed.checkpoint) = Some(Bootstrap {
+        height: 0,
+        block_hash: genesis_header.hash(),
+        state_root: genesis_root,
+    });
+    let (proofs_tx, mut proofs) = mpsc::unbounded_channel::<ProofRequest>();
+    *lock(&shared.light_feed.proofs) = Some(proofs_tx);
     let client = LightClient::new(
         Config::default(),
         signing,
@@ -115,6 +222,9 @@ pub(crate) fn start(
                     None => return,
                 },
                 _ = tick.tick() => run.decide(now_ms()),
+                Some((height, reply)) = proofs.recv() => {
+                    let _ = reply.send(run.proof(height).map(|p| p.to_bytes()));
+                }
             }
         }
     }))
@@ -211,6 +321,16 @@ impl Run {
                 message,
             };
             self.claims += 1;
+            {
+                let mut served = lock(&self.shared.light_feed.claims);
+                served
+                    .entry(header.number)
+                    .or_default()
+                    .push(signed.clone());
+                while served.len() as u64 > KEEP_CLAIMS {
+                    served.pop_first();
+                }
+            }
             if let Err(e) = self.client.on_claim(signed) {
                 tracing::warn!(error = %e, "devnet light client: claim refused");
             }

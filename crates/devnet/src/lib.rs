@@ -47,6 +47,7 @@ use phalanx_cluster::ownership::layout;
 use phalanx_cluster::server::{self, ServerConfig, ServerStats};
 use phalanx_cluster::wire::ExecHeader;
 use phalanx_consensus::Registry;
+use phalanx_execution::rpc::RpcError;
 use phalanx_execution::store::{Head, StateStore, StateView};
 use phalanx_net::memory::MemoryHub;
 use phalanx_net::{Network, PeerKey};
@@ -187,6 +188,8 @@ pub(crate) struct Shared {
     pub(crate) dv: Option<Arc<dv::DvShared>>,
     /// The light client's view of the executors' claims.
     pub(crate) light: Mutex<Option<claims::LightStatus>>,
+    /// What light clients are served.
+    pub(crate) light_feed: claims::Feed,
 }
 
 impl std::fmt::Debug for Shared {
@@ -215,17 +218,21 @@ impl Shared {
         self.best().map(|(_, h)| h)
     }
 
-    pub(crate) fn head_view(&self) -> Result<StateView, rpc::RpcError> {
-        let (state, head) = self.best().ok_or_else(|| rpc::RpcError {
-            code: -32000,
-            message: "no state yet".into(),
-            data: None,
-        })?;
-        state.view(head.block).map_err(|e| rpc::RpcError {
-            code: -32000,
-            message: e.to_string(),
-            data: None,
-        })
+    pub(crate) fn head_view(&self) -> Result<StateView, RpcError> {
+        let (state, head) = self
+            .best()
+            .ok_or_else(|| RpcError::server("no state yet"))?;
+        state
+            .view(head.block)
+            .map_err(|e| RpcError::server(e.to_string()))
+    }
+
+    /// The hash of the executed block at `number`.
+    pub(crate) fn block_hash(&self, number: u64) -> Result<B256, RpcError> {
+        self.blocks()
+            .get(&number)
+            .map(|b| b.header.hash())
+            .ok_or_else(|| RpcError::server(format!("block {number} is not known")))
     }
 
     /// Indexes a block fed to execution (for JSON-RPC).
@@ -659,6 +666,7 @@ impl Devnet {
             api_accepted: std::sync::atomic::AtomicU64::new(0),
             dv: cluster.as_ref().map(|c| c.shared.clone()),
             light: Mutex::new(None),
+            light_feed: claims::Feed::default(),
         });
 
         let listener = tokio::net::TcpListener::bind(config.rpc)
@@ -821,6 +829,12 @@ impl Devnet {
     /// The genesis.
     pub fn genesis(&self) -> &Genesis {
         &self.genesis
+    }
+
+    /// The checkpoint it suggests to light clients (the genesis block and state root), when
+    /// it runs executors.
+    pub fn light_checkpoint(&self) -> Option<phalanx_light::wire::Bootstrap> {
+        *lock(&self.shared.light_feed.checkpoint)
     }
 
     /// Where JSON-RPC listens.

@@ -2,15 +2,18 @@
 //!
 //! Every read is answered from the state of the server with the highest applied block (any
 //! server of the clustered node answers any read). Execution follows finality, so `latest`,
-//! `safe`, `finalized` and `pending` all name the executed head; an older block number is
-//! refused with a clear error because the node keeps only the head state. `pending` nonces
+//! `safe`, `finalized` and `pending` all name the executed head; for reads an older block
+//! number is refused with a clear error because the node keeps only the head's flat state,
+//! but `eth_getProof` answers for any executed block (the trie keeps every root's nodes: what
+//! a light client verifies against the root it believes). `pending` nonces
 //! also count what the pool and included-but-unexecuted blocks hold, as wallets expect.
 //!
 //! Methods: `web3_clientVersion`, `net_version`, `eth_chainId`, `eth_syncing`,
 //! `eth_blockNumber`, `eth_gasPrice`, `eth_maxPriorityFeePerGas`, `eth_getBalance`,
-//! `eth_getTransactionCount`, `eth_getCode`, `eth_getStorageAt`, `eth_getBlockByNumber`,
-//! `eth_sendRawTransaction`. Errors use the JSON-RPC codes (-32700 parse, -32600 invalid
-//! request, -32601 unknown method, -32602 bad params, -32000 server).
+//! `eth_getTransactionCount`, `eth_getCode`, `eth_getStorageAt`, `eth_getProof`, `eth_call`,
+//! `eth_estimateGas`, `eth_getBlockByNumber`, `eth_getTransactionByHash`,
+//! `eth_getTransactionReceipt`, `eth_sendRawTransaction`, `eth_accounts`; conventions and
+//! error codes in `phalanx_execution::rpc`.
 
 use std::sync::Arc;
 
@@ -18,39 +21,14 @@ use alloy_primitives::{Address, B256, Bytes, U256};
 use axum::extract::State;
 use axum::routing::post;
 use phalanx_execution::reader::StateReader;
+use phalanx_execution::rpc::{
+    self, BlockTag, CallObject, RpcError, outcome_result, param, quantity,
+};
 use serde_json::{Value, json};
 
 use phalanx_cluster::wire::ExecHeader;
 
 use crate::Shared;
-
-/// A JSON-RPC error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RpcError {
-    /// Code.
-    pub code: i64,
-    /// Message.
-    pub message: String,
-    /// Data (a revert's return data).
-    pub data: Option<Value>,
-}
-
-impl RpcError {
-    fn params(message: impl Into<String>) -> Self {
-        Self {
-            code: -32602,
-            message: message.into(),
-            data: None,
-        }
-    }
-    fn server(message: impl Into<String>) -> Self {
-        Self {
-            code: -32000,
-            message: message.into(),
-            data: None,
-        }
-    }
-}
 
 /// The router serving JSON-RPC at `/`.
 pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
@@ -59,133 +37,31 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/api/status", axum::routing::get(crate::web::status))
         .route("/metrics", axum::routing::get(crate::web::metrics))
         .merge(crate::api::router())
+        .merge(crate::claims::router())
         .with_state(shared)
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, body: String) -> axum::Json<Value> {
-    let request: Value = match serde_json::from_str(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return axum::Json(error_response(
-                Value::Null,
-                &RpcError {
-                    code: -32700,
-                    message: format!("parse error: {e}"),
-                    data: None,
-                },
-            ));
-        }
-    };
-    let shared2 = shared.clone();
-    let answer = tokio::task::spawn_blocking(move || match request {
-        Value::Array(batch) if !batch.is_empty() => {
-            Value::Array(batch.iter().map(|r| one(&shared2, r)).collect())
-        }
-        other => one(&shared2, &other),
+    let answer = tokio::task::spawn_blocking(move || {
+        rpc::dispatch(&body, |method, params| call(&shared, method, params))
     })
     .await
-    .unwrap_or_else(|e| {
-        error_response(
-            Value::Null,
-            &RpcError::server(format!("internal error: {e}")),
-        )
-    });
+    .unwrap_or_else(|e| RpcError::server(format!("internal error: {e}")).response(Value::Null));
     axum::Json(answer)
-}
-
-fn error_response(id: Value, e: &RpcError) -> Value {
-    let mut error = json!({"code": e.code, "message": e.message});
-    if let Some(data) = &e.data {
-        error["data"] = data.clone();
-    }
-    json!({"jsonrpc": "2.0", "id": id, "error": error})
-}
-
-/// The reason string of Solidity's `Error(string)` revert data, if that is what it is.
-fn revert_reason(output: &[u8]) -> Option<String> {
-    let body = output.strip_prefix(&[0x08, 0xc3, 0x79, 0xa0][..])?;
-    let word = |i: usize| -> Option<usize> {
-        let w = body.get(i..i + 32)?;
-        if w[..24].iter().any(|b| *b != 0) {
-            return None;
-        }
-        usize::try_from(u64::from_be_bytes(w[24..].try_into().ok()?)).ok()
-    };
-    let offset = word(0)?;
-    let len = word(offset)?;
-    let start = offset.checked_add(32)?;
-    let bytes = body.get(start..start.checked_add(len)?)?;
-    String::from_utf8(bytes.to_vec()).ok()
-}
-
-fn one(shared: &Shared, request: &Value) -> Value {
-    let id = request.get("id").cloned().unwrap_or(Value::Null);
-    let Some(method) = request.get("method").and_then(Value::as_str) else {
-        return error_response(
-            id,
-            &RpcError {
-                code: -32600,
-                message: "invalid request: no method".into(),
-                data: None,
-            },
-        );
-    };
-    let params = request
-        .get("params")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    match call(shared, method, &params) {
-        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-        Err(e) => {
-            tracing::debug!(method, code = e.code, error = %e.message, "json-rpc error");
-            error_response(id, &e)
-        }
-    }
-}
-
-fn quantity(v: impl std::fmt::LowerHex) -> Value {
-    Value::String(format!("{v:#x}"))
-}
-
-fn param<T: serde::de::DeserializeOwned>(
-    params: &[Value],
-    i: usize,
-    what: &str,
-) -> Result<T, RpcError> {
-    let v = params
-        .get(i)
-        .ok_or_else(|| RpcError::params(format!("missing parameter {i} ({what})")))?;
-    serde_json::from_value(v.clone())
-        .map_err(|e| RpcError::params(format!("parameter {i} ({what}): {e}")))
 }
 
 /// Checks a block tag or number names the executed head.
 fn at_head(shared: &Shared, params: &[Value], i: usize) -> Result<(), RpcError> {
-    let Some(tag) = params.get(i) else {
-        return Ok(());
-    };
     let head = shared.executed().map_or(0, |h| h.number);
-    match tag.as_str() {
-        Some("latest" | "safe" | "finalized" | "pending") => Ok(()),
-        Some(s) => {
-            let n = s
-                .strip_prefix("0x")
-                .and_then(|h| u64::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    RpcError::params(format!("block tag {s:?} is not a tag or hex number"))
-                })?;
-            if n == head {
-                Ok(())
-            } else {
-                Err(RpcError::server(format!(
-                    "state at block {n} is not kept: this node keeps the executed head ({head})"
-                )))
-            }
-        }
-        None => Err(RpcError::params(
-            "block tag: expected a string (block hashes are not supported)",
-        )),
+    match rpc::block_tag(params, i)? {
+        BlockTag::Head => Ok(()),
+        BlockTag::Number(n) if n == head => Ok(()),
+        BlockTag::Number(n) => Err(RpcError::server(format!(
+            "state at block {n} is not kept: this node keeps the executed head ({head})"
+        ))),
+        BlockTag::Earliest => Err(RpcError::server(format!(
+            "state at block 0 is not kept: this node keeps the executed head ({head})"
+        ))),
     }
 }
 
@@ -229,35 +105,36 @@ fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcErr
             }
         }
         "eth_getProof" => {
-            // EIP-1186, against the executed head (the only state kept).
+            // EIP-1186. Any executed block: the trie keeps every root's nodes, so proofs of
+            // past states are served although reads of them (eth_getBalance…) are not.
             let address: Address = param(params, 0, "address")?;
-            // Keys as geth takes them: hex of up to 32 bytes, left-padded.
             let raw: Vec<String> = param(params, 1, "storage keys")?;
             if raw.len() > 1024 {
                 return Err(RpcError::params("at most 1024 storage keys".to_string()));
             }
-            let keys = raw
+            let slots = raw
                 .iter()
-                .map(|k| {
-                    let digits = k.strip_prefix("0x").unwrap_or(k);
-                    let padded = format!("{digits:0>64}");
-                    (digits.len() <= 64)
-                        .then(|| padded.parse::<B256>().ok())
-                        .flatten()
-                        .ok_or_else(|| {
-                            RpcError::params(format!("storage key {k:?} is not 32-byte hex"))
-                        })
-                })
-                .collect::<Result<Vec<B256>, RpcError>>()?;
-            at_head(shared, params, 2)?;
+                .map(|k| rpc::storage_key(k))
+                .collect::<Result<Vec<U256>, RpcError>>()?;
             let (state, head) = shared
                 .best()
                 .ok_or_else(|| RpcError::server("no state yet".to_string()))?;
-            let slots: Vec<U256> = keys.iter().map(|k| U256::from_be_bytes(k.0)).collect();
+            let block = match rpc::block_tag(params, 2)? {
+                BlockTag::Head => head.block,
+                BlockTag::Earliest => shared.block_hash(0)?,
+                BlockTag::Number(n) if n > head.number => {
+                    return Err(RpcError::server(format!(
+                        "block {n} is not executed yet (head {})",
+                        head.number
+                    )));
+                }
+                BlockTag::Number(n) => shared.block_hash(n)?,
+            };
             let proof = state
-                .proof(head.block, address, &slots)
+                .proof(block, address, &slots)
                 .map_err(|e| RpcError::server(e.to_string()))?;
-            let storage: Vec<Value> = keys
+            // Keys echoed as given, as geth does.
+            let storage: Vec<Value> = raw
                 .iter()
                 .zip(&proof.storage)
                 .map(|(key, (_, value, nodes))| {
@@ -368,54 +245,9 @@ fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcErr
                 .map(|hash| json!(hash))
                 .map_err(RpcError::server)
         }
-        other => Err(RpcError {
-            code: -32601,
-            message: format!("method {other} is not available on this node"),
-            data: None,
-        }),
-    }
-}
-
-/// The JSON-RPC transaction object of `eth_call` and `eth_estimateGas` (fee fields are
-/// accepted and ignored: calls run at a zero gas price).
-#[derive(Debug, serde::Deserialize)]
-struct CallObject {
-    from: Option<Address>,
-    to: Option<Address>,
-    value: Option<U256>,
-    data: Option<Bytes>,
-    input: Option<Bytes>,
-    gas: Option<alloy_primitives::U64>,
-}
-
-impl CallObject {
-    fn request(self) -> phalanx_execution::call::CallRequest {
-        phalanx_execution::call::CallRequest {
-            from: self.from,
-            to: self.to,
-            value: self.value.unwrap_or_default(),
-            data: self.input.or(self.data).unwrap_or_default(),
-            gas: self.gas.map(|g| g.to::<u64>()),
-        }
-    }
-}
-
-/// A call's result, or the error geth gives: code 3 with the revert data, or the halt reason.
-fn outcome_result(outcome: phalanx_execution::call::CallOutcome) -> Result<Value, RpcError> {
-    use phalanx_execution::call::CallOutcome;
-    match outcome {
-        CallOutcome::Success { output, .. } => Ok(json!(output)),
-        CallOutcome::Revert { output, .. } => Err(RpcError {
-            code: 3,
-            message: match revert_reason(&output) {
-                Some(reason) => format!("execution reverted: {reason}"),
-                None => "execution reverted".into(),
-            },
-            data: Some(json!(output)),
-        }),
-        CallOutcome::Halt { reason, .. } => {
-            Err(RpcError::server(format!("execution halted: {reason}")))
-        }
+        other => Err(RpcError::unknown_method(format!(
+            "method {other} is not available on this node"
+        ))),
     }
 }
 

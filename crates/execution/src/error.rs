@@ -22,6 +22,9 @@ pub enum StateError {
     /// The database failed.
     #[error("state database: {0}")]
     Database(String),
+    /// State read from an untrusted source could not be verified (a light client's reads).
+    #[error("state could not be verified: {0}")]
+    Unverified(String),
 }
 
 impl revm::database_interface::DBErrorMarker for StateError {}

@@ -5,7 +5,8 @@
 //! ordered block into a post-state root (DESIGN.md "Execution", seeds 000, 002, 003). It does
 //! not depend on the consensus crate.
 //!
-//! * [`block`]: the state transition of a block, rule by rule.
+//! * [`block`]: the state transition of a block, rule by rule; [`header`]: the header it runs
+//!   under.
 //! * [`changes`]: effects, the conflict rule, effects roots, applying changes to the tries.
 //! * [`evm`]: one shard's transactions on revm over an overlay of the parent state.
 //! * [`reader`]: the parent-state seam ([`StateReader`]), and reading straight from a trie.
@@ -13,6 +14,7 @@
 //! * [`domain`]: the execution-domain seam ([`domain::ExecutionDomain`]) and the meta state root.
 //! * [`witness`]: witnesses and stateless re-execution; [`conflict`]: conflict proofs.
 //! * [`statetest`]: Ethereum's GeneralStateTests through this state layer.
+//! * [`rpc`]: Ethereum JSON-RPC conventions shared by the full node and the light client.
 
 pub mod block;
 pub mod call;
@@ -21,8 +23,10 @@ pub mod conflict;
 pub mod domain;
 pub mod error;
 pub mod evm;
+pub mod header;
 pub mod proof;
 pub mod reader;
+pub mod rpc;
 pub mod statetest;
 pub mod store;
 pub mod witness;

@@ -279,6 +279,15 @@ impl LightClient {
             .map_or((self.checkpoint.0, self.checkpoint.2), |(h, r)| (*h, *r))
     }
 
+    /// The last header it holds (the checkpoint before any), by height and hash.
+    pub fn tip(&self) -> (u64, B256) {
+        self.entries
+            .last_key_value()
+            .map_or((self.checkpoint.0, self.checkpoint.1), |(h, e)| {
+                (*h, e.header.hash)
+            })
+    }
+
     /// The root it believes after block `height`.
     pub fn root_at(&self, height: u64) -> Option<B256> {
         self.believed.get(&height).copied()
@@ -307,12 +316,7 @@ impl LightClient {
 
     /// Rule 2: a header at `now_ms`.
     pub fn on_header(&mut self, header: LightHeader, now_ms: u64) -> Result<(), HeaderError> {
-        let (tip, tip_hash) = self
-            .entries
-            .last_key_value()
-            .map_or((self.checkpoint.0, self.checkpoint.1), |(h, e)| {
-                (*h, e.header.hash)
-            });
+        let (tip, tip_hash) = self.tip();
         if header.height != tip + 1 || header.parent != tip_hash {
             return Err(HeaderError::NotNext {
                 height: header.height,

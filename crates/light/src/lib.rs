@@ -4,6 +4,13 @@
 //!
 //! - [`client`]: the rules, top to bottom, as a sans-IO state machine.
 //! - [`reads`]: verified reads — account, storage and code checked against the believed root.
+//! - [`wire`]: what it asks an untrusted full node over HTTP; [`upstream`]: asking it.
+//! - [`rpc`]: its Ethereum JSON-RPC endpoint, answering only what it verified.
+//! - [`run`]: `phalanx light`, the process: `run(config, shutdown)`.
 
 pub mod client;
 pub mod reads;
+pub mod rpc;
+pub mod run;
+pub mod upstream;
+pub mod wire;

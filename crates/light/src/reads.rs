@@ -46,6 +46,40 @@ pub struct ProvenAccount {
     pub code_hash: B256,
 }
 
+/// `address`'s account under state root `root`, from `account_proof` (EIP-1186
+/// `accountProof`); `None` when the proof shows it absent.
+pub fn verify_account_at(
+    root: B256,
+    address: Address,
+    account_proof: &[Bytes],
+) -> Result<Option<TrieAccount>, ReadError> {
+    let leaf = phalanx_trie::verify_proof(root, keccak256(address).as_slice(), account_proof)
+        .map_err(|e| ReadError::Proof(e.to_string()))?;
+    leaf.map(|rlp| {
+        alloy_rlp::Decodable::decode(&mut rlp.as_slice())
+            .map_err(|e: alloy_rlp::Error| ReadError::Malformed(e.to_string()))
+    })
+    .transpose()
+}
+
+impl From<Option<TrieAccount>> for ProvenAccount {
+    fn from(a: Option<TrieAccount>) -> Self {
+        match a {
+            None => ProvenAccount {
+                storage_root: phalanx_trie::EMPTY_ROOT,
+                code_hash: alloy_primitives::KECCAK256_EMPTY,
+                ..ProvenAccount::default()
+            },
+            Some(a) => ProvenAccount {
+                nonce: a.nonce,
+                balance: a.balance,
+                storage_root: a.storage_root,
+                code_hash: a.code_hash,
+            },
+        }
+    }
+}
+
 impl LightClient {
     /// `address`'s account after block `height`, from `account_proof` (EIP-1186
     /// `accountProof`).
@@ -56,25 +90,7 @@ impl LightClient {
         account_proof: &[Bytes],
     ) -> Result<ProvenAccount, ReadError> {
         let root = self.root_at(height).ok_or(ReadError::NoRoot(height))?;
-        let leaf = phalanx_trie::verify_proof(root, keccak256(address).as_slice(), account_proof)
-            .map_err(|e| ReadError::Proof(e.to_string()))?;
-        match leaf {
-            None => Ok(ProvenAccount {
-                storage_root: phalanx_trie::EMPTY_ROOT,
-                code_hash: alloy_primitives::KECCAK256_EMPTY,
-                ..ProvenAccount::default()
-            }),
-            Some(rlp) => {
-                let a: TrieAccount = alloy_rlp::Decodable::decode(&mut rlp.as_slice())
-                    .map_err(|e| ReadError::Malformed(e.to_string()))?;
-                Ok(ProvenAccount {
-                    nonce: a.nonce,
-                    balance: a.balance,
-                    storage_root: a.storage_root,
-                    code_hash: a.code_hash,
-                })
-            }
-        }
+        verify_account_at(root, address, account_proof).map(ProvenAccount::from)
     }
 
     /// A storage slot of a proven account, from its `storageProof` entry.

@@ -1,5 +1,6 @@
 //! `phalanx bench light`: how fast the light client follows claims, re-executes a disputed
-//! block from its proof, and checks a balance against the root it believes.
+//! block from its proof, checks a balance against the root it believes, and answers a
+//! verified `eth_getBalance` over HTTP while following a devnet.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -37,6 +38,10 @@ pub(crate) struct Args {
     /// Funded accounts in the state the disputed block runs on (besides its senders).
     #[arg(long = "state-accounts", default_value_t = 20_000)]
     state_accounts: usize,
+    /// Verified `eth_getBalance` round trips to time, through a light client following an
+    /// in-process devnet over HTTP (0: skip that part).
+    #[arg(long, default_value_t = 1_000)]
+    reads: usize,
     /// Print one JSON object instead of lines.
     #[arg(long)]
     json: bool,
@@ -54,6 +59,103 @@ struct Report {
     re_execute_ms: f64,
     balance_proof_bytes: usize,
     verified_balance_us: f64,
+    reads: usize,
+    verified_get_balance_rtt_p50_us: f64,
+    verified_get_balance_rtt_p99_us: f64,
+    node_get_balance_rtt_p50_us: f64,
+    node_get_balance_rtt_p99_us: f64,
+}
+
+/// Round trips of `eth_getBalance`, microseconds sorted, to the light client and the node.
+struct RoundTrips {
+    light: Vec<f64>,
+    node: Vec<f64>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A devnet in process (1 s slots, 3 executors, no DV), a light client following it over
+/// HTTP, and `reads` sequential `eth_getBalance` calls to each over one kept-alive
+/// connection: the light client's answers are each an `eth_getProof` round trip to the node
+/// plus the proof check.
+fn round_trips(reads: usize) -> anyhow::Result<RoundTrips> {
+    use phalanx_devnet::{Devnet, DevnetConfig};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let dir = tempfile::tempdir()?;
+        let mut config = DevnetConfig::new(dir.path().to_path_buf());
+        config.slot_seconds = Some(1);
+        config.rpc = "127.0.0.1:0".parse()?;
+        config.dv_validators = 0;
+        let devnet = Devnet::start(config).await?;
+        let node = devnet.rpc_addr();
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let light = phalanx_light::run::start(
+            phalanx_light::run::RunConfig {
+                node: format!("http://{node}"),
+                listen: "127.0.0.1:0".parse()?,
+                genesis: devnet.genesis().clone(),
+                checkpoint: devnet.light_checkpoint(),
+                client: Config::default(),
+                poll_ms: 200,
+            },
+            shutdown,
+        )
+        .await?;
+        let who = devnet.accounts()[0].address;
+        let http = reqwest::Client::new();
+        let balance = |addr: std::net::SocketAddr| {
+            let http = http.clone();
+            async move {
+                let body = serde_json::json!({"jsonrpc": "2.0", "id": 1,
+                    "method": "eth_getBalance", "params": [who, "latest"]});
+                let answer: serde_json::Value = http
+                    .post(format!("http://{addr}/"))
+                    .json(&body)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                anyhow::ensure!(answer["result"].is_string(), "{answer}");
+                Ok::<_, anyhow::Error>(answer["result"].clone())
+            }
+        };
+        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+        // Until the light client has verified a block the node can prove.
+        while light.client.lock().map_or(0, |c| c.head().0) < 2
+            || balance(light.addr).await.is_err()
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the light client did not follow the devnet in 120 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let mut times = RoundTrips {
+            light: Vec::new(),
+            node: Vec::new(),
+        };
+        for _ in 0..reads {
+            let t = Instant::now();
+            balance(light.addr).await?;
+            times.light.push(t.elapsed().as_secs_f64() * 1e6);
+            let t = Instant::now();
+            balance(node).await?;
+            times.node.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        times.light.sort_by(f64::total_cmp);
+        times.node.sort_by(f64::total_cmp);
+        drop(devnet);
+        Ok(times)
+    })
 }
 
 fn env(number: u64, spec: &ChainSpec, shards: usize) -> BlockEnv {
@@ -253,6 +355,20 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     let d = disputed(args)?;
+    if !args.json && args.reads > 0 {
+        eprintln!(
+            "bench light: starting a devnet and a light client for {} verified reads…",
+            args.reads
+        );
+    }
+    let trips = if args.reads > 0 {
+        round_trips(args.reads)?
+    } else {
+        RoundTrips {
+            light: Vec::new(),
+            node: Vec::new(),
+        }
+    };
     let report = Report {
         blocks: args.blocks,
         claims,
@@ -264,6 +380,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         re_execute_ms: d.re_execute_ms,
         balance_proof_bytes: d.balance_proof_bytes,
         verified_balance_us: d.verified_balance_us,
+        reads: args.reads,
+        verified_get_balance_rtt_p50_us: percentile(&trips.light, 0.5),
+        verified_get_balance_rtt_p99_us: percentile(&trips.light, 0.99),
+        node_get_balance_rtt_p50_us: percentile(&trips.node, 0.5),
+        node_get_balance_rtt_p99_us: percentile(&trips.node, 0.99),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -283,6 +404,16 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             "verified balance (proof built and checked in process, no network): {:.0} µs, {} proof bytes",
             report.verified_balance_us, report.balance_proof_bytes
         );
+        if report.reads > 0 {
+            println!(
+                "verified eth_getBalance round trip through the light client (HTTP to it, eth_getProof to the node, proof checked): p50 {:.0} µs, p99 {:.0} µs; the node's own eth_getBalance: p50 {:.0} µs, p99 {:.0} µs ({} reads each, devnet running)",
+                report.verified_get_balance_rtt_p50_us,
+                report.verified_get_balance_rtt_p99_us,
+                report.node_get_balance_rtt_p50_us,
+                report.node_get_balance_rtt_p99_us,
+                report.reads
+            );
+        }
     }
     Ok(())
 }

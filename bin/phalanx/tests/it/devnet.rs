@@ -215,3 +215,67 @@ fn dv_run_processes_sign_a_devnets_duties_from_its_validator_api() {
     devnet.kill().unwrap();
     devnet.wait().unwrap();
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `phalanx light` as a process, following a `phalanx devnet` process from the checkpoint
+/// the devnet suggests: it reaches the devnet's blocks on the executors' claims, and answers
+/// balances that equal what the devnet proves.
+#[test]
+fn light_process_follows_a_devnet_and_answers_verified_balances() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut devnet = start(dir.path(), port);
+    wait_height(port, 2, Duration::from_secs(90), &mut devnet);
+    let boot = http(port, "GET", "/phalanx/v1/light/bootstrap", "").unwrap();
+    let checkpoint = format!(
+        "{}:{}:{}",
+        boot["height"],
+        boot["block_hash"].as_str().unwrap(),
+        boot["state_root"].as_str().unwrap()
+    );
+    let genesis = dir.path().join("chain").join("genesis.json");
+    let lport = free_port();
+    let mut light = phalanx()
+        .args(["light", "--node", &format!("http://127.0.0.1:{port}")])
+        .arg("--genesis")
+        .arg(&genesis)
+        .args(["--checkpoint", &checkpoint, "--poll-ms", "200", "--listen"])
+        .arg(format!("127.0.0.1:{lport}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let at = poll(&mut devnet, Duration::from_secs(60), "light head 2", || {
+        assert!(light.try_wait().unwrap().is_none(), "phalanx light exited");
+        let light_head = height(lport)?;
+        let node_head = height(port)?;
+        (light_head >= 2).then_some(light_head.min(node_head))
+    });
+    let alloc: Value = serde_json::from_str(&std::fs::read_to_string(&genesis).unwrap()).unwrap();
+    let accounts: Vec<String> = alloc["alloc"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .take(3)
+        .cloned()
+        .collect();
+    assert!(!accounts.is_empty());
+    let tag = format!("{at:#x}");
+    for who in &accounts {
+        let proven = rpc(port, "eth_getProof", json!([who, [], tag])).unwrap();
+        let balance = rpc(lport, "eth_getBalance", json!([who, tag])).unwrap();
+        assert!(balance.is_string(), "{who}: {balance}");
+        assert_eq!(balance, proven["balance"], "{who} at {at}");
+    }
+    light.kill().unwrap();
+    light.wait().unwrap();
+    devnet.kill().unwrap();
+    devnet.wait().unwrap();
+}

@@ -23,7 +23,7 @@ fn json_of(args: &[&str]) -> serde_json::Value {
 }
 
 /// Roles whose subcommand has not landed at all.
-const ROLES: &[&str] = &["validator", "producer", "executor", "light"];
+const ROLES: &[&str] = &["validator", "producer", "executor"];
 
 #[test]
 fn help_lists_every_role() {
@@ -33,6 +33,7 @@ fn help_lists_every_role() {
     for role in ROLES.iter().chain(&[
         "devnet",
         "node",
+        "light",
         "dv",
         "genesis",
         "sim",
@@ -43,6 +44,34 @@ fn help_lists_every_role() {
             help.lines().any(|l| l.trim_start().starts_with(role)),
             "--help misses {role}:\n{help}"
         );
+    }
+}
+
+#[test]
+fn light_refuses_bad_input_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.json");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{not json").unwrap();
+    for (args, expect) in [
+        (
+            vec!["--genesis", missing.to_str().unwrap()],
+            "cannot read the genesis file",
+        ),
+        (
+            vec!["--genesis", bad.to_str().unwrap()],
+            "is not a genesis file",
+        ),
+        (
+            vec!["--genesis", bad.to_str().unwrap(), "--disagreement", "2"],
+            "--disagreement must be between 0 and 1",
+        ),
+    ] {
+        let out = phalanx().arg("light").args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
     }
 }
 
@@ -79,6 +108,8 @@ fn bench_light_reports_its_figures_and_unknown_benchmarks_are_errors() {
         "40",
         "--state-accounts",
         "200",
+        "--reads",
+        "20",
     ]);
     assert_eq!(r["claims"], 80, "{r}");
     for key in [
@@ -86,6 +117,8 @@ fn bench_light_reports_its_figures_and_unknown_benchmarks_are_errors() {
         "follow_ms_catching_up",
         "re_execute_ms",
         "verified_balance_us",
+        "verified_get_balance_rtt_p50_us",
+        "node_get_balance_rtt_p50_us",
     ] {
         assert!(r[key].as_f64().unwrap() > 0.0, "{key}: {r}");
     }

@@ -3,4 +3,5 @@
 
 mod api;
 mod devnet;
+mod light;
 mod store;

@@ -1,0 +1,241 @@
+//! A light client (`phalanx_light::run`, as `phalanx light` runs it) following an in-process
+//! devnet over HTTP: it reaches the executed head on the executors' claims alone, and its
+//! verified JSON-RPC answers balances, nonces, code, storage and calls exactly as the full
+//! node does; through a node that tampers with proofs or code it answers errors, never the
+//! lie.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use alloy_consensus::{SignableTransaction, TxEip1559};
+use alloy_primitives::{Address, Bytes, TxKind, U256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use phalanx_devnet::{Devnet, DevnetConfig};
+use phalanx_light::run::{RunConfig, Running};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::api::request;
+
+async fn call(addr: SocketAddr, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let (code, body) = request(addr, "POST", "/", &body.to_string()).await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn hex_u64(v: &Value) -> u64 {
+    u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+async fn light(devnet: &Devnet, node: SocketAddr, shutdown: watch::Receiver<bool>) -> Running {
+    phalanx_light::run::start(
+        RunConfig {
+            node: format!("http://{node}"),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            genesis: devnet.genesis().clone(),
+            checkpoint: devnet.light_checkpoint(),
+            client: phalanx_light::client::Config::default(),
+            poll_ms: 100,
+        },
+        shutdown,
+    )
+    .await
+    .unwrap()
+}
+
+/// A node that forwards everything to the devnet but flips a byte in every account proof
+/// and answers other code than the account's.
+async fn lying_node(devnet: SocketAddr) -> SocketAddr {
+    async fn forward(
+        axum::extract::State(devnet): axum::extract::State<SocketAddr>,
+        method: axum::http::Method,
+        uri: axum::http::Uri,
+        body: String,
+    ) -> (axum::http::StatusCode, String) {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let (code, answer) = request(devnet, method.as_str(), &path, &body).await;
+        let mut answer_json: Value = match serde_json::from_str(&answer) {
+            Ok(v) => v,
+            Err(_) => return (axum::http::StatusCode::from_u16(code).unwrap(), answer),
+        };
+        if body.contains("eth_getProof")
+            && let Some(last) = answer_json["result"]["accountProof"]
+                .as_array_mut()
+                .and_then(|p| p.last_mut())
+        {
+            let mut node: Vec<u8> = serde_json::from_value::<Bytes>(last.clone())
+                .unwrap()
+                .to_vec();
+            let end = node.len() - 1;
+            node[end] ^= 1;
+            *last = json!(Bytes::from(node));
+        }
+        if body.contains("eth_getCode") {
+            answer_json["result"] = json!("0x6001600101");
+        }
+        (
+            axum::http::StatusCode::from_u16(code).unwrap(),
+            answer_json.to_string(),
+        )
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(forward).with_state(devnet);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_client_follows_a_devnet_and_serves_only_verified_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = DevnetConfig::new(dir.path().to_path_buf());
+    config.slot_seconds = Some(1);
+    config.rpc = "127.0.0.1:0".parse().unwrap();
+    config.dv_validators = 0;
+    let devnet = Devnet::start(config).await.unwrap();
+    let rpc = devnet.rpc_addr();
+    let (_stop, shutdown) = watch::channel(false);
+    let honest = light(&devnet, rpc, shutdown.clone()).await;
+    let liar = light(&devnet, lying_node(rpc).await, shutdown).await;
+
+    // Deploy a contract whose constructor stores 42 at slot 0 and whose code returns slot 0.
+    let signer = PrivateKeySigner::from_bytes(&devnet.accounts()[1].private_key).unwrap();
+    let init: Bytes = "0x602a600055600b6011600039600b6000f360005460005260206000f3"
+        .parse()
+        .unwrap();
+    let tx = TxEip1559 {
+        chain_id: 7331,
+        nonce: 0,
+        gas_limit: 200_000,
+        max_fee_per_gas: 2_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+        to: TxKind::Create,
+        value: U256::ZERO,
+        access_list: Default::default(),
+        input: init,
+    };
+    let sig = signer.sign_hash_sync(&tx.signature_hash()).unwrap();
+    let envelope: alloy_consensus::TxEnvelope = tx.into_signed(sig).into();
+    let raw = Bytes::from(phalanx_types::transaction::encode(&envelope));
+    let sent = call(rpc, "eth_sendRawTransaction", json!([raw])).await;
+    assert!(sent["result"].is_string(), "{sent}");
+    let contract = signer.address().create(0);
+
+    // Wait until the node has executed the deployment and the light client is past it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let at = loop {
+        let receipt = call(rpc, "eth_getTransactionReceipt", json!([sent["result"]])).await;
+        let head = hex_u64(&call(honest.addr, "eth_blockNumber", json!([])).await["result"]);
+        if let Some(n) = receipt["result"]["blockNumber"].as_str() {
+            let included = u64::from_str_radix(n.trim_start_matches("0x"), 16).unwrap();
+            if head >= included {
+                break included;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "light head {head} never passed the deployment; devnet {:?}",
+            devnet.status()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let tag = json!(format!("{at:#x}"));
+    {
+        let client = honest.client.lock().unwrap();
+        assert_eq!(client.stats().re_executions, 0);
+        assert!(client.head().0 >= at);
+    }
+
+    // Balances and nonces: what the node's own proof says at that block.
+    for who in [signer.address(), devnet.accounts()[0].address, contract] {
+        let node = call(rpc, "eth_getProof", json!([who, [], tag])).await["result"].clone();
+        assert!(node["balance"].is_string(), "{who}: {node}");
+        let balance = call(honest.addr, "eth_getBalance", json!([who, tag])).await;
+        assert_eq!(balance["result"], node["balance"], "{who}: {balance}");
+        let nonce = call(honest.addr, "eth_getTransactionCount", json!([who, tag])).await;
+        assert_eq!(nonce["result"], node["nonce"], "{who}: {nonce}");
+    }
+    let nonce = call(
+        honest.addr,
+        "eth_getTransactionCount",
+        json!([signer.address(), tag]),
+    )
+    .await;
+    assert_eq!(nonce["result"], "0x1", "{nonce}");
+    // Code, storage and a call run here over proven state.
+    let code = call(honest.addr, "eth_getCode", json!([contract, tag])).await;
+    assert_eq!(code["result"], "0x60005460005260206000f3", "{code}");
+    let slot = call(
+        honest.addr,
+        "eth_getStorageAt",
+        json!([contract, "0x0", tag]),
+    )
+    .await;
+    assert_eq!(slot["result"], format!("0x{:064x}", 42), "{slot}");
+    let result = call(honest.addr, "eth_call", json!([{"to": contract}, tag])).await;
+    assert_eq!(result["result"], format!("0x{:064x}", 42), "{result}");
+    let empty = call(
+        honest.addr,
+        "eth_getCode",
+        json!([Address::repeat_byte(9), tag]),
+    )
+    .await;
+    assert_eq!(empty["result"], "0x");
+    // `latest`: the newest block verified here and provable there (as of the client's last
+    // poll of the node, so it may take a poll to see the deployment).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let latest = call(honest.addr, "eth_call", json!([{"to": contract}, "latest"])).await;
+        if latest["result"] == format!("0x{:064x}", 42) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{latest}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // What it cannot verify or does not serve: errors that say so.
+    let future = call(honest.addr, "eth_getBalance", json!([contract, "0xffffff"])).await;
+    assert_eq!(future["error"]["code"], -32000, "{future}");
+    assert!(
+        future["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no verified state root"),
+        "{future}"
+    );
+    let send = call(honest.addr, "eth_sendRawTransaction", json!([raw])).await;
+    assert_eq!(send["error"]["code"], -32601, "{send}");
+    assert_eq!(
+        call(honest.addr, "eth_chainId", json!([])).await["result"],
+        "0x1ca3"
+    );
+
+    // Through the lying node: it follows (headers and claims are honest) but every read the
+    // tampered proofs or code would answer is refused.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while liar.client.lock().unwrap().head().0 < at {
+        assert!(
+            Instant::now() < deadline,
+            "the liar's client never reached {at}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (method, params) in [
+        ("eth_getBalance", json!([signer.address(), tag])),
+        ("eth_getTransactionCount", json!([contract, tag])),
+        ("eth_getStorageAt", json!([contract, "0x0", tag])),
+        ("eth_call", json!([{"to": contract}, tag])),
+    ] {
+        let answer = call(liar.addr, method, params).await;
+        assert_eq!(answer["error"]["code"], -32000, "{method}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("unverified: proof does not verify"),
+            "{method}: {answer}"
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! `phalanx light`: the light client as a process.
+//!
+//! It trusts a checkpoint (given by the operator; else the node's suggestion, with a warning)
+//! and the chain's genesis file (the executors' bonds and keys, the signing domain). It polls
+//! one untrusted full node for headers and executors' claims ([`crate::wire`]), decides each
+//! block by the rules of [`crate::client`], fetches a proof of execution from the node whenever
+//! the rules ask for one (retrying every [`PROOF_RETRY_MS`] while the node has none), logs
+//! every executor a proof showed wrong, and serves verified reads ([`crate::rpc`]) on its own
+//! JSON-RPC endpoint. A progress line every 10 seconds says where it is.
+//!
+//! A node that stops answering only stalls the client: it keeps serving reads at the roots
+//! it believes and resumes when the node is back. A node that lies gets its headers refused
+//! (they do not chain), its claims dropped (signatures) and its proofs rejected (typed
+//! errors); it can withhold, which the client answers by asking for proofs, never by
+//! guessing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alloy_primitives::B256;
+use phalanx_consensus::executors::ExecutorRegistry;
+use phalanx_execution::header::ExecHeader;
+use phalanx_execution::proof::ExecutionProof;
+use phalanx_spec::Genesis;
+use phalanx_types::SignedClaim;
+use ssz::Decode;
+use tokio::sync::watch;
+use tree_hash::TreeHash;
+
+use crate::client::{Config, LightClient, LightHeader};
+use crate::upstream::{FetchError, Upstream};
+use crate::wire::{Bootstrap, MAX_HEADERS, UpdatesQuery};
+
+/// How long to wait before asking again for a proof the node did not have.
+pub const PROOF_RETRY_MS: u64 = 2_000;
+
+/// Settings of `phalanx light`.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The full node (JSON-RPC at `/`, the light protocol under `/phalanx/v1/light`).
+    pub node: String,
+    /// Where to serve verified JSON-RPC.
+    pub listen: SocketAddr,
+    /// The chain's genesis (executors, signing domain, chain id).
+    pub genesis: Genesis,
+    /// The trusted checkpoint; `None` takes the node's (with a warning).
+    pub checkpoint: Option<Bootstrap>,
+    /// The client's rules.
+    pub client: Config,
+    /// How often to poll the node.
+    pub poll_ms: u64,
+}
+
+/// Why the light client could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The genesis file does not give a registry.
+    #[error("genesis: {0}")]
+    Genesis(String),
+    /// No checkpoint could be had.
+    #[error("checkpoint from the node: {0}")]
+    Checkpoint(FetchError),
+    /// The HTTP client could not be made.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The JSON-RPC address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("JSON-RPC server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A started light client.
+#[derive(Debug)]
+pub struct Running {
+    /// Where it serves JSON-RPC.
+    pub addr: SocketAddr,
+    /// The client (for status).
+    pub client: Arc<Mutex<LightClient>>,
+    /// The follower and the server; ends on shutdown.
+    pub task: tokio::task::JoinHandle<Result<(), RunError>>,
+}
+
+/// Runs the light client until `shutdown`.
+pub async fn run(config: RunConfig, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
+    let running = start(config, shutdown).await?;
+    running
+        .task
+        .await
+        .map_err(|e| RunError::Serve(std::io::Error::other(e.to_string())))?
+}
+
+/// Binds the endpoint, takes the checkpoint and starts following; returns at once.
+pub async fn start(
+    config: RunConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Running, RunError> {
+    let registry = ExecutorRegistry::from_genesis(&config.genesis)
+        .map_err(|e| RunError::Genesis(e.to_string()))?;
+    let upstream = Upstream::new(&config.node, Duration::from_secs(10))?;
+    let checkpoint = match config.checkpoint {
+        Some(c) => c,
+        None => {
+            let c = upstream.bootstrap().await.map_err(RunError::Checkpoint)?;
+            tracing::warn!(height = c.height, block = %c.block_hash, root = %c.state_root,
+                node = %config.node,
+                "light client: no --checkpoint given; trusting the node's (weak subjectivity: \
+                 whoever answers this decides what the client believes)");
+            c
+        }
+    };
+    let client = Arc::new(Mutex::new(LightClient::new(
+        config.client,
+        config.genesis.signing_context(),
+        registry,
+        (
+            checkpoint.height,
+            checkpoint.block_hash,
+            checkpoint.state_root,
+        ),
+    )));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| RunError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    tracing::info!(%addr, node = %config.node, checkpoint = checkpoint.height,
+        "light client: verified JSON-RPC listening");
+    let provable = Arc::new(AtomicU64::new(0));
+    let serving = crate::rpc::Serving {
+        client: client.clone(),
+        upstream: upstream.clone(),
+        chain_id: config.genesis.spec.chain_id,
+        provable: provable.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let mut stop = shutdown.clone();
+    let server =
+        axum::serve(listener, crate::rpc::router(serving)).with_graceful_shutdown(async move {
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    let follower = Follower {
+        client: client.clone(),
+        upstream,
+        provable,
+        asked: HashMap::new(),
+        seen: BTreeMap::new(),
+        last_line: 0,
+    };
+    let poll = Duration::from_millis(config.poll_ms.max(10));
+    let task = tokio::spawn(async move {
+        let follow = tokio::spawn(follower.run(poll, shutdown));
+        let served = server.await.map_err(RunError::Serve);
+        follow.abort();
+        served
+    });
+    Ok(Running { addr, client, task })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+struct Follower {
+    client: Arc<Mutex<LightClient>>,
+    upstream: Upstream,
+    /// What the node says it can prove (for `latest` reads).
+    provable: Arc<AtomicU64>,
+    /// When a proof was last asked for, by height.
+    asked: HashMap<u64, u64>,
+    /// Claims already handed to the client, by height (a node repeating claims costs one
+    /// hash each, not a signature check).
+    seen: BTreeMap<u64, HashSet<B256>>,
+    last_line: u64,
+}
+
+impl Follower {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LightClient> {
+        self.client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn run(mut self, poll: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut failing = false;
+        loop {
+            match self.step().await {
+                Ok(more) => {
+                    if failing {
+                        tracing::info!(node = %self.upstream.base(), "light client: node back");
+                        failing = false;
+                    }
+                    if more {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "light client: node unreachable; retrying");
+                    }
+                    failing = true;
+                }
+            }
+            tokio::select! {
+                r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return; },
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    /// One poll: headers and claims in, decisions, proofs. `true` when the node had a full
+    /// page of headers (poll again at once).
+    async fn step(&mut self) -> Result<bool, FetchError> {
+        let (from, claims_from) = {
+            let c = self.lock();
+            (c.tip().0 + 1, c.head().0 + 1)
+        };
+        let updates = self
+            .upstream
+            .updates(&UpdatesQuery {
+                from,
+                claims_from,
+                limit: Some(MAX_HEADERS as u64),
+            })
+            .await?;
+        let full = updates.headers.len() >= MAX_HEADERS;
+        self.provable.store(updates.provable, Ordering::Relaxed);
+        let now = now_ms();
+        {
+            let mut client = self
+                .client
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for raw in &updates.headers {
+                let header = match ExecHeader::from_ssz_bytes(raw) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "light client: malformed header from the node");
+                        break;
+                    }
+                };
+                if let Err(e) = client.on_header(LightHeader::from(&header), now) {
+                    tracing::warn!(error = %e, "light client: header refused");
+                    break;
+                }
+            }
+            let head = client.head().0;
+            for raw in &updates.claims {
+                let Ok(claim) = SignedClaim::from_ssz_bytes(raw) else {
+                    tracing::warn!("light client: malformed claim from the node");
+                    continue;
+                };
+                let height = claim.message.height;
+                if height <= head
+                    || !self
+                        .seen
+                        .entry(height)
+                        .or_default()
+                        .insert(claim.tree_hash_root())
+                {
+                    continue;
+                }
+                if let Err(e) = client.on_claim(claim) {
+                    tracing::debug!(error = %e, "light client: claim refused");
+                }
+            }
+        }
+        self.decide().await;
+        Ok(full)
+    }
+
+    /// Lets the client decide; fetches the proofs it asks for.
+    async fn decide(&mut self) {
+        loop {
+            let need = self.lock().advance(now_ms());
+            let Some(need) = need else { break };
+            let now = now_ms();
+            if self
+                .asked
+                .get(&need.height)
+                .is_some_and(|t| now.saturating_sub(*t) < PROOF_RETRY_MS)
+            {
+                break;
+            }
+            self.asked.insert(need.height, now);
+            tracing::info!(height = need.height, reason = ?need.reason,
+                "light client: fetching a proof of execution");
+            let proof = match self.upstream.proof(need.height).await {
+                Ok(Some(bytes)) => match ExecutionProof::from_bytes(&bytes) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(height = need.height, error = %e,
+                            "light client: malformed proof of execution");
+                        break;
+                    }
+                },
+                Ok(None) => {
+                    tracing::warn!(
+                        height = need.height,
+                        "light client: the node has no proof of execution for this block"
+                    );
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(height = need.height, error = %e,
+                        "light client: proof of execution not fetched");
+                    break;
+                }
+            };
+            let mut client = self.lock();
+            match client.on_proof(need.height, &proof) {
+                Ok(root) => tracing::info!(height = need.height, %root,
+                    "light client: re-executed the block; its root is believed"),
+                Err(e) => {
+                    tracing::warn!(height = need.height, error = %e,
+                        "light client: proof of execution refused");
+                    break;
+                }
+            }
+            for wrong in client.take_wrong_claims() {
+                tracing::warn!(executor = wrong.claim.executor.0, height = wrong.claim.message.height,
+                    claimed = %wrong.claim.message.post_state_root, true_root = %wrong.true_root,
+                    "light client: executor signed a wrong claim (slashable by proof of execution)");
+            }
+        }
+        let (head, root, stats) = {
+            let c = self.lock();
+            let (h, r) = c.head();
+            (h, r, c.stats())
+        };
+        self.asked.retain(|h, _| *h > head);
+        while self.seen.first_key_value().is_some_and(|(h, _)| *h <= head) {
+            self.seen.pop_first();
+        }
+        let now = now_ms();
+        if now.saturating_sub(self.last_line) >= 10_000 {
+            self.last_line = now;
+            tracing::info!(head, %root, re_executions = stats.re_executions,
+                "light client: following");
+        }
+    }
+}

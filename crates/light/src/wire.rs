@@ -1,0 +1,85 @@
+//! What a light client asks an untrusted full node over HTTP, beside its Ethereum JSON-RPC
+//! (`eth_getProof` and `eth_getCode` for verified reads):
+//!
+//! - `GET /phalanx/v1/light/bootstrap` → [`Bootstrap`]: the node's suggestion of a checkpoint.
+//!   Only used when the operator gave none, with a warning: whoever answers it decides what
+//!   the client trusts (weak subjectivity).
+//! - `GET /phalanx/v1/light/updates?from=H&claims_from=C&limit=N` → [`Updates`]: the
+//!   executed headers from height `H` (at most `N`, at most [`MAX_HEADERS`]) and the
+//!   executors' signed claims the node holds for heights `≥ C` (at most [`MAX_CLAIMS`]), each
+//!   SSZ-encoded in hex. The client computes every header's hash itself and checks every
+//!   claim's signature, so the node can only withhold, never forge. It also says up to which
+//!   height it can prove state.
+//! - `GET /phalanx/v1/light/proof/{height}` → the block's proof of execution
+//!   (`phalanx_execution::proof::ExecutionProof`, SSZ, `application/octet-stream`), or 404.
+
+use alloy_primitives::{B256, Bytes};
+use phalanx_execution::header::ExecHeader;
+use serde::{Deserialize, Serialize};
+
+use crate::client::LightHeader;
+
+/// Path of the bootstrap.
+pub const BOOTSTRAP_PATH: &str = "/phalanx/v1/light/bootstrap";
+/// Path of the updates.
+pub const UPDATES_PATH: &str = "/phalanx/v1/light/updates";
+/// Path of the proof of execution of `{height}` (axum syntax).
+pub const PROOF_ROUTE: &str = "/phalanx/v1/light/proof/{height}";
+
+/// The path of the proof at `height`.
+pub fn proof_path(height: u64) -> String {
+    format!("/phalanx/v1/light/proof/{height}")
+}
+
+/// Headers per updates answer, at most.
+pub const MAX_HEADERS: usize = 256;
+/// Claims per updates answer, at most.
+pub const MAX_CLAIMS: usize = 4096;
+
+/// A checkpoint: a block and the state root after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bootstrap {
+    /// Height.
+    pub height: u64,
+    /// Block hash (`hash_tree_root` of its header).
+    pub block_hash: B256,
+    /// State root after it.
+    pub state_root: B256,
+}
+
+/// The query of an updates request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdatesQuery {
+    /// First header height wanted.
+    pub from: u64,
+    /// Lowest height whose claims are wanted.
+    pub claims_from: u64,
+    /// Headers wanted, at most.
+    pub limit: Option<u64>,
+}
+
+/// Headers and claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Updates {
+    /// The highest block whose state the node can prove (`eth_getProof`). Only used to pick
+    /// which verified root `latest` reads use: a node lying about it can make the client
+    /// answer from an older verified root, never from an unverified one.
+    #[serde(default)]
+    pub provable: u64,
+    /// SSZ of each `ExecHeader`, in height order.
+    pub headers: Vec<Bytes>,
+    /// SSZ of each `SignedClaim`.
+    pub claims: Vec<Bytes>,
+}
+
+impl From<&ExecHeader> for LightHeader {
+    fn from(h: &ExecHeader) -> Self {
+        LightHeader {
+            height: h.number,
+            hash: h.hash(),
+            parent: h.parent,
+            shard_roots: h.shard_roots.to_vec(),
+            env: h.env(),
+        }
+    }
+}
