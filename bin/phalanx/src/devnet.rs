@@ -58,6 +58,10 @@ pub(crate) struct DevnetArgs {
     /// Bonded executors signing claims, followed by an in-process light client (0: none).
     #[arg(long, default_value_t = 3)]
     executors: u32,
+    /// Run the last this many executors as `phalanx executor` processes instead: their
+    /// keystores are written to DATA_DIR/executors/ and their claims are taken over HTTP.
+    #[arg(long = "external-executors", default_value_t = 0)]
+    external_executors: u32,
 }
 
 pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
@@ -76,6 +80,7 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
     config.dv_threshold = args.dv_threshold;
     config.dv_external_port = args.dv_external_port;
     config.executors = args.executors;
+    config.external_executors = args.external_executors;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -126,6 +131,16 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
         println!("Dashboard http://{}/   metrics http://{}/metrics", devnet.rpc_addr(), devnet.rpc_addr());
         println!("Validator API http://{}/eth/v1/… (OpenAPI: /eth/v1/openapi.json)", devnet.rpc_addr());
         println!("Data       {}", args.data_dir.display());
+        for i in args.executors - args.external_executors.min(args.executors)..args.executors {
+            println!(
+                "Executor {i} not started here: run `phalanx executor --node http://{} --genesis {} --keystore {} --password-file {} --data-dir {}`",
+                devnet.rpc_addr(),
+                args.data_dir.join("chain").join("genesis.json").display(),
+                args.data_dir.join("executors").join(format!("{i:04}.json")).display(),
+                args.data_dir.join("executors").join("password.txt").display(),
+                args.data_dir.join("executors").join(format!("state-{i}")).display(),
+            );
+        }
         if let Some(c) = devnet.light_checkpoint() {
             println!(
                 "Light client: phalanx light --node http://{} --genesis {} --checkpoint {}:{}:{}",

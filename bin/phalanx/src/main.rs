@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod devnet;
 mod dv;
+mod executor;
 mod genesis;
 mod light;
 mod node;
@@ -53,8 +54,9 @@ enum Command {
     Dv(dv::DvCommand),
     /// A block producer.
     Producer(Pending),
-    /// A bonded executor that signs state claims.
-    Executor(Pending),
+    /// A bonded executor: follows a full node, executes every block on its own state, signs
+    /// and posts claims about the post-state root.
+    Executor(executor::ExecutorArgs),
     /// A light client: follows a full node's headers and executors' claims, re-executes
     /// disputed blocks, serves verified Ethereum JSON-RPC.
     Light(light::LightArgs),
@@ -85,12 +87,12 @@ fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
     Some(match command {
         Command::Validator(_) => ("validator", 4, "Consensus (validator client)"),
         Command::Producer(_) => ("producer", 4, "Consensus (producer)"),
-        Command::Executor(_) => ("executor", 7, "Executors' claims and the light client"),
         Command::Bench(bench::Target::Other(args)) => return bench::pending(args),
         Command::Genesis(_)
         | Command::Devnet(_)
         | Command::Node(_)
         | Command::Light(_)
+        | Command::Executor(_)
         | Command::Spec { .. }
         | Command::Statetest { .. }
         | Command::Dv(
@@ -129,6 +131,7 @@ fn main() -> ExitCode {
         Command::Devnet(args) => devnet::run(&args),
         Command::Node(args) => node::run(&args),
         Command::Light(args) => light::run(&args),
+        Command::Executor(args) => executor::run(&args),
         Command::Statetest { paths } => statetest::run(&paths),
         Command::Bench(bench::Target::Execution(args)) => bench::execution::run(&args),
         Command::Bench(bench::Target::Consensus(args)) => bench::consensus::run(&args),

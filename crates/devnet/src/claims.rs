@@ -31,11 +31,11 @@ use phalanx_execution::proof::ExecutionProof;
 use phalanx_execution::store::StateStore;
 use phalanx_light::client::{Config, LightClient, LightHeader};
 use phalanx_light::wire::{
-    BOOTSTRAP_PATH, Bootstrap, MAX_CLAIMS, MAX_HEADERS, PROOF_ROUTE, UPDATES_PATH, Updates,
-    UpdatesQuery,
+    BOOTSTRAP_PATH, BlockShards, Bootstrap, CLAIMS_PATH, ClaimsAnswer, ClaimsSubmission,
+    MAX_CLAIMS, MAX_HEADERS, PROOF_ROUTE, SHARDS_ROUTE, UPDATES_PATH, Updates, UpdatesQuery,
 };
 use phalanx_types::{ExecutorIndex, Shard, SignedClaim, SigningContext};
-use ssz::Encode;
+use ssz::{Decode, Encode};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{Shared, lock};
@@ -49,11 +49,47 @@ const KEEP_CLAIMS: u64 = 1024;
 /// A light client's request for a proof of execution, answered with its SSZ.
 type ProofRequest = (u64, oneshot::Sender<Option<Vec<u8>>>);
 
+/// Writes the keystores of the executors run as processes (index `first` on).
+pub(crate) fn write_external_keys(
+    dir: &std::path::Path,
+    seed: &str,
+    keys: &[(String, SecretKey)],
+    first: usize,
+) -> Result<(), crate::DevnetError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let io = |path: std::path::PathBuf| move |source| crate::DevnetError::Io { path, source };
+    std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
+    for (i, (path, sk)) in keys.iter().enumerate() {
+        let index = first + i;
+        let json = phalanx_spec::devnet::keystore_json(
+            seed,
+            path,
+            sk,
+            &format!("phalanx devnet executor {index}"),
+        )
+        .map_err(|e| crate::DevnetError::Genesis(e.to_string()))?;
+        let file = dir.join(format!("{index:04}.json"));
+        phalanx_types::fs::write_atomic(&file, json.as_bytes()).map_err(io(file.clone()))?;
+    }
+    let password = dir.join("password.txt");
+    phalanx_types::fs::write_atomic(
+        &password,
+        format!("{}\n", phalanx_spec::devnet::DEVNET_PASSWORD).as_bytes(),
+    )
+    .map_err(io(password.clone()))
+}
+
 /// What the devnet serves light clients, filled by the executors' task.
 #[derive(Debug, Default)]
 pub(crate) struct Feed {
     /// The suggested checkpoint (the genesis).
     pub(crate) checkpoint: Mutex<Option<Bootstrap>>,
+    /// What posted claims are checked with.
+    check: Mutex<Option<(ExecutorRegistry, SigningContext)>>,
+    /// Posted claims, to the executors' task.
+    posted: Mutex<Option<mpsc::UnboundedSender<SignedClaim>>>,
     /// Signed claims by height.
     claims: Mutex<BTreeMap<u64, Vec<SignedClaim>>>,
     /// To the executors' task.
@@ -67,6 +103,88 @@ pub(crate) fn router() -> axum::Router<Arc<Shared>> {
         .route(BOOTSTRAP_PATH, get(bootstrap))
         .route(UPDATES_PATH, get(updates))
         .route(PROOF_ROUTE, get(proof))
+        .route(SHARDS_ROUTE, get(shards))
+        .route(CLAIMS_PATH, axum::routing::post(post_claims))
+}
+
+async fn shards(State(shared): State<Arc<Shared>>, Path(height): Path<u64>) -> Response {
+    let blocks = shared.blocks();
+    let Some(block) = blocks.get(&height) else {
+        return not_found(format!("block {height} is not known"));
+    };
+    let count = block.header.shard_roots.len();
+    let mut txs: Vec<Vec<Vec<u8>>> = vec![Vec::new(); count];
+    for (shard, raw) in &block.raw {
+        if let Some(list) = txs.get_mut(usize::from(*shard)) {
+            list.push(raw.to_vec());
+        }
+    }
+    drop(blocks);
+    let mut shards = Vec::with_capacity(count);
+    for list in txs {
+        match Shard::from_transactions(list) {
+            Ok(s) => shards.push(Bytes::from(s.as_ssz_bytes())),
+            Err(e) => return not_found(format!("block {height}: {e:?}")),
+        }
+    }
+    axum::Json(BlockShards { shards }).into_response()
+}
+
+/// Checks posted claims (bonded signer, valid signature, a block this node holds) and hands
+/// the good ones to the executors' task.
+async fn post_claims(
+    State(shared): State<Arc<Shared>>,
+    axum::Json(body): axum::Json<ClaimsSubmission>,
+) -> Response {
+    let Some((registry, signing)) = lock(&shared.light_feed.check).clone() else {
+        return not_found("this node runs no executors".into());
+    };
+    let mut answer = ClaimsAnswer::default();
+    for (i, raw) in body.claims.iter().enumerate().take(MAX_CLAIMS) {
+        let claim = match SignedClaim::from_ssz_bytes(raw) {
+            Ok(c) => c,
+            Err(e) => {
+                answer.refused.push(format!("claim {i}: malformed: {e:?}"));
+                continue;
+            }
+        };
+        let m = &claim.message;
+        let known = shared
+            .blocks()
+            .get(&m.height)
+            .is_some_and(|b| b.header.hash() == m.block_hash);
+        let why = if !known {
+            Some(format!(
+                "block {} at height {} is not known",
+                m.block_hash, m.height
+            ))
+        } else {
+            match registry.get(claim.executor) {
+                None => Some(format!("executor {} is not bonded", claim.executor.0)),
+                Some(e) => signing
+                    .verify(m, &e.pubkey, &claim.signature)
+                    .err()
+                    .map(|err| format!("executor {}: {err}", claim.executor.0)),
+            }
+        };
+        if let Some(why) = why {
+            tracing::debug!(reason = %why, "devnet: posted claim refused");
+            answer.refused.push(format!("claim {i}: {why}"));
+            continue;
+        }
+        let sent = lock(&shared.light_feed.posted)
+            .as_ref()
+            .is_some_and(|tx| tx.send(claim).is_ok());
+        if sent {
+            answer.accepted += 1;
+        }
+    }
+    let code = if answer.accepted == 0 && !answer.refused.is_empty() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    (code, axum::Json(answer)).into_response()
 }
 
 fn not_found(message: String) -> Response {
@@ -191,6 +309,9 @@ pub(crate) fn start(
     });
     let (proofs_tx, mut proofs) = mpsc::unbounded_channel::<ProofRequest>();
     *lock(&shared.light_feed.proofs) = Some(proofs_tx);
+    let (posted_tx, mut posted) = mpsc::unbounded_channel::<SignedClaim>();
+    *lock(&shared.light_feed.posted) = Some(posted_tx);
+    *lock(&shared.light_feed.check) = Some((registry.clone(), signing));
     let client = LightClient::new(
         Config::default(),
         signing,
@@ -225,6 +346,7 @@ pub(crate) fn start(
                 Some((height, reply)) = proofs.recv() => {
                     let _ = reply.send(run.proof(height).map(|p| p.to_bytes()));
                 }
+                Some(claim) = posted.recv() => run.claim(claim),
             }
         }
     }))
@@ -279,6 +401,7 @@ impl Run {
             .get(&header.number.saturating_sub(1))
             .copied()
             .unwrap_or_default();
+        let mut signed_here = Vec::with_capacity(self.executors.len());
         for ex in &mut self.executors {
             let result = match ex
                 .store
@@ -315,27 +438,36 @@ impl Run {
                 &result.effects_roots(),
                 result.post_state_root,
             );
-            let signed = SignedClaim {
+            signed_here.push(SignedClaim {
                 executor: ExecutorIndex(ex.index),
                 signature: self.signing.sign(&message, &ex.key),
                 message,
-            };
-            self.claims += 1;
-            {
-                let mut served = lock(&self.shared.light_feed.claims);
-                served
-                    .entry(header.number)
-                    .or_default()
-                    .push(signed.clone());
-                while served.len() as u64 > KEEP_CLAIMS {
-                    served.pop_first();
-                }
-            }
-            if let Err(e) = self.client.on_claim(signed) {
-                tracing::warn!(error = %e, "devnet light client: claim refused");
-            }
+            });
+        }
+        for signed in signed_here {
+            self.claim(signed);
         }
         self.decide(now);
+    }
+
+    /// A signed claim (an executor's here, or one posted by a `phalanx executor`): served to
+    /// light clients and weighed by the in-process one.
+    fn claim(&mut self, signed: SignedClaim) {
+        self.claims += 1;
+        {
+            let mut served = lock(&self.shared.light_feed.claims);
+            let at = served.entry(signed.message.height).or_default();
+            if at.contains(&signed) {
+                return;
+            }
+            at.push(signed.clone());
+            while served.len() as u64 > KEEP_CLAIMS {
+                served.pop_first();
+            }
+        }
+        if let Err(e) = self.client.on_claim(signed) {
+            tracing::warn!(error = %e, "devnet light client: claim refused");
+        }
     }
 
     /// Lets the light client decide; serves it a proof from executor 0's replica when asked.

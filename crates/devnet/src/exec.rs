@@ -7,10 +7,9 @@
 //! addresses from the registry, and the fee split is the declaration's. The base fee is fixed
 //! at [`BASEFEE`] (the devnet has no fee market yet).
 
-use alloy_primitives::{B256, U256, keccak256};
+use alloy_primitives::B256;
 use phalanx_cluster::wire::ExecHeader;
 use phalanx_consensus::Registry;
-use phalanx_execution::changes::{AccountChange, AccountFields, Changes};
 use phalanx_sim::chain::FinalizedBlock;
 use phalanx_spec::{ChainSpec, Genesis};
 use ssz_types::VariableList;
@@ -18,44 +17,8 @@ use ssz_types::VariableList;
 /// The devnet's base fee, wei (1 gwei).
 pub const BASEFEE: u64 = 1_000_000_000;
 
-/// `keccak256` of empty code.
-const KECCAK_EMPTY: B256 =
-    alloy_primitives::b256!("c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470");
-
-/// The genesis allocation as changes to the empty state.
-pub fn genesis_changes(genesis: &Genesis) -> Changes {
-    let mut changes = Changes::default();
-    for (address, account) in &genesis.alloc {
-        let code_hash = match &account.code {
-            Some(code) if !code.is_empty() => {
-                let hash = keccak256(code);
-                changes.codes.insert(hash, code.clone());
-                hash
-            }
-            _ => KECCAK_EMPTY,
-        };
-        let storage = account
-            .storage
-            .iter()
-            .flatten()
-            .map(|(k, v)| (U256::from_be_bytes(k.0), U256::from_be_bytes(v.0)))
-            .filter(|(_, v)| !v.is_zero())
-            .collect();
-        changes.accounts.insert(
-            *address,
-            AccountChange {
-                fields: Some(Some(AccountFields {
-                    nonce: account.nonce.unwrap_or(0),
-                    balance: account.balance,
-                    code_hash,
-                })),
-                storage_cleared: false,
-                storage,
-            },
-        );
-    }
-    changes
-}
+/// The genesis allocation as changes to the empty state (as every executor computes it).
+pub use phalanx_executor::genesis_changes;
 
 /// The header of execution's genesis block (height 0, no shards).
 pub fn genesis_header(genesis: &Genesis, genesis_root: B256) -> ExecHeader {

@@ -95,6 +95,10 @@ pub struct DevnetConfig {
     pub dv_external_port: Option<u16>,
     /// Bonded executors (0: none, and no light client).
     pub executors: u32,
+    /// The last this many executors run as `phalanx executor` processes, not here: their
+    /// keystores are written to `data_dir/executors/NNNN.json` (password in
+    /// `data_dir/executors/password.txt`) and their claims are taken over HTTP.
+    pub external_executors: u32,
 }
 
 impl DevnetConfig {
@@ -118,6 +122,7 @@ impl DevnetConfig {
             dv_threshold: None,
             dv_external_port: None,
             executors: 3,
+            external_executors: 0,
         }
     }
 }
@@ -709,12 +714,29 @@ impl Devnet {
         // The feed: finalized blocks from the chain thread to the servers.
         let (blocks_tx, blocks_rx) = mpsc::unbounded_channel::<(ExecHeader, Vec<Shard>)>();
         let (claims_tx, claims_rx) = mpsc::unbounded_channel::<(ExecHeader, Vec<Shard>)>();
+        if config.external_executors > 0 && config.external_executors >= config.executors {
+            return Err(DevnetError::Config(format!(
+                "--external-executors {} leaves no executor in process out of --executors {} \
+                 (executor 0's replica serves proofs of execution)",
+                config.external_executors, config.executors
+            )));
+        }
         if config.executors > 0 {
             let registry = phalanx_consensus::executors::ExecutorRegistry::from_genesis(&genesis)
                 .map_err(|e| DevnetError::Genesis(e.to_string()))?;
+            let inside = (config.executors - config.external_executors) as usize;
+            claims::write_external_keys(
+                &config.data_dir.join("executors"),
+                &config.seed,
+                &keys.executors[inside..],
+                inside,
+            )?;
             tasks.push(
                 claims::start(
-                    keys.executors.iter().map(|(_, k)| k.clone()).collect(),
+                    keys.executors[..inside]
+                        .iter()
+                        .map(|(_, k)| k.clone())
+                        .collect(),
                     registry,
                     signing,
                     (genesis_exec.clone(), alloc.clone()),

@@ -116,18 +116,32 @@ impl Upstream {
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, FetchError> {
-        let response = self.get(path).await?.ok_or_else(|| FetchError::Status {
-            url: format!("{}{path}", self.base),
-            status: 404,
-        })?;
+        self.get_json_if_held(path)
+            .await?
+            .ok_or_else(|| FetchError::Status {
+                url: format!("{}{path}", self.base),
+                status: 404,
+            })
+    }
+
+    /// `None` on 404.
+    async fn get_json_if_held<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, FetchError> {
+        let Some(response) = self.get(path).await? else {
+            return Ok(None);
+        };
         let bytes = response.bytes().await.map_err(|source| FetchError::Http {
             url: path.to_string(),
             source,
         })?;
-        serde_json::from_slice(&bytes).map_err(|e| FetchError::Malformed {
-            what: path.to_string(),
-            reason: e.to_string(),
-        })
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| FetchError::Malformed {
+                what: path.to_string(),
+                reason: e.to_string(),
+            })
     }
 
     /// The node's suggested checkpoint.
@@ -158,6 +172,43 @@ impl Upstream {
             .await
             .map_err(|source| FetchError::Http { url: path, source })?;
         Ok(Some(bytes.to_vec()))
+    }
+
+    /// The shards of the block at `height` (SSZ each), if the node has them.
+    pub async fn shards(&self, height: u64) -> Result<Option<Vec<Bytes>>, FetchError> {
+        let path = crate::wire::shards_path(height);
+        Ok(self
+            .get_json_if_held::<crate::wire::BlockShards>(&path)
+            .await?
+            .map(|b| b.shards))
+    }
+
+    /// Posts signed claims (SSZ each).
+    pub async fn submit_claims(
+        &self,
+        claims: Vec<Bytes>,
+    ) -> Result<crate::wire::ClaimsAnswer, FetchError> {
+        let url = format!("{}{}", self.base, crate::wire::CLAIMS_PATH);
+        let response = self
+            .http
+            .post(&url)
+            .json(&crate::wire::ClaimsSubmission { claims })
+            .send()
+            .await
+            .map_err(|source| FetchError::Http {
+                url: url.clone(),
+                source,
+            })?;
+        if !response.status().is_success() {
+            return Err(FetchError::Status {
+                url,
+                status: response.status().as_u16(),
+            });
+        }
+        response
+            .json()
+            .await
+            .map_err(|source| FetchError::Http { url, source })
     }
 
     /// `eth_getProof(address, slots, height)`.

@@ -12,6 +12,14 @@
 //!   height it can prove state.
 //! - `GET /phalanx/v1/light/proof/{height}` → the block's proof of execution
 //!   (`phalanx_execution::proof::ExecutionProof`, SSZ, `application/octet-stream`), or 404.
+//!
+//! And for executors (`phalanx executor`), which follow the same headers:
+//!
+//! - `GET /phalanx/v1/light/shards/{height}` → [`BlockShards`]: the block's shards (SSZ in
+//!   hex), checked by the executor against the header's shard roots; 404 if not held.
+//! - `POST /phalanx/v1/light/claims` with [`ClaimsSubmission`] → [`ClaimsAnswer`]: signed
+//!   claims for the node to check (bonded signer, valid signature, a block it holds) and pass
+//!   on to the light clients it serves.
 
 use alloy_primitives::{B256, Bytes};
 use phalanx_execution::header::ExecHeader;
@@ -25,6 +33,39 @@ pub const BOOTSTRAP_PATH: &str = "/phalanx/v1/light/bootstrap";
 pub const UPDATES_PATH: &str = "/phalanx/v1/light/updates";
 /// Path of the proof of execution of `{height}` (axum syntax).
 pub const PROOF_ROUTE: &str = "/phalanx/v1/light/proof/{height}";
+
+/// Path of the shards of `{height}` (axum syntax).
+pub const SHARDS_ROUTE: &str = "/phalanx/v1/light/shards/{height}";
+/// Path claims are posted to.
+pub const CLAIMS_PATH: &str = "/phalanx/v1/light/claims";
+
+/// The path of the shards at `height`.
+pub fn shards_path(height: u64) -> String {
+    format!("/phalanx/v1/light/shards/{height}")
+}
+
+/// A block's shards.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockShards {
+    /// SSZ of each `Shard`, in shard order.
+    pub shards: Vec<Bytes>,
+}
+
+/// Claims an executor posts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimsSubmission {
+    /// SSZ of each `SignedClaim`.
+    pub claims: Vec<Bytes>,
+}
+
+/// What the node did with them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimsAnswer {
+    /// Claims taken.
+    pub accepted: usize,
+    /// Why each other one was refused.
+    pub refused: Vec<String>,
+}
 
 /// The path of the proof at `height`.
 pub fn proof_path(height: u64) -> String {

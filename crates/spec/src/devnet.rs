@@ -259,6 +259,33 @@ fn write_file(path: &Path, contents: &str, force: bool) -> Result<(), GenesisErr
     })
 }
 
+fn keystore(
+    ikm: &[u8; 32],
+    strength: KdfStrength,
+    path: &str,
+    sk: &SecretKey,
+    description: &str,
+) -> Result<String, phalanx_crypto::keystore::KeystoreError> {
+    let (salt, nonce) = keystore_material(ikm, path);
+    let kdf = match strength {
+        KdfStrength::Light => Kdf::pbkdf2_light(salt),
+        KdfStrength::Standard => Kdf::scrypt_standard(salt),
+    };
+    Keystore::encrypt(sk, DEVNET_PASSWORD, kdf, &nonce, path, description)
+        .map(|ks| ks.to_json_string())
+}
+
+/// The EIP-2335 keystore (under [`DEVNET_PASSWORD`], fast KDF) of one devnet key, as
+/// `write` makes it: deterministic from the seed and the key's derivation path.
+pub fn keystore_json(
+    seed: &str,
+    path: &str,
+    sk: &SecretKey,
+    description: &str,
+) -> Result<String, phalanx_crypto::keystore::KeystoreError> {
+    keystore(&ikm(seed), KdfStrength::Light, path, sk, description)
+}
+
 /// Generates and writes `genesis.json`, `keys/{validators,producers,executors}/NNNN.json`
 /// (EIP-2335 keystores), `keys/password.txt` and `keys/accounts.json` under `dir`.
 /// Refuses to overwrite existing files unless `force`.
@@ -273,22 +300,15 @@ pub fn write(dir: &Path, params: &DevnetParams, force: bool) -> Result<Written, 
     ];
     for (role, list) in roles {
         for (i, (path, sk)) in list.iter().enumerate() {
-            let (salt, nonce) = keystore_material(&ikm, path);
-            let kdf = match params.kdf {
-                KdfStrength::Light => Kdf::pbkdf2_light(salt),
-                KdfStrength::Standard => Kdf::scrypt_standard(salt),
-            };
             let description = format!("phalanx devnet {role} {i}");
-            let ks = Keystore::encrypt(sk, DEVNET_PASSWORD, kdf, &nonce, path, &description)
-                .map_err(|e| GenesisError::Registry {
+            let ks = keystore(&ikm, params.kdf, path, sk, &description).map_err(|e| {
+                GenesisError::Registry {
                     registry: "keys",
                     index: i,
                     problem: e.to_string(),
-                })?;
-            outputs.push((
-                dir.join(format!("keys/{role}/{i:04}.json")),
-                ks.to_json_string(),
-            ));
+                }
+            })?;
+            outputs.push((dir.join(format!("keys/{role}/{i:04}.json")), ks));
         }
     }
     outputs.push((

@@ -279,3 +279,121 @@ fn light_process_follows_a_devnet_and_answers_verified_balances() {
     devnet.kill().unwrap();
     devnet.wait().unwrap();
 }
+
+/// Executor claims served by the devnet from height `from`: (executor, height, post root).
+fn served_claims(port: u16, from: u64) -> Vec<(u64, u64, String)> {
+    use ssz::Decode as _;
+    let Some(updates) = http(
+        port,
+        "GET",
+        &format!("/phalanx/v1/light/updates?from=999999999&claims_from={from}"),
+        "",
+    ) else {
+        return Vec::new();
+    };
+    updates["claims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let bytes: alloy_primitives::Bytes = serde_json::from_value(c.clone()).unwrap();
+            let claim = phalanx_types::SignedClaim::from_ssz_bytes(&bytes).unwrap();
+            (
+                claim.executor.0,
+                claim.message.height,
+                format!("{}", claim.message.post_state_root),
+            )
+        })
+        .collect()
+}
+
+/// The highest height at which executor 2 (a process) claimed the same root as executor 0
+/// (in the devnet), if any at or above `at_least`.
+fn agreeing_claim(port: u16, at_least: u64) -> Option<u64> {
+    let claims = served_claims(port, at_least);
+    claims
+        .iter()
+        .filter(|(e, h, _)| *e == 2 && *h >= at_least)
+        .filter(|(_, h, root)| {
+            claims
+                .iter()
+                .any(|(e0, h0, r0)| *e0 == 0 && h0 == h && r0 == root)
+        })
+        .map(|(_, h, _)| *h)
+        .max()
+}
+
+/// `phalanx executor` as a process, holding the keystore `phalanx devnet
+/// --external-executors 1` wrote: it executes the devnet's blocks on its own state and its
+/// posted claims agree with the in-process executors'; after `kill -9` and a restart it
+/// resumes from its own disk and goes on claiming.
+#[test]
+fn executor_process_claims_the_devnets_blocks_and_resumes_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut devnet = phalanx()
+        .args([
+            "devnet",
+            "--slot-seconds",
+            "1",
+            "--load",
+            "20",
+            "--dv-validators",
+            "0",
+            "--external-executors",
+            "1",
+            "--rpc",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_height(port, 1, Duration::from_secs(90), &mut devnet);
+    let keys = dir.path().join("executors");
+    let executor = || {
+        phalanx()
+            .args(["executor", "--node", &format!("http://127.0.0.1:{port}")])
+            .arg("--genesis")
+            .arg(dir.path().join("chain").join("genesis.json"))
+            .arg("--keystore")
+            .arg(keys.join("0002.json"))
+            .arg("--password-file")
+            .arg(keys.join("password.txt"))
+            .arg("--data-dir")
+            .arg(dir.path().join("ex2"))
+            .args(["--poll-ms", "200"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut ex = executor();
+    let first = poll(
+        &mut devnet,
+        Duration::from_secs(60),
+        "an agreeing claim from the executor process",
+        || {
+            assert!(ex.try_wait().unwrap().is_none(), "phalanx executor exited");
+            agreeing_claim(port, 2)
+        },
+    );
+    ex.kill().unwrap(); // SIGKILL
+    ex.wait().unwrap();
+    let mut ex = executor();
+    poll(
+        &mut devnet,
+        Duration::from_secs(60),
+        "claims after the restart",
+        || {
+            assert!(ex.try_wait().unwrap().is_none(), "phalanx executor exited");
+            agreeing_claim(port, first + 3)
+        },
+    );
+    ex.kill().unwrap();
+    ex.wait().unwrap();
+    devnet.kill().unwrap();
+    devnet.wait().unwrap();
+}

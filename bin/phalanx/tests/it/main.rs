@@ -23,7 +23,7 @@ fn json_of(args: &[&str]) -> serde_json::Value {
 }
 
 /// Roles whose subcommand has not landed at all.
-const ROLES: &[&str] = &["validator", "producer", "executor"];
+const ROLES: &[&str] = &["validator", "producer"];
 
 #[test]
 fn help_lists_every_role() {
@@ -34,6 +34,7 @@ fn help_lists_every_role() {
         "devnet",
         "node",
         "light",
+        "executor",
         "dv",
         "genesis",
         "sim",
@@ -48,7 +49,7 @@ fn help_lists_every_role() {
 }
 
 #[test]
-fn light_refuses_bad_input_with_a_clear_error() {
+fn light_and_executor_refuse_bad_input_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("none.json");
     let bad = dir.path().join("bad.json");
@@ -67,7 +68,7 @@ fn light_refuses_bad_input_with_a_clear_error() {
             "--disagreement must be between 0 and 1",
         ),
     ] {
-        let out = phalanx().arg("light").args(&args).output().unwrap();
+        let out = phalanx().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = String::from_utf8(out.stderr).unwrap();
         assert!(err.contains(expect), "{args:?}: {err}");

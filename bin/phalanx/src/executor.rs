@@ -1,0 +1,74 @@
+//! `phalanx executor`: flags, the keystore, then `phalanx_executor::run` until Ctrl-C.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use phalanx_executor::ExecutorConfig;
+
+/// Flags of `phalanx executor`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExecutorArgs {
+    /// The full node to follow and post claims to.
+    #[arg(long, default_value = "http://127.0.0.1:8545")]
+    node: String,
+    /// The chain's genesis file.
+    #[arg(long, default_value = "devnet-data/chain/genesis.json")]
+    genesis: PathBuf,
+    /// The executor's EIP-2335 keystore (`phalanx devnet --external-executors` writes them to
+    /// DATA_DIR/executors/).
+    #[arg(long)]
+    keystore: PathBuf,
+    /// File holding the keystore's password.
+    #[arg(long = "password-file")]
+    password_file: PathBuf,
+    /// Where the executor keeps its state.
+    #[arg(long = "data-dir", default_value = "executor-data")]
+    data_dir: PathBuf,
+    /// Milliseconds between polls of the node.
+    #[arg(long = "poll-ms", default_value_t = 250)]
+    poll_ms: u64,
+}
+
+pub(crate) fn run(args: &ExecutorArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.genesis)
+        .with_context(|| format!("cannot read the genesis file {}", args.genesis.display()))?;
+    let genesis: phalanx_spec::Genesis = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a genesis file", args.genesis.display()))?;
+    let keystore = std::fs::read_to_string(&args.keystore)
+        .with_context(|| format!("cannot read the keystore {}", args.keystore.display()))?;
+    let keystore = phalanx_crypto::keystore::Keystore::from_json_str(&keystore)
+        .with_context(|| format!("{} is not an EIP-2335 keystore", args.keystore.display()))?;
+    let password = std::fs::read_to_string(&args.password_file).with_context(|| {
+        format!(
+            "cannot read the password file {}",
+            args.password_file.display()
+        )
+    })?;
+    let key = keystore
+        .decrypt(password.trim_end_matches(['\n', '\r']))
+        .with_context(|| format!("cannot decrypt {}", args.keystore.display()))?;
+    let config = ExecutorConfig {
+        node: args.node.clone(),
+        genesis,
+        key,
+        data_dir: args.data_dir.clone(),
+        poll_ms: args.poll_ms,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let (tx, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = tx.send(true);
+            } else {
+                std::future::pending::<()>().await;
+            }
+        });
+        phalanx_executor::run(config, shutdown).await?;
+        eprintln!("phalanx executor: stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,359 @@
+//! `phalanx executor`: a bonded executor as a process (seed 003; DESIGN.md "Executors and the
+//! light client").
+//!
+//! 1. **Key and bond.** It holds one executor key (an EIP-2335 keystore); the genesis file
+//!    must list that key as a bonded executor, or it refuses to start.
+//! 2. **Genesis.** On an empty data folder it writes the genesis allocation as its state and
+//!    checks the resulting root against the checkpoint the node suggests at height 0: a wrong
+//!    genesis file or a node on another chain stops it with both roots named.
+//! 3. **Blocks.** It follows the node's executed headers (`phalanx_light::wire`), one height
+//!    after the other on its own chain (a header whose parent is not its head is refused),
+//!    fetches each block's shards and checks each against the header's shard root, executes
+//!    the block on its own state and makes it final at once (headers reach it final).
+//! 4. **Claims.** For each block it signs `Claim{height, domain 0, prev_state_root,
+//!    prior_meta_state_root, block_hash, effects_roots, post_state_root}` from its own
+//!    execution — never from what the node says — and posts the claims to the node, which
+//!    passes them on to light clients. A claim the node refuses is logged with the reason.
+//! 5. **Crash safety.** Its state is on disk (redb, one transaction per block); restarted, it
+//!    resumes after the last block it executed. A claim lost in a crash between execution and
+//!    posting is not signed again (the light client weighs the others, or fetches a proof).
+//!
+//! A progress line every 10 seconds says where it is.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy_primitives::{B256, Bytes, U256, keccak256};
+use phalanx_consensus::executors::ExecutorRegistry;
+use phalanx_crypto::SecretKey;
+use phalanx_execution::changes::{AccountChange, AccountFields, Changes};
+use phalanx_execution::header::ExecHeader;
+use phalanx_execution::store::StateStore;
+use phalanx_light::client::{LightClient, LightHeader};
+use phalanx_light::upstream::{FetchError, Upstream};
+use phalanx_light::wire::{MAX_HEADERS, UpdatesQuery};
+use phalanx_spec::Genesis;
+use phalanx_types::{ExecutorIndex, Shard, SignedClaim, SigningContext};
+use ssz::{Decode, Encode};
+use tokio::sync::watch;
+use tree_hash::TreeHash;
+
+/// Settings of `phalanx executor`.
+#[derive(Clone)]
+pub struct ExecutorConfig {
+    /// The full node to follow (JSON-RPC URL; the light protocol is beside it).
+    pub node: String,
+    /// The chain's genesis.
+    pub genesis: Genesis,
+    /// The executor's key.
+    pub key: SecretKey,
+    /// Where its state lives.
+    pub data_dir: PathBuf,
+    /// How often to poll the node.
+    pub poll_ms: u64,
+}
+
+impl std::fmt::Debug for ExecutorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutorConfig")
+            .field("node", &self.node)
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the executor stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// Its key is not a bonded executor of this genesis.
+    #[error("key {0} is not a bonded executor in the genesis file")]
+    NotBonded(String),
+    /// The genesis does not give a registry.
+    #[error("genesis: {0}")]
+    Genesis(String),
+    /// Its genesis state is not the node's.
+    #[error(
+        "genesis state root {ours} is not the node's {theirs}: wrong genesis file, or a node on another chain"
+    )]
+    GenesisMismatch {
+        /// Root of the genesis file's allocation.
+        ours: B256,
+        /// The node's.
+        theirs: B256,
+    },
+    /// The data folder.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Its state failed.
+    #[error("state: {0}")]
+    State(String),
+    /// The node could not be reached at start.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+}
+
+/// The genesis allocation as changes to the empty state.
+pub fn genesis_changes(genesis: &Genesis) -> Changes {
+    let mut changes = Changes::default();
+    for (address, account) in &genesis.alloc {
+        let code_hash = match &account.code {
+            Some(code) if !code.is_empty() => {
+                let hash = keccak256(code);
+                changes.codes.insert(hash, code.clone());
+                hash
+            }
+            _ => alloy_primitives::KECCAK256_EMPTY,
+        };
+        let storage = account
+            .storage
+            .iter()
+            .flatten()
+            .map(|(k, v)| (U256::from_be_bytes(k.0), U256::from_be_bytes(v.0)))
+            .filter(|(_, v)| !v.is_zero())
+            .collect();
+        changes.accounts.insert(
+            *address,
+            AccountChange {
+                fields: Some(Some(AccountFields {
+                    nonce: account.nonce.unwrap_or(0),
+                    balance: account.balance,
+                    code_hash,
+                })),
+                storage_cleared: false,
+                storage,
+            },
+        );
+    }
+    changes
+}
+
+/// Runs the executor until `shutdown`.
+pub async fn run(
+    config: ExecutorConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ExecutorError> {
+    let registry = ExecutorRegistry::from_genesis(&config.genesis)
+        .map_err(|e| ExecutorError::Genesis(e.to_string()))?;
+    let pubkey = config.key.public_key();
+    let index = (0..config.genesis.executors.len() as u64)
+        .map(ExecutorIndex)
+        .find(|i| registry.get(*i).is_some_and(|e| e.pubkey == pubkey))
+        .ok_or_else(|| ExecutorError::NotBonded(format!("{:?}", pubkey.to_bytes())))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ExecutorError::Io {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store = Arc::new(
+        StateStore::open(&config.data_dir.join("state.redb"))
+            .map_err(|e| ExecutorError::State(e.to_string()))?,
+    );
+    let upstream = Upstream::new(&config.node, Duration::from_secs(10))?;
+    if store
+        .head()
+        .map_err(|e| ExecutorError::State(e.to_string()))?
+        .is_none()
+    {
+        let boot = upstream.bootstrap().await?;
+        let root = store
+            .init_genesis(boot.block_hash, &genesis_changes(&config.genesis))
+            .map_err(|e| ExecutorError::State(e.to_string()))?;
+        if root != boot.state_root || boot.height != 0 {
+            return Err(ExecutorError::GenesisMismatch {
+                ours: root,
+                theirs: boot.state_root,
+            });
+        }
+    }
+    tracing::info!(executor = index.0, node = %config.node, "executor: following");
+    let mut me = Executor {
+        index,
+        key: config.key,
+        signing: config.genesis.signing_context(),
+        store,
+        upstream,
+        last_line: 0,
+        claimed: 0,
+    };
+    let poll = Duration::from_millis(config.poll_ms.max(10));
+    let mut failing = false;
+    loop {
+        match me.step().await {
+            Ok(more) => {
+                failing = false;
+                if more {
+                    continue;
+                }
+            }
+            Err(StepError::Fetch(e)) => {
+                if !failing {
+                    tracing::warn!(error = %e, "executor: node unreachable; retrying");
+                }
+                failing = true;
+            }
+            Err(StepError::State(e)) => return Err(ExecutorError::State(e)),
+        }
+        tokio::select! {
+            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return Ok(()); },
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+enum StepError {
+    Fetch(FetchError),
+    State(String),
+}
+
+struct Executor {
+    index: ExecutorIndex,
+    key: SecretKey,
+    signing: SigningContext,
+    store: Arc<StateStore>,
+    upstream: Upstream,
+    last_line: u64,
+    claimed: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Executor {
+    /// One poll: executes and claims the new blocks. `true` when there may be more.
+    async fn step(&mut self) -> Result<bool, StepError> {
+        let head = self
+            .store
+            .head()
+            .map_err(|e| StepError::State(e.to_string()))?
+            .ok_or_else(|| StepError::State("no genesis".into()))?;
+        let updates = self
+            .upstream
+            .updates(&UpdatesQuery {
+                from: head.number + 1,
+                claims_from: u64::MAX,
+                limit: Some(MAX_HEADERS as u64),
+            })
+            .await
+            .map_err(StepError::Fetch)?;
+        let full = updates.headers.len() >= MAX_HEADERS;
+        let (mut tip, mut tip_root) = ((head.number, head.block), head.state_root);
+        let mut claims: Vec<Bytes> = Vec::new();
+        for raw in &updates.headers {
+            let Ok(header) = ExecHeader::from_ssz_bytes(raw) else {
+                tracing::warn!("executor: malformed header from the node");
+                break;
+            };
+            if header.number != tip.0 + 1 || header.parent != tip.1 {
+                tracing::warn!(
+                    height = header.number,
+                    "executor: header does not extend its chain"
+                );
+                break;
+            }
+            let Some(shards) = self.shards(&header).await? else {
+                break;
+            };
+            let light = LightHeader::from(&header);
+            let store = self.store.clone();
+            let env = light.env.clone();
+            let (parent, hash) = (header.parent, light.hash);
+            let result = tokio::task::spawn_blocking(move || {
+                let r = store.execute(parent, hash, &env, &shards)?;
+                store.finalize(hash)?;
+                Ok::<_, phalanx_execution::ExecError>(r)
+            })
+            .await
+            .map_err(|e| StepError::State(e.to_string()))?
+            .map_err(|e| StepError::State(e.to_string()))?;
+            let message = LightClient::claim_for(
+                &light,
+                tip_root,
+                &result.effects_roots(),
+                result.post_state_root,
+            );
+            let signed = SignedClaim {
+                executor: self.index,
+                signature: self.signing.sign(&message, &self.key),
+                message,
+            };
+            claims.push(Bytes::from(signed.as_ssz_bytes()));
+            tip = (header.number, hash);
+            tip_root = result.post_state_root;
+        }
+        if !claims.is_empty() {
+            let sent = claims.len();
+            let answer = self
+                .upstream
+                .submit_claims(claims)
+                .await
+                .map_err(StepError::Fetch)?;
+            self.claimed += answer.accepted as u64;
+            for why in &answer.refused {
+                tracing::warn!(reason = %why, "executor: the node refused a claim");
+            }
+            tracing::debug!(sent, accepted = answer.accepted, "executor: claims posted");
+        }
+        let now = now_ms();
+        if now.saturating_sub(self.last_line) >= 10_000 {
+            self.last_line = now;
+            tracing::info!(executor = self.index.0, height = tip.0, root = %tip_root,
+                claims_accepted = self.claimed, "executor: executed");
+        }
+        Ok(full)
+    }
+
+    /// The block's shards, checked against the header; `None` (logged) when the node has
+    /// none or sends others.
+    async fn shards(&self, header: &ExecHeader) -> Result<Option<Vec<Vec<Bytes>>>, StepError> {
+        let Some(raw) = self
+            .upstream
+            .shards(header.number)
+            .await
+            .map_err(StepError::Fetch)?
+        else {
+            tracing::warn!(
+                height = header.number,
+                "executor: the node has no shards for this block"
+            );
+            return Ok(None);
+        };
+        if raw.len() != header.shard_roots.len() {
+            tracing::warn!(
+                height = header.number,
+                got = raw.len(),
+                expected = header.shard_roots.len(),
+                "executor: wrong number of shards"
+            );
+            return Ok(None);
+        }
+        let mut txs = Vec::with_capacity(raw.len());
+        for (i, (bytes, root)) in raw.iter().zip(header.shard_roots.iter()).enumerate() {
+            match Shard::from_ssz_bytes(bytes) {
+                Ok(shard) if shard.tree_hash_root() == *root => txs.push(
+                    shard
+                        .transactions
+                        .iter()
+                        .map(|t| Bytes::copy_from_slice(t))
+                        .collect(),
+                ),
+                _ => {
+                    tracing::warn!(
+                        height = header.number,
+                        shard = i,
+                        "executor: a shard does not match the header's shard root"
+                    );
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(txs))
+    }
+}
