@@ -56,16 +56,34 @@ fn light_and_executor_refuse_bad_input_with_a_clear_error() {
     std::fs::write(&bad, "{not json").unwrap();
     for (args, expect) in [
         (
-            vec!["--genesis", missing.to_str().unwrap()],
+            vec!["light", "--genesis", missing.to_str().unwrap()],
             "cannot read the genesis file",
         ),
         (
-            vec!["--genesis", bad.to_str().unwrap()],
+            vec!["light", "--genesis", bad.to_str().unwrap()],
             "is not a genesis file",
         ),
         (
-            vec!["--genesis", bad.to_str().unwrap(), "--disagreement", "2"],
+            vec![
+                "light",
+                "--genesis",
+                bad.to_str().unwrap(),
+                "--disagreement",
+                "2",
+            ],
             "--disagreement must be between 0 and 1",
+        ),
+        (
+            vec![
+                "executor",
+                "--genesis",
+                missing.to_str().unwrap(),
+                "--keystore",
+                "k",
+                "--password-file",
+                "p",
+            ],
+            "cannot read the genesis file",
         ),
     ] {
         let out = phalanx().args(&args).output().unwrap();
