@@ -4,7 +4,6 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use phalanx_devnet::{Devnet, DevnetConfig};
 
 /// Flags of `phalanx devnet`.
@@ -81,10 +80,7 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
     config.dv_external_port = args.dv_external_port;
     config.executors = args.executors;
     config.external_executors = args.external_executors;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = crate::runtime()?;
     rt.block_on(async move {
         let devnet = Devnet::start(config).await?;
         let genesis = devnet.genesis();
@@ -156,14 +152,7 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
             genesis.spec.slot_seconds, genesis.spec.slots_per_epoch
         );
         let _ = std::io::stdout().flush();
-        let (tx, shutdown) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                let _ = tx.send(true);
-            } else {
-                std::future::pending::<()>().await;
-            }
-        });
+        let shutdown = crate::ctrl_c_shutdown();
         devnet
             .run_until(shutdown, |line| {
                 println!("{line}");

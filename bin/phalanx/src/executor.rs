@@ -54,19 +54,9 @@ pub(crate) fn run(args: &ExecutorArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         poll_ms: args.poll_ms,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = crate::runtime()?;
     rt.block_on(async move {
-        let (tx, shutdown) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                let _ = tx.send(true);
-            } else {
-                std::future::pending::<()>().await;
-            }
-        });
+        let shutdown = crate::ctrl_c_shutdown();
         phalanx_executor::run(config, shutdown).await?;
         eprintln!("phalanx executor: stopped");
         Ok(())

@@ -82,6 +82,28 @@ enum Command {
     },
 }
 
+/// The async runtime a role runs on.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// A shutdown signal that turns true on Ctrl-C (call inside the runtime).
+fn ctrl_c_shutdown() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = tx.send(true);
+        } else {
+            std::future::pending::<()>().await;
+        }
+    });
+    shutdown
+}
+
 /// Where each role that has not landed yet will come from.
 fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
     Some(match command {

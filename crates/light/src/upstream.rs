@@ -183,32 +183,42 @@ impl Upstream {
             .map(|b| b.shards))
     }
 
-    /// Posts signed claims (SSZ each).
+    /// Posts signed claims (SSZ each). A 400 answer still says which were refused and why.
     pub async fn submit_claims(
         &self,
         claims: Vec<Bytes>,
     ) -> Result<crate::wire::ClaimsAnswer, FetchError> {
-        let url = format!("{}{}", self.base, crate::wire::CLAIMS_PATH);
-        let response = self
-            .http
-            .post(&url)
-            .json(&crate::wire::ClaimsSubmission { claims })
-            .send()
-            .await
-            .map_err(|source| FetchError::Http {
-                url: url.clone(),
-                source,
-            })?;
-        if !response.status().is_success() {
+        let path = crate::wire::CLAIMS_PATH;
+        let (status, bytes) = self
+            .post_json(path, &crate::wire::ClaimsSubmission { claims })
+            .await?;
+        if status != 200 && status != 400 {
             return Err(FetchError::Status {
-                url,
-                status: response.status().as_u16(),
+                url: format!("{}{path}", self.base),
+                status,
             });
         }
-        response
-            .json()
-            .await
-            .map_err(|source| FetchError::Http { url, source })
+        serde_json::from_slice(&bytes).map_err(|e| FetchError::Malformed {
+            what: path.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// POSTs `body` as JSON to `path`: the status and the answer's bytes.
+    async fn post_json(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
+        let url = format!("{}{path}", self.base);
+        let http = |source| FetchError::Http {
+            url: url.clone(),
+            source,
+        };
+        let response = self.http.post(&url).json(body).send().await.map_err(http)?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(http)?;
+        Ok((status, bytes.to_vec()))
     }
 
     /// `eth_getProof(address, slots, height)`.
@@ -255,27 +265,18 @@ impl Upstream {
 
     async fn rpc(&self, method: &str, params: Value) -> Result<Value, FetchError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let url = format!("{}/", self.base);
-        let response = self
-            .http
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|source| FetchError::Http {
-                url: url.clone(),
-                source,
-            })?;
-        if !response.status().is_success() {
+        let (status, bytes) = self.post_json("/", &body).await?;
+        if status != 200 {
             return Err(FetchError::Status {
-                url,
-                status: response.status().as_u16(),
+                url: format!("{}/", self.base),
+                status,
             });
         }
-        let mut answer: Value = response
-            .json()
-            .await
-            .map_err(|source| FetchError::Http { url, source })?;
+        let mut answer: Value =
+            serde_json::from_slice(&bytes).map_err(|e| FetchError::Malformed {
+                what: method.to_string(),
+                reason: e.to_string(),
+            })?;
         if let Some(error) = answer.get("error") {
             return Err(FetchError::Rpc {
                 method: method.to_string(),

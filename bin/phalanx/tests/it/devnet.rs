@@ -216,13 +216,7 @@ fn dv_run_processes_sign_a_devnets_duties_from_its_validator_api() {
     devnet.wait().unwrap();
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::node::free_port;
 
 /// `phalanx light` as a process, following a `phalanx devnet` process from the checkpoint
 /// the devnet suggests: it reaches the devnet's blocks on the executors' claims, and answers

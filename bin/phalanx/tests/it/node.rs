@@ -22,7 +22,7 @@ const SENDERS: usize = 4;
 const TXS: usize = 4;
 const SEED: u64 = 5;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
