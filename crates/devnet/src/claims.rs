@@ -389,12 +389,7 @@ impl Run {
         }
         let txs: Vec<Vec<Bytes>> = shards
             .iter()
-            .map(|s| {
-                s.transactions
-                    .iter()
-                    .map(|t| Bytes::copy_from_slice(t))
-                    .collect()
-            })
+            .map(phalanx_execution::block::shard_txs)
             .collect();
         let prev = self
             .roots

@@ -219,6 +219,16 @@ impl BlockResult {
 /// A decoded transaction with its sender, or why it is skipped.
 pub type Prepared = Result<(TxEnvelope, Address), SkipReason>;
 
+/// A consensus shard's transactions as execution takes them (one shard of `execute_block`'s
+/// input).
+pub fn shard_txs(shard: &phalanx_types::Shard) -> Vec<Bytes> {
+    shard
+        .transactions
+        .iter()
+        .map(|t| Bytes::copy_from_slice(t))
+        .collect()
+}
+
 /// Step 1: decode and recover every transaction, in parallel.
 pub fn prepare(shards: &[Vec<Bytes>]) -> Vec<Vec<(B256, Prepared)>> {
     shards

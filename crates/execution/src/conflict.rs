@@ -8,11 +8,11 @@
 //! whose witness does not hang from the parent root or lacks a node, or whose shards do not
 //! in fact conflict, is rejected with a typed error.
 
-use alloy_primitives::{B256, Bytes};
+use alloy_primitives::B256;
 use phalanx_types::{Shard, TreeHash};
 use ssz_derive::{Decode, Encode};
 
-use crate::block::{BlockEnv, prepare, run_shard};
+use crate::block::{BlockEnv, prepare, run_shard, shard_txs};
 use crate::changes::{Conflict, find_conflict};
 use crate::error::ExecError;
 use crate::reader::TrieStateReader;
@@ -66,14 +66,6 @@ pub enum ConflictProofError {
     /// Malformed encoding.
     #[error("malformed conflict proof: {0}")]
     Malformed(String),
-}
-
-fn shard_txs(shard: &Shard) -> Vec<Bytes> {
-    shard
-        .transactions
-        .iter()
-        .map(|t| Bytes::copy_from_slice(t))
-        .collect()
 }
 
 fn run_pair(

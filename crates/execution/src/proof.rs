@@ -62,15 +62,7 @@ pub enum ExecutionProofError {
 }
 
 fn txs(shards: &[Shard]) -> Vec<Vec<Bytes>> {
-    shards
-        .iter()
-        .map(|s| {
-            s.transactions
-                .iter()
-                .map(|t| Bytes::copy_from_slice(t))
-                .collect()
-        })
-        .collect()
+    shards.iter().map(crate::block::shard_txs).collect()
 }
 
 impl ExecutionProof {

@@ -3,8 +3,8 @@
 //!
 //! 1. **Key and bond.** It holds one executor key (an EIP-2335 keystore); the genesis file
 //!    must list that key as a bonded executor, or it refuses to start.
-//! 2. **Genesis.** On an empty data folder it writes the genesis allocation as its state and
-//!    checks the resulting root against the checkpoint the node suggests at height 0: a wrong
+//! 2. **Genesis.** On an empty data folder it computes the genesis allocation's root and checks
+//!    it against the checkpoint the node suggests at height 0 before writing anything: a wrong
 //!    genesis file or a node on another chain stops it with both roots named.
 //! 3. **Blocks.** It follows the node's executed headers (`phalanx_light::wire`), one height
 //!    after the other on its own chain (a header whose parent is not its head is refused),
@@ -159,16 +159,20 @@ pub async fn run(
         .map_err(|e| ExecutorError::State(e.to_string()))?
         .is_none()
     {
+        // Checked before anything is written: a wrong genesis never reaches the disk.
         let boot = upstream.bootstrap().await?;
-        let root = store
-            .init_genesis(boot.block_hash, &genesis_changes(&config.genesis))
-            .map_err(|e| ExecutorError::State(e.to_string()))?;
+        let alloc = genesis_changes(&config.genesis);
+        let state = |e: phalanx_execution::StateError| ExecutorError::State(e.to_string());
+        let root = StateStore::in_memory()
+            .and_then(|s| s.init_genesis(boot.block_hash, &alloc))
+            .map_err(state)?;
         if root != boot.state_root || boot.height != 0 {
             return Err(ExecutorError::GenesisMismatch {
                 ours: root,
                 theirs: boot.state_root,
             });
         }
+        store.init_genesis(boot.block_hash, &alloc).map_err(state)?;
     }
     tracing::info!(executor = index.0, node = %config.node, "executor: following");
     let mut me = Executor {
@@ -337,13 +341,9 @@ impl Executor {
         let mut txs = Vec::with_capacity(raw.len());
         for (i, (bytes, root)) in raw.iter().zip(header.shard_roots.iter()).enumerate() {
             match Shard::from_ssz_bytes(bytes) {
-                Ok(shard) if shard.tree_hash_root() == *root => txs.push(
-                    shard
-                        .transactions
-                        .iter()
-                        .map(|t| Bytes::copy_from_slice(t))
-                        .collect(),
-                ),
+                Ok(shard) if shard.tree_hash_root() == *root => {
+                    txs.push(phalanx_execution::block::shard_txs(&shard));
+                }
                 _ => {
                     tracing::warn!(
                         height = header.number,

@@ -257,11 +257,17 @@ impl ProvenState {
             .map_err(fetch_failed)?;
         let account =
             verify_account_at(self.root, address, &proof.account_proof).map_err(unverified)?;
+        self.remember(address, account);
+        Ok(account)
+    }
+
+    /// Caches a proven account, and which address holds its code (code is fetched by
+    /// address, asked for by hash).
+    fn remember(&self, address: Address, account: Option<TrieAccount>) {
         if let Some(a) = account {
             guard(&self.owners).insert(a.code_hash, address);
         }
         guard(&self.accounts).insert(address, account);
-        Ok(account)
     }
 
     /// A storage slot, proven.
@@ -275,7 +281,7 @@ impl ProvenState {
             .map_err(fetch_failed)?;
         let account =
             verify_account_at(self.root, address, &proof.account_proof).map_err(unverified)?;
-        guard(&self.accounts).insert(address, account);
+        self.remember(address, account);
         let value = match account {
             None => U256::ZERO,
             Some(a) => {

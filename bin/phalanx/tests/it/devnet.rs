@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::node::free_port;
 use crate::phalanx;
 
 /// One HTTP request to the devnet on `port`; the response body as JSON.
@@ -77,11 +78,7 @@ fn wait_height(port: u16, at_least: u64, within: Duration, child: &mut Child) ->
 #[test]
 fn devnet_resumes_after_kill_9_with_no_finalized_block_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut first = start(dir.path(), port);
     let before = wait_height(port, 9, Duration::from_secs(90), &mut first);
     let blocks: Vec<Value> = (1..=before)
@@ -133,11 +130,7 @@ fn api_status(port: u16) -> Option<Value> {
 #[test]
 fn dv_run_processes_sign_a_devnets_duties_from_its_validator_api() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let base = crate::consecutive_free_ports(4);
     let mut devnet = phalanx()
         .args(["devnet", "--slot-seconds", "1", "--rpc"])
@@ -215,8 +208,6 @@ fn dv_run_processes_sign_a_devnets_duties_from_its_validator_api() {
     devnet.kill().unwrap();
     devnet.wait().unwrap();
 }
-
-use crate::node::free_port;
 
 /// `phalanx light` as a process, following a `phalanx devnet` process from the checkpoint
 /// the devnet suggests: it reaches the devnet's blocks on the executors' claims, and answers

@@ -212,6 +212,40 @@ async fn light_client_follows_a_devnet_and_serves_only_verified_reads() {
         "0x1ca3"
     );
 
+    // Posted claims the node cannot check are refused, each with its reason: a block it does
+    // not hold, a signature that is not the executor's, bytes that are not a claim.
+    let (_, updates) = request(
+        rpc,
+        "GET",
+        &format!("/phalanx/v1/light/updates?from=999999999&claims_from={at}"),
+        "",
+    )
+    .await;
+    let updates: phalanx_light::wire::Updates = serde_json::from_str(&updates).unwrap();
+    let served: Vec<phalanx_types::SignedClaim> = updates
+        .claims
+        .iter()
+        .map(|c| ssz::Decode::from_ssz_bytes(c).unwrap())
+        .collect();
+    let first = served.iter().find(|c| c.executor.0 == 0).unwrap().clone();
+    let other = served.iter().find(|c| c.executor.0 != 0).unwrap();
+    let mut unknown = first.clone();
+    unknown.message.block_hash = alloy_primitives::B256::repeat_byte(0xab);
+    let mut forged = first.clone();
+    forged.signature = other.signature;
+    let body = json!({"claims": [
+        Bytes::from(ssz::Encode::as_ssz_bytes(&unknown)),
+        Bytes::from(ssz::Encode::as_ssz_bytes(&forged)),
+        "0x0102",
+    ]});
+    let (code, answer) = request(rpc, "POST", "/phalanx/v1/light/claims", &body.to_string()).await;
+    assert_eq!(code, 400, "{answer}");
+    let answer: phalanx_light::wire::ClaimsAnswer = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer.accepted, 0, "{answer:?}");
+    assert!(answer.refused[0].contains("is not known"), "{answer:?}");
+    assert!(answer.refused[1].contains("executor 0"), "{answer:?}");
+    assert!(answer.refused[2].contains("malformed"), "{answer:?}");
+
     // Through the lying node: it follows (headers and claims are honest) but every read the
     // tampered proofs or code would answer is refused.
     let deadline = Instant::now() + Duration::from_secs(60);
