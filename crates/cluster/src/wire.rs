@@ -83,16 +83,10 @@ impl ShardOutcome {
                 limit: shard_gas_limit,
             });
         }
-        let changes = self
-            .effects
-            .to_changes(self.codes.iter().map(|c| Bytes::from(c.to_vec())));
-        Ok(ShardResult {
-            receipts: Vec::new(),
-            gas_used: self.effects.gas_used,
-            fees: self.effects.fees(),
-            changes,
-            effects_root: self.effects.root(),
-        })
+        Ok(ShardResult::from_effects(
+            &self.effects,
+            self.codes.iter().map(|c| Bytes::from(c.to_vec())),
+        ))
     }
 }
 

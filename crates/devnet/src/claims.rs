@@ -32,7 +32,8 @@ use phalanx_execution::store::StateStore;
 use phalanx_light::client::{Config, LightClient, LightHeader};
 use phalanx_light::wire::{
     BOOTSTRAP_PATH, BlockShards, Bootstrap, CLAIMS_PATH, ClaimsAnswer, ClaimsSubmission,
-    MAX_CLAIMS, MAX_HEADERS, PROOF_ROUTE, SHARDS_ROUTE, UPDATES_PATH, Updates, UpdatesQuery,
+    MAX_CLAIMS, MAX_HEADERS, PROOF_ROUTE, ProofQuery, SHARDS_ROUTE, UPDATES_PATH, Updates,
+    UpdatesQuery,
 };
 use phalanx_types::{ExecutorIndex, Shard, SignedClaim, SigningContext};
 use ssz::{Decode, Encode};
@@ -46,8 +47,9 @@ const KEEP: u64 = 64;
 /// Heights whose claims are served to light clients.
 const KEEP_CLAIMS: u64 = 1024;
 
-/// A light client's request for a proof of execution, answered with its SSZ.
-type ProofRequest = (u64, oneshot::Sender<Option<Vec<u8>>>);
+/// A light client's request for a proof of execution (height, the shards to re-execute),
+/// answered with its SSZ or why the request is bad.
+type ProofRequest = (u64, ProofQuery, oneshot::Sender<Result<Vec<u8>, String>>);
 
 /// Writes the keystores of the executors run as processes (index `first` on).
 pub(crate) fn write_external_keys(
@@ -227,21 +229,26 @@ async fn updates(State(shared): State<Arc<Shared>>, Query(q): Query<UpdatesQuery
     .into_response()
 }
 
-async fn proof(State(shared): State<Arc<Shared>>, Path(height): Path<u64>) -> Response {
+async fn proof(
+    State(shared): State<Arc<Shared>>,
+    Path(height): Path<u64>,
+    Query(q): Query<ProofQuery>,
+) -> Response {
     let (tx, rx) = oneshot::channel();
     let sent = lock(&shared.light_feed.proofs)
         .as_ref()
-        .is_some_and(|p| p.send((height, tx)).is_ok());
+        .is_some_and(|p| p.send((height, q, tx)).is_ok());
     if !sent {
         return not_found("this node runs no executors".into());
     }
     match rx.await {
-        Ok(Some(bytes)) => (
+        Ok(Ok(bytes)) => (
             [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
             bytes,
         )
             .into_response(),
-        _ => not_found(format!(
+        Ok(Err(bad)) => (axum::http::StatusCode::BAD_REQUEST, bad).into_response(),
+        Err(_) => not_found(format!(
             "no proof of execution for block {height} (the last {KEEP} executed blocks are \
              provable)"
         )),
@@ -343,8 +350,11 @@ pub(crate) fn start(
                     None => return,
                 },
                 _ = tick.tick() => run.decide(now_ms()),
-                Some((height, reply)) = proofs.recv() => {
-                    let _ = reply.send(run.proof(height).map(|p| p.to_bytes()));
+                Some((height, query, reply)) = proofs.recv() => {
+                    // Not provable here: the reply is dropped, which answers 404.
+                    if let Some(answer) = run.requested_proof(height, &query) {
+                        let _ = reply.send(answer);
+                    }
                 }
                 Some(claim) = posted.recv() => run.claim(claim),
             }
@@ -471,9 +481,9 @@ impl Run {
             && self.requested != Some(need.height)
         {
             self.requested = Some(need.height);
-            tracing::info!(height = need.height, reason = ?need.reason,
+            tracing::info!(height = need.height, reason = ?need.reason, execute = ?need.execute,
                 "devnet light client: fetching a proof of execution");
-            if let Some(proof) = self.proof(need.height) {
+            if let Some(proof) = self.proof(need.height, &need.execute) {
                 match self.client.on_proof(need.height, &proof) {
                     Ok(root) => tracing::info!(height = need.height, %root,
                         "devnet light client: re-executed"),
@@ -485,13 +495,25 @@ impl Run {
         self.publish();
     }
 
-    fn proof(&self, height: u64) -> Option<ExecutionProof> {
+    /// The proof of block `height` re-executing the shards in `execute`, from executor 0's
+    /// replica (`None`: not held, or no longer provable).
+    fn proof(&self, height: u64, execute: &[usize]) -> Option<ExecutionProof> {
         let ex = self.executors.first()?;
         let header = self.client.header(height)?;
         let parent_root = *self.roots.get(&height.checked_sub(1)?)?;
         let view = ex.store.view(header.parent).ok()?;
         let shards = self.shards.get(&height)?;
-        ExecutionProof::build(&view, parent_root, &header.env, shards).ok()
+        ExecutionProof::build_partial(&view, parent_root, &header.env, shards, execute).ok()
+    }
+
+    /// A proof asked for over HTTP: its SSZ; `Err` for a bad shard list; the reply dropped
+    /// when the block is not provable here (a 404).
+    fn requested_proof(&self, height: u64, query: &ProofQuery) -> Option<Result<Vec<u8>, String>> {
+        let shards = self.shards.get(&height)?.len();
+        match query.shards(shards) {
+            Ok(execute) => self.proof(height, &execute).map(|p| Ok(p.to_bytes())),
+            Err(bad) => Some(Err(bad)),
+        }
     }
 
     fn publish(&mut self) {

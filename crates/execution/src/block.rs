@@ -204,6 +204,21 @@ pub struct BlockResult {
     pub applied: Applied,
 }
 
+impl ShardResult {
+    /// A shard's result from its published effects (received from the servers of a clustered
+    /// node that own it, or taken from a proof of execution): no receipts; `codes` are the
+    /// contract codes published beside the effects (none are needed for the state root).
+    pub fn from_effects(effects: &ShardEffects, codes: impl IntoIterator<Item = Bytes>) -> Self {
+        Self {
+            receipts: Vec::new(),
+            gas_used: effects.gas_used,
+            fees: effects.fees(),
+            changes: effects.to_changes(codes),
+            effects_root: effects.root(),
+        }
+    }
+}
+
 impl BlockResult {
     /// Each shard's effects root, in shard order.
     pub fn effects_roots(&self) -> Vec<B256> {
@@ -366,20 +381,42 @@ pub fn execute_block<R: StateReader, N: NodeSource + Sync>(
     env: &BlockEnv,
     shards: &[Vec<Bytes>],
 ) -> Result<BlockResult, ExecError> {
+    let outcomes = run_shards(parent, env, shards, Vec::new())?;
+    finish_block(parent, nodes, parent_root, env, outcomes)
+}
+
+/// Steps 1–4 for every shard, in parallel, except those whose outcome is `known` already
+/// (`known[i]`, when present and `Some`, is taken as shard `i`'s result and its transactions
+/// are not run): the outcomes in shard order, for [`finish_block`].
+pub fn run_shards<R: StateReader>(
+    parent: &R,
+    env: &BlockEnv,
+    shards: &[Vec<Bytes>],
+    mut known: Vec<Option<ShardResult>>,
+) -> Result<Vec<Result<ShardResult, VoidReason>>, ExecError> {
     if shards.len() > MAX_SHARDS {
         return Err(ExecError::Input(format!(
             "{} shards; at most {MAX_SHARDS}",
             shards.len()
         )));
     }
-    let prepared = prepare(shards);
+    known.resize_with(shards.len(), || None);
+    let to_run: Vec<Vec<Bytes>> = shards
+        .iter()
+        .zip(&known)
+        .map(|(txs, k)| if k.is_some() { Vec::new() } else { txs.clone() })
+        .collect();
+    let prepared = prepare(&to_run);
     let exec_env = env.exec_env();
-    let outcomes: Vec<Result<ShardResult, VoidReason>> = prepared
+    prepared
         .par_iter()
+        .zip(known.into_par_iter())
         .enumerate()
-        .map(|(i, txs)| run_shard(parent, env, &exec_env, i, txs))
-        .collect::<Result<_, _>>()?;
-    finish_block(parent, nodes, parent_root, env, outcomes)
+        .map(|(i, (txs, known))| match known {
+            Some(result) => Ok(Ok(result)),
+            None => run_shard(parent, env, &exec_env, i, txs),
+        })
+        .collect()
 }
 
 /// Steps 5–7 from each shard's outcome, in shard order, however it was obtained: run here by

@@ -20,7 +20,7 @@ use ssz_derive::{Decode, Encode};
 use ssz_types::VariableList;
 use typenum::{U4096, U65536, U1048576};
 
-use crate::block::{BlockEnv, BlockResult, execute_block};
+use crate::block::{BlockEnv, BlockResult, ShardResult, execute_block, finish_block, run_shards};
 use crate::error::{ExecError, StateError};
 use crate::reader::{CodeSource, TrieStateReader};
 
@@ -134,13 +134,28 @@ pub fn execute_with_witness<N: NodeSource + Sync, C: CodeSource>(
     env: &BlockEnv,
     shards: &[Vec<Bytes>],
 ) -> Result<(BlockResult, Witness), ExecError> {
+    execute_known_with_witness(nodes, codes, parent_root, env, shards, Vec::new())
+}
+
+/// [`execute_with_witness`] where some shards' outcomes are known already (`known`, as in
+/// [`run_shards`]): the witness holds what running only the other shards and finishing the
+/// block (fee credits, applying the merged changes) reads.
+pub fn execute_known_with_witness<N: NodeSource + Sync, C: CodeSource>(
+    nodes: &N,
+    codes: &C,
+    parent_root: B256,
+    env: &BlockEnv,
+    shards: &[Vec<Bytes>],
+    known: Vec<Option<ShardResult>>,
+) -> Result<(BlockResult, Witness), ExecError> {
     let recording = RecordingSource::new(nodes);
     let code_rec = RecordingCodes {
         inner: codes,
         seen: Mutex::new(Vec::new()),
     };
     let reader = TrieStateReader::new(&recording, &code_rec, parent_root);
-    let result = execute_block(&reader, &recording, parent_root, env, shards)?;
+    let outcomes = run_shards(&reader, env, shards, known)?;
+    let result = finish_block(&reader, &recording, parent_root, env, outcomes)?;
     let keys = result
         .shards
         .iter()

@@ -39,14 +39,25 @@
 //!    `phalanx_execution::proof`) is checked against the header's shard roots and the root
 //!    the client believes at `h − 1`, and re-executed statelessly. Its post-state root has
 //!    infinite weight: the client believes it whatever the claims say. A forged or incomplete
-//!    proof is a typed error and changes nothing. Every claim for block `h` from that parent
+//!    proof is a typed error and changes nothing.
+//!    **Only the disputed shards are re-executed.** Where the claims from the believed parent
+//!    disagree (rule 5) but every one of them names the same effects root for a shard, that
+//!    shard is *agreed*: the proof may give its effects instead of its transactions, and the
+//!    client takes them if they hash to that root (then finishes the block: conflict rule,
+//!    fee credits, applying the merged changes). The proof the client asks for re-executes
+//!    only the other shards ([`Need::execute`]). This is as safe as rule 5 itself: the
+//!    disagreement that makes the client look is raised by at least one honest claimant, and
+//!    an honest claimant names the true effects root of every shard, so an agreed root is the
+//!    true one. With no claims to compare (rule 6) or claims whose effects roots do not line
+//!    up with the header's shards, every shard is re-executed. Agreement is read again when
+//!    the proof arrives: a claim that disputes a shard meanwhile makes a proof that took
+//!    that shard's effects a typed error, and the client asks again. Every claim for block `h` from that parent
 //!    whose post-state root differs is slashable: the client reports the executor and its
 //!    claim, for a proof to be submitted on chain — also for such claims arriving after the
 //!    proof.
 //!
-//! Not built here yet: re-executing only the disputed shards when `effects_roots` agree on
-//! the others (the whole block is re-executed), and defences against executors copying
-//! others' claims without executing (the verifier's dilemma).
+//! Not built here yet: defences against executors copying others' claims without executing
+//! (the verifier's dilemma).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -170,7 +181,7 @@ pub enum NeedReason {
 }
 
 /// A block the client cannot pass without a proof.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Need {
     /// Height.
     pub height: u64,
@@ -178,6 +189,9 @@ pub struct Need {
     pub block: B256,
     /// Why.
     pub reason: NeedReason,
+    /// The shards the proof must re-execute (rule 7: the disputed ones; every shard when no
+    /// effects root is agreed). The others may be given as their effects.
+    pub execute: Vec<usize>,
 }
 
 /// A proof the client refused.
@@ -211,6 +225,8 @@ pub struct Stats {
     pub proofs_refused: u64,
     /// Claims dropped for a bad signature.
     pub bad_signatures: u64,
+    /// Shards re-executed by the proofs used (the others were agreed).
+    pub shards_re_executed: u64,
 }
 
 struct Entry {
@@ -551,6 +567,38 @@ impl LightClient {
         self.children(height, parent_root).into_iter().collect()
     }
 
+    /// Rule 7: the effects root of each shard of block `height` that every counting claim
+    /// from `parent_root` names alike, when those claims disagree (two post-state roots or
+    /// more); `None` for a disputed shard, and for every shard when the claims agree, are
+    /// absent, or have effects roots that do not line up with the header's shards.
+    pub fn agreed_effects(&self, height: u64, parent_root: B256) -> Vec<Option<B256>> {
+        let Some(entry) = self.entries.get(&height) else {
+            return Vec::new();
+        };
+        let shards = entry.header.shard_roots.len();
+        let claims: Vec<&Claim> = entry
+            .claims
+            .values()
+            .map(|c| &c.message)
+            .filter(|c| c.prev_state_root == parent_root)
+            .collect();
+        let disagree = claims
+            .iter()
+            .any(|c| c.post_state_root != claims[0].post_state_root);
+        if !disagree || claims.iter().any(|c| c.effects_roots.len() != shards) {
+            return vec![None; shards];
+        }
+        (0..shards)
+            .map(|i| {
+                let first = claims[0].effects_roots[i];
+                claims
+                    .iter()
+                    .all(|c| c.effects_roots[i] == first)
+                    .then_some(first)
+            })
+            .collect()
+    }
+
     /// Rule 4: the weight of the subtree hanging from `root` after block `height`.
     fn subtree(&self, height: u64, root: B256, depth: u64) -> Gwei {
         if depth == 0 {
@@ -628,6 +676,7 @@ impl LightClient {
                         height: next,
                         block,
                         reason: NeedReason::Withheld,
+                        execute: (0..entry.header.shard_roots.len()).collect(),
                     });
                 }
                 return None;
@@ -641,10 +690,18 @@ impl LightClient {
             let dissent = total - best_direct;
             let threshold_ppm = (self.config.disagreement * 1e6).round() as u128;
             if dissent > 0 && u128::from(dissent) * 1_000_000 >= threshold_ppm * u128::from(total) {
+                let execute = self
+                    .agreed_effects(next, parent_root)
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.is_none())
+                    .map(|(i, _)| i)
+                    .collect();
                 return Some(Need {
                     height: next,
                     block,
                     reason: NeedReason::Disagreement,
+                    execute,
                 });
             }
             // Rule 4: GHOST among the children (the direct winner is almost always it; a
@@ -676,8 +733,13 @@ impl LightClient {
             // Already re-executed on this parent: nothing new to learn.
             return Ok(root);
         }
-        let verified = match proof.verify(parent_root, &entry.header.shard_roots, &entry.header.env)
-        {
+        let agreed = self.agreed_effects(height, parent_root);
+        let verified = match proof.verify_with(
+            parent_root,
+            &entry.header.shard_roots,
+            &entry.header.env,
+            &agreed,
+        ) {
             Ok(v) => v,
             Err(e) => {
                 self.stats.proofs_refused += 1;
@@ -703,6 +765,7 @@ impl LightClient {
         // A re-executed root replaces whatever was believed from there on.
         self.mark(height);
         self.stats.re_executions += 1;
+        self.stats.shards_re_executed += verified.executed as u64;
         Ok(root)
     }
 

@@ -303,9 +303,9 @@ impl Follower {
                 break;
             }
             self.asked.insert(need.height, now);
-            tracing::info!(height = need.height, reason = ?need.reason,
+            tracing::info!(height = need.height, reason = ?need.reason, execute = ?need.execute,
                 "light client: fetching a proof of execution");
-            let proof = match self.upstream.proof(need.height).await {
+            let proof = match self.upstream.proof(need.height, &need.execute).await {
                 Ok(Some(bytes)) => match ExecutionProof::from_bytes(&bytes) {
                     Ok(p) => p,
                     Err(e) => {
@@ -330,6 +330,7 @@ impl Follower {
             let mut client = self.lock();
             match client.on_proof(need.height, &proof) {
                 Ok(root) => tracing::info!(height = need.height, %root,
+                    shards_re_executed = need.execute.len(),
                     "light client: re-executed the block; its root is believed"),
                 Err(e) => {
                     tracing::warn!(height = need.height, error = %e,

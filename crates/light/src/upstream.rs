@@ -161,9 +161,14 @@ impl Upstream {
         self.get_json(&path).await
     }
 
-    /// The proof of execution of the block at `height` (SSZ), if the node has it.
-    pub async fn proof(&self, height: u64) -> Result<Option<Vec<u8>>, FetchError> {
-        let path = crate::wire::proof_path(height);
+    /// The proof of execution of the block at `height` re-executing the shards in `execute`
+    /// (SSZ), if the node has it.
+    pub async fn proof(
+        &self,
+        height: u64,
+        execute: &[usize],
+    ) -> Result<Option<Vec<u8>>, FetchError> {
+        let path = crate::wire::proof_path(height, execute);
         let Some(response) = self.get(&path).await? else {
             return Ok(None);
         };

@@ -10,8 +10,11 @@
 //!   SSZ-encoded in hex. The client computes every header's hash itself and checks every
 //!   claim's signature, so the node can only withhold, never forge. It also says up to which
 //!   height it can prove state.
-//! - `GET /phalanx/v1/light/proof/{height}` → the block's proof of execution
+//! - `GET /phalanx/v1/light/proof/{height}?execute=I,J` → the block's proof of execution
 //!   (`phalanx_execution::proof::ExecutionProof`, SSZ, `application/octet-stream`), or 404.
+//!   With `execute`, only the shards listed are given as transactions and every other shard
+//!   as its effects (the client agrees on those: `client` rule 7); `execute=` (empty) gives
+//!   every shard as effects; without it, every shard is re-executable. A bad list is a 400.
 //!
 //! And for executors (`phalanx executor`), which follow the same headers:
 //!
@@ -67,9 +70,46 @@ pub struct ClaimsAnswer {
     pub refused: Vec<String>,
 }
 
-/// The path of the proof at `height`.
-pub fn proof_path(height: u64) -> String {
-    format!("/phalanx/v1/light/proof/{height}")
+/// The path of the proof at `height` re-executing the shards in `execute`.
+pub fn proof_path(height: u64, execute: &[usize]) -> String {
+    let list: Vec<String> = execute.iter().map(usize::to_string).collect();
+    format!(
+        "/phalanx/v1/light/proof/{height}?execute={}",
+        list.join(",")
+    )
+}
+
+/// The query of a proof request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofQuery {
+    /// Comma-separated shard indices to re-execute; absent: all.
+    pub execute: Option<String>,
+}
+
+impl ProofQuery {
+    /// The shards to re-execute of a block with `shards` shards (all when absent), or why the
+    /// list is refused.
+    pub fn shards(&self, shards: usize) -> Result<Vec<usize>, String> {
+        let Some(list) = self.execute.as_deref() else {
+            return Ok((0..shards).collect());
+        };
+        let mut out = Vec::new();
+        for part in list.split(',').filter(|p| !p.is_empty()) {
+            let i: usize = part
+                .trim()
+                .parse()
+                .map_err(|_| format!("execute: {part:?} is not a shard index"))?;
+            if i >= shards {
+                return Err(format!(
+                    "execute: shard {i} of a block with {shards} shards"
+                ));
+            }
+            if !out.contains(&i) {
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Headers per updates answer, at most.

@@ -8,8 +8,10 @@
 //!
 //! - honest executors claim the true root;
 //! - with `--lying-stake P --lie-at H`, the executors holding the first `P`% of the bond claim a
-//!   wrong root at height `H` and keep building on their wrong chain afterwards (a consistent
-//!   lie);
+//!   wrong root at height `H` — with a wrong effects root for shard 0 and the true one for
+//!   shard 1, as an executor whose shard 0 went wrong would — and keep building on their wrong
+//!   chain afterwards (a consistent lie). The client's proof request then re-executes only
+//!   shard 0 (`shards_re_executed` counts them);
 //! - with `--withhold`, no executor claims block `H` (`--lie-at`, default 10);
 //! - with `--spam`, bonded executors also sign three claims per block about blocks that do
 //!   not exist.
@@ -17,9 +19,10 @@
 //! With `--forged-proofs` a lying full node answers each request first (100 ms), with a
 //! witness one byte of which is flipped; the client must refuse it with a typed error.
 //!
-//! The full node answers the client's requests for a proof of execution 200 ms later, and —
-//! the interactive part — pushes a proof to the client on its own whenever it sees a claim
-//! whose root it knows to be wrong (300 ms after the claim). Each claim a verified proof shows
+//! The full node answers the client's requests for a proof of execution 200 ms later (with
+//! the shards the client asked to re-execute), and — the interactive part — pushes a full
+//! proof to the client on its own whenever it sees a claim whose root it knows to be wrong
+//! (1 s after the claim). Each claim a verified proof shows
 //! wrong goes on chain as a `WrongClaim` fraud proof (the claim and the proof of execution):
 //! `phalanx_consensus::executors::apply_wrong_claim` checks the claim's signature, the
 //! execution side's `ClaimVerifier` re-executes, and the executor is slashed with a bounty to
@@ -56,8 +59,10 @@ use ssz_types::VariableList;
 const SLOT_MS: u64 = 2_000;
 /// How long the full node takes to answer a proof request.
 const PROOF_DELAY_MS: u64 = 200;
-/// How long after a wrong claim the full node pushes its proof.
-const PUSH_DELAY_MS: u64 = 300;
+/// How long after a wrong claim the full node pushes its proof: after the client's own request
+/// would have been answered — the push is the fallback for a world where no honest claimant
+/// raises the disagreement (it is a full proof, since the client then agrees on no shard).
+const PUSH_DELAY_MS: u64 = 1_000;
 /// Blocks the full node keeps unfinalized (it can prove any of them).
 const KEEP: u64 = 64;
 /// Senders of the load.
@@ -112,6 +117,8 @@ pub struct Report {
     pub transient_wrong_roots: u64,
     /// Proofs of execution verified and used.
     pub re_executions: u64,
+    /// Shards those proofs re-executed (the others were agreed by every claim).
+    pub shards_re_executed: u64,
     /// Executors slashed on chain, by index.
     pub slashed: Vec<u64>,
     /// Worst time from a header to the client believing (for good) the true root there.
@@ -145,8 +152,14 @@ pub enum LightSimError {
 enum Event {
     Header(u64),
     Claim(Box<SignedClaim>),
-    Proof { height: u64 },
-    ForgedProof { height: u64 },
+    /// A proof re-executing `execute` (every shard when `None`).
+    Proof {
+        height: u64,
+        execute: Option<Vec<usize>>,
+    },
+    ForgedProof {
+        height: u64,
+    },
     Tick,
 }
 
@@ -229,6 +242,7 @@ pub fn run(config: Config) -> Result<Report, LightSimError> {
         wrong_roots_believed: 0,
         transient_wrong_roots: 0,
         re_executions: 0,
+        shards_re_executed: 0,
         slashed: Vec::new(),
         max_ms_to_correct_root: 0,
         spam_dropped: 0,
@@ -262,7 +276,9 @@ pub fn run(config: Config) -> Result<Report, LightSimError> {
                         break;
                     }
                     let lying = i < liars && h >= config.lie_at;
+                    let mut effects = block.effects_roots.clone();
                     let (prev, post) = if lying {
+                        effects[0] = keccak256([b"lie".as_slice(), effects[0].as_slice()].concat());
                         let prev = if h == config.lie_at {
                             parent.1
                         } else {
@@ -275,8 +291,7 @@ pub fn run(config: Config) -> Result<Report, LightSimError> {
                     } else {
                         (parent.1, block.root)
                     };
-                    let claim =
-                        LightClient::claim_for(&block.header, prev, &block.effects_roots, post);
+                    let claim = LightClient::claim_for(&block.header, prev, &effects, post);
                     let signed = SignedClaim {
                         executor: ExecutorIndex(i as u64),
                         signature: signing.sign(&claim, key),
@@ -328,7 +343,14 @@ pub fn run(config: Config) -> Result<Report, LightSimError> {
                     && pushed_for.insert(height)
                 {
                     report.proofs_pushed += 1;
-                    push(&mut queue, now + PUSH_DELAY_MS, Event::Proof { height });
+                    push(
+                        &mut queue,
+                        now + PUSH_DELAY_MS,
+                        Event::Proof {
+                            height,
+                            execute: None,
+                        },
+                    );
                 }
                 if let Err(phalanx_light::client::ClaimError::UnknownBlock { .. }) =
                     client.on_claim(*signed)
@@ -363,7 +385,7 @@ pub fn run(config: Config) -> Result<Report, LightSimError> {
                     Ok(_) => return Err(chain("a forged proof was accepted")),
                 }
             }
-            Event::Proof { height } => {
+            Event::Proof { height, execute } => {
                 let Some(b) = blocks.get(&height) else {
                     continue;
                 };
@@ -374,14 +396,21 @@ pub fn run(config: Config) -> Result<Report, LightSimError> {
                     blocks.get(&(height - 1)).map_or(genesis_root, |p| p.root)
                 };
                 let view = store.view(parent_hash).map_err(chain)?;
-                let proof = ExecutionProof::build(&view, parent_root, &b.header.env, &b.shards)
-                    .map_err(chain)?;
+                let all: Vec<usize> = (0..b.shards.len()).collect();
+                let proof = ExecutionProof::build_partial(
+                    &view,
+                    parent_root,
+                    &b.header.env,
+                    &b.shards,
+                    execute.as_deref().unwrap_or(&all),
+                )
+                .map_err(chain)?;
                 proofs.insert(height, proof.to_bytes());
                 match client.on_proof(height, &proof) {
                     Ok(_) => {}
                     Err(phalanx_light::client::ProofError::Unexpected(_)) => {
                         // The client has not reached the parent yet: the full node retries.
-                        push(&mut queue, now + 500, Event::Proof { height });
+                        push(&mut queue, now + 500, Event::Proof { height, execute });
                         continue;
                     }
                     Err(e) => tracing::debug!(height, error = %e, "sim light: proof not used"),
@@ -429,7 +458,9 @@ pub fn run(config: Config) -> Result<Report, LightSimError> {
             }
         }
         // The client advances; a block it cannot pass gets a proof request.
-        if let Some(Need { height, .. }) = client.advance(now)
+        if let Some(Need {
+            height, execute, ..
+        }) = client.advance(now)
             && requested.insert(height)
         {
             report.proofs_requested += 1;
@@ -440,7 +471,14 @@ pub fn run(config: Config) -> Result<Report, LightSimError> {
                     Event::ForgedProof { height },
                 );
             }
-            push(&mut queue, now + PROOF_DELAY_MS, Event::Proof { height });
+            push(
+                &mut queue,
+                now + PROOF_DELAY_MS,
+                Event::Proof {
+                    height,
+                    execute: Some(execute),
+                },
+            );
         }
         // Withheld claims are noticed only by the clock: tick while a header waits.
         let (head, _) = client.head();
@@ -464,6 +502,7 @@ pub fn run(config: Config) -> Result<Report, LightSimError> {
         }
     }
     report.re_executions = client.stats().re_executions;
+    report.shards_re_executed = client.stats().shards_re_executed;
     report.transient_wrong_roots = ever_wrong.len() as u64;
     report.believed_height = client.head().0;
     report.wrong_roots_believed = blocks

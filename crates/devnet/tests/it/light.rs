@@ -246,6 +246,48 @@ async fn light_client_follows_a_devnet_and_serves_only_verified_reads() {
     assert!(answer.refused[1].contains("executor 0"), "{answer:?}");
     assert!(answer.refused[2].contains("malformed"), "{answer:?}");
 
+    // A proof of execution of the deployment's block that re-executes only shard 0 and gives
+    // the others as the effects the claims name: it finishes to the root the client believes.
+    let upstream =
+        phalanx_light::upstream::Upstream::new(&format!("http://{rpc}"), Duration::from_secs(10))
+            .unwrap();
+    let bytes = upstream.proof(at, &[0]).await.unwrap().unwrap();
+    let proof = phalanx_execution::proof::ExecutionProof::from_bytes(&bytes).unwrap();
+    assert_eq!(proof.executed_shards(), vec![0]);
+    let (header, parent_root, believed) = {
+        let client = honest.client.lock().unwrap();
+        (
+            client.header(at).unwrap().clone(),
+            client.root_at(at - 1).unwrap(),
+            client.root_at(at).unwrap(),
+        )
+    };
+    let claim = served
+        .iter()
+        .find(|c| c.message.height == at && c.message.prev_state_root == parent_root)
+        .unwrap();
+    let agreed: Vec<Option<alloy_primitives::B256>> = claim
+        .message
+        .effects_roots
+        .iter()
+        .copied()
+        .map(Some)
+        .collect();
+    assert_eq!(agreed.len(), header.shard_roots.len());
+    let verified = proof
+        .verify_with(parent_root, &header.shard_roots, &header.env, &agreed)
+        .unwrap();
+    assert_eq!((verified.post_state_root, verified.executed), (believed, 1));
+    let (code, answer) = request(
+        rpc,
+        "GET",
+        &format!("/phalanx/v1/light/proof/{at}?execute=0,99"),
+        "",
+    )
+    .await;
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.contains("shard 99"), "{answer}");
+
     // Through the lying node: it follows (headers and claims are honest) but every read the
     // tampered proofs or code would answer is refused.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -28,7 +28,10 @@ fn ninety_percent_lying_at_one_height_is_re_executed_and_the_liars_slashed() {
     .unwrap();
     assert_eq!(r.believed_height, 40, "{r:?}");
     assert_eq!(r.wrong_roots_believed, 0, "{r:?}");
-    assert!(r.re_executions >= 1, "{r:?}");
+    assert_eq!(r.re_executions, 1, "{r:?}");
+    // The liars got shard 0 wrong and agreed with the honest on shard 1: only shard 0 is
+    // re-executed, and that partial proof is what slashes them.
+    assert_eq!(r.shards_re_executed, 1, "{r:?}");
     assert_eq!(r.slashed, (0..9).collect::<Vec<u64>>(), "{r:?}");
     assert!(r.bounties_gwei > 0, "the proofs' submitter is paid: {r:?}");
 }
@@ -72,6 +75,10 @@ fn spam_triggers_nothing_and_withheld_claims_lead_to_a_fetched_proof() {
     .unwrap();
     assert_eq!(r.proofs_requested, 1, "{r:?}");
     assert_eq!(r.re_executions, 1, "{r:?}");
+    assert_eq!(
+        r.shards_re_executed, 2,
+        "no claims: every shard re-executed: {r:?}"
+    );
     assert_eq!(r.forged_rejected, 1, "a forged witness is refused: {r:?}");
     assert_eq!(r.wrong_roots_believed, 0, "{r:?}");
     assert_eq!(
@@ -272,6 +279,98 @@ mod claims {
         assert_eq!(client.advance(30), None);
         assert_eq!(client.root_at(1), Some(good_root));
     }
+
+    /// A disputed block's proof must re-execute only the shards whose effects roots the
+    /// claims dispute; with nothing to compare, every shard.
+    #[test]
+    fn a_need_names_only_the_disputed_shards() {
+        let spec = ChainSpec::preset("devnet").unwrap();
+        let mut params = DevnetParams::new("light-disputed", spec);
+        params.executors = 4;
+        params.accounts = 0;
+        let (genesis, keys) = generate(&params).unwrap();
+        let signing = genesis.signing_context();
+        let genesis_hash = B256::repeat_byte(0xee);
+        let root0 = B256::repeat_byte(0x10);
+        let mut client = LightClient::new(
+            Config::default(),
+            signing,
+            ExecutorRegistry::from_genesis(&genesis).unwrap(),
+            (0, genesis_hash, root0),
+        );
+        let mut h1 = header(1, genesis_hash);
+        h1.shard_roots = vec![
+            B256::repeat_byte(1),
+            B256::repeat_byte(2),
+            B256::repeat_byte(3),
+        ];
+        client.on_header(h1.clone(), 0).unwrap();
+        let sign = |i: usize, effects: &[B256], post: B256| {
+            let claim = LightClient::claim_for(&h1, root0, effects, post);
+            SignedClaim {
+                executor: ExecutorIndex(i as u64),
+                signature: signing.sign(&claim, &keys.executors[i].1),
+                message: claim,
+            }
+        };
+        let (a, b, c) = (
+            B256::repeat_byte(0xa),
+            B256::repeat_byte(0xb),
+            B256::repeat_byte(0xc),
+        );
+        let truth = B256::repeat_byte(0x11);
+        for i in 0..3 {
+            client.on_claim(sign(i, &[a, b, c], truth)).unwrap();
+        }
+        // Agreeing claims: nothing is disputed, and nothing is "agreed" for a proof either.
+        assert_eq!(client.agreed_effects(1, root0), vec![None, None, None]);
+        // Executor 3 got shard 1 wrong.
+        client
+            .on_claim(sign(
+                3,
+                &[a, B256::repeat_byte(0xee), c],
+                B256::repeat_byte(0x77),
+            ))
+            .unwrap();
+        let need = client.advance(10).unwrap();
+        assert_eq!(need.reason, NeedReason::Disagreement);
+        assert_eq!(need.execute, vec![1]);
+        assert_eq!(
+            client.agreed_effects(1, root0),
+            vec![Some(a), None, Some(c)]
+        );
+
+        // Claims whose effects roots do not line up with the shards: every shard.
+        let mut client2 = LightClient::new(
+            Config::default(),
+            signing,
+            ExecutorRegistry::from_genesis(&genesis).unwrap(),
+            (0, genesis_hash, root0),
+        );
+        client2.on_header(h1.clone(), 0).unwrap();
+        for i in 0..3 {
+            client2.on_claim(sign(i, &[a, b, c], truth)).unwrap();
+        }
+        client2
+            .on_claim(sign(3, &[a], B256::repeat_byte(0x77)))
+            .unwrap();
+        assert_eq!(client2.advance(10).unwrap().execute, vec![0, 1, 2]);
+
+        // Withheld: no claims after the timeout, every shard.
+        let mut client3 = LightClient::new(
+            Config::default(),
+            signing,
+            ExecutorRegistry::from_genesis(&genesis).unwrap(),
+            (0, genesis_hash, root0),
+        );
+        client3.on_header(h1.clone(), 0).unwrap();
+        assert_eq!(client3.advance(10), None);
+        let need = client3.advance(Config::default().claim_timeout_ms).unwrap();
+        assert_eq!(
+            (need.reason, need.execute),
+            (NeedReason::Withheld, vec![0, 1, 2])
+        );
+    }
 }
 
 mod on_chain {
@@ -305,7 +404,7 @@ mod on_chain {
     fn wrong_claims_are_slashed_by_proof_and_nothing_else_is() {
         let spec = ChainSpec::preset("devnet").unwrap();
         let mut params = DevnetParams::new("on-chain", spec.clone());
-        params.executors = 2;
+        params.executors = 3;
         params.accounts = 0;
         let (genesis, keys) = generate(&params).unwrap();
         let signing = genesis.signing_context();
@@ -367,10 +466,11 @@ mod on_chain {
         let view = store.view(g).unwrap();
         let proof =
             ExecutionProof::build(&view, parent_root, &env, std::slice::from_ref(&shard)).unwrap();
-        let truth = proof
+        let verified = proof
             .verify(parent_root, &[shard.tree_hash_root()], &env)
-            .unwrap()
-            .post_state_root;
+            .unwrap();
+        let truth = verified.post_state_root;
+        let effects = verified.effects_roots[0].unwrap();
         let light = LightHeader {
             height: 1,
             hash: header.root(),
@@ -378,14 +478,15 @@ mod on_chain {
             shard_roots: vec![shard.tree_hash_root()],
             env: env.clone(),
         };
-        let claim = |i: usize, post: B256| {
-            let message = LightClient::claim_for(&light, parent_root, &[], post);
+        let claim_with = |i: usize, effects: &[B256], post: B256| {
+            let message = LightClient::claim_for(&light, parent_root, effects, post);
             SignedClaim {
                 executor: ExecutorIndex(i as u64),
                 signature: signing.sign(&message, &keys.executors[i].1),
                 message,
             }
         };
+        let claim = |i: usize, post: B256| claim_with(i, &[], post);
         let fraud = |c: &SignedClaim, proof: &ExecutionProof| FraudProof {
             kind: FraudProofKind::WrongClaim as u8,
             block_root: header.root(),
@@ -435,8 +536,49 @@ mod on_chain {
             apply(&wrong, &proof, &mut registry),
             Ok((ExecutorIndex(0), 0))
         );
-        assert_eq!(registry.slashed().map(|e| e.0).collect::<Vec<_>>(), vec![0]);
+
+        // Proofs that take shards as the accused claim's own effects. The shard given as
+        // effects (nothing re-executed): a right claim cannot be framed with it, a wrong
+        // post-state root is shown by finishing the block alone.
+        let agreed = ExecutionProof::build_partial(
+            &view,
+            parent_root,
+            &env,
+            std::slice::from_ref(&shard),
+            &[],
+        )
+        .unwrap();
+        assert!(agreed.executed_shards().is_empty());
+        assert!(matches!(
+            apply(&claim_with(1, &[effects], truth), &agreed, &mut registry),
+            Err(WrongClaimError::Rejected(m)) if m.contains("agrees")
+        ));
+        // A claim with the true post-state root but a wrong effects root: the proof may not
+        // take the shard on that root, and re-executing the shard shows the lie.
+        let lying_effects = claim_with(2, &[B256::repeat_byte(3)], truth);
+        assert!(matches!(
+            apply(&lying_effects, &agreed, &mut registry),
+            Err(WrongClaimError::Rejected(m)) if m.contains("effects")
+        ));
+        assert_eq!(
+            apply(&lying_effects, &proof, &mut registry),
+            Ok((ExecutorIndex(2), bond / BOUNTY_QUOTIENT))
+        );
+        assert_eq!(
+            registry.slashed().map(|e| e.0).collect::<Vec<_>>(),
+            vec![0, 2]
+        );
         assert!(registry.weight(ExecutorIndex(1), phalanx_types::Epoch(0)) > 0);
+        // And a wrong post-state root with the true effects is shown without re-executing.
+        let mut fresh = ExecutorRegistry::from_genesis(&genesis).unwrap();
+        assert_eq!(
+            apply(
+                &claim_with(1, &[effects], B256::repeat_byte(9)),
+                &agreed,
+                &mut fresh
+            ),
+            Ok((ExecutorIndex(1), bond / BOUNTY_QUOTIENT))
+        );
     }
 
     /// Reads are answered only as far as they follow from the believed root.
