@@ -27,4 +27,4 @@ pub mod testing;
 pub mod validity;
 
 pub use registry::{Registry, RegistryError};
-pub use validity::{BlockError, ChainContext, check_block};
+pub use validity::{BlockError, ChainContext, check_block, check_header};

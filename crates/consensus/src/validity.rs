@@ -147,8 +147,6 @@ pub fn check_block(
     block: &SignedBlock,
 ) -> Result<(), BlockError> {
     let spec = ctx.spec;
-    let header = &block.header.message;
-    let declaration = &header.declaration.message;
 
     // 1. Sizes.
     let size = block.ssz_bytes_len();
@@ -173,6 +171,26 @@ pub fn check_block(
             });
         }
     }
+
+    // 2–4.
+    check_header(ctx, proposer, &block.header)?;
+
+    // 5. Commitments.
+    check_commitments(block)
+}
+
+/// Steps 2–4 of [`check_block`], which need only the signed header: it extends exactly what
+/// was declared, `proposer` declared it, its producer is registered and unslashed, and the
+/// declaration, RANDAO reveal and header signatures verify. A light client checks headers
+/// with this alone.
+pub fn check_header(
+    ctx: &ChainContext<'_>,
+    proposer: ValidatorIndex,
+    signed: &phalanx_types::SignedBlockHeader,
+) -> Result<(), BlockError> {
+    let spec = ctx.spec;
+    let header = &signed.message;
+    let declaration = &header.declaration.message;
 
     // 2. The header extends exactly what was declared.
     if header.slot != declaration.slot {
@@ -221,10 +239,10 @@ pub fn check_block(
         ctx.signing.signing_root(header),
     ];
     let sigs = [
-        Signature::try_from(&block.header.message.declaration.signature)
+        Signature::try_from(&header.declaration.signature)
             .map_err(|_| BlockError::BadDeclarationSignature)?,
         Signature::try_from(&declaration.randao_reveal).map_err(|_| BlockError::BadRandaoReveal)?,
-        Signature::try_from(&block.header.signature).map_err(|_| BlockError::BadHeaderSignature)?,
+        Signature::try_from(&signed.signature).map_err(|_| BlockError::BadHeaderSignature)?,
     ];
     let keys = [&validator.pubkey, &validator.pubkey, &producer.pubkey];
     let sets: Vec<SignatureSet<'_>> = (0..3)
@@ -239,7 +257,7 @@ pub fn check_block(
             &ctx.signing,
             declaration,
             &validator.pubkey,
-            &block.header.message.declaration.signature,
+            &header.declaration.signature,
         ) {
             return Err(BlockError::BadDeclarationSignature);
         }
@@ -253,8 +271,12 @@ pub fn check_block(
         }
         return Err(BlockError::BadHeaderSignature);
     }
+    Ok(())
+}
 
-    // 5. Commitments.
+/// Step 5 of [`check_block`]: the shards and body are the ones the header commits to.
+fn check_commitments(block: &SignedBlock) -> Result<(), BlockError> {
+    let header = &block.header.message;
     if header.shard_roots.len() != block.shards.len() {
         return Err(BlockError::ShardCountMismatch {
             roots: header.shard_roots.len(),

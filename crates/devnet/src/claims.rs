@@ -209,12 +209,20 @@ async fn updates(State(shared): State<Arc<Shared>>, Query(q): Query<UpdatesQuery
         .limit
         .map_or(MAX_HEADERS, |l| usize::try_from(l).unwrap_or(MAX_HEADERS))
         .min(MAX_HEADERS);
-    let headers: Vec<Bytes> = shared
+    let (headers, blocks): (Vec<Bytes>, Vec<Bytes>) = shared
         .blocks()
         .range(q.from..)
         .take(limit)
-        .map(|(_, b)| Bytes::from(b.header.as_ssz_bytes()))
-        .collect();
+        .map(|(_, b)| {
+            (
+                Bytes::from(b.header.as_ssz_bytes()),
+                b.signed
+                    .as_ref()
+                    .map(|s| Bytes::from(s.as_ssz_bytes()))
+                    .unwrap_or_default(),
+            )
+        })
+        .unzip();
     let claims: Vec<Bytes> = lock(&shared.light_feed.claims)
         .range(q.claims_from..)
         .flat_map(|(_, c)| c.iter())
@@ -224,6 +232,7 @@ async fn updates(State(shared): State<Arc<Shared>>, Query(q): Query<UpdatesQuery
     axum::Json(Updates {
         provable: shared.executed().map_or(0, |h| h.number),
         headers,
+        blocks,
         claims,
     })
     .into_response()

@@ -1,7 +1,8 @@
 //! From the ordered chain to execution: the genesis allocation as state changes, and the
 //! [`ExecHeader`] of each finalized block.
 //!
-//! The header execution runs under is derived, never signed separately: the number counts
+//! The header execution runs under is derived, never signed separately
+//! ([`phalanx_light::headers::derive`], the rule light clients check it by): the number counts
 //! finalized blocks from genesis, the timestamp is the slot's start, `PREVRANDAO` is the RANDAO
 //! mix after the block, the fee recipients are the proposer's and the producer's reward
 //! addresses from the registry, and the fee split is the declaration's. The base fee is fixed
@@ -15,7 +16,7 @@ use phalanx_spec::{ChainSpec, Genesis};
 use ssz_types::VariableList;
 
 /// The devnet's base fee, wei (1 gwei).
-pub const BASEFEE: u64 = 1_000_000_000;
+pub use phalanx_light::headers::BASEFEE;
 
 /// The genesis allocation as changes to the empty state (as every executor computes it).
 pub use phalanx_executor::genesis_changes;
@@ -46,26 +47,12 @@ pub fn header(
     genesis_time: u64,
     registry: &Registry,
 ) -> ExecHeader {
-    let h = &block.block.header.message;
-    let d = &h.declaration.message;
-    ExecHeader {
-        number: parent.number + 1,
-        parent: parent.hash(),
-        timestamp: genesis_time + h.slot.0 * spec.slot_seconds,
-        chain_id: spec.chain_id,
-        basefee: BASEFEE,
-        prevrandao: block.mix,
-        shard_gas_limit: spec.shard_gas_limit,
-        block_gas_limit: spec.block_gas_limit,
-        validator_reward: registry
-            .validator(d.proposer_index)
-            .map(|v| v.reward_address)
-            .unwrap_or_default(),
-        producer_reward: registry
-            .producer(h.producer)
-            .map(|p| p.reward_address)
-            .unwrap_or_default(),
-        fee_split_bps: d.fee_split_bps,
-        shard_roots: VariableList::new(h.shard_roots.iter().copied().collect()).unwrap_or_default(),
-    }
+    phalanx_light::headers::derive(
+        &block.block.header.message,
+        block.mix,
+        (parent.number, parent.hash()),
+        spec,
+        genesis_time,
+        registry,
+    )
 }

@@ -54,7 +54,7 @@ use phalanx_net::{Network, PeerKey};
 use phalanx_sim::chain::{LiveChain, LiveStatus};
 use phalanx_spec::devnet::{DevAccount, DevnetParams};
 use phalanx_spec::{ChainSpec, Genesis};
-use phalanx_types::consensus::Shard;
+use phalanx_types::consensus::{Shard, SignedBlockHeader};
 use tokio::sync::{mpsc, watch};
 
 /// Settings of a devnet.
@@ -161,6 +161,8 @@ pub enum DevnetError {
 #[derive(Debug, Clone)]
 pub(crate) struct BlockInfo {
     pub(crate) header: ExecHeader,
+    /// The finalized consensus header it derives from (`None` for the genesis).
+    pub(crate) signed: Option<SignedBlockHeader>,
     /// Hashes of its transactions in block order (shard by shard).
     pub(crate) transactions: Vec<B256>,
     /// Each transaction's shard and encoding, in the same order.
@@ -241,7 +243,12 @@ impl Shared {
     }
 
     /// Indexes a block fed to execution (for JSON-RPC).
-    pub(crate) fn record_block(&self, header: &ExecHeader, shards: &[Shard]) {
+    pub(crate) fn record_block(
+        &self,
+        header: &ExecHeader,
+        shards: &[Shard],
+        signed: Option<&SignedBlockHeader>,
+    ) {
         let raw: Vec<(u16, Bytes)> = shards
             .iter()
             .enumerate()
@@ -274,6 +281,7 @@ impl Shared {
             header.number,
             BlockInfo {
                 header: header.clone(),
+                signed: signed.cloned(),
                 cumulative_txs: before + transactions.len() as u64,
                 transactions,
                 raw,
@@ -596,7 +604,7 @@ impl Devnet {
             .map(|h| h.number)
             .max()
             .unwrap_or(0);
-        let mut resumed: Vec<(ExecHeader, Vec<Shard>, B256)> = Vec::new();
+        let mut resumed: Vec<(ExecHeader, Vec<Shard>, B256, SignedBlockHeader)> = Vec::new();
         if executed > 0 {
             let mut parent = genesis_exec.clone();
             for f in chain
@@ -607,14 +615,14 @@ impl Devnet {
                 let header = exec::header(&f, &parent, &spec, genesis.genesis_time, &registry);
                 let shards: Vec<Shard> = f.block.shards.iter().cloned().collect();
                 parent = header.clone();
-                resumed.push((header, shards, f.root));
+                resumed.push((header, shards, f.root, f.block.header.clone()));
             }
             let best = states
                 .iter()
                 .filter_map(|s| s.head().ok().flatten())
                 .find(|h| h.number == executed);
             if resumed.len() as u64 != executed
-                || best.map(|h| h.block) != resumed.last().map(|(h, _, _)| h.hash())
+                || best.map(|h| h.block) != resumed.last().map(|(h, _, _, _)| h.hash())
             {
                 return Err(DevnetError::State(format!(
                     "the servers executed {executed} blocks that the chain in {} does not \
@@ -645,6 +653,7 @@ impl Devnet {
                 0,
                 BlockInfo {
                     header: genesis_exec.clone(),
+                    signed: None,
                     transactions: Vec::new(),
                     raw: Vec::new(),
                     cumulative_txs: 0,
@@ -742,7 +751,7 @@ impl Devnet {
                     (genesis_exec.clone(), alloc.clone()),
                     resumed
                         .iter()
-                        .map(|(h, s, _)| (h.clone(), s.clone()))
+                        .map(|(h, s, _, _)| (h.clone(), s.clone()))
                         .collect(),
                     claims_rx,
                     shared.clone(),
@@ -752,13 +761,13 @@ impl Devnet {
             );
         }
         let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
-        for (header, shards, _) in &resumed {
-            shared.record_block(header, shards);
+        for (header, shards, _, signed) in &resumed {
+            shared.record_block(header, shards, Some(signed));
             feed.remember(header.clone(), shards.clone());
         }
         let fed = resumed.last().map_or(
             (chain.genesis_root(), genesis_exec.clone()),
-            |(h, _, root)| (*root, h.clone()),
+            |(h, _, root, _)| (*root, h.clone()),
         );
         tasks.push(tokio::spawn(feed_task(feed, blocks_rx, shutdown.clone())));
 
@@ -1005,7 +1014,8 @@ impl ChainLoop {
                     &self.registry,
                 );
                 let shards: Vec<Shard> = f.block.shards.iter().cloned().collect();
-                self.shared.record_block(&header, &shards);
+                self.shared
+                    .record_block(&header, &shards, Some(&f.block.header));
                 tracing::debug!(
                     height = header.number,
                     slot = f.block.header.message.slot.0,

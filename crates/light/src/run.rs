@@ -10,9 +10,12 @@
 //!
 //! A node that stops answering only stalls the client: it keeps serving reads at the roots
 //! it believes and resumes when the node is back. A node that lies gets its headers refused
-//! (they do not chain), its claims dropped (signatures) and its proofs rejected (typed
-//! errors); it can withhold, which the client answers by asking for proofs, never by
-//! guessing.
+//! (each must come with the signed consensus header it derives from: producer, proposer and
+//! RANDAO signatures checked, the proposer checked against the schedule, the execution header
+//! derived here — [`crate::headers`]), its claims dropped (signatures) and its proofs rejected
+//! (typed errors); it can withhold, which the client answers by asking for proofs, never by
+//! guessing. What it cannot yet refuse: a validly signed block that lost a fork, served as
+//! final (finality is not checked).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -25,12 +28,13 @@ use phalanx_consensus::executors::ExecutorRegistry;
 use phalanx_execution::header::ExecHeader;
 use phalanx_execution::proof::ExecutionProof;
 use phalanx_spec::Genesis;
-use phalanx_types::SignedClaim;
+use phalanx_types::{SignedBlockHeader, SignedClaim};
 use ssz::Decode;
 use tokio::sync::watch;
 use tree_hash::TreeHash;
 
 use crate::client::{Config, LightClient, LightHeader};
+use crate::headers::HeaderChain;
 use crate::upstream::{FetchError, Upstream};
 use crate::wire::{Bootstrap, MAX_HEADERS, UpdatesQuery};
 
@@ -77,6 +81,9 @@ pub enum RunError {
     /// Serving failed.
     #[error("JSON-RPC server: {0}")]
     Serve(std::io::Error),
+    /// The checkpoint's header could not be had or does not match.
+    #[error("checkpoint header: {0}")]
+    CheckpointHeader(String),
 }
 
 /// A started light client.
@@ -118,6 +125,7 @@ pub async fn start(
             c
         }
     };
+    let headers = header_chain(&config.genesis, &checkpoint, &upstream).await?;
     let client = Arc::new(Mutex::new(LightClient::new(
         config.client,
         config.genesis.signing_context(),
@@ -159,6 +167,7 @@ pub async fn start(
         });
     let follower = Follower {
         client: client.clone(),
+        headers,
         upstream,
         provable,
         asked: HashMap::new(),
@@ -181,8 +190,46 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The header checker from the trusted checkpoint: from the genesis file at height 0;
+/// otherwise from the checkpoint's execution header, fetched from the node and checked against
+/// the trusted hash.
+async fn header_chain(
+    genesis: &Genesis,
+    checkpoint: &Bootstrap,
+    upstream: &Upstream,
+) -> Result<HeaderChain, RunError> {
+    if checkpoint.height == 0 {
+        return HeaderChain::from_genesis(genesis, checkpoint.block_hash)
+            .map_err(RunError::Genesis);
+    }
+    let updates = upstream
+        .updates(&UpdatesQuery {
+            from: checkpoint.height,
+            claims_from: u64::MAX,
+            limit: Some(1),
+        })
+        .await?;
+    let header = updates
+        .headers
+        .first()
+        .ok_or_else(|| {
+            RunError::CheckpointHeader(format!(
+                "the node has no header at height {}",
+                checkpoint.height
+            ))
+        })
+        .and_then(|raw| {
+            ExecHeader::from_ssz_bytes(raw)
+                .map_err(|e| RunError::CheckpointHeader(format!("malformed: {e:?}")))
+        })?;
+    HeaderChain::from_checkpoint(genesis, &header, checkpoint.block_hash)
+        .map_err(|e| RunError::CheckpointHeader(e.to_string()))
+}
+
 struct Follower {
     client: Arc<Mutex<LightClient>>,
+    /// Checks every header against its signed consensus header before the client sees it.
+    headers: HeaderChain,
     upstream: Upstream,
     /// What the node says it can prove (for `latest` reads).
     provable: Arc<AtomicU64>,
@@ -251,7 +298,7 @@ impl Follower {
                 .client
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for raw in &updates.headers {
+            for (i, raw) in updates.headers.iter().enumerate() {
                 let header = match ExecHeader::from_ssz_bytes(raw) {
                     Ok(h) => h,
                     Err(e) => {
@@ -259,6 +306,31 @@ impl Follower {
                         break;
                     }
                 };
+                let signed = match updates
+                    .blocks
+                    .get(i)
+                    .map(|b| SignedBlockHeader::from_ssz_bytes(b))
+                {
+                    Some(Ok(s)) => s,
+                    Some(Err(e)) => {
+                        tracing::warn!(height = header.number, error = ?e,
+                            "light client: malformed consensus header from the node");
+                        break;
+                    }
+                    None => {
+                        tracing::warn!(
+                            height = header.number,
+                            "light client: the node serves no signed consensus header for this \
+                             block; not taken"
+                        );
+                        break;
+                    }
+                };
+                if let Err(e) = self.headers.verify(&signed, &header) {
+                    tracing::warn!(height = header.number, error = %e,
+                        "light client: header refused");
+                    break;
+                }
                 if let Err(e) = client.on_header(LightHeader::from(&header), now) {
                     tracing::warn!(error = %e, "light client: header refused");
                     break;

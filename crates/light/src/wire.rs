@@ -7,8 +7,11 @@
 //! - `GET /phalanx/v1/light/updates?from=H&claims_from=C&limit=N` → [`Updates`]: the
 //!   executed headers from height `H` (at most `N`, at most [`MAX_HEADERS`]) and the
 //!   executors' signed claims the node holds for heights `≥ C` (at most [`MAX_CLAIMS`]), each
-//!   SSZ-encoded in hex. The client computes every header's hash itself and checks every
-//!   claim's signature, so the node can only withhold, never forge. It also says up to which
+//!   SSZ-encoded in hex, with the signed consensus header each execution header derives from.
+//!   The client checks those signatures, derives every execution header itself
+//!   ([`crate::headers`]) and checks every claim's signature, so the node can only withhold
+//!   (or serve a validly signed block that lost a fork: finality is not checked yet), never
+//!   forge. It also says up to which
 //!   height it can prove state.
 //! - `GET /phalanx/v1/light/proof/{height}?execute=I,J` → the block's proof of execution
 //!   (`phalanx_execution::proof::ExecutionProof`, SSZ, `application/octet-stream`), or 404.
@@ -149,6 +152,11 @@ pub struct Updates {
     pub provable: u64,
     /// SSZ of each `ExecHeader`, in height order.
     pub headers: Vec<Bytes>,
+    /// SSZ of the finalized consensus header (`SignedBlockHeader`) each of `headers` derives
+    /// from, in the same order (empty for the genesis): the light client checks the
+    /// signatures and derives the execution header itself ([`crate::headers`]).
+    #[serde(default)]
+    pub blocks: Vec<Bytes>,
     /// SSZ of each `SignedClaim`.
     pub claims: Vec<Bytes>,
 }

@@ -662,3 +662,147 @@ mod on_chain {
         );
     }
 }
+
+/// Header verification (`phalanx_light::headers`) over a real chain's finalized blocks: every
+/// block passes from genesis or from a later checkpoint; altered, re-signed-by-nobody,
+/// skipped or wrongly proposed blocks are refused with a typed error.
+mod headers {
+    use alloy_primitives::B256;
+    use phalanx_consensus::{BlockError, Registry};
+    use phalanx_execution::header::ExecHeader;
+    use phalanx_light::headers::{HeaderChain, HeaderCheckError, derive};
+    use phalanx_sim::chain::{FinalizedBlock, LiveChain, ShardSource};
+    use phalanx_spec::ChainSpec;
+    use phalanx_spec::devnet::DevnetParams;
+    use phalanx_types::{Shard, SignatureBytes, ValidatorIndex};
+    use ssz_types::VariableList;
+
+    struct Empty;
+
+    impl ShardSource for Empty {
+        fn shards(&mut self, _slot: u64, count: usize) -> Vec<Shard> {
+            (0..count)
+                .map(|_| Shard {
+                    transactions: VariableList::empty(),
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn headers_are_checked_against_their_signed_consensus_headers() {
+        let spec = ChainSpec::preset("devnet").unwrap();
+        let mut params = DevnetParams::new("light-headers", spec.clone());
+        params.accounts = 0;
+        params.executors = 0;
+        let (mut chain, genesis, _) = LiveChain::new(8, 2, params, Box::new(Empty), None).unwrap();
+        let end = 5 * spec.slots_per_epoch * chain.slot_ms();
+        let mut now = 0;
+        while now < end {
+            now += 100;
+            chain.advance(now);
+        }
+        let blocks: Vec<FinalizedBlock> = chain.finalized_after(chain.genesis_root());
+        assert!(
+            blocks.len() as u64 > spec.slots_per_epoch,
+            "{} finalized blocks: the test needs more than an epoch",
+            blocks.len()
+        );
+        let registry = Registry::from_genesis(&genesis).unwrap();
+        let genesis_hash = B256::repeat_byte(0x42);
+        let mut served: Vec<ExecHeader> = Vec::new();
+        let mut parent = (0, genesis_hash);
+        for f in &blocks {
+            let h = derive(
+                &f.block.header.message,
+                f.mix,
+                parent,
+                &spec,
+                genesis.genesis_time,
+                &registry,
+            );
+            parent = (h.number, h.hash());
+            served.push(h);
+        }
+
+        // Every block passes, its proposer checked against the schedule.
+        let mut good = HeaderChain::from_genesis(&genesis, genesis_hash).unwrap();
+        for (f, h) in blocks.iter().zip(&served) {
+            good.verify(&f.block.header, h).unwrap();
+        }
+        assert_eq!(good.height(), blocks.len() as u64);
+        assert_eq!(good.unscheduled(), 0);
+
+        let fresh = || {
+            let mut c = HeaderChain::from_genesis(&genesis, genesis_hash).unwrap();
+            c.verify(&blocks[0].block.header, &served[0]).unwrap();
+            c
+        };
+        let (next, next_served) = (&blocks[1].block.header, &served[1]);
+        // A served execution header the block does not derive (another fee split).
+        let mut altered = next_served.clone();
+        altered.fee_split_bps += 1;
+        assert!(matches!(
+            fresh().verify(next, &altered),
+            Err(HeaderCheckError::NotDerived { number: 2, .. })
+        ));
+        // Another shard root in the served header.
+        let mut altered = next_served.clone();
+        let mut roots = altered.shard_roots.to_vec();
+        roots[0] = B256::repeat_byte(9);
+        altered.shard_roots = VariableList::new(roots).unwrap();
+        assert!(matches!(
+            fresh().verify(next, &altered),
+            Err(HeaderCheckError::NotDerived { .. })
+        ));
+        // The producer's signature is not over this header.
+        let mut forged = next.clone();
+        forged.signature = blocks[0].block.header.signature;
+        assert!(matches!(
+            fresh().verify(&forged, next_served),
+            Err(HeaderCheckError::Consensus {
+                source: BlockError::BadHeaderSignature,
+                ..
+            })
+        ));
+        // Another proposer than the scheduled one.
+        let mut usurped = next.clone();
+        let scheduled = usurped.message.declaration.message.proposer_index;
+        usurped.message.declaration.message.proposer_index = ValidatorIndex((scheduled.0 + 1) % 8);
+        assert!(matches!(
+            fresh().verify(&usurped, next_served),
+            Err(HeaderCheckError::Consensus {
+                source: BlockError::WrongProposer { .. },
+                ..
+            })
+        ));
+        // A block skipped.
+        assert!(matches!(
+            fresh().verify(&blocks[2].block.header, &served[2]),
+            Err(HeaderCheckError::WrongParent { .. })
+        ));
+        // Signature bytes that are not a signature.
+        let mut garbage = next.clone();
+        garbage.signature = SignatureBytes::repeat_byte(0xff);
+        assert!(fresh().verify(&garbage, next_served).is_err());
+
+        // From a checkpoint after genesis: its header must hash to the trusted hash; then
+        // every later block passes, proposers scheduled from the next epoch on.
+        let k = 3;
+        assert!(matches!(
+            HeaderChain::from_checkpoint(&genesis, &served[k - 1], served[k].hash()),
+            Err(HeaderCheckError::Checkpoint { .. })
+        ));
+        let mut later =
+            HeaderChain::from_checkpoint(&genesis, &served[k - 1], served[k - 1].hash()).unwrap();
+        for (f, h) in blocks.iter().zip(&served).skip(k) {
+            later.verify(&f.block.header, h).unwrap();
+        }
+        assert_eq!(later.height(), blocks.len() as u64);
+        assert!(
+            later.unscheduled() < spec.slots_per_epoch,
+            "{}",
+            later.unscheduled()
+        );
+    }
+}
