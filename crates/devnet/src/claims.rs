@@ -32,10 +32,10 @@ use phalanx_execution::store::StateStore;
 use phalanx_light::client::{Config, LightClient, LightHeader};
 use phalanx_light::wire::{
     BOOTSTRAP_PATH, BlockShards, Bootstrap, CLAIMS_PATH, ClaimsAnswer, ClaimsSubmission,
-    MAX_CLAIMS, MAX_HEADERS, PROOF_ROUTE, ProofQuery, SHARDS_ROUTE, UPDATES_PATH, Updates,
-    UpdatesQuery,
+    FINALITY_PATH, FinalityQuery, FinalityUpdate, MAX_ATTESTATIONS, MAX_CLAIMS, MAX_HEADERS,
+    PROOF_ROUTE, ProofQuery, SHARDS_ROUTE, UPDATES_PATH, Updates, UpdatesQuery,
 };
-use phalanx_types::{ExecutorIndex, Shard, SignedClaim, SigningContext};
+use phalanx_types::{Attestation, Epoch, ExecutorIndex, Shard, SignedClaim, SigningContext};
 use ssz::{Decode, Encode};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -96,6 +96,36 @@ pub(crate) struct Feed {
     claims: Mutex<BTreeMap<u64, Vec<SignedClaim>>>,
     /// To the executors' task.
     proofs: Mutex<Option<mpsc::UnboundedSender<ProofRequest>>>,
+    /// Aggregated attestations from the canonical chain's bodies, by target epoch (the last
+    /// [`KEEP_EPOCHS`]).
+    attestations: Mutex<BTreeMap<u64, Vec<Attestation>>>,
+}
+
+/// Epochs of attestations served for light clients' finality checks (a client further behind
+/// needs a newer checkpoint).
+const KEEP_EPOCHS: u64 = 4096;
+
+/// Replaces the attestations of target epochs `from` and later with `fresh` (the chain thread
+/// calls this on each new head; earlier epochs are final and kept as they are).
+pub(crate) fn record_attestations(feed: &Feed, from: Epoch, fresh: Vec<Attestation>) {
+    let mut map = lock(&feed.attestations);
+    let _ = map.split_off(&from.0);
+    for a in fresh {
+        map.entry(a.data.target.epoch.0).or_default().push(a);
+    }
+    while map.len() as u64 > KEEP_EPOCHS {
+        map.pop_first();
+    }
+}
+
+async fn finality(State(shared): State<Arc<Shared>>, Query(q): Query<FinalityQuery>) -> Response {
+    let attestations: Vec<Bytes> = lock(&shared.light_feed.attestations)
+        .range(q.from..)
+        .flat_map(|(_, a)| a.iter())
+        .take(MAX_ATTESTATIONS)
+        .map(|a| Bytes::from(a.as_ssz_bytes()))
+        .collect();
+    axum::Json(FinalityUpdate { attestations }).into_response()
 }
 
 /// The light protocol's routes.
@@ -104,6 +134,7 @@ pub(crate) fn router() -> axum::Router<Arc<Shared>> {
     axum::Router::new()
         .route(BOOTSTRAP_PATH, get(bootstrap))
         .route(UPDATES_PATH, get(updates))
+        .route(FINALITY_PATH, get(finality))
         .route(PROOF_ROUTE, get(proof))
         .route(SHARDS_ROUTE, get(shards))
         .route(CLAIMS_PATH, axum::routing::post(post_claims))

@@ -1067,6 +1067,11 @@ impl ChainLoop {
         }
         if self.last_head != Some(status.head.0) {
             self.last_head = Some(status.head.0);
+            claims::record_attestations(
+                &self.shared.light_feed,
+                status.finalized.epoch,
+                self.chain.attestations_since(status.finalized.epoch),
+            );
             let e = HeadEvent {
                 slot: status.head.1,
                 block: status.head.0,

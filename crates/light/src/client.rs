@@ -9,8 +9,8 @@
 //! 2. **Headers.** It accepts headers that extend its chain by one (parent hash = its last
 //!    header's hash); anything else is refused with a typed error. Headers are checked before
 //!    they are handed here ([`crate::headers`]: producer, proposer and RANDAO signatures, the
-//!    proposer schedule, the execution header derived from the consensus header) and assumed
-//!    final (finality from aggregated attestations is not checked yet).
+//!    proposer schedule, the execution header derived from the consensus header) and shown
+//!    final by aggregated attestations ([`crate::finality`]).
 //! 3. **Claims.** A signed claim is taken only if its block is a header the client holds at
 //!    the claimed height (a claim about an unknown block is dropped at once, unweighed — it can
 //!    trigger nothing) and its executor is bonded (weight > 0 at the block's epoch). Its

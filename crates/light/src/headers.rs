@@ -25,11 +25,9 @@
 //!    shard root, the environment or the parent link without a producer's and a proposer's
 //!    keys.
 //!
-//! Not checked here: finality. A header reaches the chain only as the node's word that its
-//! block is finalized; a node could serve a validly signed block that lost a fork. Checking
-//! finality needs the aggregated attestations that justified and finalized each checkpoint,
-//! which nodes do not serve yet. The registry is the genesis one: slashings after genesis are
-//! not tracked (a producer slashed later could still sign headers this accepts).
+//! Not checked here: finality — [`crate::finality`] decides which of the checked headers are
+//! final. The registry is the genesis one: slashings after genesis are not tracked (a
+//! producer slashed later could still sign headers this accepts).
 
 use alloy_primitives::B256;
 use phalanx_consensus::proposer::{genesis_mix, mix_in, proposer};
@@ -211,18 +209,23 @@ impl HeaderChain {
         self.tip.height
     }
 
+    /// The last verified block's slot.
+    pub fn slot(&self) -> Slot {
+        self.tip.slot
+    }
+
     /// Blocks whose proposer could not be checked against the schedule (rule 2's exception).
     pub fn unscheduled(&self) -> u64 {
         self.unscheduled
     }
 
     /// Rules 1–4 for the next block: its signed consensus header and the execution header the
-    /// node served for it. On success the chain moves to it.
+    /// node served for it. On success the chain moves to it; returns its consensus root.
     pub fn verify(
         &mut self,
         signed: &SignedBlockHeader,
         served: &ExecHeader,
-    ) -> Result<(), HeaderCheckError> {
+    ) -> Result<Root, HeaderCheckError> {
         let header = &signed.message;
         let slot = header.slot;
         if slot <= self.tip.slot {
@@ -283,13 +286,14 @@ impl HeaderChain {
         if scheduled.is_none() {
             self.unscheduled += 1;
         }
+        let root = header.root();
         self.tip = Tip {
             height: derived.number,
             hash: derived.hash(),
-            root: Some(header.root()),
+            root: Some(root),
             slot,
             mix,
         };
-        Ok(())
+        Ok(root)
     }
 }

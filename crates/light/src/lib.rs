@@ -4,12 +4,15 @@
 //!
 //! - [`client`]: the rules, top to bottom, as a sans-IO state machine.
 //! - [`headers`]: the headers it follows, checked against their signed consensus headers.
+//! - [`finality`]: Casper FFG over aggregated attestations, so it takes a header as final
+//!   only when the validators' signatures say so.
 //! - [`reads`]: verified reads — account, storage and code checked against the believed root.
 //! - [`wire`]: what it asks an untrusted full node over HTTP; [`upstream`]: asking it.
 //! - [`rpc`]: its Ethereum JSON-RPC endpoint, answering only what it verified.
 //! - [`run`]: `phalanx light`, the process: `run(config, shutdown)`.
 
 pub mod client;
+pub mod finality;
 pub mod headers;
 pub mod reads;
 pub mod rpc;

@@ -149,6 +149,13 @@ impl Upstream {
         self.get_json(crate::wire::BOOTSTRAP_PATH).await
     }
 
+    /// Aggregated attestations whose target epoch is `from` or later (SSZ each).
+    pub async fn finality(&self, from: u64) -> Result<Vec<Bytes>, FetchError> {
+        let path = format!("{}?from={from}", crate::wire::FINALITY_PATH);
+        let update: crate::wire::FinalityUpdate = self.get_json(&path).await?;
+        Ok(update.attestations)
+    }
+
     /// Headers and claims.
     pub async fn updates(&self, q: &UpdatesQuery) -> Result<Updates, FetchError> {
         let mut path = format!(

@@ -9,15 +9,19 @@
 //!   executors' signed claims the node holds for heights `≥ C` (at most [`MAX_CLAIMS`]), each
 //!   SSZ-encoded in hex, with the signed consensus header each execution header derives from.
 //!   The client checks those signatures, derives every execution header itself
-//!   ([`crate::headers`]) and checks every claim's signature, so the node can only withhold
-//!   (or serve a validly signed block that lost a fork: finality is not checked yet), never
-//!   forge. It also says up to which
-//!   height it can prove state.
+//!   ([`crate::headers`]), takes headers as final only on attestations (below) and checks
+//!   every claim's signature, so the node can only withhold, never forge. It also says up to
+//!   which height it can prove state.
 //! - `GET /phalanx/v1/light/proof/{height}?execute=I,J` → the block's proof of execution
 //!   (`phalanx_execution::proof::ExecutionProof`, SSZ, `application/octet-stream`), or 404.
 //!   With `execute`, only the shards listed are given as transactions and every other shard
 //!   as its effects (the client agrees on those: `client` rule 7); `execute=` (empty) gives
 //!   every shard as effects; without it, every shard is re-executable. A bad list is a 400.
+//!
+//! - `GET /phalanx/v1/light/finality?from=E` → [`FinalityUpdate`]: aggregated attestations
+//!   whose target epoch is `E` or later (SSZ in hex, at most [`MAX_ATTESTATIONS`]); the
+//!   client checks each against the committee's keys and runs Casper FFG itself
+//!   ([`crate::finality`]), taking headers as final only up to the checkpoint they finalize.
 //!
 //! And for executors (`phalanx executor`), which follow the same headers:
 //!
@@ -39,6 +43,26 @@ pub const BOOTSTRAP_PATH: &str = "/phalanx/v1/light/bootstrap";
 pub const UPDATES_PATH: &str = "/phalanx/v1/light/updates";
 /// Path of the proof of execution of `{height}` (axum syntax).
 pub const PROOF_ROUTE: &str = "/phalanx/v1/light/proof/{height}";
+
+/// Path of the finality attestations.
+pub const FINALITY_PATH: &str = "/phalanx/v1/light/finality";
+
+/// Attestations per finality answer, at most.
+pub const MAX_ATTESTATIONS: usize = 2048;
+
+/// The query of a finality request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalityQuery {
+    /// Lowest target epoch wanted.
+    pub from: u64,
+}
+
+/// Aggregated attestations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalityUpdate {
+    /// SSZ of each `Attestation`, by target epoch.
+    pub attestations: Vec<Bytes>,
+}
 
 /// Path of the shards of `{height}` (axum syntax).
 pub const SHARDS_ROUTE: &str = "/phalanx/v1/light/shards/{height}";

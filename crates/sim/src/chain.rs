@@ -1536,6 +1536,33 @@ impl LiveChain {
         self.sim.signing
     }
 
+    /// The aggregated attestations in the bodies of the blocks on validator 0's canonical
+    /// chain (head back to the first block before `from`'s start) whose target epoch is `from`
+    /// or later, each distinct aggregate once: the votes a light client checks finality by
+    /// (`phalanx_light::finality`). Block bodies carry the aggregates of the last two epochs,
+    /// so a supermajority link shows up here a slot or two after fork choice counted it from
+    /// gossip.
+    pub fn attestations_since(&self, from: Epoch) -> Vec<Attestation> {
+        let view = &self.sim.views[0];
+        let start = from.start_slot(self.sim.spec.slots_per_epoch);
+        let mut seen: HashSet<Root> = HashSet::new();
+        let mut out = Vec::new();
+        let mut cursor = view.fc.head();
+        while let Some(block) = view.blocks.get(&cursor) {
+            for a in block.body.attestations.iter() {
+                if a.data.target.epoch >= from && seen.insert(a.tree_hash_root()) {
+                    out.push(a.clone());
+                }
+            }
+            if block.header.message.slot < start {
+                break;
+            }
+            cursor = block.header.message.parent_root;
+        }
+        out.sort_by_key(|a| (a.data.target.epoch, a.data.slot));
+        out
+    }
+
     /// The finalized blocks after `after` (exclusive), oldest first, as validator 0 sees
     /// them. Empty when nothing new is final, or when `after` is not on the finalized chain.
     pub fn finalized_after(&self, after: Root) -> Vec<FinalizedBlock> {

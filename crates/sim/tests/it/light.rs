@@ -670,12 +670,13 @@ mod headers {
     use alloy_primitives::B256;
     use phalanx_consensus::{BlockError, Registry};
     use phalanx_execution::header::ExecHeader;
+    use phalanx_light::finality::{AttestationError, Finality};
     use phalanx_light::headers::{HeaderChain, HeaderCheckError, derive};
     use phalanx_sim::chain::{FinalizedBlock, LiveChain, ShardSource};
     use phalanx_spec::ChainSpec;
     use phalanx_spec::devnet::DevnetParams;
-    use phalanx_types::{Shard, SignatureBytes, ValidatorIndex};
-    use ssz_types::VariableList;
+    use phalanx_types::{Epoch, Shard, SignatureBytes, ValidatorIndex};
+    use ssz_types::{BitList, VariableList};
 
     struct Empty;
 
@@ -804,5 +805,51 @@ mod headers {
             "{}",
             later.unscheduled()
         );
+
+        // Finality from the aggregates in the canonical chain's bodies: the client finalizes
+        // a checkpoint the chain finalized, whose block is one of the checked headers.
+        let attestations = chain.attestations_since(Epoch(1));
+        assert!(!attestations.is_empty());
+        let mut finality = Finality::from_genesis(&genesis).unwrap();
+        for a in &attestations {
+            finality.on_attestation(a).unwrap();
+        }
+        let status = chain.status();
+        let finalized = finality.finalized().clone();
+        assert!(
+            finalized.epoch.0 >= 1,
+            "nothing finalized from {} aggregates",
+            attestations.len()
+        );
+        assert!(finalized.epoch <= status.finalized.epoch);
+        assert!(
+            blocks.iter().any(|f| f.root == finalized.root),
+            "the finalized checkpoint is a block of the chain"
+        );
+        // Repeats count once; forged or malformed aggregates are typed errors.
+        assert_eq!(finality.on_attestation(&attestations[0]), Ok(false));
+        let mut fresh = Finality::from_genesis(&genesis).unwrap();
+        let mut flipped = attestations[0].clone();
+        let bits = flipped.aggregation_bits.len();
+        let first = flipped.aggregation_bits.get(0).unwrap();
+        flipped.aggregation_bits.set(0, !first).unwrap();
+        assert!(matches!(
+            fresh.on_attestation(&flipped),
+            Err(AttestationError::BadSignature(_) | AttestationError::NoSigners(_))
+        ));
+        let mut short = attestations[0].clone();
+        short.aggregation_bits = BitList::with_capacity(bits + 1).unwrap();
+        assert!(matches!(
+            fresh.on_attestation(&short),
+            Err(AttestationError::Committee { .. })
+        ));
+        let mut backwards = attestations[0].clone();
+        backwards.data.source.epoch = backwards.data.target.epoch;
+        assert!(matches!(
+            fresh.on_attestation(&backwards),
+            Err(AttestationError::Inconsistent { .. })
+        ));
+        // Without the aggregates' signatures nothing is final beyond genesis.
+        assert_eq!(fresh.finalized().epoch, Epoch(0));
     }
 }
