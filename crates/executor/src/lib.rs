@@ -6,10 +6,12 @@
 //! 2. **Genesis.** On an empty data folder it computes the genesis allocation's root and checks
 //!    it against the checkpoint the node suggests at height 0 before writing anything: a wrong
 //!    genesis file or a node on another chain stops it with both roots named.
-//! 3. **Blocks.** It follows the node's executed headers (`phalanx_light::wire`), one height
-//!    after the other on its own chain (a header whose parent is not its head is refused),
-//!    fetches each block's shards and checks each against the header's shard root, executes
-//!    the block on its own state and makes it final at once (headers reach it final).
+//! 3. **Blocks.** It follows the node's executed headers (`phalanx_light::wire`) as a light
+//!    client does ([`phalanx_light::follow`]): each checked against its signed consensus header
+//!    (signatures, proposer schedule, derivation) and taken only once aggregated attestations
+//!    show it final; one height after the other on its own chain (a header whose parent is not
+//!    its head is refused). It fetches each block's shards, checks each against the header's
+//!    shard root, executes the block on its own state and makes it final at once.
 //! 4. **Claims.** For each block it signs `Claim{height, domain 0, prev_state_root,
 //!    prior_meta_state_root, block_hash, effects_roots, post_state_root}` from its own
 //!    execution — never from what the node says — and posts the claims to the node, which
@@ -31,8 +33,9 @@ use phalanx_execution::changes::{AccountChange, AccountFields, Changes};
 use phalanx_execution::header::ExecHeader;
 use phalanx_execution::store::StateStore;
 use phalanx_light::client::{LightClient, LightHeader};
+use phalanx_light::follow::FinalHeaders;
 use phalanx_light::upstream::{FetchError, Upstream};
-use phalanx_light::wire::{MAX_HEADERS, UpdatesQuery};
+use phalanx_light::wire::{Bootstrap, MAX_HEADERS, UpdatesQuery};
 use phalanx_spec::Genesis;
 use phalanx_types::{ExecutorIndex, Shard, SignedClaim, SigningContext};
 use ssz::{Decode, Encode};
@@ -96,6 +99,10 @@ pub enum ExecutorError {
     /// The node could not be reached at start.
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    /// Following the node's headers could not start (its checkpoint header is missing or not
+    /// the one on disk).
+    #[error("following the node: {0}")]
+    Follow(String),
 }
 
 /// The genesis allocation as changes to the empty state.
@@ -174,8 +181,24 @@ pub async fn run(
         }
         store.init_genesis(boot.block_hash, &alloc).map_err(state)?;
     }
+    let head = store
+        .head()
+        .map_err(|e| ExecutorError::State(e.to_string()))?
+        .ok_or_else(|| ExecutorError::State("no genesis".into()))?;
+    let follow = FinalHeaders::start(
+        &config.genesis,
+        &Bootstrap {
+            height: head.number,
+            block_hash: head.block,
+            state_root: head.state_root,
+        },
+        &upstream,
+    )
+    .await
+    .map_err(|e| ExecutorError::Follow(e.to_string()))?;
     tracing::info!(executor = index.0, node = %config.node, "executor: following");
     let mut me = Executor {
+        follow,
         index,
         key: config.key,
         signing: config.genesis.signing_context(),
@@ -215,6 +238,8 @@ enum StepError {
 }
 
 struct Executor {
+    /// The node's headers, checked and shown final.
+    follow: FinalHeaders,
     index: ExecutorIndex,
     key: SecretKey,
     signing: SigningContext,
@@ -241,20 +266,21 @@ impl Executor {
         let updates = self
             .upstream
             .updates(&UpdatesQuery {
-                from: head.number + 1,
+                from: self.follow.next_height(),
                 claims_from: u64::MAX,
                 limit: Some(MAX_HEADERS as u64),
             })
             .await
             .map_err(StepError::Fetch)?;
         let full = updates.headers.len() >= MAX_HEADERS;
+        let fin = self
+            .follow
+            .take(&updates, &self.upstream)
+            .await
+            .map_err(StepError::Fetch)?;
         let (mut tip, mut tip_root) = ((head.number, head.block), head.state_root);
         let mut claims: Vec<Bytes> = Vec::new();
-        for raw in &updates.headers {
-            let Ok(header) = ExecHeader::from_ssz_bytes(raw) else {
-                tracing::warn!("executor: malformed header from the node");
-                break;
-            };
+        for header in fin {
             if header.number != tip.0 + 1 || header.parent != tip.1 {
                 tracing::warn!(
                     height = header.number,

@@ -29,7 +29,7 @@ use phalanx_consensus::Registry;
 use phalanx_consensus::committee::committee;
 use phalanx_crypto::{PublicKey, Signature};
 use phalanx_spec::Genesis;
-use phalanx_types::{Attestation, Checkpoint, Epoch, Gwei, SigningContext, ValidatorIndex};
+use phalanx_types::{Attestation, Checkpoint, Epoch, Gwei, Root, SigningContext, ValidatorIndex};
 
 /// An attestation refused (rule 1).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,10 +103,15 @@ impl Finality {
         })
     }
 
-    /// From a trusted checkpoint in `epoch` (see the module docs).
+    /// From a trusted checkpoint in `epoch` (see the module docs): what is final up to it is
+    /// settled, so [`Finality::finalized`] starts at `epoch` (with an unknown root).
     pub fn from_checkpoint(genesis: &Genesis, epoch: Epoch) -> Result<Self, String> {
         let mut f = Self::from_genesis(genesis)?;
         f.trusted_epoch = Some(epoch);
+        f.finalized = Checkpoint {
+            epoch,
+            root: Root::ZERO,
+        };
         Ok(f)
     }
 

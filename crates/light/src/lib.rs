@@ -5,7 +5,7 @@
 //! - [`client`]: the rules, top to bottom, as a sans-IO state machine.
 //! - [`headers`]: the headers it follows, checked against their signed consensus headers.
 //! - [`finality`]: Casper FFG over aggregated attestations, so it takes a header as final
-//!   only when the validators' signatures say so.
+//!   only when the validators' signatures say so; [`follow`]: both, over an untrusted node.
 //! - [`reads`]: verified reads — account, storage and code checked against the believed root.
 //! - [`wire`]: what it asks an untrusted full node over HTTP; [`upstream`]: asking it.
 //! - [`rpc`]: its Ethereum JSON-RPC endpoint, answering only what it verified.
@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod finality;
+pub mod follow;
 pub mod headers;
 pub mod reads;
 pub mod rpc;

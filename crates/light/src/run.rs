@@ -17,7 +17,7 @@
 //! guessing. Checked headers wait until aggregated attestations the node serves show them
 //! final ([`crate::finality`]); a node can delay that, not fake it.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,17 +25,15 @@ use std::time::Duration;
 
 use alloy_primitives::B256;
 use phalanx_consensus::executors::ExecutorRegistry;
-use phalanx_execution::header::ExecHeader;
 use phalanx_execution::proof::ExecutionProof;
 use phalanx_spec::Genesis;
-use phalanx_types::{Attestation, Root, SignedBlockHeader, SignedClaim};
+use phalanx_types::SignedClaim;
 use ssz::Decode;
 use tokio::sync::watch;
 use tree_hash::TreeHash;
 
 use crate::client::{Config, LightClient, LightHeader};
-use crate::finality::Finality;
-use crate::headers::HeaderChain;
+use crate::follow::{FinalHeaders, StartError};
 use crate::upstream::{FetchError, Upstream};
 use crate::wire::{Bootstrap, MAX_HEADERS, UpdatesQuery};
 
@@ -126,7 +124,13 @@ pub async fn start(
             c
         }
     };
-    let headers = header_chain(&config.genesis, &checkpoint, &upstream).await?;
+    let headers = FinalHeaders::start(&config.genesis, &checkpoint, &upstream)
+        .await
+        .map_err(|e| match e {
+            StartError::Genesis(e) => RunError::Genesis(e),
+            StartError::Checkpoint(e) => RunError::CheckpointHeader(e),
+            StartError::Fetch(e) => RunError::Checkpoint(e),
+        })?;
     let client = Arc::new(Mutex::new(LightClient::new(
         config.client,
         config.genesis.signing_context(),
@@ -166,20 +170,9 @@ pub async fn start(
                 }
             }
         });
-    let finality = if checkpoint.height == 0 {
-        Finality::from_genesis(&config.genesis).map_err(RunError::Genesis)?
-    } else {
-        Finality::from_checkpoint(
-            &config.genesis,
-            headers.slot().epoch(config.genesis.spec.slots_per_epoch),
-        )
-        .map_err(RunError::Genesis)?
-    };
     let follower = Follower {
         client: client.clone(),
         headers,
-        finality,
-        pending: VecDeque::new(),
         upstream,
         provable,
         asked: HashMap::new(),
@@ -202,50 +195,10 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The header checker from the trusted checkpoint: from the genesis file at height 0;
-/// otherwise from the checkpoint's execution header, fetched from the node and checked against
-/// the trusted hash.
-async fn header_chain(
-    genesis: &Genesis,
-    checkpoint: &Bootstrap,
-    upstream: &Upstream,
-) -> Result<HeaderChain, RunError> {
-    if checkpoint.height == 0 {
-        return HeaderChain::from_genesis(genesis, checkpoint.block_hash)
-            .map_err(RunError::Genesis);
-    }
-    let updates = upstream
-        .updates(&UpdatesQuery {
-            from: checkpoint.height,
-            claims_from: u64::MAX,
-            limit: Some(1),
-        })
-        .await?;
-    let header = updates
-        .headers
-        .first()
-        .ok_or_else(|| {
-            RunError::CheckpointHeader(format!(
-                "the node has no header at height {}",
-                checkpoint.height
-            ))
-        })
-        .and_then(|raw| {
-            ExecHeader::from_ssz_bytes(raw)
-                .map_err(|e| RunError::CheckpointHeader(format!("malformed: {e:?}")))
-        })?;
-    HeaderChain::from_checkpoint(genesis, &header, checkpoint.block_hash)
-        .map_err(|e| RunError::CheckpointHeader(e.to_string()))
-}
-
 struct Follower {
     client: Arc<Mutex<LightClient>>,
-    /// Checks every header against its signed consensus header before the client sees it.
-    headers: HeaderChain,
-    /// Decides which checked headers are final.
-    finality: Finality,
-    /// Checked headers not yet shown final, with their consensus roots.
-    pending: VecDeque<(ExecHeader, Root)>,
+    /// Headers checked and shown final before the client sees them.
+    headers: FinalHeaders,
     upstream: Upstream,
     /// What the node says it can prove (for `latest` reads).
     provable: Arc<AtomicU64>,
@@ -258,37 +211,6 @@ struct Follower {
 }
 
 impl Follower {
-    /// Fetches the attestations after the finalized epoch and counts them.
-    async fn check_finality(&mut self) -> Result<(), FetchError> {
-        let from = self.finality.finalized().epoch.0 + 1;
-        let attestations = self.upstream.finality(from).await?;
-        let mut refused = 0usize;
-        for raw in &attestations {
-            let counted = Attestation::from_ssz_bytes(raw)
-                .map_err(|e| format!("{e:?}"))
-                .and_then(|a| self.finality.on_attestation(&a).map_err(|e| e.to_string()));
-            match counted {
-                Ok(true) => {
-                    let f = self.finality.finalized();
-                    tracing::debug!(epoch = f.epoch.0, root = %f.root,
-                        "light client: checkpoint finalized by attestations");
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    refused += 1;
-                    tracing::debug!(error = %e, "light client: attestation refused");
-                }
-            }
-        }
-        if refused > 0 {
-            tracing::warn!(
-                refused,
-                "light client: the node served attestations that do not verify"
-            );
-        }
-        Ok(())
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, LightClient> {
         self.client
             .lock()
@@ -325,7 +247,7 @@ impl Follower {
     /// One poll: headers and claims in, decisions, proofs. `true` when the node had a full
     /// page of headers (poll again at once).
     async fn step(&mut self) -> Result<bool, FetchError> {
-        let from = self.headers.height() + 1;
+        let from = self.headers.next_height();
         let claims_from = self.lock().head().0 + 1;
         let updates = self
             .upstream
@@ -338,59 +260,16 @@ impl Follower {
         let full = updates.headers.len() >= MAX_HEADERS;
         self.provable.store(updates.provable, Ordering::Relaxed);
         let now = now_ms();
-        for (i, raw) in updates.headers.iter().enumerate() {
-            let header = match ExecHeader::from_ssz_bytes(raw) {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!(error = ?e, "light client: malformed header from the node");
-                    break;
-                }
-            };
-            let signed = match updates
-                .blocks
-                .get(i)
-                .map(|b| SignedBlockHeader::from_ssz_bytes(b))
-            {
-                Some(Ok(s)) => s,
-                Some(Err(e)) => {
-                    tracing::warn!(height = header.number, error = ?e,
-                            "light client: malformed consensus header from the node");
-                    break;
-                }
-                None => {
-                    tracing::warn!(
-                        height = header.number,
-                        "light client: the node serves no signed consensus header for this \
-                             block; not taken"
-                    );
-                    break;
-                }
-            };
-            match self.headers.verify(&signed, &header) {
-                Ok(root) => self.pending.push_back((header, root)),
-                Err(e) => {
-                    tracing::warn!(height = header.number, error = %e,
-                            "light client: header refused");
-                    break;
-                }
-            }
-        }
-        if !self.pending.is_empty() {
-            self.check_finality().await?;
-        }
+        let fin = self.headers.take(&updates, &self.upstream).await?;
         {
             let mut client = self
                 .client
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Headers up to the finalized checkpoint's block go to the client.
-            let finalized = self.finality.finalized().root;
-            if let Some(at) = self.pending.iter().position(|(_, r)| *r == finalized) {
-                for (header, _) in self.pending.drain(..=at) {
-                    if let Err(e) = client.on_header(LightHeader::from(&header), now) {
-                        tracing::warn!(error = %e, "light client: header refused");
-                        break;
-                    }
+            for header in fin {
+                if let Err(e) = client.on_header(LightHeader::from(&header), now) {
+                    tracing::warn!(error = %e, "light client: header refused");
+                    break;
                 }
             }
             let head = client.head().0;
@@ -491,8 +370,8 @@ impl Follower {
         if now.saturating_sub(self.last_line) >= 10_000 {
             self.last_line = now;
             tracing::info!(head, %root, re_executions = stats.re_executions,
-                finalized_epoch = self.finality.finalized().epoch.0,
-                unfinalized_headers = self.pending.len(),
+                finalized_epoch = self.headers.finalized_epoch(),
+                unfinalized_headers = self.headers.unfinalized(),
                 "light client: following");
         }
     }

@@ -1,0 +1,184 @@
+//! Following an untrusted node's executed headers, taking each only once it is checked
+//! ([`crate::headers`]) and shown final ([`crate::finality`]): what the light client and the
+//! executor process both do before they look at a block.
+
+use std::collections::VecDeque;
+
+use phalanx_execution::header::ExecHeader;
+use phalanx_spec::Genesis;
+use phalanx_types::{Attestation, Root, SignedBlockHeader};
+use ssz::Decode;
+
+use crate::finality::Finality;
+use crate::headers::HeaderChain;
+use crate::upstream::{FetchError, Upstream};
+use crate::wire::{Bootstrap, Updates, UpdatesQuery};
+
+/// Why following could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The genesis file does not give a registry.
+    #[error("genesis: {0}")]
+    Genesis(String),
+    /// The checkpoint's header could not be had or does not match.
+    #[error("checkpoint header: {0}")]
+    Checkpoint(String),
+    /// The node did not answer.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+}
+
+/// Checked headers on their way to being final.
+#[derive(Debug)]
+pub struct FinalHeaders {
+    headers: HeaderChain,
+    finality: Finality,
+    /// Checked headers not yet shown final, with their consensus roots.
+    pending: VecDeque<(ExecHeader, Root)>,
+}
+
+impl FinalHeaders {
+    /// From the trusted `checkpoint`: the genesis file at height 0; otherwise the checkpoint's
+    /// execution header, fetched from the node and checked against the trusted hash.
+    pub async fn start(
+        genesis: &Genesis,
+        checkpoint: &Bootstrap,
+        upstream: &Upstream,
+    ) -> Result<Self, StartError> {
+        if checkpoint.height == 0 {
+            return Ok(Self {
+                headers: HeaderChain::from_genesis(genesis, checkpoint.block_hash)
+                    .map_err(StartError::Genesis)?,
+                finality: Finality::from_genesis(genesis).map_err(StartError::Genesis)?,
+                pending: VecDeque::new(),
+            });
+        }
+        let updates = upstream
+            .updates(&UpdatesQuery {
+                from: checkpoint.height,
+                claims_from: u64::MAX,
+                limit: Some(1),
+            })
+            .await?;
+        let header = updates
+            .headers
+            .first()
+            .ok_or_else(|| {
+                StartError::Checkpoint(format!(
+                    "the node has no header at height {}",
+                    checkpoint.height
+                ))
+            })
+            .and_then(|raw| {
+                ExecHeader::from_ssz_bytes(raw)
+                    .map_err(|e| StartError::Checkpoint(format!("malformed: {e:?}")))
+            })?;
+        let headers = HeaderChain::from_checkpoint(genesis, &header, checkpoint.block_hash)
+            .map_err(|e| StartError::Checkpoint(e.to_string()))?;
+        let epoch = headers.slot().epoch(genesis.spec.slots_per_epoch);
+        Ok(Self {
+            headers,
+            finality: Finality::from_checkpoint(genesis, epoch).map_err(StartError::Genesis)?,
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// The next height to ask the node for.
+    pub fn next_height(&self) -> u64 {
+        self.headers.height() + 1
+    }
+
+    /// The finalized epoch shown so far.
+    pub fn finalized_epoch(&self) -> u64 {
+        self.finality.finalized().epoch.0
+    }
+
+    /// Checked headers waiting to be shown final.
+    pub fn unfinalized(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Checks the headers of `updates` (stopping at the first refused one, logged), fetches the
+    /// attestations after the finalized epoch when some wait, and returns the headers now
+    /// shown final, in height order.
+    pub async fn take(
+        &mut self,
+        updates: &Updates,
+        upstream: &Upstream,
+    ) -> Result<Vec<ExecHeader>, FetchError> {
+        for (i, raw) in updates.headers.iter().enumerate() {
+            let header = match ExecHeader::from_ssz_bytes(raw) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(error = ?e, "malformed header from the node");
+                    break;
+                }
+            };
+            let signed = match updates
+                .blocks
+                .get(i)
+                .map(|b| SignedBlockHeader::from_ssz_bytes(b))
+            {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    tracing::warn!(height = header.number, error = ?e,
+                        "malformed consensus header from the node");
+                    break;
+                }
+                None => {
+                    tracing::warn!(
+                        height = header.number,
+                        "the node serves no signed consensus header for this block; not taken"
+                    );
+                    break;
+                }
+            };
+            match self.headers.verify(&signed, &header) {
+                Ok(root) => self.pending.push_back((header, root)),
+                Err(e) => {
+                    tracing::warn!(height = header.number, error = %e, "header refused");
+                    break;
+                }
+            }
+        }
+        if self.pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.count_attestations(upstream).await?;
+        let finalized = self.finality.finalized().root;
+        Ok(
+            match self.pending.iter().position(|(_, r)| *r == finalized) {
+                Some(at) => self.pending.drain(..=at).map(|(h, _)| h).collect(),
+                None => Vec::new(),
+            },
+        )
+    }
+
+    /// Fetches the attestations after the finalized epoch and counts them.
+    async fn count_attestations(&mut self, upstream: &Upstream) -> Result<(), FetchError> {
+        let from = self.finality.finalized().epoch.0 + 1;
+        let attestations = upstream.finality(from).await?;
+        let mut refused = 0usize;
+        for raw in &attestations {
+            let counted = Attestation::from_ssz_bytes(raw)
+                .map_err(|e| format!("{e:?}"))
+                .and_then(|a| self.finality.on_attestation(&a).map_err(|e| e.to_string()));
+            match counted {
+                Ok(true) => {
+                    let f = self.finality.finalized();
+                    tracing::debug!(epoch = f.epoch.0, root = %f.root,
+                        "checkpoint finalized by attestations");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    refused += 1;
+                    tracing::debug!(error = %e, "attestation refused");
+                }
+            }
+        }
+        if refused > 0 {
+            tracing::warn!(refused, "the node served attestations that do not verify");
+        }
+        Ok(())
+    }
+}
