@@ -3,7 +3,8 @@
 Usage: test_devnet.py RPC_URL TOKEN_ABI TOKEN_BIN DEV_KEY
 
 Deploys the ERC-20 in Token.sol (compiled by solc), transfers tokens and ETH, and checks
-balances, nonces and receipts (status, gas, logs, contract address) through web3.py.
+balances, nonces and receipts (status, gas, logs, contract address), event queries
+(eth_getLogs), full blocks and fee history through web3.py.
 Exits non-zero with a message on the first failure.
 """
 
@@ -63,6 +64,24 @@ def main() -> None:
     assert token.functions.balanceOf(friend).call() == amount
     assert token.functions.balanceOf(me).call() == supply - amount
     print(f"token transfer in block {receipt['blockNumber']}, gas {receipt['gasUsed']}")
+
+    # The same event through eth_getLogs (web3.py's stateless event query): the deployment's
+    # mint and this transfer, and only this transfer when filtered by recipient.
+    transfer_block = receipt["blockNumber"]
+    logs = token.events.Transfer().get_logs(from_block=1, to_block=transfer_block)
+    assert [l["args"]["value"] for l in logs] == [supply, amount], logs
+    to_friend = token.events.Transfer().get_logs(
+        argument_filters={"to": friend}, from_block=1, to_block=transfer_block)
+    assert len(to_friend) == 1 and to_friend[0]["transactionHash"] == receipt["transactionHash"], to_friend
+    assert to_friend[0]["logIndex"] == receipt["logs"][0]["logIndex"], to_friend
+    block = w3.eth.get_block(transfer_block, full_transactions=True)
+    assert block["gasUsed"] >= receipt["gasUsed"], block
+    assert any(t["hash"] == receipt["transactionHash"] for t in block["transactions"]), block
+    assert w3.eth.get_block(block["hash"])["number"] == transfer_block
+    history = w3.eth.fee_history(2, transfer_block, [25, 75])
+    assert len(history["baseFeePerGas"]) == 3 and history["gasUsedRatio"][-1] > 0, history
+    assert len(history["reward"]) == 2 and history["reward"][-1][1] >= history["reward"][-1][0], history
+    print(f"eth_getLogs, full blocks and eth_feeHistory through web3.py: ok ({len(logs)} Transfer events)")
 
     # A transfer the token refuses: the estimate reverts, naming the reason.
     try:

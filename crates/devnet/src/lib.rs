@@ -26,6 +26,7 @@ mod api;
 mod claims;
 mod dv;
 pub mod exec;
+mod history;
 pub mod load;
 pub mod pool;
 pub mod rpc;

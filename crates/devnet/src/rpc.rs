@@ -11,9 +11,10 @@
 //! Methods: `web3_clientVersion`, `net_version`, `eth_chainId`, `eth_syncing`,
 //! `eth_blockNumber`, `eth_gasPrice`, `eth_maxPriorityFeePerGas`, `eth_getBalance`,
 //! `eth_getTransactionCount`, `eth_getCode`, `eth_getStorageAt`, `eth_getProof`, `eth_call`,
-//! `eth_estimateGas`, `eth_getBlockByNumber`, `eth_getTransactionByHash`,
-//! `eth_getTransactionReceipt`, `eth_sendRawTransaction`, `eth_accounts`; conventions and
-//! error codes in `phalanx_execution::rpc`.
+//! `eth_estimateGas`, `eth_getBlockByNumber`, `eth_getBlockByHash`, `eth_getLogs`,
+//! `eth_feeHistory`, `eth_getTransactionByHash`, `eth_getTransactionReceipt`,
+//! `eth_sendRawTransaction`, `eth_accounts`; conventions and error codes in
+//! `phalanx_execution::rpc`; blocks, receipts, logs and fee history in [`crate::history`].
 
 use std::sync::Arc;
 
@@ -164,7 +165,7 @@ fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcErr
         }
         "eth_getBlockByNumber" => {
             let tag: String = param(params, 0, "block")?;
-            let blocks = shared.blocks();
+            let full = params.get(1).and_then(Value::as_bool).unwrap_or(false);
             let head = shared.executed().map_or(0, |h| h.number);
             let n = match tag.as_str() {
                 "latest" | "safe" | "finalized" | "pending" => head,
@@ -176,37 +177,16 @@ fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcErr
                         RpcError::params(format!("block {s:?} is not a tag or hex number"))
                     })?,
             };
-            if n > head {
-                return Ok(Value::Null);
-            }
-            let Some(block) = blocks.get(&n) else {
-                return Ok(Value::Null);
-            };
-            let h = &block.header;
-            let root = shared.root_of(h.hash()).unwrap_or_default();
-            Ok(json!({
-                "number": quantity(h.number),
-                "hash": h.hash(),
-                "parentHash": h.parent,
-                "timestamp": quantity(h.timestamp),
-                "baseFeePerGas": quantity(h.basefee),
-                "gasLimit": quantity(h.block_gas_limit),
-                "gasUsed": "0x0",
-                "miner": h.producer_reward,
-                "mixHash": h.prevrandao,
-                "stateRoot": root,
-                "nonce": "0x0000000000000000",
-                "difficulty": "0x0",
-                "extraData": "0x",
-                "logsBloom": format!("0x{}", "0".repeat(512)),
-                "sha3Uncles": B256::ZERO,
-                "transactionsRoot": B256::ZERO,
-                "receiptsRoot": B256::ZERO,
-                "size": "0x0",
-                "uncles": [],
-                "transactions": block.transactions,
-            }))
+            Ok(crate::history::block_json(shared, n, full))
         }
+        "eth_getBlockByHash" => {
+            let hash: B256 = param(params, 0, "block hash")?;
+            let full = params.get(1).and_then(Value::as_bool).unwrap_or(false);
+            Ok(crate::history::height_of(shared, hash)
+                .map_or(Value::Null, |n| crate::history::block_json(shared, n, full)))
+        }
+        "eth_getLogs" => crate::history::get_logs(shared, params),
+        "eth_feeHistory" => crate::history::fee_history(shared, params),
         "eth_accounts" => Ok(json!([])),
         "eth_call" | "eth_estimateGas" => {
             let object: CallObject = param(params, 0, "transaction object")?;
@@ -236,7 +216,7 @@ fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcErr
         }
         "eth_getTransactionReceipt" => {
             let hash: B256 = param(params, 0, "transaction hash")?;
-            Ok(receipt(shared, hash))
+            Ok(crate::history::receipt(shared, hash))
         }
         "eth_sendRawTransaction" => {
             let raw: Bytes = param(params, 0, "transaction")?;
@@ -252,7 +232,7 @@ fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcErr
 }
 
 /// A transaction as JSON-RPC shows it; `at` is its block header and index once in a block.
-fn transaction_json(raw: &Bytes, at: Option<(&ExecHeader, usize)>) -> Value {
+pub(crate) fn transaction_json(raw: &Bytes, at: Option<(&ExecHeader, usize)>) -> Value {
     use alloy_consensus::Transaction as _;
     use alloy_consensus::transaction::SignerRecoverable as _;
     let Ok(tx) = phalanx_types::transaction::decode(raw) else {
@@ -311,97 +291,4 @@ fn transaction_by_hash(shared: &Shared, hash: B256) -> Value {
         })
         .find(|(h, _)| *h == hash);
     pending.map_or(Value::Null, |(_, raw)| transaction_json(&raw, None))
-}
-
-/// The receipt of an executed transaction, from the servers that ran its shard; `null` while
-/// it is pending, and for a transaction its shard skipped (invalid: it did not run).
-fn receipt(shared: &Shared, hash: B256) -> Value {
-    use phalanx_execution::block::TxStatus;
-    let Some(loc) = crate::lock(&shared.txs).get(&hash).copied() else {
-        return Value::Null;
-    };
-    if shared.executed().is_none_or(|h| h.number < loc.height) {
-        return Value::Null;
-    }
-    let (header, raw) = {
-        let blocks = shared.blocks();
-        let Some(block) = blocks.get(&loc.height) else {
-            return Value::Null;
-        };
-        (block.header.clone(), block.raw.clone())
-    };
-    let mut by_shard: std::collections::BTreeMap<u16, Vec<phalanx_execution::block::Receipt>> =
-        std::collections::BTreeMap::new();
-    for stats in &shared.stats {
-        for (shard, receipts) in stats.receipts(loc.height) {
-            by_shard.entry(shard).or_insert(receipts);
-        }
-    }
-    // Block-wide cumulative gas and log indices: shard by shard, in block order.
-    let mut cumulative = 0u64;
-    let mut log_index = 0u64;
-    let mut position: std::collections::BTreeMap<u16, usize> = std::collections::BTreeMap::new();
-    for (index, (shard, tx_raw)) in raw.iter().enumerate() {
-        let at = position.entry(*shard).or_insert(0);
-        let found = by_shard.get(shard).and_then(|r| r.get(*at)).cloned();
-        *at += 1;
-        let Some(r) = found else {
-            if index == loc.index {
-                return Value::Null;
-            }
-            continue;
-        };
-        if matches!(r.status, TxStatus::Skipped(_)) {
-            if index == loc.index {
-                return Value::Null;
-            }
-            continue;
-        }
-        cumulative += r.gas_used;
-        if index != loc.index {
-            log_index += r.logs.len() as u64;
-            continue;
-        }
-        if r.tx_hash != hash {
-            return Value::Null;
-        }
-        let tx = transaction_json(tx_raw, Some((&header, index)));
-        let mut bloom = alloy_primitives::Bloom::ZERO;
-        let logs: Vec<Value> = r
-            .logs
-            .iter()
-            .enumerate()
-            .map(|(i, log)| {
-                bloom.accrue_log(log);
-                json!({
-                    "address": log.address,
-                    "topics": log.data.topics(),
-                    "data": log.data.data,
-                    "logIndex": quantity(log_index + i as u64),
-                    "transactionIndex": quantity(index as u64),
-                    "transactionHash": hash,
-                    "blockHash": header.hash(),
-                    "blockNumber": quantity(header.number),
-                    "removed": false,
-                })
-            })
-            .collect();
-        return json!({
-            "transactionHash": hash,
-            "transactionIndex": quantity(index as u64),
-            "blockHash": header.hash(),
-            "blockNumber": quantity(header.number),
-            "from": r.sender.or_else(|| tx["from"].as_str().and_then(|s| s.parse().ok())),
-            "to": tx["to"],
-            "cumulativeGasUsed": quantity(cumulative),
-            "gasUsed": quantity(r.gas_used),
-            "effectiveGasPrice": tx["gasPrice"],
-            "contractAddress": r.contract_address,
-            "logs": logs,
-            "logsBloom": bloom,
-            "status": if r.status == TxStatus::Success { "0x1" } else { "0x0" },
-            "type": tx["type"],
-        });
-    }
-    Value::Null
 }

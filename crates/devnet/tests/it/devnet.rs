@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use alloy_consensus::{SignableTransaction, TxEip1559};
-use alloy_primitives::{Address, TxKind, U256};
+use alloy_primitives::{Address, B256, TxKind, U256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use phalanx_devnet::{Devnet, DevnetConfig};
@@ -193,6 +193,146 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
     let mined = call(rpc, "eth_getTransactionByHash", json!([hash])).await;
     assert_eq!(mined["result"]["blockNumber"], r["blockNumber"], "{mined}");
     assert_eq!(mined["result"]["blockHash"], r["blockHash"], "{mined}");
+    // Its block, by number and by hash: gas used from the receipts, the transaction in full.
+    let by_number = call(rpc, "eth_getBlockByNumber", json!([r["blockNumber"], true])).await;
+    let b = &by_number["result"];
+    assert_eq!(b["hash"], r["blockHash"], "{by_number}");
+    assert!(hex_u64(&b["gasUsed"]) >= 21_000, "{by_number}");
+    let full = b["transactions"].as_array().unwrap();
+    assert!(
+        full.iter()
+            .any(|t| t["hash"] == hash && t["from"] == mined["result"]["from"]),
+        "{by_number}"
+    );
+    let by_hash = call(rpc, "eth_getBlockByHash", json!([r["blockHash"], false])).await;
+    assert_eq!(by_hash["result"]["number"], r["blockNumber"], "{by_hash}");
+    assert!(
+        by_hash["result"]["transactions"]
+            .as_array()
+            .unwrap()
+            .contains(&hash)
+    );
+    assert_eq!(
+        call(
+            rpc,
+            "eth_getBlockByHash",
+            json!([B256::repeat_byte(7), false])
+        )
+        .await["result"],
+        Value::Null
+    );
+    // Fee history over the receipt's block and the one before: the fixed base fee, the ratio
+    // of gas used, and the median tip paid (the load's and ours: above zero).
+    let history = call(
+        rpc,
+        "eth_feeHistory",
+        json!(["0x2", r["blockNumber"], [50.0]]),
+    )
+    .await;
+    let h = &history["result"];
+    assert_eq!(h["baseFeePerGas"].as_array().unwrap().len(), 3, "{history}");
+    assert_eq!(h["baseFeePerGas"][0], "0x3b9aca00", "{history}");
+    assert_eq!(h["gasUsedRatio"].as_array().unwrap().len(), 2, "{history}");
+    assert!(h["gasUsedRatio"][1].as_f64().unwrap() > 0.0, "{history}");
+    assert!(hex_u64(&h["reward"][1][0]) > 0, "{history}");
+    let bad = call(
+        rpc,
+        "eth_feeHistory",
+        json!(["0x4", "latest", [60.0, 10.0]]),
+    )
+    .await;
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+
+    // Logs: a contract whose constructor emits LOG1(topic, 42).
+    let topic = B256::repeat_byte(0xab);
+    let init: alloy_primitives::Bytes = format!(
+        "0x602a6000527f{}60206000a100",
+        alloy_primitives::hex::encode(topic)
+    )
+    .parse()
+    .unwrap();
+    let deploy = TxEip1559 {
+        chain_id: 7331,
+        nonce: nonce + 1,
+        gas_limit: 100_000,
+        max_fee_per_gas: 2_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+        to: TxKind::Create,
+        value: U256::ZERO,
+        access_list: Default::default(),
+        input: init,
+    };
+    let sig = signer.sign_hash_sync(&deploy.signature_hash()).unwrap();
+    let envelope: alloy_consensus::TxEnvelope = deploy.into_signed(sig).into();
+    let raw = alloy_primitives::Bytes::from(phalanx_types::transaction::encode(&envelope));
+    let logged = call(rpc, "eth_sendRawTransaction", json!([raw])).await["result"].clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let receipt = loop {
+        let got = call(rpc, "eth_getTransactionReceipt", json!([logged])).await;
+        if !got["result"].is_null() {
+            break got["result"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the logging deployment never executed"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let emitter = receipt["contractAddress"].clone();
+    assert_eq!(receipt["logs"].as_array().unwrap().len(), 1, "{receipt}");
+    let logs = call(
+        rpc,
+        "eth_getLogs",
+        json!([{"fromBlock": "0x1", "toBlock": "latest", "address": emitter, "topics": [topic]}]),
+    )
+    .await;
+    assert_eq!(logs["result"], receipt["logs"], "{logs}");
+    assert_eq!(
+        logs["result"][0]["data"],
+        format!("0x{:064x}", 42),
+        "{logs}"
+    );
+    // By block hash, with alternatives and wildcards; a topic that does not match; too many
+    // positions; bad filters.
+    let by_hash = call(
+        rpc,
+        "eth_getLogs",
+        json!([{"blockHash": receipt["blockHash"], "topics": [[B256::ZERO, topic]]}]),
+    )
+    .await;
+    assert_eq!(by_hash["result"], receipt["logs"], "{by_hash}");
+    for topics in [json!([B256::ZERO]), json!([null, topic])] {
+        let none = call(
+            rpc,
+            "eth_getLogs",
+            json!([{"fromBlock": "0x1", "address": emitter, "topics": topics}]),
+        )
+        .await;
+        assert_eq!(none["result"], json!([]), "{none}");
+    }
+    let everything = call(
+        rpc,
+        "eth_getLogs",
+        json!([{"fromBlock": "0x1", "topics": [null]}]),
+    )
+    .await;
+    assert!(
+        everything["result"]
+            .as_array()
+            .unwrap()
+            .contains(&receipt["logs"][0]),
+        "{everything}"
+    );
+    for bad in [
+        json!([{"fromBlock": "0x5", "toBlock": "0x2"}]),
+        json!([{"fromBlock": "nope"}]),
+        json!(["0x1"]),
+        json!([{"blockHash": receipt["blockHash"], "fromBlock": "0x1"}]),
+        json!([{"topics": "0x01"}]),
+    ] {
+        let answer = call(rpc, "eth_getLogs", bad.clone()).await;
+        assert_eq!(answer["error"]["code"], -32602, "{bad}: {answer}");
+    }
     // Calls and estimates run against the executed head.
     let estimate = call(
         rpc,

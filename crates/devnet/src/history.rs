@@ -1,0 +1,473 @@
+//! Blocks, receipts, logs and fee history as the devnet's JSON-RPC serves them.
+//!
+//! A block's transactions are its shards' transactions in shard order; their receipts come from
+//! the servers that ran each shard (each keeps the last [`STATS_HEIGHTS`] heights). Block-wide
+//! figures — cumulative gas, log indices, `gasUsed`, `logsBloom` — are assembled here in that
+//! order. A transaction its shard skipped (invalid: it did not run) has no receipt and no
+//! logs.
+//!
+//! - `eth_getBlockByNumber` / `eth_getBlockByHash`: `gasUsed` and `logsBloom` from the
+//!   receipts, transactions as hashes or (second parameter `true`) as objects.
+//! - `eth_getLogs`: geth's filter (`fromBlock`/`toBlock` or `blockHash`, `address` one or many,
+//!   `topics` by position: `null` any, a topic, or a list of alternatives; a filter with more
+//!   positions than a log has topics does not match it). At most [`MAX_LOG_RANGE`] blocks and
+//!   [`MAX_LOGS`] logs per query, and only blocks whose receipts are still kept: anything else
+//!   is an error saying so, never a silently shorter answer. The newest blocks whose receipts
+//!   the owners of every shard have not all recorded yet count as not executed yet.
+//! - `eth_feeHistory`: base fees (fixed: there is no fee market yet), gas used over the gas
+//!   limit, and the asked percentiles of the effective priority fees paid, weighted by gas as
+//!   geth does; at most [`MAX_FEE_HISTORY`] blocks.
+
+use alloy_primitives::{B256, Bloom, Bytes, keccak256};
+use phalanx_cluster::server::STATS_HEIGHTS;
+use phalanx_cluster::wire::ExecHeader;
+use phalanx_execution::block::{Receipt, TxStatus};
+use phalanx_execution::rpc::{RpcError, quantity};
+use serde_json::{Value, json};
+
+use crate::Shared;
+
+/// Blocks one `eth_getLogs` may span.
+pub(crate) const MAX_LOG_RANGE: u64 = 10_000;
+/// Logs one `eth_getLogs` may return.
+pub(crate) const MAX_LOGS: usize = 10_000;
+/// Blocks one `eth_feeHistory` may span.
+pub(crate) const MAX_FEE_HISTORY: u64 = 1_024;
+
+/// An executed transaction of a block with its receipt.
+pub(crate) struct TxReceipt {
+    /// Index in the block.
+    pub(crate) index: usize,
+    /// Hash.
+    pub(crate) hash: B256,
+    /// Encoding.
+    pub(crate) raw: Bytes,
+    /// The receipt its shard's servers kept.
+    pub(crate) receipt: Receipt,
+    /// Gas used by the block up to and including it.
+    pub(crate) cumulative: u64,
+    /// Block-wide index of its first log.
+    pub(crate) first_log: u64,
+}
+
+/// A block's executed transactions with their receipts.
+pub(crate) struct BlockReceipts {
+    pub(crate) header: ExecHeader,
+    /// Every transaction's hash, in block order (skipped ones included).
+    pub(crate) hashes: Vec<B256>,
+    /// The executed ones, with receipts.
+    pub(crate) txs: Vec<TxReceipt>,
+    /// `false` when some transaction's receipt is no longer (or not yet) held.
+    pub(crate) complete: bool,
+}
+
+impl BlockReceipts {
+    /// Gas used by the block.
+    pub(crate) fn gas_used(&self) -> u64 {
+        self.txs.last().map_or(0, |t| t.cumulative)
+    }
+
+    /// The union of its logs' blooms.
+    pub(crate) fn bloom(&self) -> Bloom {
+        let mut bloom = Bloom::ZERO;
+        for t in &self.txs {
+            for log in &t.receipt.logs {
+                bloom.accrue_log(log);
+            }
+        }
+        bloom
+    }
+
+    /// The logs of `tx` as JSON-RPC shows them.
+    pub(crate) fn logs_json(&self, tx: &TxReceipt) -> Vec<Value> {
+        tx.receipt
+            .logs
+            .iter()
+            .enumerate()
+            .map(|(i, log)| {
+                json!({
+                    "address": log.address,
+                    "topics": log.data.topics(),
+                    "data": log.data.data,
+                    "logIndex": quantity(tx.first_log + i as u64),
+                    "transactionIndex": quantity(tx.index as u64),
+                    "transactionHash": tx.hash,
+                    "blockHash": self.header.hash(),
+                    "blockNumber": quantity(self.header.number),
+                    "removed": false,
+                })
+            })
+            .collect()
+    }
+
+    /// The receipt of `tx` as JSON-RPC shows it.
+    pub(crate) fn receipt_json(&self, tx: &TxReceipt) -> Value {
+        let object = crate::rpc::transaction_json(&tx.raw, Some((&self.header, tx.index)));
+        let mut bloom = Bloom::ZERO;
+        for log in &tx.receipt.logs {
+            bloom.accrue_log(log);
+        }
+        json!({
+            "transactionHash": tx.hash,
+            "transactionIndex": quantity(tx.index as u64),
+            "blockHash": self.header.hash(),
+            "blockNumber": quantity(self.header.number),
+            "from": tx.receipt.sender.or_else(|| object["from"].as_str().and_then(|s| s.parse().ok())),
+            "to": object["to"],
+            "cumulativeGasUsed": quantity(tx.cumulative),
+            "gasUsed": quantity(tx.receipt.gas_used),
+            "effectiveGasPrice": object["gasPrice"],
+            "contractAddress": tx.receipt.contract_address,
+            "logs": self.logs_json(tx),
+            "logsBloom": bloom,
+            "status": if tx.receipt.status == TxStatus::Success { "0x1" } else { "0x0" },
+            "type": object["type"],
+        })
+    }
+}
+
+/// Block `height`'s executed transactions with their receipts; `None` if it is not executed.
+pub(crate) fn block_receipts(shared: &Shared, height: u64) -> Option<BlockReceipts> {
+    if shared.executed().is_none_or(|h| h.number < height) {
+        return None;
+    }
+    let (header, raw, hashes) = {
+        let blocks = shared.blocks();
+        let block = blocks.get(&height)?;
+        (
+            block.header.clone(),
+            block.raw.clone(),
+            block.transactions.clone(),
+        )
+    };
+    let mut by_shard: std::collections::BTreeMap<u16, Vec<Receipt>> =
+        std::collections::BTreeMap::new();
+    for stats in &shared.stats {
+        for (shard, receipts) in stats.receipts(height) {
+            by_shard.entry(shard).or_insert(receipts);
+        }
+    }
+    let mut out = BlockReceipts {
+        header,
+        hashes,
+        txs: Vec::new(),
+        complete: true,
+    };
+    let (mut cumulative, mut log_index) = (0u64, 0u64);
+    let mut position: std::collections::BTreeMap<u16, usize> = std::collections::BTreeMap::new();
+    for (index, (shard, tx_raw)) in raw.into_iter().enumerate() {
+        let at = position.entry(shard).or_insert(0);
+        let found = by_shard.get(&shard).and_then(|r| r.get(*at)).cloned();
+        *at += 1;
+        let hash = keccak256(&tx_raw);
+        let Some(receipt) = found.filter(|r| r.tx_hash == hash) else {
+            out.complete = false;
+            continue;
+        };
+        if matches!(receipt.status, TxStatus::Skipped(_)) {
+            continue;
+        }
+        cumulative += receipt.gas_used;
+        let first_log = log_index;
+        log_index += receipt.logs.len() as u64;
+        out.txs.push(TxReceipt {
+            index,
+            hash,
+            raw: tx_raw,
+            receipt,
+            cumulative,
+            first_log,
+        });
+    }
+    Some(out)
+}
+
+/// The receipt of an executed transaction; `null` while it is pending, and for a transaction
+/// its shard skipped.
+pub(crate) fn receipt(shared: &Shared, hash: B256) -> Value {
+    let Some(loc) = crate::lock(&shared.txs).get(&hash).copied() else {
+        return Value::Null;
+    };
+    let Some(block) = block_receipts(shared, loc.height) else {
+        return Value::Null;
+    };
+    block
+        .txs
+        .iter()
+        .find(|t| t.index == loc.index && t.hash == hash)
+        .map_or(Value::Null, |t| block.receipt_json(t))
+}
+
+/// The height of the block with hash `hash`, if known.
+pub(crate) fn height_of(shared: &Shared, hash: B256) -> Option<u64> {
+    shared
+        .blocks()
+        .iter()
+        .rev()
+        .find(|(_, b)| b.header.hash() == hash)
+        .map(|(n, _)| *n)
+}
+
+/// Block `n` as JSON-RPC shows it (`null` beyond the executed head).
+pub(crate) fn block_json(shared: &Shared, n: u64, full: bool) -> Value {
+    let Some(block) = block_receipts(shared, n) else {
+        return Value::Null;
+    };
+    let h = &block.header;
+    let root = shared.root_of(h.hash()).unwrap_or_default();
+    let transactions: Vec<Value> = if full {
+        let raw = shared
+            .blocks()
+            .get(&n)
+            .map(|b| b.raw.clone())
+            .unwrap_or_default();
+        raw.iter()
+            .enumerate()
+            .map(|(i, (_, tx))| crate::rpc::transaction_json(tx, Some((h, i))))
+            .collect()
+    } else {
+        block.hashes.iter().map(|x| json!(x)).collect()
+    };
+    json!({
+        "number": quantity(h.number),
+        "hash": h.hash(),
+        "parentHash": h.parent,
+        "timestamp": quantity(h.timestamp),
+        "baseFeePerGas": quantity(h.basefee),
+        "gasLimit": quantity(h.block_gas_limit),
+        "gasUsed": quantity(block.gas_used()),
+        "miner": h.producer_reward,
+        "mixHash": h.prevrandao,
+        "stateRoot": root,
+        "nonce": "0x0000000000000000",
+        "difficulty": "0x0",
+        "totalDifficulty": "0x0",
+        "extraData": "0x",
+        "logsBloom": block.bloom(),
+        "sha3Uncles": B256::ZERO,
+        "transactionsRoot": B256::ZERO,
+        "receiptsRoot": B256::ZERO,
+        "size": "0x0",
+        "uncles": [],
+        "transactions": transactions,
+    })
+}
+
+/// A block tag or number in a filter or fee-history request, against the executed `head`.
+fn block_number(v: Option<&Value>, head: u64, what: &str) -> Result<u64, RpcError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(head);
+    };
+    if let Some(n) = v.as_u64() {
+        return Ok(n);
+    }
+    match v.as_str() {
+        Some("latest" | "safe" | "finalized" | "pending") => Ok(head),
+        Some("earliest") => Ok(0),
+        Some(s) => s
+            .strip_prefix("0x")
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .ok_or_else(|| RpcError::params(format!("{what}: {s:?} is not a tag or hex number"))),
+        None => Err(RpcError::params(format!(
+            "{what}: expected a tag or hex number"
+        ))),
+    }
+}
+
+/// One topic position of a filter: any, or one of these.
+type TopicFilter = Option<Vec<B256>>;
+
+fn parse<T: serde::de::DeserializeOwned>(v: &Value, what: &str) -> Result<T, RpcError> {
+    serde_json::from_value(v.clone()).map_err(|e| RpcError::params(format!("{what}: {e}")))
+}
+
+/// `eth_getLogs`.
+pub(crate) fn get_logs(shared: &Shared, params: &[Value]) -> Result<Value, RpcError> {
+    let filter = params
+        .first()
+        .filter(|f| f.is_object())
+        .ok_or_else(|| RpcError::params("eth_getLogs takes one filter object"))?;
+    let head = shared.executed().map_or(0, |h| h.number);
+    let (from, to) = match filter.get("blockHash").filter(|v| !v.is_null()) {
+        Some(hash) => {
+            if filter.get("fromBlock").is_some_and(|v| !v.is_null())
+                || filter.get("toBlock").is_some_and(|v| !v.is_null())
+            {
+                return Err(RpcError::params(
+                    "a filter takes blockHash or fromBlock/toBlock, not both",
+                ));
+            }
+            let hash: B256 = parse(hash, "blockHash")?;
+            let n = height_of(shared, hash)
+                .ok_or_else(|| RpcError::server(format!("block {hash} is not known")))?;
+            (n, n)
+        }
+        None => (
+            block_number(filter.get("fromBlock"), head, "fromBlock")?,
+            block_number(filter.get("toBlock"), head, "toBlock")?,
+        ),
+    };
+    if from > to {
+        return Err(RpcError::params(format!(
+            "fromBlock {from} is after toBlock {to}"
+        )));
+    }
+    // The newest blocks may be applied by some servers before the owners of every shard have
+    // recorded their receipts: they count as not executed yet.
+    let mut to = to.min(head);
+    while to >= from && to > 0 && block_receipts(shared, to).is_some_and(|b| !b.complete) {
+        to -= 1;
+    }
+    if to >= from && to - from >= MAX_LOG_RANGE {
+        return Err(RpcError::server(format!(
+            "block range {from}..={to} exceeds {MAX_LOG_RANGE} blocks"
+        )));
+    }
+    let addresses: Vec<alloy_primitives::Address> = match filter.get("address") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => parse(&Value::Array(list.clone()), "address")?,
+        Some(one) => vec![parse(one, "address")?],
+    };
+    let topics: Vec<TopicFilter> = match filter.get("topics") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|t| match t {
+                Value::Null => Ok(None),
+                Value::Array(any) => parse(&Value::Array(any.clone()), "topics").map(Some),
+                one => parse(one, "topics").map(|t| Some(vec![t])),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(RpcError::params("topics: expected a list")),
+    };
+    let oldest_kept = head.saturating_sub(STATS_HEIGHTS as u64 - 1);
+    let mut out = Vec::new();
+    for n in from..=to {
+        if n == 0 {
+            continue;
+        }
+        if n < oldest_kept {
+            return Err(RpcError::server(format!(
+                "receipts of block {n} are no longer kept (this node keeps the last \
+                 {STATS_HEIGHTS} blocks' receipts)"
+            )));
+        }
+        let Some(block) = block_receipts(shared, n) else {
+            continue;
+        };
+        if !block.complete {
+            return Err(RpcError::server(format!(
+                "the receipts of block {n} are not all held yet; ask again"
+            )));
+        }
+        for tx in &block.txs {
+            let logs = block.logs_json(tx);
+            for (log, json) in tx.receipt.logs.iter().zip(logs) {
+                let address_ok = addresses.is_empty() || addresses.contains(&log.address);
+                let got = log.data.topics();
+                let topics_ok = topics.len() <= got.len()
+                    && topics
+                        .iter()
+                        .zip(got)
+                        .all(|(want, t)| want.as_ref().is_none_or(|w| w.contains(t)));
+                if address_ok && topics_ok {
+                    if out.len() == MAX_LOGS {
+                        return Err(RpcError::server(format!(
+                            "query returned more than {MAX_LOGS} results; narrow the block range"
+                        )));
+                    }
+                    out.push(json);
+                }
+            }
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+/// `eth_feeHistory(blockCount, newestBlock, rewardPercentiles?)`.
+pub(crate) fn fee_history(shared: &Shared, params: &[Value]) -> Result<Value, RpcError> {
+    use alloy_consensus::Transaction as _;
+    let head = shared.executed().map_or(0, |h| h.number);
+    let count = match params.first() {
+        Some(v) => block_number(Some(v), head, "blockCount")?,
+        None => return Err(RpcError::params("eth_feeHistory needs blockCount")),
+    };
+    let newest = block_number(params.get(1), head, "newestBlock")?;
+    if newest > head {
+        return Err(RpcError::server(format!(
+            "block {newest} is after the executed head {head}"
+        )));
+    }
+    let percentiles: Vec<f64> = match params.get(2) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => parse(v, "rewardPercentiles")?,
+    };
+    if percentiles.iter().any(|p| !(0.0..=100.0).contains(p))
+        || percentiles.windows(2).any(|w| w[0] > w[1])
+    {
+        return Err(RpcError::params(
+            "rewardPercentiles: ascending values between 0 and 100",
+        ));
+    }
+    let count = count.min(MAX_FEE_HISTORY).min(newest + 1);
+    if count == 0 {
+        return Ok(json!({"oldestBlock": quantity(0u64), "baseFeePerGas": [], "gasUsedRatio": []}));
+    }
+    let oldest = newest + 1 - count;
+    let mut base_fees = Vec::new();
+    let mut ratios = Vec::new();
+    let mut rewards = Vec::new();
+    for n in oldest..=newest {
+        let block = block_receipts(shared, n);
+        let (basefee, limit) = block.as_ref().map_or((crate::exec::BASEFEE, 1), |b| {
+            (b.header.basefee, b.header.block_gas_limit.max(1))
+        });
+        base_fees.push(quantity(basefee));
+        let used = block.as_ref().map_or(0, BlockReceipts::gas_used);
+        ratios.push(json!(used as f64 / limit as f64));
+        if percentiles.is_empty() {
+            continue;
+        }
+        // (priority fee per gas, gas used) of each executed transaction, cheapest first.
+        let mut paid: Vec<(u128, u64)> = block
+            .iter()
+            .flat_map(|b| b.txs.iter())
+            .filter_map(|t| {
+                let tx = phalanx_types::transaction::decode(&t.raw).ok()?;
+                let tip = tx.effective_tip_per_gas(basefee).unwrap_or(0);
+                Some((tip, t.receipt.gas_used))
+            })
+            .collect();
+        paid.sort_unstable();
+        let total: u64 = paid.iter().map(|(_, g)| g).sum();
+        let row: Vec<Value> = percentiles
+            .iter()
+            .map(|p| {
+                if paid.is_empty() {
+                    return quantity(0u64);
+                }
+                let threshold = (total as f64 * p / 100.0) as u64;
+                let mut sum = 0u64;
+                for (tip, gas) in &paid {
+                    sum += gas;
+                    if sum >= threshold {
+                        return quantity(*tip);
+                    }
+                }
+                quantity(paid.last().map_or(0, |(t, _)| *t))
+            })
+            .collect();
+        rewards.push(Value::Array(row));
+    }
+    // The next block's base fee: fixed, as every block's.
+    base_fees.push(quantity(crate::exec::BASEFEE));
+    let mut out = json!({
+        "oldestBlock": quantity(oldest),
+        "baseFeePerGas": base_fees,
+        "gasUsedRatio": ratios,
+    });
+    if !percentiles.is_empty() {
+        out["reward"] = Value::Array(rewards);
+    }
+    Ok(out)
+}
