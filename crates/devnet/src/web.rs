@@ -141,6 +141,25 @@ pub(crate) fn status_json(shared: &Shared) -> Value {
             "operators": operators,
         })
     });
+    let producers: Vec<Value> = status
+        .chain
+        .as_ref()
+        .map(|c| {
+            c.producers
+                .iter()
+                .map(|(p, r)| {
+                    json!({
+                        "producer": p.0,
+                        "declared": r.declared,
+                        "delivered": r.delivered,
+                        "void": r.void,
+                        "missed": r.missed,
+                        "reliability_bps": r.reliability_bps(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let light = lock(&shared.light).clone().map(|l| {
         json!({
             "head": l.head,
@@ -163,6 +182,7 @@ pub(crate) fn status_json(shared: &Shared) -> Value {
         "alarms": status.alarms,
         "recent_blocks": recent,
         "servers": servers,
+        "producers": producers,
     })
 }
 
@@ -175,6 +195,11 @@ type ReadStat = fn(&phalanx_cluster::server::ServerStats) -> u64;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServerLabel {
     server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProducerLabel {
+    producer: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -272,6 +297,43 @@ fn metrics_text(shared: &Shared) -> String {
                 .set(i64::try_from(read(s)).unwrap_or(i64::MAX));
         }
         registry.register(name, help, family);
+    }
+    if let Some(c) = chain {
+        type ReadRecord = fn(&phalanx_validator::reputation::Record) -> u64;
+        let per_producer: [(&str, &str, ReadRecord); 5] = [
+            (
+                "producer_declared",
+                "Declarations naming a producer, summed over the validators' reputation books",
+                |r| r.declared,
+            ),
+            (
+                "producer_delivered",
+                "Valid, non-void blocks a producer delivered for those declarations",
+                |r| r.delivered,
+            ),
+            ("producer_void", "Void blocks a producer delivered", |r| {
+                r.void
+            }),
+            ("producer_missed", "Declared slots a producer missed", |r| {
+                r.missed
+            }),
+            (
+                "producer_reliability_bps",
+                "Delivered over declared, basis points",
+                |r| r.reliability_bps(),
+            ),
+        ];
+        for (name, help, read) in per_producer {
+            let family: Family<ProducerLabel, Gauge<i64, AtomicI64>> = Family::default();
+            for (p, r) in &c.producers {
+                family
+                    .get_or_create(&ProducerLabel {
+                        producer: p.0.to_string(),
+                    })
+                    .set(i64::try_from(read(r)).unwrap_or(i64::MAX));
+            }
+            registry.register(name, help, family);
+        }
     }
     if let Some(l) = lock(&shared.light).clone() {
         gauge(

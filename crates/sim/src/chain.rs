@@ -373,6 +373,27 @@ impl Sim {
             .unwrap_or_else(|| genesis_mix(self.genesis_root))
     }
 
+    /// Every producer's record, summed over the validators' books.
+    fn producer_records(&self) -> Vec<(ProducerIndex, phalanx_validator::reputation::Record)> {
+        let mut sum: std::collections::BTreeMap<
+            ProducerIndex,
+            phalanx_validator::reputation::Record,
+        > = (0..self.config.producers as u64)
+            .map(|p| (ProducerIndex(p), Default::default()))
+            .collect();
+        for book in &self.reputation {
+            for (p, r) in book.records() {
+                let s = sum.entry(p).or_default();
+                s.declared += r.declared;
+                s.delivered += r.delivered;
+                s.void += r.void;
+                s.missed += r.missed;
+                s.fees = s.fees.saturating_add(r.fees);
+            }
+        }
+        sum.into_iter().collect()
+    }
+
     /// The producer validator `v` declares for `slot`: by its reputation book, after
     /// recording what came of its earlier declarations. When no producer qualifies the
     /// validator would build its own block; simulated validators hold no producer key, so they
@@ -1299,6 +1320,9 @@ pub struct LiveStatus {
     pub slashed: usize,
     /// External validators' signed duties relayed so far (each duty once).
     pub external_signed: u64,
+    /// Every producer's record, summed over the validators' reputation books (a
+    /// declaration's outcome is recorded when its validator next proposes).
+    pub producers: Vec<(ProducerIndex, phalanx_validator::reputation::Record)>,
 }
 
 /// A block on the finalized chain, with what execution needs beyond the block itself.
@@ -1485,6 +1509,7 @@ impl LiveChain {
             finalized: view.fc.finalized().clone(),
             slashed: view.registry.slashed_validators().count(),
             external_signed: self.sim.external_signed,
+            producers: self.sim.producer_records(),
         }
     }
 

@@ -117,6 +117,11 @@ impl Reputation {
         }
     }
 
+    /// Every record, by producer.
+    pub fn records(&self) -> impl Iterator<Item = (ProducerIndex, Record)> + '_ {
+        self.records.iter().map(|(p, r)| (*p, *r))
+    }
+
     /// A producer's record.
     pub fn get(&self, producer: ProducerIndex) -> Record {
         self.records.get(&producer).copied().unwrap_or_default()

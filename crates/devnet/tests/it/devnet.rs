@@ -391,6 +391,26 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
     }
     let api: Value = serde_json::from_str(&get(rpc, "/api/status").await).unwrap();
     assert!(api["executed"].as_u64().unwrap() >= head, "{api}");
+    // Producer reputation, summed over the validators' books: both producers listed, and the
+    // declarations recorded so far mostly delivered (the chain finalizes on them).
+    let producers = api["producers"].as_array().unwrap();
+    assert_eq!(producers.len(), 2, "{api}");
+    let declared: u64 = producers
+        .iter()
+        .map(|p| p["declared"].as_u64().unwrap())
+        .sum();
+    let delivered: u64 = producers
+        .iter()
+        .map(|p| p["delivered"].as_u64().unwrap())
+        .sum();
+    assert!(
+        declared >= 1 && delivered >= 1 && delivered <= declared,
+        "{api}"
+    );
+    assert!(
+        metrics.contains("phalanx_devnet_producer_declared{producer=\"0\"} "),
+        "{metrics}"
+    );
     // Validators 4..8 are the distributed validator's: finality (two thirds of the stake)
     // needed their attestations, signed by the members through the validator API.
     let dv = &api["dv"];
