@@ -20,10 +20,10 @@ use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use phalanx_sim::chain::{ExternalData, ExternalDuty, SignedExternal, SubmitError};
-use phalanx_types::{AttestationData, Declaration, Decode, Encode, Epoch};
+use phalanx_types::{AttestationData, Declaration, Decode, Encode, Epoch, Slot, ValidatorIndex};
 use phalanx_validator::api::{
-    CheckpointJson, Data, DutyEvent, DutyKind, ErrorBody, Failure, FinalityCheckpoints,
-    GenesisInfo, SignedDuty, SpecInfo,
+    AttesterDuty, CheckpointJson, Data, Duties, DutyEvent, DutyKind, ErrorBody, Failure,
+    FinalityCheckpoints, GenesisInfo, ProposerDuty, SignedDuty, SpecInfo,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -58,6 +58,147 @@ pub(crate) struct ApiShared {
     pub(crate) genesis: GenesisInfo,
     pub(crate) spec: SpecInfo,
     pub(crate) version: String,
+    /// Every validator's key, by index.
+    pub(crate) validators: Vec<phalanx_crypto::PublicKeyBytes>,
+    /// Proposer duties of the last [`KEEP_PROPOSER_EPOCHS`] epochs, by epoch (published by
+    /// the chain thread on each new head).
+    pub(crate) proposers: std::sync::Mutex<std::collections::BTreeMap<u64, ProposerDuties>>,
+}
+
+/// An epoch's proposers: the block whose mix seeds them, and (slot, validator) per slot.
+pub(crate) type ProposerDuties = (phalanx_types::Root, Vec<(Slot, ValidatorIndex)>);
+
+/// Epochs of proposer duties kept for polling.
+const KEEP_PROPOSER_EPOCHS: usize = 4;
+
+/// Publishes the proposers of `epoch` (the chain thread calls this on each new head).
+pub(crate) fn record_proposers(api: &ApiShared, epoch: u64, duties: ProposerDuties) {
+    let mut map = lock(&api.proposers);
+    map.insert(epoch, duties);
+    while map.len() > KEEP_PROPOSER_EPOCHS {
+        map.pop_first();
+    }
+}
+
+fn bad_request(message: String) -> Response {
+    error(StatusCode::BAD_REQUEST, message, Vec::new())
+}
+
+fn epoch_param(raw: &str) -> Result<u64, String> {
+    raw.parse()
+        .map_err(|_| format!("epoch {raw:?} is not a decimal number"))
+}
+
+/// The current epoch, by the chain's clock.
+fn current_epoch(shared: &Shared) -> Option<u64> {
+    lock(&shared.chain)
+        .as_ref()
+        .map(|c| c.slot / shared.api.spec.slots_per_epoch.max(1))
+}
+
+/// `GET /eth/v1/validator/duties/proposer/{epoch}`: every slot's proposer, for the current
+/// epoch or one of the few before it (a later epoch's seed is not known yet).
+async fn proposer_duties(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(raw): axum::extract::Path<String>,
+) -> Response {
+    let epoch = match epoch_param(&raw) {
+        Ok(e) => e,
+        Err(why) => return bad_request(why),
+    };
+    let Some(current) = current_epoch(&shared) else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "no head yet", Vec::new());
+    };
+    if epoch > current {
+        return bad_request(format!(
+            "the proposers of epoch {epoch} are not known before it starts (current epoch \
+             {current}): they are drawn from the RANDAO mix at the end of epoch {}",
+            epoch.saturating_sub(1)
+        ));
+    }
+    let Some((root, duties)) = lock(&shared.api.proposers).get(&epoch).cloned() else {
+        return bad_request(format!(
+            "the proposers of epoch {epoch} are not kept (the last {KEEP_PROPOSER_EPOCHS} \
+             epochs are)"
+        ));
+    };
+    let data: Vec<ProposerDuty> = duties
+        .iter()
+        .filter_map(|(slot, v)| {
+            let pubkey = *shared.api.validators.get(usize::try_from(v.0).ok()?)?;
+            Some(ProposerDuty {
+                pubkey,
+                validator_index: v.0,
+                slot: slot.0,
+            })
+        })
+        .collect();
+    axum::Json(Duties {
+        dependent_root: root,
+        execution_optimistic: false,
+        data,
+    })
+    .into_response()
+}
+
+/// `POST /eth/v1/validator/duties/attester/{epoch}` with a list of validator indices (decimal
+/// strings): each one's committee slot and position, for any epoch up to the next one
+/// (committees are a fixed assignment: `phalanx_consensus::committee`).
+async fn attester_duties(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(raw): axum::extract::Path<String>,
+    body: Body,
+) -> Response {
+    let epoch = match epoch_param(&raw) {
+        Ok(e) => e,
+        Err(why) => return bad_request(why),
+    };
+    let Some(current) = current_epoch(&shared) else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "no head yet", Vec::new());
+    };
+    if epoch > current + 1 {
+        return bad_request(format!(
+            "attester duties are served up to the next epoch ({}), not {epoch}",
+            current + 1
+        ));
+    }
+    let indices: Vec<String> = match serde_json::from_slice(&body) {
+        Ok(i) => i,
+        Err(e) => {
+            return bad_request(format!(
+                "the body must be a list of validator indices as decimal strings: {e}"
+            ));
+        }
+    };
+    let spe = shared.api.spec.slots_per_epoch.max(1);
+    let validators = shared.api.validators.len() as u64;
+    let mut data = Vec::with_capacity(indices.len());
+    for raw in &indices {
+        let Some(v) = raw.parse::<u64>().ok().filter(|v| *v < validators) else {
+            return bad_request(format!(
+                "validator {raw:?} is not one of the {validators} validators"
+            ));
+        };
+        let slot =
+            phalanx_consensus::committee::attestation_slot(ValidatorIndex(v), Epoch(epoch), spe);
+        let committee = phalanx_consensus::committee::committee(validators, slot, spe);
+        let position = committee.iter().position(|c| c.0 == v).unwrap_or_default();
+        data.push(AttesterDuty {
+            pubkey: shared.api.validators[v as usize],
+            validator_index: v,
+            committee_index: 0,
+            committee_length: committee.len() as u64,
+            committees_at_slot: 1,
+            validator_committee_index: position as u64,
+            slot: slot.0,
+        });
+    }
+    axum::Json(Duties {
+        dependent_root: phalanx_types::Root::ZERO,
+        execution_optimistic: false,
+        data,
+    })
+    .into_response()
 }
 
 /// The duty event of an external duty (times turned from ms since genesis to Unix ms).
@@ -131,6 +272,14 @@ pub(crate) fn router() -> axum::Router<Arc<Shared>> {
             get(finality),
         )
         .route("/eth/v1/events", get(events))
+        .route(
+            "/eth/v1/validator/duties/proposer/{epoch}",
+            get(proposer_duties),
+        )
+        .route(
+            "/eth/v1/validator/duties/attester/{epoch}",
+            post(attester_duties),
+        )
         .route("/eth/v1/openapi.json", get(openapi))
         .route(DutyKind::Randao.submit_path(), post(submit_randao))
         .route(

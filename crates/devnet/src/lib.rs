@@ -677,6 +677,8 @@ impl Devnet {
                     chain_id: spec.chain_id,
                 },
                 version: format!("phalanx/{}", env!("CARGO_PKG_VERSION")),
+                validators: pubkeys.clone(),
+                proposers: Mutex::new(BTreeMap::new()),
             },
             api_accepted: std::sync::atomic::AtomicU64::new(0),
             dv: cluster.as_ref().map(|c| c.shared.clone()),
@@ -1052,7 +1054,20 @@ impl ChainLoop {
 
     /// Publishes new duties, a new head and a new finalized checkpoint on the event stream
     /// (nobody listening is fine).
+    /// Publishes the current epoch's proposers for the polling duties endpoint: on a new head
+    /// (a reorganisation may change the seed) and when an epoch starts.
+    fn record_proposers(&self, status: &LiveStatus, new_head: bool) {
+        let epoch = phalanx_types::Epoch(status.slot / self.spec.slots_per_epoch.max(1));
+        if !new_head && lock(&self.shared.api.proposers).contains_key(&epoch.0) {
+            return;
+        }
+        if let Some(duties) = self.chain.proposer_duties(epoch) {
+            api::record_proposers(&self.shared.api, epoch.0, duties);
+        }
+    }
+
     fn publish(&mut self, status: &LiveStatus) {
+        self.record_proposers(status, false);
         use phalanx_validator::api::{FinalizedEvent, HeadEvent};
         let send = |topic: &'static str, data: String| {
             let _ = self.events.send(api::ApiEvent { topic, data });
@@ -1073,6 +1088,7 @@ impl ChainLoop {
                 status.finalized.epoch,
                 self.chain.attestations_since(status.finalized.epoch),
             );
+            self.record_proposers(status, true);
             let e = HeadEvent {
                 slot: status.head.1,
                 block: status.head.0,

@@ -356,6 +356,17 @@ impl Sim {
 
     /// The RANDAO seed of `epoch` on the chain ending at `head`.
     fn seed(&self, node: usize, head: Root, epoch: Epoch) -> B256 {
+        let cursor = self.seed_block(node, head, epoch);
+        self.views[node]
+            .mixes
+            .get(&cursor)
+            .copied()
+            .unwrap_or_else(|| genesis_mix(self.genesis_root))
+    }
+
+    /// The block whose mix seeds `epoch` on the chain ending at `head`: the last one before
+    /// the epoch starts (the proposers' "dependent root").
+    fn seed_block(&self, node: usize, head: Root, epoch: Epoch) -> Root {
         let view = &self.views[node];
         let boundary = epoch.start_slot(self.spec.slots_per_epoch);
         let mut cursor = head;
@@ -367,10 +378,7 @@ impl Sim {
                 _ => break,
             }
         }
-        view.mixes
-            .get(&cursor)
-            .copied()
-            .unwrap_or_else(|| genesis_mix(self.genesis_root))
+        cursor
     }
 
     /// Every producer's record, summed over the validators' books.
@@ -1559,6 +1567,25 @@ impl LiveChain {
     /// The chain's signing context.
     pub fn signing(&self) -> SigningContext {
         self.sim.signing
+    }
+
+    /// The proposers of every slot of `epoch` on validator 0's head chain, with the block whose
+    /// mix seeds them; `None` for an epoch after the current one (its seed is the mix at the
+    /// end of the current epoch, not known yet).
+    pub fn proposer_duties(&self, epoch: Epoch) -> Option<(Root, Vec<(Slot, ValidatorIndex)>)> {
+        let spe = self.sim.spec.slots_per_epoch;
+        if epoch.0 > (self.now / self.slot_ms()) / spe {
+            return None;
+        }
+        let head = self.sim.views[0].fc.head();
+        let seed = self.sim.seed(0, head, epoch);
+        let duties = (epoch.start_slot(spe).0..epoch.start_slot(spe).0 + spe)
+            .filter(|s| *s > 0)
+            .filter_map(|s| {
+                proposer(&self.sim.views[0].registry, seed, Slot(s)).map(|v| (Slot(s), v))
+            })
+            .collect();
+        Some((self.sim.seed_block(0, head, epoch), duties))
     }
 
     /// The aggregated attestations in the bodies of the blocks on validator 0's canonical

@@ -22,6 +22,8 @@
 //! | GET | `/eth/v1/config/spec` | slot length, slots per epoch, … |
 //! | GET | `/eth/v1/beacon/states/head/finality_checkpoints` | justified and finalized checkpoints |
 //! | GET | `/eth/v1/events?topics=…` | SSE: `head`, `finalized_checkpoint`, `duty` |
+//! | GET | `/eth/v1/validator/duties/proposer/{epoch}` | every slot's proposer ([`Duties`] of [`ProposerDuty`]); current epoch and the three before |
+//! | POST | `/eth/v1/validator/duties/attester/{epoch}` | `["index", …]` → each one's committee slot and position ([`AttesterDuty`]); up to the next epoch |
 //! | POST | `/eth/v1/validator/randao_reveals` | `[SignedDuty]` |
 //! | POST | `/eth/v1/validator/declarations` | `[SignedDuty]` |
 //! | POST | `/eth/v1/beacon/pool/attestations` | `[SignedDuty]` |
@@ -192,6 +194,67 @@ pub struct FinalityCheckpoints {
     pub finalized: CheckpointJson,
 }
 
+/// Path of the proposer duties of an epoch (`GET`).
+pub fn proposer_duties_path(epoch: u64) -> String {
+    format!("/eth/v1/validator/duties/proposer/{epoch}")
+}
+
+/// Path of the attester duties of an epoch (`POST` a list of validator indices).
+pub fn attester_duties_path(epoch: u64) -> String {
+    format!("/eth/v1/validator/duties/attester/{epoch}")
+}
+
+/// Duties of one epoch, with the block their assignment depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Duties<T> {
+    /// The block whose state decided the assignment (the last block before the epoch for
+    /// proposers: its RANDAO mix is the seed; zero for attesters, whose committees do not
+    /// depend on randomness yet). A change means the duties must be fetched again.
+    pub dependent_root: B256,
+    /// Always `false`: the node answers from its own view.
+    pub execution_optimistic: bool,
+    /// The duties.
+    pub data: Vec<T>,
+}
+
+/// A slot's proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposerDuty {
+    /// The validator's key.
+    pub pubkey: PublicKeyBytes,
+    /// The validator.
+    #[serde(with = "quoted")]
+    pub validator_index: u64,
+    /// The slot.
+    #[serde(with = "quoted")]
+    pub slot: u64,
+}
+
+/// A validator's attestation duty in an epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttesterDuty {
+    /// The validator's key.
+    pub pubkey: PublicKeyBytes,
+    /// The validator.
+    #[serde(with = "quoted")]
+    pub validator_index: u64,
+    /// Its committee (one per slot: always 0).
+    #[serde(with = "quoted")]
+    pub committee_index: u64,
+    /// Members of the committee.
+    #[serde(with = "quoted")]
+    pub committee_length: u64,
+    /// Committees at the slot (always 1).
+    #[serde(with = "quoted")]
+    pub committees_at_slot: u64,
+    /// Its bit in the committee's aggregation bits.
+    #[serde(with = "quoted")]
+    pub validator_committee_index: u64,
+    /// The slot it attests at.
+    #[serde(with = "quoted")]
+    pub slot: u64,
+}
+
 /// 64-bit integers as decimal strings (the Beacon API's convention).
 pub mod quoted {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -347,6 +410,34 @@ impl ApiClient {
     /// `GET /eth/v1/config/spec`.
     pub async fn spec(&self) -> Result<SpecInfo, ApiError> {
         self.get("/eth/v1/config/spec").await
+    }
+
+    /// `GET /eth/v1/validator/duties/proposer/{epoch}`.
+    pub async fn proposer_duties(&self, epoch: u64) -> Result<Duties<ProposerDuty>, ApiError> {
+        let response = self
+            .http
+            .get(format!("{}{}", self.base, proposer_duties_path(epoch)))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?;
+        Ok(check(response).await?.json().await?)
+    }
+
+    /// `POST /eth/v1/validator/duties/attester/{epoch}` for `validators`.
+    pub async fn attester_duties(
+        &self,
+        epoch: u64,
+        validators: &[u64],
+    ) -> Result<Duties<AttesterDuty>, ApiError> {
+        let body: Vec<String> = validators.iter().map(u64::to_string).collect();
+        let response = self
+            .http
+            .post(format!("{}{}", self.base, attester_duties_path(epoch)))
+            .timeout(Duration::from_secs(5))
+            .json(&body)
+            .send()
+            .await?;
+        Ok(check(response).await?.json().await?)
     }
 
     /// Posts signed duties of one kind.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use alloy_primitives::Bytes;
 use phalanx_crypto::SignatureBytes;
-use phalanx_validator::api::{ApiClient, ApiError, DutyEvent, DutyKind, SignedDuty};
+use phalanx_validator::api::{ApiClient, ApiError, DutyEvent, DutyKind, ErrorBody, SignedDuty};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -49,11 +49,15 @@ pub(crate) async fn check_validator_api(addr: SocketAddr, dv_validators: std::op
     assert_eq!(code, 200);
     let doc: Value = serde_json::from_str(&doc).unwrap();
     let paths = doc["paths"].as_object().unwrap();
-    assert!(paths.len() >= 11, "{}", paths.len());
+    assert!(paths.len() >= 13, "{}", paths.len());
+    let (_, status) = request(addr, "GET", "/api/status", "").await;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    let epoch = status["chain"]["slot"].as_u64().unwrap() / 8;
     for (path, ops) in paths {
         if path == "/eth/v1/events" {
             continue;
         }
+        let path = &path.replace("{epoch}", &epoch.to_string());
         if ops.get("get").is_some() {
             let (code, body) = request(addr, "GET", path, "").await;
             assert!(code == 200 || code == 206, "GET {path}: {code} {body}");
@@ -62,6 +66,70 @@ pub(crate) async fn check_validator_api(addr: SocketAddr, dv_validators: std::op
             let (code, body) = request(addr, "POST", path, "[]").await;
             assert_eq!(code, 200, "POST {path}: {body}");
         }
+    }
+
+    // Polling duties: every slot's proposer in the current epoch; each validator's committee
+    // slot and position; the pubkeys agree; a future epoch, a bad epoch or index is a 400.
+    assert!(
+        epoch >= 1,
+        "the devnet should be past epoch 0 by now: {status}"
+    );
+    let proposers = client.proposer_duties(epoch).await.unwrap();
+    assert_eq!(proposers.data.len(), 8, "{proposers:?}");
+    assert!(!proposers.execution_optimistic);
+    for (i, d) in proposers.data.iter().enumerate() {
+        assert_eq!(d.slot, epoch * 8 + i as u64, "{proposers:?}");
+        assert!(d.validator_index < 8, "{proposers:?}");
+    }
+    let all: Vec<u64> = (0..8).collect();
+    let attesters = client.attester_duties(epoch, &all).await.unwrap();
+    assert_eq!(attesters.data.len(), 8);
+    for d in &attesters.data {
+        assert_eq!(d.slot, epoch * 8 + d.validator_index % 8, "{d:?}");
+        assert_eq!(
+            (d.committee_length, d.validator_committee_index),
+            (1, 0),
+            "{d:?}"
+        );
+        if let Some(p) = proposers
+            .data
+            .iter()
+            .find(|p| p.validator_index == d.validator_index)
+        {
+            assert_eq!(p.pubkey, d.pubkey);
+        }
+    }
+    for (method, path, body) in [
+        (
+            "GET",
+            format!("/eth/v1/validator/duties/proposer/{}", epoch + 5),
+            "",
+        ),
+        (
+            "GET",
+            "/eth/v1/validator/duties/proposer/soon".to_string(),
+            "",
+        ),
+        (
+            "POST",
+            format!("/eth/v1/validator/duties/attester/{epoch}"),
+            "[\"99\"]",
+        ),
+        (
+            "POST",
+            format!("/eth/v1/validator/duties/attester/{epoch}"),
+            "{}",
+        ),
+        (
+            "POST",
+            format!("/eth/v1/validator/duties/attester/{}", epoch + 5),
+            "[\"1\"]",
+        ),
+    ] {
+        let (code, answer) = request(addr, method, &path, body).await;
+        assert_eq!(code, 400, "{method} {path} {body}: {answer}");
+        let answer: ErrorBody = serde_json::from_str(&answer).unwrap();
+        assert!(!answer.message.is_empty());
     }
 
     // The duty stream carries the cluster's validators' duties, with data a signer can use.

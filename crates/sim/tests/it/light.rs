@@ -726,6 +726,28 @@ mod headers {
             served.push(h);
         }
 
+        // The proposer duties the chain serves (`proposer_duties`) name every finalized
+        // block's proposer; the next epoch's are not known yet.
+        let current = (now / chain.slot_ms()) / spec.slots_per_epoch;
+        let mut checked = 0;
+        for e in 0..=current {
+            let (_, duties) = chain.proposer_duties(Epoch(e)).unwrap();
+            for f in blocks
+                .iter()
+                .filter(|f| f.block.header.message.slot.epoch(spec.slots_per_epoch) == Epoch(e))
+            {
+                let slot = f.block.header.message.slot;
+                let duty = duties.iter().find(|(s, _)| *s == slot).unwrap();
+                assert_eq!(
+                    duty.1,
+                    f.block.header.message.declaration.message.proposer_index
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, blocks.len());
+        assert!(chain.proposer_duties(Epoch(current + 1)).is_none());
+
         // Every block passes, its proposer checked against the schedule.
         let mut good = HeaderChain::from_genesis(&genesis, genesis_hash).unwrap();
         for (f, h) in blocks.iter().zip(&served) {
