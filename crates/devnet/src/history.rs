@@ -57,7 +57,8 @@ pub(crate) struct BlockReceipts {
     pub(crate) hashes: Vec<B256>,
     /// The executed ones, with receipts.
     pub(crate) txs: Vec<TxReceipt>,
-    /// `false` when some transaction's receipt is no longer (or not yet) held.
+    /// `false` while some transaction's receipt is not held yet and some server has still to
+    /// apply the block (its owners record receipts as they apply it).
     pub(crate) complete: bool,
 }
 
@@ -179,16 +180,22 @@ pub(crate) fn block_receipts(shared: &Shared, height: u64) -> Option<BlockReceip
             first_log,
         });
     }
+    // Once every server has applied the block no more receipts will come (a void block has
+    // none): what is held is all there is.
+    if !out.complete && shared.stats.iter().all(|s| s.head() >= height) {
+        out.complete = true;
+    }
     Some(out)
 }
 
-/// The receipt of an executed transaction; `null` while it is pending, and for a transaction
-/// its shard skipped.
+/// The receipt of an executed transaction; `null` while it is pending — also until the owners
+/// of every shard of its block have recorded their receipts, so that a receipt and the block's
+/// logs (`eth_getLogs`) appear together — and for a transaction its shard skipped.
 pub(crate) fn receipt(shared: &Shared, hash: B256) -> Value {
     let Some(loc) = crate::lock(&shared.txs).get(&hash).copied() else {
         return Value::Null;
     };
-    let Some(block) = block_receipts(shared, loc.height) else {
+    let Some(block) = block_receipts(shared, loc.height).filter(|b| b.complete) else {
         return Value::Null;
     };
     block
