@@ -10,10 +10,11 @@ use phalanx_light::wire::Bootstrap;
 /// Flags of `phalanx light`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct LightArgs {
-    /// The untrusted full node to follow (its JSON-RPC URL; the light protocol is served
-    /// beside it).
-    #[arg(long, default_value = "http://127.0.0.1:8545")]
-    node: String,
+    /// An untrusted full node to follow (its JSON-RPC URL; the light protocol is served
+    /// beside it). Repeat for several: headers, claims and attestations are taken from all of
+    /// them, proofs and reads from the first whose answer verifies.
+    #[arg(long = "node", default_value = "http://127.0.0.1:8545")]
+    nodes: Vec<String>,
     /// The chain's genesis file (executors' bonds and keys, signing domain, chain id).
     #[arg(long, default_value = "devnet-data/chain/genesis.json")]
     genesis: PathBuf,
@@ -62,7 +63,7 @@ pub(crate) fn run(args: &LightArgs) -> anyhow::Result<()> {
     let genesis: phalanx_spec::Genesis = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a genesis file", args.genesis.display()))?;
     let config = RunConfig {
-        node: args.node.clone(),
+        nodes: args.nodes.clone(),
         listen: args.listen,
         client: phalanx_light::client::Config {
             disagreement: args.disagreement,

@@ -192,7 +192,7 @@ pub async fn run(
             block_hash: head.block,
             state_root: head.state_root,
         },
-        &upstream,
+        std::slice::from_ref(&upstream),
     )
     .await
     .map_err(|e| ExecutorError::Follow(e.to_string()))?;

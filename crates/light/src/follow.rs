@@ -39,11 +39,12 @@ pub struct FinalHeaders {
 
 impl FinalHeaders {
     /// From the trusted `checkpoint`: the genesis file at height 0; otherwise the checkpoint's
-    /// execution header, fetched from the node and checked against the trusted hash.
+    /// execution header, fetched from the first of `upstreams` that has it and checked against
+    /// the trusted hash.
     pub async fn start(
         genesis: &Genesis,
         checkpoint: &Bootstrap,
-        upstream: &Upstream,
+        upstreams: &[Upstream],
     ) -> Result<Self, StartError> {
         if checkpoint.height == 0 {
             return Ok(Self {
@@ -53,26 +54,27 @@ impl FinalHeaders {
                 pending: VecDeque::new(),
             });
         }
-        let updates = upstream
-            .updates(&UpdatesQuery {
-                from: checkpoint.height,
-                claims_from: u64::MAX,
-                limit: Some(1),
-            })
-            .await?;
-        let header = updates
-            .headers
-            .first()
-            .ok_or_else(|| {
-                StartError::Checkpoint(format!(
-                    "the node has no header at height {}",
-                    checkpoint.height
-                ))
-            })
-            .and_then(|raw| {
-                ExecHeader::from_ssz_bytes(raw)
-                    .map_err(|e| StartError::Checkpoint(format!("malformed: {e:?}")))
-            })?;
+        let mut why = StartError::Checkpoint("no full node to ask".into());
+        let mut found = None;
+        for upstream in upstreams {
+            match Self::checkpoint_header(upstream, checkpoint.height).await {
+                Ok(h) if h.hash() == checkpoint.block_hash => {
+                    found = Some(h);
+                    break;
+                }
+                Ok(h) => {
+                    why = StartError::Checkpoint(format!(
+                        "{} serves header {} as height {}, the trusted checkpoint is {}",
+                        upstream.base(),
+                        h.hash(),
+                        checkpoint.height,
+                        checkpoint.block_hash
+                    ));
+                }
+                Err(e) => why = e,
+            }
+        }
+        let header = found.ok_or(why)?;
         let headers = HeaderChain::from_checkpoint(genesis, &header, checkpoint.block_hash)
             .map_err(|e| StartError::Checkpoint(e.to_string()))?;
         let epoch = headers.slot().epoch(genesis.spec.slots_per_epoch);
@@ -81,6 +83,25 @@ impl FinalHeaders {
             finality: Finality::from_checkpoint(genesis, epoch).map_err(StartError::Genesis)?,
             pending: VecDeque::new(),
         })
+    }
+
+    /// The execution header at `height` from `upstream`.
+    async fn checkpoint_header(upstream: &Upstream, height: u64) -> Result<ExecHeader, StartError> {
+        let updates = upstream
+            .updates(&UpdatesQuery {
+                from: height,
+                claims_from: u64::MAX,
+                limit: Some(1),
+            })
+            .await?;
+        let raw = updates.headers.first().ok_or_else(|| {
+            StartError::Checkpoint(format!(
+                "{} has no header at height {height}",
+                upstream.base()
+            ))
+        })?;
+        ExecHeader::from_ssz_bytes(raw)
+            .map_err(|e| StartError::Checkpoint(format!("malformed: {e:?}")))
     }
 
     /// The next height to ask the node for.

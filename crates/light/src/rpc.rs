@@ -39,8 +39,8 @@ use crate::upstream::{FetchError, Upstream};
 pub struct Serving {
     /// The client (its believed roots and headers).
     pub client: Arc<Mutex<LightClient>>,
-    /// The untrusted full node proofs come from.
-    pub upstream: Upstream,
+    /// The untrusted full nodes proofs come from, asked in order until one's proof verifies.
+    pub upstreams: Vec<Upstream>,
     /// EIP-155 chain id.
     pub chain_id: u64,
     /// The highest height the node says it can prove state at.
@@ -188,10 +188,10 @@ fn block_env(serving: &Serving, height: u64) -> Result<BlockEnv, RpcError> {
 }
 
 /// The state after one block as the client can prove it: each account, slot and code is
-/// fetched from the untrusted node and verified against the believed root before it is
-/// used. Read by the EVM for `eth_call`.
+/// fetched from the untrusted nodes — in order, until one's answer verifies — and verified
+/// against the believed root before it is used. Read by the EVM for `eth_call`.
 pub struct ProvenState {
-    upstream: Upstream,
+    upstreams: Vec<Upstream>,
     runtime: Handle,
     height: u64,
     root: B256,
@@ -207,18 +207,18 @@ pub struct ProvenState {
 impl ProvenState {
     fn new(serving: &Serving, height: u64, root: B256) -> Self {
         Self::over(
-            serving.upstream.clone(),
+            serving.upstreams.clone(),
             serving.runtime.clone(),
             height,
             root,
         )
     }
 
-    /// The state under `root` (after block `height`), read from `upstream` on `runtime`
+    /// The state under `root` (after block `height`), read from `upstreams` on `runtime`
     /// (called from a blocking thread, never from the runtime's own).
-    pub fn over(upstream: Upstream, runtime: Handle, height: u64, root: B256) -> Self {
+    pub fn over(upstreams: Vec<Upstream>, runtime: Handle, height: u64, root: B256) -> Self {
         Self {
-            upstream,
+            upstreams,
             runtime,
             height,
             root,
@@ -251,14 +251,34 @@ impl ProvenState {
         if let Some(a) = guard(&self.accounts).get(&address) {
             return Ok(*a);
         }
-        let proof = self
-            .runtime
-            .block_on(self.upstream.account_proof(address, &[], self.height))
-            .map_err(fetch_failed)?;
-        let account =
-            verify_account_at(self.root, address, &proof.account_proof).map_err(unverified)?;
+        let account = self.first_verified(|u| {
+            let proof = self
+                .runtime
+                .block_on(u.account_proof(address, &[], self.height))
+                .map_err(fetch_failed)?;
+            verify_account_at(self.root, address, &proof.account_proof).map_err(unverified)
+        })?;
         self.remember(address, account);
         Ok(account)
+    }
+
+    /// The first answer that verifies, asking each node in turn; else the first node's
+    /// error (a lying or lagging node only costs a request when another answers).
+    fn first_verified<T>(
+        &self,
+        ask: impl Fn(&Upstream) -> Result<T, RpcError>,
+    ) -> Result<T, RpcError> {
+        let mut first = None;
+        for u in &self.upstreams {
+            match ask(u) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    tracing::debug!(node = %u.base(), error = %e.message, "light client: read refused");
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.unwrap_or_else(|| RpcError::server("no full node to read from")))
     }
 
     /// Caches a proven account, and which address holds its code (code is fetched by
@@ -275,25 +295,28 @@ impl ProvenState {
         if let Some(v) = guard(&self.slots).get(&(address, slot)) {
             return Ok(*v);
         }
-        let proof = self
-            .runtime
-            .block_on(self.upstream.account_proof(address, &[slot], self.height))
-            .map_err(fetch_failed)?;
-        let account =
-            verify_account_at(self.root, address, &proof.account_proof).map_err(unverified)?;
+        let (account, value) = self.first_verified(|u| {
+            let proof = self
+                .runtime
+                .block_on(u.account_proof(address, &[slot], self.height))
+                .map_err(fetch_failed)?;
+            let account =
+                verify_account_at(self.root, address, &proof.account_proof).map_err(unverified)?;
+            let value = match account {
+                None => U256::ZERO,
+                Some(a) => {
+                    let storage = proof
+                        .storage_proof
+                        .first()
+                        .map(|p| p.proof.as_slice())
+                        .unwrap_or_default();
+                    let proven = crate::reads::ProvenAccount::from(Some(a));
+                    LightClient::verify_storage(&proven, slot, storage).map_err(unverified)?
+                }
+            };
+            Ok((account, value))
+        })?;
         self.remember(address, account);
-        let value = match account {
-            None => U256::ZERO,
-            Some(a) => {
-                let storage = proof
-                    .storage_proof
-                    .first()
-                    .map(|p| p.proof.as_slice())
-                    .unwrap_or_default();
-                let proven = crate::reads::ProvenAccount::from(Some(a));
-                LightClient::verify_storage(&proven, slot, storage).map_err(unverified)?
-            }
-        };
         guard(&self.slots).insert((address, slot), value);
         Ok(value)
     }
@@ -303,15 +326,17 @@ impl ProvenState {
         if let Some(c) = guard(&self.codes).get(&code_hash) {
             return Ok(c.clone());
         }
-        let code = self
-            .runtime
-            .block_on(self.upstream.code(address))
-            .map_err(fetch_failed)?;
         let proven = crate::reads::ProvenAccount {
             code_hash,
             ..Default::default()
         };
-        let code = LightClient::verify_code(&proven, code).map_err(unverified)?;
+        let code = self.first_verified(|u| {
+            let code = self
+                .runtime
+                .block_on(u.code(address))
+                .map_err(fetch_failed)?;
+            LightClient::verify_code(&proven, code).map_err(unverified)
+        })?;
         guard(&self.codes).insert(code_hash, code.clone());
         Ok(code)
     }

@@ -2,14 +2,17 @@
 //!
 //! It trusts a checkpoint (given by the operator; else the node's suggestion, with a warning)
 //! and the chain's genesis file (the executors' bonds and keys, the signing domain). It polls
-//! one untrusted full node for headers and executors' claims ([`crate::wire`]), decides each
-//! block by the rules of [`crate::client`], fetches a proof of execution from the node whenever
-//! the rules ask for one (retrying every [`PROOF_RETRY_MS`] while the node has none), logs
+//! one or more untrusted full nodes for headers, attestations and executors' claims
+//! ([`crate::wire`]) — all of them, each in turn, so a node that withholds is made up for by
+//! another — decides each block by the rules of [`crate::client`], fetches a proof of
+//! execution whenever the rules ask for one (from the first node whose proof the client
+//! accepts; retrying every [`PROOF_RETRY_MS`] while none has one), reads from the first node
+//! whose proof verifies, logs
 //! every executor a proof showed wrong, and serves verified reads ([`crate::rpc`]) on its own
 //! JSON-RPC endpoint. A progress line every 10 seconds says where it is.
 //!
-//! A node that stops answering only stalls the client: it keeps serving reads at the roots
-//! it believes and resumes when the node is back. A node that lies gets its headers refused
+//! A node that stops answering is logged once and skipped; with none answering the client
+//! stalls, serving reads at the roots it believes, and resumes when one is back. A node that lies gets its headers refused
 //! (each must come with the signed consensus header it derives from: producer, proposer and
 //! RANDAO signatures checked, the proposer checked against the schedule, the execution header
 //! derived here — [`crate::headers`]), its claims dropped (signatures) and its proofs rejected
@@ -43,8 +46,10 @@ pub const PROOF_RETRY_MS: u64 = 2_000;
 /// Settings of `phalanx light`.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    /// The full node (JSON-RPC at `/`, the light protocol under `/phalanx/v1/light`).
-    pub node: String,
+    /// The full nodes to follow, in order of preference (JSON-RPC at `/`, the light protocol
+    /// under `/phalanx/v1/light`); at least one. Headers, claims and attestations are taken
+    /// from all of them, proofs and reads from the first whose answer verifies.
+    pub nodes: Vec<String>,
     /// Where to serve verified JSON-RPC.
     pub listen: SocketAddr,
     /// The chain's genesis (executors, signing domain, chain id).
@@ -69,6 +74,9 @@ pub enum RunError {
     /// The HTTP client could not be made.
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    /// No node given.
+    #[error("no full node to follow")]
+    NoNode,
     /// The JSON-RPC address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -112,19 +120,24 @@ pub async fn start(
 ) -> Result<Running, RunError> {
     let registry = ExecutorRegistry::from_genesis(&config.genesis)
         .map_err(|e| RunError::Genesis(e.to_string()))?;
-    let upstream = Upstream::new(&config.node, Duration::from_secs(10))?;
+    let upstreams: Vec<Upstream> = config
+        .nodes
+        .iter()
+        .map(|n| Upstream::new(n, Duration::from_secs(10)))
+        .collect::<Result<_, _>>()?;
+    let first = upstreams.first().ok_or(RunError::NoNode)?;
     let checkpoint = match config.checkpoint {
         Some(c) => c,
         None => {
-            let c = upstream.bootstrap().await.map_err(RunError::Checkpoint)?;
+            let c = first.bootstrap().await.map_err(RunError::Checkpoint)?;
             tracing::warn!(height = c.height, block = %c.block_hash, root = %c.state_root,
-                node = %config.node,
+                node = %first.base(),
                 "light client: no --checkpoint given; trusting the node's (weak subjectivity: \
                  whoever answers this decides what the client believes)");
             c
         }
     };
-    let headers = FinalHeaders::start(&config.genesis, &checkpoint, &upstream)
+    let headers = FinalHeaders::start(&config.genesis, &checkpoint, &upstreams)
         .await
         .map_err(|e| match e {
             StartError::Genesis(e) => RunError::Genesis(e),
@@ -151,12 +164,12 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
-    tracing::info!(%addr, node = %config.node, checkpoint = checkpoint.height,
+    tracing::info!(%addr, nodes = ?config.nodes, checkpoint = checkpoint.height,
         "light client: verified JSON-RPC listening");
     let provable = Arc::new(AtomicU64::new(0));
     let serving = crate::rpc::Serving {
         client: client.clone(),
-        upstream: upstream.clone(),
+        upstreams: upstreams.clone(),
         chain_id: config.genesis.spec.chain_id,
         provable: provable.clone(),
         runtime: tokio::runtime::Handle::current(),
@@ -173,7 +186,8 @@ pub async fn start(
     let follower = Follower {
         client: client.clone(),
         headers,
-        upstream,
+        upstreams,
+        down: HashSet::new(),
         provable,
         asked: HashMap::new(),
         seen: BTreeMap::new(),
@@ -199,8 +213,10 @@ struct Follower {
     client: Arc<Mutex<LightClient>>,
     /// Headers checked and shown final before the client sees them.
     headers: FinalHeaders,
-    upstream: Upstream,
-    /// What the node says it can prove (for `latest` reads).
+    upstreams: Vec<Upstream>,
+    /// Nodes that did not answer the last poll (by index), for logging transitions.
+    down: HashSet<usize>,
+    /// The highest block a node says it can prove (for `latest` reads).
     provable: Arc<AtomicU64>,
     /// When a proof was last asked for, by height.
     asked: HashMap<u64, u64>,
@@ -218,24 +234,9 @@ impl Follower {
     }
 
     async fn run(mut self, poll: Duration, mut shutdown: watch::Receiver<bool>) {
-        let mut failing = false;
         loop {
-            match self.step().await {
-                Ok(more) => {
-                    if failing {
-                        tracing::info!(node = %self.upstream.base(), "light client: node back");
-                        failing = false;
-                    }
-                    if more {
-                        continue;
-                    }
-                }
-                Err(e) => {
-                    if !failing {
-                        tracing::warn!(error = %e, "light client: node unreachable; retrying");
-                    }
-                    failing = true;
-                }
+            if self.step().await {
+                continue;
             }
             tokio::select! {
                 r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return; },
@@ -244,13 +245,37 @@ impl Follower {
         }
     }
 
-    /// One poll: headers and claims in, decisions, proofs. `true` when the node had a full
-    /// page of headers (poll again at once).
-    async fn step(&mut self) -> Result<bool, FetchError> {
+    /// One poll of every node, then decisions and proofs. `true` when a node had a full page
+    /// of headers (poll again at once). A node that does not answer is logged once (and once
+    /// when it is back); the others carry on.
+    async fn step(&mut self) -> bool {
+        let mut full = false;
+        for i in 0..self.upstreams.len() {
+            let upstream = self.upstreams[i].clone();
+            match self.poll(&upstream).await {
+                Ok(more) => {
+                    full |= more;
+                    if self.down.remove(&i) {
+                        tracing::info!(node = %upstream.base(), "light client: node back");
+                    }
+                }
+                Err(e) => {
+                    if self.down.insert(i) {
+                        tracing::warn!(node = %upstream.base(), error = %e,
+                            "light client: node unreachable; retrying");
+                    }
+                }
+            }
+        }
+        self.decide().await;
+        full
+    }
+
+    /// Headers, attestations and claims from one node.
+    async fn poll(&mut self, upstream: &Upstream) -> Result<bool, FetchError> {
         let from = self.headers.next_height();
         let claims_from = self.lock().head().0 + 1;
-        let updates = self
-            .upstream
+        let updates = upstream
             .updates(&UpdatesQuery {
                 from,
                 claims_from,
@@ -258,9 +283,9 @@ impl Follower {
             })
             .await?;
         let full = updates.headers.len() >= MAX_HEADERS;
-        self.provable.store(updates.provable, Ordering::Relaxed);
+        self.provable.fetch_max(updates.provable, Ordering::Relaxed);
         let now = now_ms();
-        let fin = self.headers.take(&updates, &self.upstream).await?;
+        let fin = self.headers.take(&updates, upstream).await?;
         {
             let mut client = self
                 .client
@@ -298,8 +323,41 @@ impl Follower {
                 }
             }
         }
-        self.decide().await;
         Ok(full)
+    }
+
+    /// The proof of execution `need` asks for, from the first node that has one the client
+    /// accepts; `None` (each refusal logged) when none does.
+    async fn fetch_proof(&self, need: &crate::client::Need) -> Option<B256> {
+        for upstream in &self.upstreams {
+            let node = upstream.base();
+            let proof = match upstream.proof(need.height, &need.execute).await {
+                Ok(Some(bytes)) => match ExecutionProof::from_bytes(&bytes) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(height = need.height, %node, error = %e,
+                            "light client: malformed proof of execution");
+                        continue;
+                    }
+                },
+                Ok(None) => {
+                    tracing::warn!(height = need.height, %node,
+                        "light client: the node has no proof of execution for this block");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(height = need.height, %node, error = %e,
+                        "light client: proof of execution not fetched");
+                    continue;
+                }
+            };
+            match self.lock().on_proof(need.height, &proof) {
+                Ok(root) => return Some(root),
+                Err(e) => tracing::warn!(height = need.height, %node, error = %e,
+                    "light client: proof of execution refused"),
+            }
+        }
+        None
     }
 
     /// Lets the client decide; fetches the proofs it asks for.
@@ -318,39 +376,13 @@ impl Follower {
             self.asked.insert(need.height, now);
             tracing::info!(height = need.height, reason = ?need.reason, execute = ?need.execute,
                 "light client: fetching a proof of execution");
-            let proof = match self.upstream.proof(need.height, &need.execute).await {
-                Ok(Some(bytes)) => match ExecutionProof::from_bytes(&bytes) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!(height = need.height, error = %e,
-                            "light client: malformed proof of execution");
-                        break;
-                    }
-                },
-                Ok(None) => {
-                    tracing::warn!(
-                        height = need.height,
-                        "light client: the node has no proof of execution for this block"
-                    );
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(height = need.height, error = %e,
-                        "light client: proof of execution not fetched");
-                    break;
-                }
+            let Some(root) = self.fetch_proof(&need).await else {
+                break;
             };
+            tracing::info!(height = need.height, %root,
+                shards_re_executed = need.execute.len(),
+                "light client: re-executed the block; its root is believed");
             let mut client = self.lock();
-            match client.on_proof(need.height, &proof) {
-                Ok(root) => tracing::info!(height = need.height, %root,
-                    shards_re_executed = need.execute.len(),
-                    "light client: re-executed the block; its root is believed"),
-                Err(e) => {
-                    tracing::warn!(height = need.height, error = %e,
-                        "light client: proof of execution refused");
-                    break;
-                }
-            }
             for wrong in client.take_wrong_claims() {
                 tracing::warn!(executor = wrong.claim.executor.0, height = wrong.claim.message.height,
                     claimed = %wrong.claim.message.post_state_root, true_root = %wrong.true_root,

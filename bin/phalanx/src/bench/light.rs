@@ -104,7 +104,7 @@ fn round_trips(reads: usize) -> anyhow::Result<RoundTrips> {
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let light = phalanx_light::run::start(
             phalanx_light::run::RunConfig {
-                node: format!("http://{node}"),
+                nodes: vec![format!("http://{node}")],
                 listen: "127.0.0.1:0".parse()?,
                 genesis: devnet.genesis().clone(),
                 checkpoint: devnet.light_checkpoint(),

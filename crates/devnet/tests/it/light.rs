@@ -29,10 +29,10 @@ fn hex_u64(v: &Value) -> u64 {
     u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
 }
 
-async fn light(devnet: &Devnet, node: SocketAddr, shutdown: watch::Receiver<bool>) -> Running {
+async fn light(devnet: &Devnet, nodes: &[SocketAddr], shutdown: watch::Receiver<bool>) -> Running {
     phalanx_light::run::start(
         RunConfig {
-            node: format!("http://{node}"),
+            nodes: nodes.iter().map(|n| format!("http://{n}")).collect(),
             listen: "127.0.0.1:0".parse().unwrap(),
             genesis: devnet.genesis().clone(),
             checkpoint: devnet.light_checkpoint(),
@@ -97,8 +97,15 @@ async fn light_client_follows_a_devnet_and_serves_only_verified_reads() {
     let devnet = Devnet::start(config).await.unwrap();
     let rpc = devnet.rpc_addr();
     let (_stop, shutdown) = watch::channel(false);
-    let honest = light(&devnet, rpc, shutdown.clone()).await;
-    let liar = light(&devnet, lying_node(rpc).await, shutdown).await;
+    let honest = light(&devnet, &[rpc], shutdown.clone()).await;
+    let lying = lying_node(rpc).await;
+    let liar = light(&devnet, &[lying], shutdown.clone()).await;
+    // A client of three nodes, in this order: one that is down, the liar, the honest node.
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let several = light(&devnet, &[down, lying, rpc], shutdown).await;
 
     // Deploy a contract whose constructor stores 42 at slot 0 and whose code returns slot 0.
     let signer = PrivateKeySigner::from_bytes(&devnet.accounts()[1].private_key).unwrap();
@@ -313,5 +320,28 @@ async fn light_client_follows_a_devnet_and_serves_only_verified_reads() {
                 .starts_with("unverified: proof does not verify"),
             "{method}: {answer}"
         );
+    }
+
+    // Through three nodes, one down and one lying: it follows, and every read is verified
+    // from the honest one — the same answers as the honest node's own client.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while several.client.lock().unwrap().head().0 < at {
+        assert!(
+            Instant::now() < deadline,
+            "the three-node client never reached {at}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (method, params) in [
+        ("eth_getBalance", json!([signer.address(), tag])),
+        ("eth_getTransactionCount", json!([signer.address(), tag])),
+        ("eth_getStorageAt", json!([contract, "0x0", tag])),
+        ("eth_getCode", json!([contract, tag])),
+        ("eth_call", json!([{"to": contract}, tag])),
+    ] {
+        let there = call(several.addr, method, params.clone()).await;
+        let here = call(honest.addr, method, params).await;
+        assert!(there["result"].is_string(), "{method}: {there}");
+        assert_eq!(there["result"], here["result"], "{method}");
     }
 }
