@@ -2,10 +2,13 @@
 //! seed 000).
 //!
 //! 1. **Liveness.** The server holds a lease in the coordination store and keeps
-//!    `/phalanx/{node}/servers/{key}` (its shard range) under it, renewing it every third of
-//!    the ttl. Every tick it reads the list of live servers; from it, [`ownership`] says which
-//!    shards it is responsible for: those of its range, and those it takes over because none
-//!    of their owners is live. It subscribes to the header topic and to the topics of those
+//!    `/phalanx/{node}/servers/{key}` (its shard range and applied height, `lo-hi@height`)
+//!    under it, renewing it every third of the ttl and rewriting it after each block it
+//!    applies. Every tick it reads the list of live servers; a server more than one block
+//!    behind this one counts as not live yet (it is catching up and cannot execute the
+//!    current block in time). From that list [`ownership`] says which shards it is
+//!    responsible for: those of its range, and those it takes over because none of their
+//!    owners is live — and keeps until an owner has caught up. It subscribes to the header topic and to the topics of those
 //!    shards only, so it never downloads another shard.
 //! 2. **Execute.** For the next block (its parent applied here), the server checks each shard
 //!    it is responsible for against the header's shard root, runs it against its replica of
@@ -262,6 +265,8 @@ struct Server<N: Network> {
     me: PeerKey,
     lease: LeaseId,
     renewed: Instant,
+    /// The applied height last written under the lease.
+    announced: u64,
     live: BTreeMap<PeerKey, ShardRange>,
     subscribed: BTreeSet<u16>,
     taken_over: BTreeSet<u16>,
@@ -322,6 +327,7 @@ pub async fn run<N: Network>(
         me,
         lease,
         renewed: Instant::now(),
+        announced: u64::MAX,
         live: BTreeMap::new(),
         subscribed: BTreeSet::new(),
         taken_over: BTreeSet::new(),
@@ -384,10 +390,12 @@ fn in_pool<T: Send>(pool: &Option<rayon::ThreadPool>, f: impl FnOnce() -> T + Se
 impl<N: Network> Server<N> {
     async fn announce(&mut self) -> Result<(), StoreError> {
         let key = format!("{}{}", live_prefix(&self.config.node), key_hex(&self.me));
-        let value = self.config.range.to_string();
+        let value = format!("{}@{}", self.config.range, self.head.0);
         self.store
             .put(&key, value.as_bytes(), Some(self.lease))
-            .await
+            .await?;
+        self.announced = self.head.0;
+        Ok(())
     }
 
     async fn keep_lease(&mut self) -> Result<(), StoreError> {
@@ -417,12 +425,22 @@ impl<N: Network> Server<N> {
             else {
                 continue;
             };
-            let Ok(range) = std::str::from_utf8(&value)
-                .map_err(|_| ())
-                .and_then(|t| ShardRange::parse(t, self.config.shards).map_err(|_| ()))
+            let Ok(text) = std::str::from_utf8(&value) else {
+                continue;
+            };
+            // `lo-hi@height`; a bare range (an older server) counts as caught up.
+            let (range, height) = match text.split_once('@') {
+                Some((r, h)) => (r, h.parse::<u64>().ok()),
+                None => (text, Some(u64::MAX)),
+            };
+            let (Ok(range), Some(height)) = (ShardRange::parse(range, self.config.shards), height)
             else {
                 continue;
             };
+            // More than one block behind: catching up, not live for ownership yet.
+            if height.saturating_add(1) < self.head.0 {
+                continue;
+            }
             live.insert(PeerKey(peer), range);
         }
         // This server counts itself live even if its own listing is a moment late.
@@ -435,8 +453,8 @@ impl<N: Network> Server<N> {
             }
             let (who, takeover) = ownership::responsible(&self.live, shard);
             if !takeover && self.taken_over.remove(&shard) {
-                // An owner is back: the shard is its again.
-                tracing::info!(server = %self.me, shard, "an owner of the shard is live again; handing it back");
+                // An owner is back and caught up: the shard is its again.
+                tracing::info!(server = %self.me, shard, "an owner of the shard is live and caught up again; handing it back");
                 self.subscribed.remove(&shard);
                 self.net.unsubscribe(&shard_topic(shard))?;
                 continue;
@@ -614,6 +632,9 @@ impl<N: Network> Server<N> {
 
     async fn on_tick(&mut self) -> Result<(), ServerError> {
         self.keep_lease().await?;
+        if self.announced != self.head.0 {
+            self.announce().await?;
+        }
         self.refresh_live().await?;
         if self.pending.is_none() {
             self.start_next();
