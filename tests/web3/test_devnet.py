@@ -1,10 +1,12 @@
 """The devnet against a real Ethereum client library (web3.py, not written here).
 
-Usage: test_devnet.py RPC_URL TOKEN_ABI TOKEN_BIN DEV_KEY
+Usage: test_devnet.py RPC_URL TOKEN_ABI TOKEN_BIN DEV_KEY [LIGHT_RPC_URL]
 
 Deploys the ERC-20 in Token.sol (compiled by solc), transfers tokens and ETH, and checks
 balances, nonces and receipts (status, gas, logs, contract address), event queries
-(eth_getLogs), full blocks and fee history through web3.py.
+(eth_getLogs), full blocks and fee history through web3.py; with LIGHT_RPC_URL, reads the same
+balances, token balance (eth_call) and code through the devnet's light client, which answers
+only what it verified against the state roots it believes.
 Exits non-zero with a message on the first failure.
 """
 
@@ -17,6 +19,7 @@ from web3 import Web3
 
 def main() -> None:
     url, abi_path, bin_path, key = sys.argv[1:5]
+    light_url = sys.argv[5] if len(sys.argv) > 5 else None
     w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
     deadline = time.time() + 60
     while not w3.is_connected():
@@ -119,6 +122,27 @@ def main() -> None:
         break
     else:
         raise AssertionError("eth_getProof never answered at the head")
+
+    if light_url:
+        # The light client's verified JSON-RPC: once it is past the ETH transfer, it answers
+        # the same balance, token balance and code as the node, each checked by proofs.
+        light = Web3(Web3.HTTPProvider(light_url, request_kwargs={"timeout": 30}))
+        deadline = time.time() + 90
+        while light.eth.block_number < receipt["blockNumber"]:
+            if time.time() > deadline:
+                sys.exit(f"the light client never reached block {receipt['blockNumber']}")
+            time.sleep(0.5)
+        at = light.eth.block_number
+        assert light.eth.get_balance(friend, at) == value
+        light_token = light.eth.contract(address=address, abi=abi)
+        assert light_token.functions.balanceOf(friend).call(block_identifier=at) == amount
+        assert light.eth.get_code(address, at) == w3.eth.get_code(address)
+        try:
+            light.eth.send_raw_transaction(b"\x01")
+            sys.exit("the light client accepted a transaction")
+        except Exception as e:  # -32601: it answers only what it can verify
+            assert "not served" in str(e), e
+        print(f"light client at block {at}: balance, token balance (eth_call) and code verified")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,13 @@ pub(crate) struct DevnetArgs {
     /// keystores are written to DATA_DIR/executors/ and their claims are taken over HTTP.
     #[arg(long = "external-executors", default_value_t = 0)]
     external_executors: u32,
+    /// Where the devnet's light client serves verified Ethereum JSON-RPC (it follows the
+    /// devnet's JSON-RPC as an untrusted node: headers, finality, claims, proofs).
+    #[arg(long = "light-rpc", default_value = "127.0.0.1:8546")]
+    light_rpc: SocketAddr,
+    /// Start no light client endpoint.
+    #[arg(long = "no-light-rpc")]
+    no_light_rpc: bool,
 }
 
 pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
@@ -78,6 +85,7 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
     config.dv_members = args.dv_members;
     config.dv_threshold = args.dv_threshold;
     config.dv_external_port = args.dv_external_port;
+    config.light_rpc = (!args.no_light_rpc).then_some(args.light_rpc);
     config.executors = args.executors;
     config.external_executors = args.external_executors;
     let rt = crate::runtime()?;
@@ -136,6 +144,9 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
                 args.data_dir.join("executors").join("password.txt").display(),
                 args.data_dir.join("executors").join(format!("state-{i}")).display(),
             );
+        }
+        if let Some(addr) = devnet.light_rpc_addr() {
+            println!("Verified JSON-RPC (light client) http://{addr}");
         }
         if let Some(c) = devnet.light_checkpoint() {
             println!(

@@ -100,6 +100,10 @@ pub struct DevnetConfig {
     /// keystores are written to `data_dir/executors/NNNN.json` (password in
     /// `data_dir/executors/password.txt`) and their claims are taken over HTTP.
     pub external_executors: u32,
+    /// Where a light client (`phalanx_light::run`, following this devnet's JSON-RPC like any
+    /// untrusted node: headers, finality, claims, proofs) serves verified JSON-RPC; `None`:
+    /// not started (the library's default; `phalanx devnet` starts it on 127.0.0.1:8546).
+    pub light_rpc: Option<SocketAddr>,
 }
 
 impl DevnetConfig {
@@ -124,6 +128,7 @@ impl DevnetConfig {
             dv_external_port: None,
             executors: 3,
             external_executors: 0,
+            light_rpc: None,
         }
     }
 }
@@ -131,6 +136,9 @@ impl DevnetConfig {
 /// Why a devnet could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DevnetError {
+    /// The light client could not start (e.g. its address is taken).
+    #[error("devnet light client: {0}")]
+    Light(String),
     /// Bad settings.
     #[error("devnet: {0}")]
     Config(String),
@@ -402,6 +410,7 @@ pub struct Devnet {
     genesis: Genesis,
     accounts: Vec<DevAccount>,
     rpc_addr: SocketAddr,
+    light_rpc_addr: Option<SocketAddr>,
     slot: Duration,
     shared: Arc<Shared>,
     stop_chain: Arc<AtomicBool>,
@@ -824,6 +833,36 @@ impl Devnet {
             }));
         }
 
+        // A light client over HTTP, serving verified JSON-RPC.
+        let checkpoint = *lock(&shared.light_feed.checkpoint);
+        let light_rpc_addr = match (config.light_rpc, checkpoint) {
+            (Some(listen), Some(checkpoint)) => {
+                let running = phalanx_light::run::start(
+                    phalanx_light::run::RunConfig {
+                        nodes: vec![format!("http://{rpc_addr}")],
+                        listen,
+                        genesis: genesis.clone(),
+                        checkpoint: Some(checkpoint),
+                        client: phalanx_light::client::Config::default(),
+                        poll_ms: 250,
+                    },
+                    shutdown.clone(),
+                )
+                .await
+                .map_err(|e| DevnetError::Light(e.to_string()))?;
+                let addr = running.addr;
+                tasks.push(tokio::spawn(async move {
+                    match running.task.await {
+                        Ok(Err(e)) => tracing::error!(error = %e, "devnet: light client stopped"),
+                        Err(e) => tracing::error!(error = %e, "devnet: light client task failed"),
+                        Ok(Ok(())) => {}
+                    }
+                }));
+                Some(addr)
+            }
+            _ => None,
+        };
+
         // The distributed validator's members, on the validator API just bound.
         if let Some(cluster) = cluster {
             tasks.extend(cluster.start(&format!("http://{rpc_addr}"), signing, &shutdown)?);
@@ -846,6 +885,7 @@ impl Devnet {
             accounts: printed.to_vec(),
             genesis,
             rpc_addr,
+            light_rpc_addr,
             slot: Duration::from_secs(spec.slot_seconds),
             shared,
             stop_chain,
@@ -874,6 +914,11 @@ impl Devnet {
     /// Where JSON-RPC listens.
     pub fn rpc_addr(&self) -> SocketAddr {
         self.rpc_addr
+    }
+
+    /// Where the light client's verified JSON-RPC listens, if one was started.
+    pub fn light_rpc_addr(&self) -> Option<SocketAddr> {
+        self.light_rpc_addr
     }
 
     /// Slot length.

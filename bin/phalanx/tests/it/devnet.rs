@@ -38,7 +38,16 @@ fn height(port: u16) -> Option<u64> {
 
 fn start(dir: &std::path::Path, port: u16) -> Child {
     phalanx()
-        .args(["devnet", "--slot-seconds", "1", "--load", "20", "--rpc"])
+        .args([
+            "devnet",
+            "--light-rpc",
+            "127.0.0.1:0",
+            "--slot-seconds",
+            "1",
+            "--load",
+            "20",
+        ])
+        .arg("--rpc")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(dir)
@@ -133,7 +142,14 @@ fn dv_run_processes_sign_a_devnets_duties_from_its_validator_api() {
     let port = free_port();
     let base = crate::consecutive_free_ports(4);
     let mut devnet = phalanx()
-        .args(["devnet", "--slot-seconds", "1", "--rpc"])
+        .args([
+            "devnet",
+            "--light-rpc",
+            "127.0.0.1:0",
+            "--slot-seconds",
+            "1",
+            "--rpc",
+        ])
         .arg(format!("127.0.0.1:{port}"))
         .args(["--dv-external-port", &base.to_string(), "--data-dir"])
         .arg(dir.path())
@@ -319,6 +335,8 @@ fn executor_process_claims_the_devnets_blocks_and_resumes_after_kill_9() {
     let mut devnet = phalanx()
         .args([
             "devnet",
+            "--light-rpc",
+            "127.0.0.1:0",
             "--slot-seconds",
             "1",
             "--load",

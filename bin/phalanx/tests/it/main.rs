@@ -1087,7 +1087,13 @@ fn devnet_on_a_busy_rpc_address_fails_with_a_clear_error() {
     let addr = busy.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = phalanx()
-        .args(["devnet", "--rpc", &addr.to_string(), "--data-dir"])
+        .args([
+            "devnet",
+            "--no-light-rpc",
+            "--rpc",
+            &addr.to_string(),
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
