@@ -84,16 +84,20 @@ fn bad_request(message: String) -> Response {
     error(StatusCode::BAD_REQUEST, message, Vec::new())
 }
 
-fn epoch_param(raw: &str) -> Result<u64, String> {
-    raw.parse()
-        .map_err(|_| format!("epoch {raw:?} is not a decimal number"))
-}
-
-/// The current epoch, by the chain's clock.
-fn current_epoch(shared: &Shared) -> Option<u64> {
-    lock(&shared.chain)
+/// The epoch a duties request names, and the current epoch by the chain's clock; or the
+/// status and reason to answer with.
+fn duty_epoch(shared: &Shared, raw: &str) -> Result<(u64, u64), (StatusCode, String)> {
+    let epoch = raw.parse().map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("epoch {raw:?} is not a decimal number"),
+        )
+    })?;
+    let current = lock(&shared.chain)
         .as_ref()
         .map(|c| c.slot / shared.api.spec.slots_per_epoch.max(1))
+        .ok_or((StatusCode::SERVICE_UNAVAILABLE, "no head yet".to_string()))?;
+    Ok((epoch, current))
 }
 
 /// `GET /eth/v1/validator/duties/proposer/{epoch}`: every slot's proposer, for the current
@@ -102,12 +106,9 @@ async fn proposer_duties(
     State(shared): State<Arc<Shared>>,
     axum::extract::Path(raw): axum::extract::Path<String>,
 ) -> Response {
-    let epoch = match epoch_param(&raw) {
+    let (epoch, current) = match duty_epoch(&shared, &raw) {
         Ok(e) => e,
-        Err(why) => return bad_request(why),
-    };
-    let Some(current) = current_epoch(&shared) else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "no head yet", Vec::new());
+        Err((code, why)) => return error(code, why, Vec::new()),
     };
     if epoch > current {
         return bad_request(format!(
@@ -149,12 +150,9 @@ async fn attester_duties(
     axum::extract::Path(raw): axum::extract::Path<String>,
     body: Body,
 ) -> Response {
-    let epoch = match epoch_param(&raw) {
+    let (epoch, current) = match duty_epoch(&shared, &raw) {
         Ok(e) => e,
-        Err(why) => return bad_request(why),
-    };
-    let Some(current) = current_epoch(&shared) else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "no head yet", Vec::new());
+        Err((code, why)) => return error(code, why, Vec::new()),
     };
     if epoch > current + 1 {
         return bad_request(format!(

@@ -75,8 +75,9 @@ pub struct Finality {
     justified: HashSet<Checkpoint>,
     finalized: Checkpoint,
     links: HashMap<(Checkpoint, Checkpoint), HashSet<u64>>,
-    /// Aggregates already counted (by signature), so repeats cost no pairing.
-    seen: HashSet<[u8; 96]>,
+    /// Aggregates already counted (by signature, with their target epoch), so repeats cost no
+    /// pairing.
+    seen: HashMap<[u8; 96], Epoch>,
 }
 
 impl Finality {
@@ -99,7 +100,7 @@ impl Finality {
             justified: HashSet::from([genesis_checkpoint.clone()]),
             finalized: genesis_checkpoint,
             links: HashMap::new(),
-            seen: HashSet::new(),
+            seen: HashMap::new(),
         })
     }
 
@@ -125,7 +126,7 @@ impl Finality {
     pub fn on_attestation(&mut self, attestation: &Attestation) -> Result<bool, AttestationError> {
         let data = &attestation.data;
         let slot = data.slot.0;
-        if self.seen.contains(&attestation.signature.0) {
+        if self.seen.contains_key(&attestation.signature.0) {
             return Ok(false);
         }
         if data.target.epoch <= data.source.epoch
@@ -169,14 +170,28 @@ impl Finality {
         if !valid {
             return Err(AttestationError::BadSignature(slot));
         }
-        self.seen.insert(attestation.signature.0);
+        self.seen.insert(attestation.signature.0, data.target.epoch);
         self.links
             .entry((data.source.clone(), data.target.clone()))
             .or_default()
             .extend(signers.iter().map(|v| v.0));
         let before = self.finalized.epoch;
         self.update();
-        Ok(self.finalized.epoch > before)
+        let moved = self.finalized.epoch > before;
+        if moved {
+            self.prune();
+        }
+        Ok(moved)
+    }
+
+    /// Forgets what can no longer change anything: links and aggregates whose target is at
+    /// or before the finalized epoch, and justified checkpoints before it (a long-running
+    /// client's memory stays bounded).
+    fn prune(&mut self) {
+        let f = self.finalized.epoch;
+        self.links.retain(|(_, t), _| t.epoch > f);
+        self.seen.retain(|_, t| *t > f);
+        self.justified.retain(|c| c.epoch >= f);
     }
 
     fn justified(&self, c: &Checkpoint) -> bool {

@@ -14,6 +14,10 @@ use crate::headers::HeaderChain;
 use crate::upstream::{FetchError, Upstream};
 use crate::wire::{Bootstrap, Updates, UpdatesQuery};
 
+/// Checked headers held while none is shown final, at most: past this the follower takes no
+/// new header until attestations finalize some (a node withholding them cannot grow it).
+pub const MAX_UNFINALIZED: usize = 8_192;
+
 /// Why following could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -127,7 +131,14 @@ impl FinalHeaders {
         updates: &Updates,
         upstream: &Upstream,
     ) -> Result<Vec<ExecHeader>, FetchError> {
-        for (i, raw) in updates.headers.iter().enumerate() {
+        let room = MAX_UNFINALIZED.saturating_sub(self.pending.len());
+        if room == 0 && !updates.headers.is_empty() {
+            tracing::warn!(
+                unfinalized = self.pending.len(),
+                "no attestations finalize the checked headers; taking no new ones until some do"
+            );
+        }
+        for (i, raw) in updates.headers.iter().enumerate().take(room) {
             let header = match ExecHeader::from_ssz_bytes(raw) {
                 Ok(h) => h,
                 Err(e) => {

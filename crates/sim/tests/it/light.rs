@@ -672,23 +672,13 @@ mod headers {
     use phalanx_execution::header::ExecHeader;
     use phalanx_light::finality::{AttestationError, Finality};
     use phalanx_light::headers::{HeaderChain, HeaderCheckError, derive};
-    use phalanx_sim::chain::{FinalizedBlock, LiveChain, ShardSource};
+    use phalanx_sim::chain::{FinalizedBlock, LiveChain};
     use phalanx_spec::ChainSpec;
     use phalanx_spec::devnet::DevnetParams;
-    use phalanx_types::{Epoch, Shard, SignatureBytes, ValidatorIndex};
+    use phalanx_types::{Epoch, SignatureBytes, ValidatorIndex};
     use ssz_types::{BitList, VariableList};
 
-    struct Empty;
-
-    impl ShardSource for Empty {
-        fn shards(&mut self, _slot: u64, count: usize) -> Vec<Shard> {
-            (0..count)
-                .map(|_| Shard {
-                    transactions: VariableList::empty(),
-                })
-                .collect()
-        }
-    }
+    use crate::live_util::Empty;
 
     #[test]
     fn headers_are_checked_against_their_signed_consensus_headers() {

@@ -2,24 +2,12 @@
 //! behind the validator API): duties out, signatures in.
 
 use phalanx_crypto::SecretKey;
-use phalanx_sim::chain::{ExternalData, LiveChain, ShardSource, SignedExternal, SubmitError};
+use phalanx_sim::chain::{ExternalData, LiveChain, SignedExternal, SubmitError};
 use phalanx_spec::ChainSpec;
 use phalanx_spec::devnet::DevnetParams;
-use phalanx_types::Shard;
 use phalanx_types::signing::SigningContext;
-use ssz_types::VariableList;
 
-struct Empty;
-
-impl ShardSource for Empty {
-    fn shards(&mut self, _slot: u64, count: usize) -> Vec<Shard> {
-        (0..count)
-            .map(|_| Shard {
-                transactions: VariableList::empty(),
-            })
-            .collect()
-    }
-}
+use crate::live_util::Empty;
 
 fn chain() -> (LiveChain, Vec<SecretKey>) {
     let spec = ChainSpec::preset("devnet").unwrap();
