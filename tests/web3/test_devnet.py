@@ -86,6 +86,12 @@ def main() -> None:
     assert len(history["reward"]) == 2 and history["reward"][-1][1] >= history["reward"][-1][0], history
     print(f"eth_getLogs, full blocks and eth_feeHistory through web3.py: ok ({len(logs)} Transfer events)")
 
+    # Filters (eth_newFilter / eth_getFilterLogs / eth_newBlockFilter / eth_getFilterChanges).
+    event_filter = token.events.Transfer.create_filter(from_block=1)
+    entries = event_filter.get_all_entries()
+    assert [e["args"]["value"] for e in entries] == [supply, amount], entries
+    block_filter = w3.eth.filter("latest")
+
     # A transfer the token refuses: the estimate reverts, naming the reason.
     try:
         token.functions.transfer(friend, supply * 2).estimate_gas({"from": me})
@@ -99,6 +105,12 @@ def main() -> None:
                     "maxPriorityFeePerGas": w3.to_wei(1, "gwei")})
     assert receipt["status"] == 1 and receipt["gasUsed"] == 21_000, receipt
     assert w3.eth.get_balance(friend) == value
+    new_blocks = block_filter.get_new_entries()
+    assert receipt["blockHash"] in new_blocks, new_blocks
+    assert event_filter.get_new_entries() == [], "no new Transfer event"
+    assert w3.eth.uninstall_filter(block_filter.filter_id)
+    assert w3.eth.uninstall_filter(event_filter.filter_id)
+    print(f"filters: {len(new_blocks)} new blocks reported, the event filter quiet")
     assert w3.eth.get_transaction_count(me) == start_nonce + 3
     assert w3.eth.get_balance(me) < start_balance - value
     tx = w3.eth.get_transaction(receipt["transactionHash"])

@@ -288,71 +288,163 @@ fn parse<T: serde::de::DeserializeOwned>(v: &Value, what: &str) -> Result<T, Rpc
     serde_json::from_value(v.clone()).map_err(|e| RpcError::params(format!("{what}: {e}")))
 }
 
-/// `eth_getLogs`.
-pub(crate) fn get_logs(shared: &Shared, params: &[Value]) -> Result<Value, RpcError> {
-    let filter = params
-        .first()
-        .filter(|f| f.is_object())
-        .ok_or_else(|| RpcError::params("eth_getLogs takes one filter object"))?;
-    let head = shared.executed().map_or(0, |h| h.number);
-    let (from, to) = match filter.get("blockHash").filter(|v| !v.is_null()) {
-        Some(hash) => {
-            if filter.get("fromBlock").is_some_and(|v| !v.is_null())
-                || filter.get("toBlock").is_some_and(|v| !v.is_null())
-            {
-                return Err(RpcError::params(
-                    "a filter takes blockHash or fromBlock/toBlock, not both",
-                ));
+/// A block bound of a log filter: a number, or the executed head when the filter is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Head,
+    Number(u64),
+}
+
+fn bound(v: Option<&Value>, what: &str) -> Result<Bound, RpcError> {
+    match v.filter(|v| !v.is_null()).and_then(Value::as_str) {
+        None if v.is_none_or(Value::is_null) => Ok(Bound::Head),
+        Some("latest" | "safe" | "finalized" | "pending") => Ok(Bound::Head),
+        _ => block_number(v, 0, what).map(Bound::Number),
+    }
+}
+
+/// A log filter (`eth_getLogs`, `eth_newFilter`), parsed once.
+#[derive(Debug, Clone)]
+pub(crate) struct LogFilter {
+    from: Bound,
+    to: Bound,
+    block_hash: Option<B256>,
+    addresses: Vec<alloy_primitives::Address>,
+    topics: Vec<TopicFilter>,
+}
+
+impl LogFilter {
+    /// Parses a filter object; a malformed one is a -32602 naming the field.
+    pub(crate) fn parse(filter: Option<&Value>) -> Result<Self, RpcError> {
+        let filter = filter
+            .filter(|f| f.is_object())
+            .ok_or_else(|| RpcError::params("a log filter is one object"))?;
+        let set = |k: &str| filter.get(k).is_some_and(|v| !v.is_null());
+        let block_hash = match filter.get("blockHash").filter(|v| !v.is_null()) {
+            Some(hash) => {
+                if set("fromBlock") || set("toBlock") {
+                    return Err(RpcError::params(
+                        "a filter takes blockHash or fromBlock/toBlock, not both",
+                    ));
+                }
+                Some(parse::<B256>(hash, "blockHash")?)
             }
-            let hash: B256 = parse(hash, "blockHash")?;
+            None => None,
+        };
+        let from = bound(filter.get("fromBlock"), "fromBlock")?;
+        let to = bound(filter.get("toBlock"), "toBlock")?;
+        if let (Bound::Number(f), Bound::Number(t)) = (from, to)
+            && f > t
+        {
+            return Err(RpcError::params(format!(
+                "fromBlock {f} is after toBlock {t}"
+            )));
+        }
+        let addresses = match filter.get("address") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => parse(&Value::Array(list.clone()), "address")?,
+            Some(one) => vec![parse(one, "address")?],
+        };
+        let topics = match filter.get("topics") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|t| match t {
+                    Value::Null => Ok(None),
+                    Value::Array(any) => parse(&Value::Array(any.clone()), "topics").map(Some),
+                    one => parse(one, "topics").map(|t| Some(vec![t])),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(RpcError::params("topics: expected a list")),
+        };
+        Ok(Self {
+            from,
+            to,
+            block_hash,
+            addresses,
+            topics,
+        })
+    }
+
+    /// The blocks it names now: `from..=to` (the head for `latest`; the block for a hash).
+    pub(crate) fn range(&self, shared: &Shared) -> Result<(u64, u64), RpcError> {
+        let head = shared.executed().map_or(0, |h| h.number);
+        if let Some(hash) = self.block_hash {
             let n = height_of(shared, hash)
                 .ok_or_else(|| RpcError::server(format!("block {hash} is not known")))?;
-            (n, n)
+            return Ok((n, n));
         }
-        None => (
-            block_number(filter.get("fromBlock"), head, "fromBlock")?,
-            block_number(filter.get("toBlock"), head, "toBlock")?,
-        ),
-    };
-    if from > to {
-        return Err(RpcError::params(format!(
-            "fromBlock {from} is after toBlock {to}"
-        )));
+        let at = |b: Bound| match b {
+            Bound::Head => head,
+            Bound::Number(n) => n,
+        };
+        Ok((at(self.from), at(self.to)))
     }
-    // The newest blocks may be applied by some servers before the owners of every shard have
-    // recorded their receipts: they count as not executed yet.
-    let mut to = to.min(head);
-    while to >= from && to > 0 && block_receipts(shared, to).is_some_and(|b| !b.complete) {
-        to -= 1;
+
+    /// The blocks an installed filter polls after reporting up to `after`, with `head` the
+    /// newest settled block: `latest` as `fromBlock` means the blocks after the last poll.
+    pub(crate) fn window(
+        &self,
+        shared: &Shared,
+        after: u64,
+        head: u64,
+    ) -> Result<(u64, u64), RpcError> {
+        if self.block_hash.is_some() {
+            let (n, _) = self.range(shared)?;
+            return Ok((n.max(after + 1), n.min(head)));
+        }
+        let from = match self.from {
+            Bound::Head => after + 1,
+            Bound::Number(n) => n.max(after + 1),
+        };
+        let to = match self.to {
+            Bound::Head => head,
+            Bound::Number(n) => n.min(head),
+        };
+        Ok((from, to))
     }
+
+    fn matches(&self, log: &alloy_primitives::Log) -> bool {
+        let address_ok = self.addresses.is_empty() || self.addresses.contains(&log.address);
+        let got = log.data.topics();
+        address_ok
+            && self.topics.len() <= got.len()
+            && self
+                .topics
+                .iter()
+                .zip(got)
+                .all(|(want, t)| want.as_ref().is_none_or(|w| w.contains(t)))
+    }
+}
+
+/// The newest block whose receipts are all held, at or below the executed head (the newest
+/// blocks may be applied by some servers before the owners of every shard have recorded
+/// their receipts: they count as not executed yet).
+pub(crate) fn settled_head(shared: &Shared) -> u64 {
+    let mut head = shared.executed().map_or(0, |h| h.number);
+    while head > 0 && block_receipts(shared, head).is_some_and(|b| !b.complete) {
+        head -= 1;
+    }
+    head
+}
+
+/// The logs `filter` matches in blocks `from..=to` (capped at the settled head).
+pub(crate) fn logs_in(
+    shared: &Shared,
+    filter: &LogFilter,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Value>, RpcError> {
+    let head = shared.executed().map_or(0, |h| h.number);
+    let to = to.min(settled_head(shared));
     if to >= from && to - from >= MAX_LOG_RANGE {
         return Err(RpcError::server(format!(
             "block range {from}..={to} exceeds {MAX_LOG_RANGE} blocks"
         )));
     }
-    let addresses: Vec<alloy_primitives::Address> = match filter.get("address") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(list)) => parse(&Value::Array(list.clone()), "address")?,
-        Some(one) => vec![parse(one, "address")?],
-    };
-    let topics: Vec<TopicFilter> = match filter.get("topics") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(list)) => list
-            .iter()
-            .map(|t| match t {
-                Value::Null => Ok(None),
-                Value::Array(any) => parse(&Value::Array(any.clone()), "topics").map(Some),
-                one => parse(one, "topics").map(|t| Some(vec![t])),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(RpcError::params("topics: expected a list")),
-    };
     let oldest_kept = head.saturating_sub(STATS_HEIGHTS as u64 - 1);
     let mut out = Vec::new();
-    for n in from..=to {
-        if n == 0 {
-            continue;
-        }
+    for n in from.max(1)..=to {
         if n < oldest_kept {
             return Err(RpcError::server(format!(
                 "receipts of block {n} are no longer kept (this node keeps the last \
@@ -370,14 +462,7 @@ pub(crate) fn get_logs(shared: &Shared, params: &[Value]) -> Result<Value, RpcEr
         for tx in &block.txs {
             let logs = block.logs_json(tx);
             for (log, json) in tx.receipt.logs.iter().zip(logs) {
-                let address_ok = addresses.is_empty() || addresses.contains(&log.address);
-                let got = log.data.topics();
-                let topics_ok = topics.len() <= got.len()
-                    && topics
-                        .iter()
-                        .zip(got)
-                        .all(|(want, t)| want.as_ref().is_none_or(|w| w.contains(t)));
-                if address_ok && topics_ok {
+                if filter.matches(log) {
                     if out.len() == MAX_LOGS {
                         return Err(RpcError::server(format!(
                             "query returned more than {MAX_LOGS} results; narrow the block range"
@@ -388,7 +473,19 @@ pub(crate) fn get_logs(shared: &Shared, params: &[Value]) -> Result<Value, RpcEr
             }
         }
     }
-    Ok(Value::Array(out))
+    Ok(out)
+}
+
+/// `eth_getLogs`.
+pub(crate) fn get_logs(shared: &Shared, params: &[Value]) -> Result<Value, RpcError> {
+    let filter = LogFilter::parse(params.first())?;
+    let (from, to) = filter.range(shared)?;
+    if from > to {
+        return Err(RpcError::params(format!(
+            "fromBlock {from} is after toBlock {to}"
+        )));
+    }
+    logs_in(shared, &filter, from, to).map(Value::Array)
 }
 
 /// `eth_feeHistory(blockCount, newestBlock, rewardPercentiles?)`.

@@ -26,6 +26,7 @@ mod api;
 mod claims;
 mod dv;
 pub mod exec;
+mod filters;
 mod history;
 pub mod load;
 pub mod pool;
@@ -206,6 +207,8 @@ pub(crate) struct Shared {
     pub(crate) light: Mutex<Option<claims::LightStatus>>,
     /// What light clients are served.
     pub(crate) light_feed: claims::Feed,
+    /// Installed JSON-RPC filters.
+    pub(crate) filters: Mutex<filters::Filters>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -693,6 +696,7 @@ impl Devnet {
             dv: cluster.as_ref().map(|c| c.shared.clone()),
             light: Mutex::new(None),
             light_feed: claims::Feed::default(),
+            filters: Mutex::new(filters::Filters::default()),
         });
 
         let listener = tokio::net::TcpListener::bind(config.rpc)

@@ -13,8 +13,11 @@
 //! `eth_getTransactionCount`, `eth_getCode`, `eth_getStorageAt`, `eth_getProof`, `eth_call`,
 //! `eth_estimateGas`, `eth_getBlockByNumber`, `eth_getBlockByHash`, `eth_getLogs`,
 //! `eth_feeHistory`, `eth_getTransactionByHash`, `eth_getTransactionReceipt`,
-//! `eth_sendRawTransaction`, `eth_accounts`; conventions and error codes in
-//! `phalanx_execution::rpc`; blocks, receipts, logs and fee history in [`crate::history`].
+//! `eth_sendRawTransaction`, `eth_accounts`, and the filters (`eth_newFilter`,
+//! `eth_newBlockFilter`, `eth_newPendingTransactionFilter`, `eth_getFilterChanges`,
+//! `eth_getFilterLogs`, `eth_uninstallFilter`: [`crate::filters`]); conventions and error
+//! codes in `phalanx_execution::rpc`; blocks, receipts, logs and fee history in
+//! [`crate::history`].
 
 use std::sync::Arc;
 
@@ -67,6 +70,9 @@ fn at_head(shared: &Shared, params: &[Value], i: usize) -> Result<(), RpcError> 
 }
 
 fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcError> {
+    if let Some(answer) = crate::filters::call(shared, method, params) {
+        return answer;
+    }
     let chain_id = shared.chain_id;
     match method {
         "web3_clientVersion" => Ok(json!(format!("phalanx/{}", env!("CARGO_PKG_VERSION")))),

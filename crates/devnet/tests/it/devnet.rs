@@ -243,8 +243,20 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
     .await;
     assert_eq!(bad["error"]["code"], -32602, "{bad}");
 
-    // Logs: a contract whose constructor emits LOG1(topic, 42).
+    // Logs: a contract whose constructor emits LOG1(topic, 42). Filters installed first see it
+    // as a change.
     let topic = B256::repeat_byte(0xab);
+    let log_filter = call(
+        rpc,
+        "eth_newFilter",
+        json!([{"fromBlock": "0x1", "topics": [topic]}]),
+    )
+    .await["result"]
+        .clone();
+    let block_filter = call(rpc, "eth_newBlockFilter", json!([])).await["result"].clone();
+    let pending_filter =
+        call(rpc, "eth_newPendingTransactionFilter", json!([])).await["result"].clone();
+    assert!(log_filter.is_string() && block_filter.is_string() && pending_filter.is_string());
     let init: alloy_primitives::Bytes = format!(
         "0x602a6000527f{}60206000a100",
         alloy_primitives::hex::encode(topic)
@@ -280,6 +292,49 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
     };
     let emitter = receipt["contractAddress"].clone();
     assert_eq!(receipt["logs"].as_array().unwrap().len(), 1, "{receipt}");
+    // The log filter reports the log once; the block filter the blocks executed meanwhile.
+    let changed = call(rpc, "eth_getFilterChanges", json!([log_filter])).await;
+    assert_eq!(changed["result"], receipt["logs"], "{changed}");
+    let again = call(rpc, "eth_getFilterChanges", json!([log_filter])).await;
+    assert_eq!(again["result"], json!([]), "{again}");
+    let all = call(rpc, "eth_getFilterLogs", json!([log_filter])).await;
+    assert_eq!(all["result"], receipt["logs"], "{all}");
+    let blocks = call(rpc, "eth_getFilterChanges", json!([block_filter])).await;
+    assert!(
+        blocks["result"]
+            .as_array()
+            .unwrap()
+            .contains(&receipt["blockHash"]),
+        "{blocks}"
+    );
+    let pending = call(rpc, "eth_getFilterChanges", json!([pending_filter])).await;
+    assert!(pending["result"].is_array(), "{pending}");
+    assert_eq!(
+        call(rpc, "eth_getFilterLogs", json!([block_filter])).await["error"]["code"],
+        -32000
+    );
+    for id in [&log_filter, &block_filter, &pending_filter] {
+        assert_eq!(
+            call(rpc, "eth_uninstallFilter", json!([id])).await["result"],
+            true
+        );
+    }
+    assert_eq!(
+        call(rpc, "eth_uninstallFilter", json!([log_filter])).await["result"],
+        false
+    );
+    let gone = call(rpc, "eth_getFilterChanges", json!([log_filter])).await;
+    assert_eq!(gone["error"]["code"], -32000, "{gone}");
+    assert!(
+        gone["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("filter not found")
+    );
+    assert_eq!(
+        call(rpc, "eth_newFilter", json!([{"fromBlock": "nope"}])).await["error"]["code"],
+        -32602
+    );
     let logs = call(
         rpc,
         "eth_getLogs",
