@@ -5,7 +5,7 @@
 //! aggregated attestation. (Not shuffled yet: a fixed assignment lets an adversary know the
 //! committees far ahead; shuffling by the epoch's RANDAO seed is future work.)
 
-use phalanx_types::{Epoch, Slot, ValidatorIndex};
+use phalanx_types::{Attestation, Epoch, Slot, ValidatorIndex};
 
 /// The slot of `epoch` at which `validator` attests.
 pub fn attestation_slot(validator: ValidatorIndex, epoch: Epoch, slots_per_epoch: u64) -> Slot {
@@ -20,6 +20,20 @@ pub fn committee(validators: u64, slot: Slot, slots_per_epoch: u64) -> Vec<Valid
         .step_by(spe as usize)
         .map(ValidatorIndex)
         .collect()
+}
+
+/// The members of `committee` an aggregated attestation's bits name (bit `i` is member `i`);
+/// `None` when it has not one bit per member.
+pub fn attesters<T: Copy>(committee: &[T], attestation: &Attestation) -> Option<Vec<T>> {
+    let bits = &attestation.aggregation_bits;
+    (bits.len() == committee.len()).then(|| {
+        committee
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| bits.get(*i).unwrap_or(false))
+            .map(|(_, v)| *v)
+            .collect()
+    })
 }
 
 #[cfg(test)]

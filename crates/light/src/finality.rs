@@ -26,7 +26,7 @@
 use std::collections::{HashMap, HashSet};
 
 use phalanx_consensus::Registry;
-use phalanx_consensus::committee::committee;
+use phalanx_consensus::committee::{attesters, committee};
 use phalanx_crypto::{PublicKey, Signature};
 use phalanx_spec::Genesis;
 use phalanx_types::{Attestation, Checkpoint, Epoch, Gwei, Root, SigningContext, ValidatorIndex};
@@ -139,19 +139,12 @@ impl Finality {
             });
         }
         let members = committee(self.keys.len() as u64, data.slot, self.slots_per_epoch);
-        if attestation.aggregation_bits.len() != members.len() {
-            return Err(AttestationError::Committee {
+        let signers: Vec<ValidatorIndex> =
+            attesters(&members, attestation).ok_or(AttestationError::Committee {
                 slot,
                 bits: attestation.aggregation_bits.len(),
                 committee: members.len(),
-            });
-        }
-        let signers: Vec<ValidatorIndex> = members
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| attestation.aggregation_bits.get(*i).unwrap_or(false))
-            .map(|(_, v)| *v)
-            .collect();
+            })?;
         let keys: Option<Vec<PublicKey>> = signers
             .iter()
             .map(|v| {

@@ -504,15 +504,10 @@ impl Sim {
     fn process_attestations(&mut self, node: usize, block: &SignedBlock) {
         for attestation in block.body.attestations.iter() {
             let committee = self.committee(attestation.data.slot.0);
-            if attestation.aggregation_bits.len() != committee.len() {
+            let Some(indices) = phalanx_consensus::committee::attesters(&committee, attestation)
+            else {
                 continue;
-            }
-            let indices: Vec<u64> = committee
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| attestation.aggregation_bits.get(*i).unwrap_or(false))
-                .map(|(_, v)| *v)
-                .collect();
+            };
             let keys: Vec<PublicKey> = indices
                 .iter()
                 .filter_map(|v| {
