@@ -4,9 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use alloy_consensus::{SignableTransaction, TxEip1559};
+use alloy_consensus::TxEip1559;
 use alloy_primitives::{Address, B256, TxKind, U256};
-use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use phalanx_devnet::{Devnet, DevnetConfig};
 use serde_json::{Value, json};
@@ -72,15 +71,8 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
         access_list: Default::default(),
         input: Default::default(),
     };
-    let sig = signer.sign_hash_sync(&tx.signature_hash()).unwrap();
-    let envelope: alloy_consensus::TxEnvelope = tx.into_signed(sig).into();
-    let raw = phalanx_types::transaction::encode(&envelope);
-    let sent = call(
-        rpc,
-        "eth_sendRawTransaction",
-        json!([alloy_primitives::Bytes::from(raw.clone())]),
-    )
-    .await;
+    let raw = crate::raw_tx(&signer, tx);
+    let sent = call(rpc, "eth_sendRawTransaction", json!([raw.clone()])).await;
     assert!(sent["result"].is_string(), "{sent}");
     let hash = sent["result"].clone();
     let pending = call(rpc, "eth_getTransactionByHash", json!([hash])).await;
@@ -94,12 +86,7 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
         Value::Null
     );
     // The same transaction again is refused, with a message.
-    let again = call(
-        rpc,
-        "eth_sendRawTransaction",
-        json!([alloy_primitives::Bytes::from(raw)]),
-    )
-    .await;
+    let again = call(rpc, "eth_sendRawTransaction", json!([raw])).await;
     assert_eq!(again["error"]["code"], -32000, "{again}");
 
     // Bad requests: JSON-RPC errors, never a dropped connection.
@@ -274,9 +261,7 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
         access_list: Default::default(),
         input: init,
     };
-    let sig = signer.sign_hash_sync(&deploy.signature_hash()).unwrap();
-    let envelope: alloy_consensus::TxEnvelope = deploy.into_signed(sig).into();
-    let raw = alloy_primitives::Bytes::from(phalanx_types::transaction::encode(&envelope));
+    let raw = crate::raw_tx(&signer, deploy);
     let logged = call(rpc, "eth_sendRawTransaction", json!([raw])).await["result"].clone();
     let deadline = Instant::now() + Duration::from_secs(60);
     let receipt = loop {

@@ -7,9 +7,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use alloy_consensus::{SignableTransaction, TxEip1559};
+use alloy_consensus::TxEip1559;
 use alloy_primitives::{Address, Bytes, TxKind, U256};
-use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use phalanx_devnet::{Devnet, DevnetConfig};
 use phalanx_light::run::{RunConfig, Running};
@@ -123,9 +122,7 @@ async fn light_client_follows_a_devnet_and_serves_only_verified_reads() {
         access_list: Default::default(),
         input: init,
     };
-    let sig = signer.sign_hash_sync(&tx.signature_hash()).unwrap();
-    let envelope: alloy_consensus::TxEnvelope = tx.into_signed(sig).into();
-    let raw = Bytes::from(phalanx_types::transaction::encode(&envelope));
+    let raw = crate::raw_tx(&signer, tx);
     let sent = call(rpc, "eth_sendRawTransaction", json!([raw])).await;
     assert!(sent["result"].is_string(), "{sent}");
     let contract = signer.address().create(0);
