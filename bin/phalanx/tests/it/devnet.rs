@@ -36,7 +36,8 @@ fn height(port: u16) -> Option<u64> {
     u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok()
 }
 
-fn start(dir: &std::path::Path, port: u16) -> Child {
+/// A devnet process with 1 s slots and a 20 tx/s load on `port`, plus `extra` flags.
+fn start_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Child {
     phalanx()
         .args([
             "devnet",
@@ -47,6 +48,7 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
             "--load",
             "20",
         ])
+        .args(extra)
         .arg("--rpc")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
@@ -55,6 +57,10 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+fn start(dir: &std::path::Path, port: u16) -> Child {
+    start_with(dir, port, &[])
 }
 
 /// Polls `ready` until it gives a value, failing if the devnet exits or `within` passes.
@@ -332,28 +338,11 @@ fn agreeing_claim(port: u16, at_least: u64) -> Option<u64> {
 fn executor_process_claims_the_devnets_blocks_and_resumes_after_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut devnet = phalanx()
-        .args([
-            "devnet",
-            "--light-rpc",
-            "127.0.0.1:0",
-            "--slot-seconds",
-            "1",
-            "--load",
-            "20",
-            "--dv-validators",
-            "0",
-            "--external-executors",
-            "1",
-            "--rpc",
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut devnet = start_with(
+        dir.path(),
+        port,
+        &["--dv-validators", "0", "--external-executors", "1"],
+    );
     wait_height(port, 1, Duration::from_secs(90), &mut devnet);
     let keys = dir.path().join("executors");
     let executor = || {

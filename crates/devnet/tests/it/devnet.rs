@@ -171,8 +171,16 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
         break;
     }
     assert!(proven, "eth_getProof never answered at the head");
-    // Its receipt and its place in a block.
-    let receipt = call(rpc, "eth_getTransactionReceipt", json!([hash])).await;
+    // Its receipt (polled, as wallets do: it appears once the owners of every shard of its
+    // block have recorded theirs, a moment after the balance) and its place in a block.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let receipt = loop {
+        let got = call(rpc, "eth_getTransactionReceipt", json!([hash])).await;
+        if !got["result"].is_null() || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let r = &receipt["result"];
     assert_eq!(r["status"], "0x1", "{receipt}");
     assert_eq!(r["gasUsed"], "0x5208", "{receipt}");
@@ -250,18 +258,7 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
     )
     .parse()
     .unwrap();
-    let deploy = TxEip1559 {
-        chain_id: 7331,
-        nonce: nonce + 1,
-        gas_limit: 100_000,
-        max_fee_per_gas: 2_000_000_000,
-        max_priority_fee_per_gas: 1_000_000_000,
-        to: TxKind::Create,
-        value: U256::ZERO,
-        access_list: Default::default(),
-        input: init,
-    };
-    let raw = crate::raw_tx(&signer, deploy);
+    let raw = crate::raw_tx(&signer, crate::create_tx(nonce + 1, 100_000, init));
     let logged = call(rpc, "eth_sendRawTransaction", json!([raw])).await["result"].clone();
     let deadline = Instant::now() + Duration::from_secs(60);
     let receipt = loop {

@@ -7,8 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use alloy_consensus::TxEip1559;
-use alloy_primitives::{Address, Bytes, TxKind, U256};
+use alloy_primitives::{Address, Bytes};
 use alloy_signer_local::PrivateKeySigner;
 use phalanx_devnet::{Devnet, DevnetConfig};
 use phalanx_light::run::{RunConfig, Running};
@@ -111,18 +110,7 @@ async fn light_client_follows_a_devnet_and_serves_only_verified_reads() {
     let init: Bytes = "0x602a600055600b6011600039600b6000f360005460005260206000f3"
         .parse()
         .unwrap();
-    let tx = TxEip1559 {
-        chain_id: 7331,
-        nonce: 0,
-        gas_limit: 200_000,
-        max_fee_per_gas: 2_000_000_000,
-        max_priority_fee_per_gas: 1_000_000_000,
-        to: TxKind::Create,
-        value: U256::ZERO,
-        access_list: Default::default(),
-        input: init,
-    };
-    let raw = crate::raw_tx(&signer, tx);
+    let raw = crate::raw_tx(&signer, crate::create_tx(0, 200_000, init));
     let sent = call(rpc, "eth_sendRawTransaction", json!([raw])).await;
     assert!(sent["result"].is_string(), "{sent}");
     let contract = signer.address().create(0);
