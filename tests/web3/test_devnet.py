@@ -4,17 +4,19 @@ Usage: test_devnet.py RPC_URL TOKEN_ABI TOKEN_BIN DEV_KEY [LIGHT_RPC_URL]
 
 Deploys the ERC-20 in Token.sol (compiled by solc), transfers tokens and ETH, and checks
 balances, nonces and receipts (status, gas, logs, contract address), event queries
-(eth_getLogs), full blocks and fee history through web3.py; with LIGHT_RPC_URL, reads the same
+(eth_getLogs), filters, full blocks and fee history through web3.py, subscriptions over a
+WebSocket (newHeads, logs); with LIGHT_RPC_URL, reads the same
 balances, token balance (eth_call) and code through the devnet's light client, which answers
 only what it verified against the state roots it believes.
 Exits non-zero with a message on the first failure.
 """
 
+import asyncio
 import json
 import sys
 import time
 
-from web3 import Web3
+from web3 import AsyncWeb3, Web3, WebSocketProvider
 
 
 def main() -> None:
@@ -134,6 +136,39 @@ def main() -> None:
         break
     else:
         raise AssertionError("eth_getProof never answered at the head")
+
+    # Subscriptions over a WebSocket on the same address (web3.py's WebSocketProvider): the
+    # token's Transfer events and new heads, then a transfer sent over HTTP arrives on both.
+    other = w3.eth.account.create().address
+    ws_url = url.replace("http://", "ws://", 1)
+
+    async def subscribed() -> None:
+        async with AsyncWeb3(WebSocketProvider(ws_url)) as aw3:
+            assert await aw3.eth.chain_id == 7331
+            transfers = aw3.eth.contract(address=address, abi=abi).events.Transfer()
+            topic = Web3.to_hex(Web3.keccak(text="Transfer(address,address,uint256)"))
+            logs_sub = await aw3.eth.subscribe("logs", {"address": address, "topics": [topic]})
+            heads_sub = await aw3.eth.subscribe("newHeads")
+            tx = token.functions.transfer(other, 7).build_transaction(
+                {"from": me, "nonce": w3.eth.get_transaction_count(me, "pending"), "chainId": 7331})
+            sent = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+            seen_log, heads = None, []
+            async for message in aw3.socket.process_subscriptions():
+                if message["subscription"] == heads_sub:
+                    heads.append(message["result"])
+                elif message["subscription"] == logs_sub:
+                    assert message["result"]["transactionHash"] == sent, message
+                    seen_log = transfers.process_log(message["result"])
+                if seen_log and any(h["hash"] == seen_log["blockHash"] for h in heads):
+                    break
+            assert seen_log["args"]["to"] == other and seen_log["args"]["value"] == 7, seen_log
+            numbers = [h["number"] for h in heads]
+            assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
+            assert await aw3.eth.unsubscribe(logs_sub) and await aw3.eth.unsubscribe(heads_sub)
+            print(f"WebSocket: Transfer event and {len(heads)} new heads up to block {seen_log['blockNumber']}")
+
+    asyncio.run(asyncio.wait_for(subscribed(), timeout=180))
+    assert token.functions.balanceOf(other).call() == 7
 
     if light_url:
         # The light client's verified JSON-RPC: once it is past the ETH transfer, it answers

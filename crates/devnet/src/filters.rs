@@ -6,12 +6,15 @@
 //! - A block filter returns the hashes of the blocks executed since the last poll; a log filter
 //!   the logs of those blocks it matches (only blocks whose receipts are all held, so a log is
 //!   never reported before its block's receipts are complete, nor twice); a pending-transaction
-//!   filter the hashes of transactions that entered the pool since the last poll.
+//!   filter the hashes of transactions that entered the pool since the last poll (the pool
+//!   numbers arrivals and keeps the last `ARRIVALS_KEPT`, so a transaction packed into a block
+//!   before the poll is still reported; a filter polled after more arrivals than that misses
+//!   the oldest).
 //! - A filter not polled for [`IDLE`] is removed, as geth does; at most [`MAX_FILTERS`] live at
 //!   once (a new one past that is refused). An unknown or removed id is a -32000
 //!   "filter not found".
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
@@ -26,18 +29,85 @@ pub(crate) const IDLE: Duration = Duration::from_secs(300);
 /// Filters installed at once, at most.
 pub(crate) const MAX_FILTERS: usize = 1024;
 
-#[derive(Debug)]
-enum Kind {
+/// What a filter or subscription follows.
+#[derive(Debug, Clone)]
+pub(crate) enum Kind {
+    /// Executed blocks.
     Blocks,
+    /// Logs a filter matches.
     Logs(Box<LogFilter>),
-    Pending(HashSet<B256>),
+    /// Transactions entering the pool (the number of the next arrival to report).
+    Pending(u64),
+}
+
+/// What is new for a [`Cursor`] since it last moved.
+#[derive(Debug)]
+pub(crate) enum News {
+    /// Blocks executed (with receipts complete) since, by height.
+    Blocks(std::ops::Range<u64>),
+    /// Matching logs in those blocks, as JSON-RPC shows them.
+    Logs(Vec<Value>),
+    /// Transactions that entered the pool since.
+    Pending(Vec<B256>),
+}
+
+/// A position in what a filter or a subscription follows: the shared part of
+/// `eth_getFilterChanges` and `eth_subscribe`.
+#[derive(Debug, Clone)]
+pub(crate) struct Cursor {
+    kind: Kind,
+    /// The last block reported.
+    last: u64,
+}
+
+impl Cursor {
+    /// A cursor reporting what happens from now on.
+    pub(crate) fn new(shared: &Shared, kind: Kind) -> Self {
+        Self {
+            kind,
+            last: settled_head(shared),
+        }
+    }
+
+    /// What is new since the last call, moving past it. Blocks count once the owners of every
+    /// shard have recorded their receipts, so a block's logs are reported together and once.
+    pub(crate) fn poll(&mut self, shared: &Shared) -> Result<News, RpcError> {
+        if let Kind::Pending(next) = &mut self.kind {
+            let (new, end) = shared.pool.arrivals_since(*next);
+            *next = end;
+            return Ok(News::Pending(new));
+        }
+        let empty = || match self.kind {
+            Kind::Logs(_) => News::Logs(Vec::new()),
+            _ => News::Blocks(0..0),
+        };
+        // Cheap check first: nothing executed since.
+        if shared.executed().is_none_or(|h| h.number <= self.last) {
+            return Ok(empty());
+        }
+        let head = settled_head(shared);
+        if head <= self.last {
+            return Ok(empty());
+        }
+        let news = match &self.kind {
+            Kind::Logs(filter) => {
+                let (from, to) = filter.window(shared, self.last, head)?;
+                if from > to {
+                    News::Logs(Vec::new())
+                } else {
+                    News::Logs(logs_in(shared, filter, from, to)?)
+                }
+            }
+            _ => News::Blocks(self.last + 1..head + 1),
+        };
+        self.last = head;
+        Ok(news)
+    }
 }
 
 #[derive(Debug)]
 struct Installed {
-    kind: Kind,
-    /// The last block reported.
-    last: u64,
+    cursor: Cursor,
     polled: Instant,
 }
 
@@ -48,11 +118,9 @@ pub(crate) struct Filters {
     installed: HashMap<u64, Installed>,
 }
 
-fn pending_hashes(shared: &Shared) -> HashSet<B256> {
-    crate::lock(&shared.pool.mempool)
-        .by_sender()
-        .flat_map(|(_, txs)| txs.into_iter().map(|t| t.hash).collect::<Vec<_>>())
-        .collect()
+/// A pending-transaction kind reporting arrivals from now on.
+pub(crate) fn pending(shared: &Shared) -> Kind {
+    Kind::Pending(shared.pool.arrivals_end())
 }
 
 fn id_param(params: &[Value]) -> Result<u64, RpcError> {
@@ -77,7 +145,7 @@ pub(crate) fn call(
             LogFilter::parse(params.first()).and_then(|f| install(shared, Kind::Logs(Box::new(f))))
         }
         "eth_newBlockFilter" => install(shared, Kind::Blocks),
-        "eth_newPendingTransactionFilter" => install(shared, Kind::Pending(pending_hashes(shared))),
+        "eth_newPendingTransactionFilter" => install(shared, pending(shared)),
         "eth_getFilterChanges" => id_param(params).and_then(|id| changes(shared, id)),
         "eth_getFilterLogs" => id_param(params).and_then(|id| all_logs(shared, id)),
         "eth_uninstallFilter" => id_param(params)
@@ -88,7 +156,7 @@ pub(crate) fn call(
 }
 
 fn install(shared: &Shared, kind: Kind) -> Result<Value, RpcError> {
-    let last = settled_head(shared);
+    let cursor = Cursor::new(shared, kind);
     let mut filters = crate::lock(&shared.filters);
     filters.installed.retain(|_, f| f.polled.elapsed() < IDLE);
     if filters.installed.len() >= MAX_FILTERS {
@@ -101,8 +169,7 @@ fn install(shared: &Shared, kind: Kind) -> Result<Value, RpcError> {
     filters.installed.insert(
         id,
         Installed {
-            kind,
-            last,
+            cursor,
             polled: Instant::now(),
         },
     );
@@ -110,9 +177,8 @@ fn install(shared: &Shared, kind: Kind) -> Result<Value, RpcError> {
 }
 
 fn changes(shared: &Shared, id: u64) -> Result<Value, RpcError> {
-    let head = settled_head(shared);
-    // Read what the filter needs without holding the lock across block assembly.
-    let (kind, last) = {
+    // Poll a copy without holding the lock across block assembly, then store where it moved.
+    let mut cursor = {
         let mut filters = crate::lock(&shared.filters);
         filters.installed.retain(|_, f| f.polled.elapsed() < IDLE);
         let f = filters
@@ -120,43 +186,23 @@ fn changes(shared: &Shared, id: u64) -> Result<Value, RpcError> {
             .get_mut(&id)
             .ok_or_else(|| not_found(id))?;
         f.polled = Instant::now();
-        let kind = match &f.kind {
-            Kind::Blocks => Kind::Blocks,
-            Kind::Logs(l) => Kind::Logs(l.clone()),
-            Kind::Pending(seen) => {
-                let now = pending_hashes(shared);
-                let new: Vec<B256> = now.difference(seen).copied().collect();
-                f.kind = Kind::Pending(now);
-                return Ok(json!(new));
-            }
-        };
-        (kind, f.last)
+        f.cursor.clone()
     };
-    if head <= last {
-        return Ok(json!([]));
+    let news = cursor.poll(shared)?;
+    if let Some(f) = crate::lock(&shared.filters).installed.get_mut(&id) {
+        f.cursor = cursor;
     }
-    let answer = match kind {
-        Kind::Blocks => {
+    Ok(match news {
+        News::Blocks(range) => {
             let blocks = shared.blocks();
-            let hashes: Vec<B256> = (last + 1..=head)
+            let hashes: Vec<B256> = range
                 .filter_map(|n| blocks.get(&n).map(|b| b.header.hash()))
                 .collect();
             json!(hashes)
         }
-        Kind::Logs(filter) => {
-            let (from, to) = filter.window(shared, last, head)?;
-            if from > to {
-                json!([])
-            } else {
-                Value::Array(logs_in(shared, &filter, from, to)?)
-            }
-        }
-        Kind::Pending(_) => json!([]),
-    };
-    if let Some(f) = crate::lock(&shared.filters).installed.get_mut(&id) {
-        f.last = head;
-    }
-    Ok(answer)
+        News::Logs(logs) => Value::Array(logs),
+        News::Pending(hashes) => json!(hashes),
+    })
 }
 
 fn all_logs(shared: &Shared, id: u64) -> Result<Value, RpcError> {
@@ -167,7 +213,7 @@ fn all_logs(shared: &Shared, id: u64) -> Result<Value, RpcError> {
             .get_mut(&id)
             .ok_or_else(|| not_found(id))?;
         f.polled = Instant::now();
-        match &f.kind {
+        match &f.cursor.kind {
             Kind::Logs(l) => l.clone(),
             _ => {
                 return Err(RpcError::server(format!(

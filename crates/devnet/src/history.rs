@@ -6,8 +6,10 @@
 //! order. A transaction its shard skipped (invalid: it did not run) has no receipt and no
 //! logs.
 //!
-//! - `eth_getBlockByNumber` / `eth_getBlockByHash`: `gasUsed` and `logsBloom` from the
-//!   receipts, transactions as hashes or (second parameter `true`) as objects.
+//! - `eth_getBlockByNumber` / `eth_getBlockByHash`: `gasUsed`, `logsBloom` and
+//!   `receiptsRoot` from the receipts, `transactionsRoot` over every transaction the block
+//!   lists (Ethereum's ordered tries of EIP-2718 encodings), transactions as hashes or (second
+//!   parameter `true`) as objects. `hash` is the execution header's hash, not an RLP header's.
 //! - `eth_getLogs`: geth's filter (`fromBlock`/`toBlock` or `blockHash`, `address` one or many,
 //!   `topics` by position: `null` any, a topic, or a list of alternatives; a filter with more
 //!   positions than a log has topics does not match it). At most [`MAX_LOG_RANGE`] blocks and
@@ -18,6 +20,8 @@
 //!   limit, and the asked percentiles of the effective priority fees paid, weighted by gas as
 //!   geth does; at most [`MAX_FEE_HISTORY`] blocks.
 
+use alloy_consensus::proofs::{calculate_receipt_root, ordered_trie_root_encoded};
+use alloy_consensus::{Eip658Value, ReceiptEnvelope, ReceiptWithBloom};
 use alloy_primitives::{B256, Bloom, Bytes, keccak256};
 use phalanx_cluster::server::STATS_HEIGHTS;
 use phalanx_cluster::wire::ExecHeader;
@@ -77,6 +81,31 @@ impl BlockReceipts {
             }
         }
         bloom
+    }
+
+    /// The receipts root: the ordered trie of the executed transactions' EIP-2718 receipts
+    /// (status, block-cumulative gas, bloom, logs). A transaction its shard skipped has no
+    /// receipt, so it has no entry here although the transactions root lists it.
+    pub(crate) fn receipts_root(&self) -> B256 {
+        let receipts: Vec<ReceiptEnvelope> = self
+            .txs
+            .iter()
+            .map(|t| {
+                let receipt = ReceiptWithBloom::from(alloy_consensus::Receipt {
+                    status: Eip658Value::Eip658(t.receipt.status == TxStatus::Success),
+                    cumulative_gas_used: t.cumulative,
+                    logs: t.receipt.logs.clone(),
+                });
+                match t.raw.first() {
+                    Some(1) => ReceiptEnvelope::Eip2930(receipt),
+                    Some(2) => ReceiptEnvelope::Eip1559(receipt),
+                    Some(3) => ReceiptEnvelope::Eip4844(receipt),
+                    Some(4) => ReceiptEnvelope::Eip7702(receipt),
+                    _ => ReceiptEnvelope::Legacy(receipt),
+                }
+            })
+            .collect();
+        calculate_receipt_root(&receipts)
     }
 
     /// The logs of `tx` as JSON-RPC shows them.
@@ -222,12 +251,14 @@ pub(crate) fn block_json(shared: &Shared, n: u64, full: bool) -> Value {
     };
     let h = &block.header;
     let root = shared.root_of(h.hash()).unwrap_or_default();
+    let raw = shared
+        .blocks()
+        .get(&n)
+        .map(|b| b.raw.clone())
+        .unwrap_or_default();
+    let encoded: Vec<&Bytes> = raw.iter().map(|(_, tx)| tx).collect();
+    let transactions_root = ordered_trie_root_encoded(&encoded);
     let transactions: Vec<Value> = if full {
-        let raw = shared
-            .blocks()
-            .get(&n)
-            .map(|b| b.raw.clone())
-            .unwrap_or_default();
         raw.iter()
             .enumerate()
             .map(|(i, (_, tx))| crate::rpc::transaction_json(tx, Some((h, i))))
@@ -252,8 +283,8 @@ pub(crate) fn block_json(shared: &Shared, n: u64, full: bool) -> Value {
         "extraData": "0x",
         "logsBloom": block.bloom(),
         "sha3Uncles": B256::ZERO,
-        "transactionsRoot": B256::ZERO,
-        "receiptsRoot": B256::ZERO,
+        "transactionsRoot": transactions_root,
+        "receiptsRoot": block.receipts_root(),
         "size": "0x0",
         "uncles": [],
         "transactions": transactions,
@@ -402,6 +433,11 @@ impl LogFilter {
             Bound::Number(n) => n.min(head),
         };
         Ok((from, to))
+    }
+
+    /// Whether it names blocks (a number bound or a block hash) rather than following the head.
+    pub(crate) fn has_bounds(&self) -> bool {
+        self.block_hash.is_some() || self.from != Bound::Head || self.to != Bound::Head
     }
 
     fn matches(&self, log: &alloy_primitives::Log) -> bool {

@@ -32,6 +32,7 @@ pub mod load;
 pub mod pool;
 pub mod rpc;
 pub mod store;
+mod subscribe;
 mod web;
 
 use std::collections::BTreeMap;
@@ -350,9 +351,7 @@ impl Shared {
                 "nonce too low: {sender} is at nonce {executed}, got {nonce}"
             ));
         }
-        lock(&self.pool.mempool)
-            .insert(raw)
-            .map_err(|e| e.to_string())
+        self.pool.insert(raw).map_err(|e| e.to_string())
     }
 }
 

@@ -116,11 +116,7 @@ pub async fn run(
             };
             let envelope: alloy_consensus::TxEnvelope = tx.into_signed(sig).into();
             let raw = phalanx_types::transaction::encode(&envelope);
-            let inserted = pool
-                .mempool
-                .lock()
-                .map(|mut m| m.insert(raw.into()).is_ok())
-                .unwrap_or(false);
+            let inserted = pool.insert(raw.into()).is_ok();
             if inserted {
                 s.next += 1;
                 budget -= 1;

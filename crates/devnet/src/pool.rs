@@ -10,19 +10,22 @@
 //! [`FORGET_AFTER_SLOTS`] is forgotten (its block was orphaned), and the sender restarts from
 //! the state's nonce. Transactions of an orphaned block are lost and must be sent again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use alloy_primitives::{Address, B256, keccak256};
+use alloy_primitives::{Address, B256, Bytes, keccak256};
 use phalanx_execution::reader::StateReader;
 use phalanx_execution::store::StateStore;
-use phalanx_producer::mempool::Mempool;
+use phalanx_producer::mempool::{Mempool, MempoolError};
 use phalanx_producer::packing::{Limits, pack};
 use phalanx_sim::chain::ShardSource;
 use phalanx_types::consensus::Shard;
 
 /// Slots after which an inclusion the executed state never reflected is forgotten.
 pub const FORGET_AFTER_SLOTS: u64 = 96;
+
+/// Arrivals remembered for pending-transaction filters and subscriptions.
+pub const ARRIVALS_KEPT: usize = 16_384;
 
 /// The pool, and what recent blocks included (sender → next nonce, slot).
 #[derive(Debug)]
@@ -31,6 +34,16 @@ pub struct Pool {
     pub mempool: Mutex<Mempool>,
     /// Next nonce of each sender after the transactions blocks included, and the slot.
     pub included: Mutex<HashMap<Address, (u64, u64)>>,
+    /// The hashes of the last [`ARRIVALS_KEPT`] transactions that entered the pool, in order.
+    arrivals: Mutex<Arrivals>,
+}
+
+/// Transactions that entered the pool, numbered from 0, the last [`ARRIVALS_KEPT`] kept.
+#[derive(Debug, Default)]
+struct Arrivals {
+    /// Number of the first kept.
+    first: u64,
+    kept: VecDeque<B256>,
 }
 
 impl Pool {
@@ -39,7 +52,35 @@ impl Pool {
         Self {
             mempool: Mutex::new(Mempool::new(chain_id, capacity)),
             included: Mutex::new(HashMap::new()),
+            arrivals: Mutex::new(Arrivals::default()),
         }
+    }
+
+    /// Checks and pools a raw transaction, recording its arrival.
+    pub fn insert(&self, raw: Bytes) -> Result<B256, MempoolError> {
+        let hash = lock(&self.mempool).insert(raw)?;
+        let mut arrivals = lock(&self.arrivals);
+        arrivals.kept.push_back(hash);
+        if arrivals.kept.len() > ARRIVALS_KEPT {
+            arrivals.kept.pop_front();
+            arrivals.first += 1;
+        }
+        Ok(hash)
+    }
+
+    /// The number the next arrival will have.
+    pub fn arrivals_end(&self) -> u64 {
+        let arrivals = lock(&self.arrivals);
+        arrivals.first + arrivals.kept.len() as u64
+    }
+
+    /// The hashes of the transactions that entered the pool from arrival number `from` on
+    /// (those older than the last [`ARRIVALS_KEPT`] are gone), and the number after them.
+    pub fn arrivals_since(&self, from: u64) -> (Vec<B256>, u64) {
+        let arrivals = lock(&self.arrivals);
+        let skip = from.saturating_sub(arrivals.first) as usize;
+        let hashes = arrivals.kept.iter().skip(skip).copied().collect();
+        (hashes, arrivals.first + arrivals.kept.len() as u64)
     }
 
     /// The nonce a wallet should use next for `sender` (`pending`): after the executed state,

@@ -37,7 +37,7 @@ use crate::Shared;
 /// The router serving JSON-RPC at `/`.
 pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new()
-        .route("/", post(handle).get(crate::web::dashboard))
+        .route("/", post(handle).get(crate::subscribe::root))
         .route("/api/status", axum::routing::get(crate::web::status))
         .route("/metrics", axum::routing::get(crate::web::metrics))
         .merge(crate::api::router())
@@ -69,7 +69,7 @@ fn at_head(shared: &Shared, params: &[Value], i: usize) -> Result<(), RpcError> 
     }
 }
 
-fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcError> {
+pub(crate) fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcError> {
     if let Some(answer) = crate::filters::call(shared, method, params) {
         return answer;
     }

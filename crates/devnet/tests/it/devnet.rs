@@ -27,6 +27,103 @@ async fn call(addr: std::net::SocketAddr, method: &str, params: Value) -> Value 
     post(addr, &body.to_string()).await
 }
 
+/// A JSON-RPC client over a WebSocket, keeping subscription notifications as they come.
+struct Ws {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next: u64,
+    /// Notifications received and not yet taken: (subscription id, result).
+    notes: Vec<(Value, Value)>,
+}
+
+impl Ws {
+    async fn connect(addr: std::net::SocketAddr) -> Self {
+        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        Self {
+            socket,
+            next: 0,
+            notes: Vec::new(),
+        }
+    }
+
+    /// The next message that is not a notification (those are kept).
+    async fn next_answer(&mut self) -> Value {
+        use futures::StreamExt;
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(60), self.socket.next())
+                .await
+                .expect("no message within 60 s")
+                .unwrap()
+                .unwrap();
+            let tokio_tungstenite::tungstenite::Message::Text(text) = message else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if v["method"] == "eth_subscription" {
+                self.notes.push((
+                    v["params"]["subscription"].clone(),
+                    v["params"]["result"].clone(),
+                ));
+                continue;
+            }
+            return v;
+        }
+    }
+
+    async fn send_raw(&mut self, text: &str) -> Value {
+        use futures::SinkExt;
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .unwrap();
+        self.next_answer().await
+    }
+
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let answer = self.send_raw(&body.to_string()).await;
+        assert_eq!(answer["id"], id, "{answer}");
+        answer
+    }
+
+    /// Waits for a notification of `sub` that `wanted` accepts; returns every notification of
+    /// `sub` received up to and including it (and a moment after, to catch repeats).
+    async fn notified(&mut self, sub: &Value, wanted: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.notes.iter().any(|(s, r)| s == sub && wanted(r)) {
+                // Repeats would arrive within a few polls.
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.call_quiet()).await;
+                let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.notes)
+                    .into_iter()
+                    .partition(|(s, _)| s == sub);
+                self.notes = rest;
+                return mine
+                    .into_iter()
+                    .map(|(_, r)| r)
+                    .filter(|r| wanted(r))
+                    .collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "subscription {sub} never notified"
+            );
+            // Any call drains the notifications that came before its answer.
+            self.call_quiet().await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn call_quiet(&mut self) {
+        self.call("net_version", json!([])).await;
+    }
+}
+
 fn hex_u64(v: &Value) -> u64 {
     u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
 }
@@ -199,6 +296,36 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
             .any(|t| t["hash"] == hash && t["from"] == mined["result"]["from"]),
         "{by_number}"
     );
+    // Its roots are Ethereum's ordered tries: rebuilt here from the transactions and receipts
+    // as served (alloy's own decoding), they match what the block states.
+    let envelopes: Vec<alloy_consensus::TxEnvelope> = full
+        .iter()
+        .map(|t| serde_json::from_value(t.clone()).unwrap())
+        .collect();
+    assert!(envelopes.iter().any(|e| json!(e.tx_hash()) == hash));
+    assert_eq!(
+        b["transactionsRoot"],
+        json!(alloy_consensus::proofs::calculate_transaction_root(
+            &envelopes
+        )),
+        "{by_number}"
+    );
+    let mut receipts = Vec::new();
+    for t in full {
+        let got = call(rpc, "eth_getTransactionReceipt", json!([t["hash"]])).await;
+        if !got["result"].is_null() {
+            let envelope: alloy_consensus::ReceiptEnvelope =
+                serde_json::from_value(got["result"].clone()).unwrap();
+            receipts.push(envelope);
+        }
+    }
+    assert!(!receipts.is_empty());
+    assert_eq!(
+        b["receiptsRoot"],
+        json!(alloy_consensus::proofs::calculate_receipt_root(&receipts)),
+        "{by_number}"
+    );
+    assert_ne!(b["receiptsRoot"], json!(alloy_trie::EMPTY_ROOT_HASH));
     let by_hash = call(rpc, "eth_getBlockByHash", json!([r["blockHash"], false])).await;
     assert_eq!(by_hash["result"]["number"], r["blockNumber"], "{by_hash}");
     assert!(
@@ -252,6 +379,30 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
     let pending_filter =
         call(rpc, "eth_newPendingTransactionFilter", json!([])).await["result"].clone();
     assert!(log_filter.is_string() && block_filter.is_string() && pending_filter.is_string());
+    // The same over a WebSocket: subscriptions to heads, the log and pending transactions.
+    let mut ws = Ws::connect(rpc).await;
+    assert_eq!(
+        ws.call("eth_blockNumber", json!([])).await["result"],
+        call(rpc, "eth_blockNumber", json!([])).await["result"]
+    );
+    let heads_sub = ws.call("eth_subscribe", json!(["newHeads"])).await["result"].clone();
+    let logs_sub = ws
+        .call("eth_subscribe", json!(["logs", {"topics": [topic]}]))
+        .await["result"]
+        .clone();
+    let pending_sub = ws
+        .call("eth_subscribe", json!(["newPendingTransactions"]))
+        .await["result"]
+        .clone();
+    assert!(heads_sub.is_string() && logs_sub.is_string() && pending_sub.is_string());
+    for bad in [
+        json!(["syncing"]),
+        json!(["logs", {"fromBlock": "0x1"}]),
+        json!(["logs", {"topics": "0x01"}]),
+    ] {
+        let answer = ws.call("eth_subscribe", bad.clone()).await;
+        assert_eq!(answer["error"]["code"], -32602, "{bad}: {answer}");
+    }
     let init: alloy_primitives::Bytes = format!(
         "0x602a6000527f{}60206000a100",
         alloy_primitives::hex::encode(topic)
@@ -274,6 +425,51 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
     };
     let emitter = receipt["contractAddress"].clone();
     assert_eq!(receipt["logs"].as_array().unwrap().len(), 1, "{receipt}");
+    // The subscriptions were notified: the transaction entering the pool, the log once, and
+    // the head of its block (with the roots the block has).
+    let block_of_log = call(
+        rpc,
+        "eth_getBlockByHash",
+        json!([receipt["blockHash"], false]),
+    )
+    .await;
+    let got = ws
+        .notified(&logs_sub, |log| log == &receipt["logs"][0])
+        .await;
+    assert_eq!(got.len(), 1, "the log once: {got:?}");
+    ws.notified(&pending_sub, |h| h == &logged).await;
+    let head = ws
+        .notified(&heads_sub, |h| h["hash"] == receipt["blockHash"])
+        .await
+        .pop()
+        .unwrap();
+    for key in [
+        "number",
+        "parentHash",
+        "stateRoot",
+        "receiptsRoot",
+        "transactionsRoot",
+        "logsBloom",
+    ] {
+        assert_eq!(head[key], block_of_log["result"][key], "{key}: {head}");
+    }
+    assert!(head.get("transactions").is_none(), "{head}");
+    for id in [&heads_sub, &logs_sub, &pending_sub] {
+        assert_eq!(
+            ws.call("eth_unsubscribe", json!([id])).await["result"],
+            true
+        );
+    }
+    assert_eq!(
+        ws.call("eth_unsubscribe", json!([heads_sub])).await["result"],
+        false
+    );
+    let garbage = ws.send_raw("{not json").await;
+    assert_eq!(garbage["error"]["code"], -32700, "{garbage}");
+    assert_eq!(
+        ws.call("eth_chainId", json!([])).await["result"],
+        call(rpc, "eth_chainId", json!([])).await["result"]
+    );
     // The log filter reports the log once; the block filter the blocks executed meanwhile.
     let changed = call(rpc, "eth_getFilterChanges", json!([log_filter])).await;
     assert_eq!(changed["result"], receipt["logs"], "{changed}");
@@ -290,7 +486,12 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
         "{blocks}"
     );
     let pending = call(rpc, "eth_getFilterChanges", json!([pending_filter])).await;
-    assert!(pending["result"].is_array(), "{pending}");
+    // The deployment entered the pool after the filter was installed (and left it for a
+    // block long before this poll): it is reported.
+    assert!(
+        pending["result"].as_array().unwrap().contains(&logged),
+        "{pending}"
+    );
     assert_eq!(
         call(rpc, "eth_getFilterLogs", json!([block_filter])).await["error"]["code"],
         -32000
