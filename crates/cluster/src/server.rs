@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alloy_primitives::{B256, Bytes};
+use alloy_primitives::{B256, Bytes, U256};
 use phalanx_execution::block::{self, Receipt, ShardResult, VoidReason};
 use phalanx_execution::changes::ShardEffects;
 use phalanx_execution::store::StateStore;
@@ -114,6 +114,17 @@ pub type ShardBytes = Vec<(u16, u64)>;
 /// Heights whose roots and apply times [`ServerStats`] keeps.
 pub const STATS_HEIGHTS: usize = 16 * 1024;
 
+/// What an applied block paid, by the fee rule of `phalanx_execution::block`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockFees {
+    /// The block was void (it paid nothing).
+    pub void: bool,
+    /// The slot's validator's share of the fees, wei.
+    pub validator_fee: U256,
+    /// The producer's share, wei.
+    pub producer_fee: U256,
+}
+
 /// What a server did, shared with whoever runs it (simulator, metrics, tests).
 #[derive(Debug, Default)]
 pub struct ServerStats {
@@ -143,6 +154,8 @@ pub struct ServerStats {
     pub roots: Mutex<BTreeMap<u64, (B256, B256)>>,
     /// When each height was applied (tokio's clock; the last [`STATS_HEIGHTS`]).
     pub applied_at: Mutex<BTreeMap<u64, Instant>>,
+    /// What each applied height paid and whether it was void (the last [`STATS_HEIGHTS`]).
+    pub fees: Mutex<BTreeMap<u64, BlockFees>>,
     /// Shards this server has been responsible for (its range, takeovers, extras) or fetched
     /// to re-run while catching up.
     pub subscribed: Mutex<BTreeSet<u16>>,
@@ -195,7 +208,19 @@ impl ServerStats {
         }
     }
 
-    fn record_applied(&self, height: u64, block: B256, root: B256) {
+    /// What the block applied at `height` paid, if this server applied it.
+    pub fn fees(&self, height: u64) -> Option<BlockFees> {
+        lock(&self.fees).get(&height).copied()
+    }
+
+    fn record_applied(&self, height: u64, block: B256, root: B256, fees: BlockFees) {
+        {
+            let mut kept = lock(&self.fees);
+            kept.insert(height, fees);
+            while kept.len() > STATS_HEIGHTS {
+                kept.pop_first();
+            }
+        }
         let mut roots = lock(&self.roots);
         roots.insert(height, (block, root));
         while roots.len() > STATS_HEIGHTS {
@@ -1030,8 +1055,16 @@ impl<N: Network> Server<N> {
             .finalize(p.hash)
             .map_err(|e| ServerError::State(e.to_string()))?;
         self.head = (p.header.number, p.hash);
-        self.stats
-            .record_applied(p.header.number, p.hash, result.post_state_root);
+        self.stats.record_applied(
+            p.header.number,
+            p.hash,
+            result.post_state_root,
+            BlockFees {
+                void: result.void.is_some(),
+                validator_fee: result.validator_fee,
+                producer_fee: result.producer_fee,
+            },
+        );
         if result.void.is_none() {
             // Receipts of the shards whose accepted result is this server's own.
             let mut kept: Vec<(u16, Vec<Receipt>)> = Vec::new();

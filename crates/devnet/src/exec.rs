@@ -7,12 +7,20 @@
 //! mix after the block, the fee recipients are the proposer's and the producer's reward
 //! addresses from the registry, and the fee split is the declaration's. The base fee is fixed
 //! at [`BASEFEE`] (the devnet has no fee market yet).
+//!
+//! The way back, [`Outcomes`]: what execution made of each slot's block — the fees its
+//! validator earned, or a void block, or no block of the declared producer in the executed
+//! chain — is what the validators' producer-reputation books record.
+
+use std::sync::Arc;
 
 use alloy_primitives::B256;
 use phalanx_cluster::wire::ExecHeader;
 use phalanx_consensus::Registry;
-use phalanx_sim::chain::FinalizedBlock;
+use phalanx_sim::chain::{FinalizedBlock, OutcomeSource};
 use phalanx_spec::{ChainSpec, Genesis};
+use phalanx_types::ProducerIndex;
+use phalanx_validator::reputation::Outcome;
 use ssz_types::VariableList;
 
 /// The devnet's base fee, wei (1 gwei).
@@ -55,4 +63,45 @@ pub fn header(
         genesis_time,
         registry,
     )
+}
+
+/// The executed chain as the validators' reputation books read it.
+pub(crate) struct Outcomes(pub(crate) Arc<crate::Shared>);
+
+impl OutcomeSource for Outcomes {
+    fn outcome(&self, slot: u64, producer: ProducerIndex) -> Option<Outcome> {
+        let shared = &self.0;
+        let head = shared.executed()?.number;
+        let height = {
+            let blocks = shared.blocks();
+            let mut found = None;
+            for (height, block) in blocks.range(..=head).rev() {
+                // The genesis: every executed block is after the slot.
+                let Some(signed) = &block.signed else {
+                    return Some(Outcome::Missed);
+                };
+                let at = signed.message.slot.0;
+                if at == slot {
+                    if signed.message.producer != producer {
+                        return Some(Outcome::Missed);
+                    }
+                    found = Some(*height);
+                    break;
+                }
+                if at < slot {
+                    // Execution has not passed the slot yet, or passed it without a block.
+                    return (*height != head).then_some(Outcome::Missed);
+                }
+            }
+            found?
+        };
+        let fees = shared.stats.iter().find_map(|s| s.fees(height))?;
+        Some(if fees.void {
+            Outcome::Void
+        } else {
+            Outcome::Delivered {
+                validator_fees: u128::try_from(fees.validator_fee).unwrap_or(u128::MAX),
+            }
+        })
+    }
 }

@@ -786,7 +786,9 @@ impl Devnet {
         );
         tasks.push(tokio::spawn(feed_task(feed, blocks_rx, shutdown.clone())));
 
-        // The chain thread.
+        // The chain thread; its validators judge producers by what execution made of their
+        // blocks.
+        chain.set_outcomes(Box::new(exec::Outcomes(shared.clone())));
         let stop_chain = Arc::new(AtomicBool::new(false));
         let chain_thread = {
             let stop_chain = stop_chain.clone();

@@ -155,6 +155,8 @@ pub(crate) fn status_json(shared: &Shared) -> Value {
                         "void": r.void,
                         "missed": r.missed,
                         "reliability_bps": r.reliability_bps(),
+                        "validator_fees_gwei": gwei(r.fees),
+                        "fee_yield_gwei": gwei(r.fee_yield()),
                     })
                 })
                 .collect()
@@ -300,7 +302,7 @@ fn metrics_text(shared: &Shared) -> String {
     }
     if let Some(c) = chain {
         type ReadRecord = fn(&phalanx_validator::reputation::Record) -> u64;
-        let per_producer: [(&str, &str, ReadRecord); 5] = [
+        let per_producer: [(&str, &str, ReadRecord); 6] = [
             (
                 "producer_declared",
                 "Declarations naming a producer, summed over the validators' reputation books",
@@ -321,6 +323,11 @@ fn metrics_text(shared: &Shared) -> String {
                 "producer_reliability_bps",
                 "Delivered over declared, basis points",
                 |r| r.reliability_bps(),
+            ),
+            (
+                "producer_validator_fees_gwei",
+                "Fees a producer's executed blocks paid the declaring validators, Gwei",
+                |r| gwei(r.fees),
             ),
         ];
         for (name, help, read) in per_producer {
@@ -419,4 +426,9 @@ fn metrics_text(shared: &Shared) -> String {
         return String::new();
     }
     out
+}
+
+/// Wei to whole Gwei.
+fn gwei(wei: u128) -> u64 {
+    u64::try_from(wei / 1_000_000_000).unwrap_or(u64::MAX)
 }

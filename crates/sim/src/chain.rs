@@ -182,6 +182,9 @@ struct Sim {
     declared: Vec<Vec<(u64, ProducerIndex)>>,
     /// Where producers take their shards from (the devnet's pool); placeholders when `None`.
     shard_source: Option<Box<dyn ShardSource>>,
+    /// What execution made of each slot's block (the devnet's executed chain); when `None`, a
+    /// delivered declaration counts one unit of fees (the simulator's shards are placeholders).
+    outcomes: Option<Box<dyn OutcomeSource>>,
     /// Blocks validator 0 imported, in order, while someone records them (the devnet's log).
     imported: Option<Vec<Arc<SignedBlock>>>,
     /// Validators whose keys are held outside the chain (a distributed validator): their
@@ -305,6 +308,7 @@ impl Sim {
             reputation: vec![Reputation::new(Policy::default()); config.validators],
             declared: vec![Vec::new(); config.validators],
             shard_source: None,
+            outcomes: None,
             imported: None,
             external: HashSet::new(),
             external_duties: Vec::new(),
@@ -406,20 +410,42 @@ impl Sim {
     /// recording what came of its earlier declarations. When no producer qualifies the
     /// validator would build its own block; simulated validators hold no producer key, so they
     /// explore instead (round-robin by slot), which is how producers build a record here.
+    ///
+    /// With an [`OutcomeSource`] a declaration's outcome is what execution made of the slot
+    /// (the fees the validator earned, a void block, or no block in the executed chain) and
+    /// stays pending until execution has passed the slot; without one, a block seen for the
+    /// declaration counts as delivered with one unit of fees.
     fn choose_producer(&mut self, v: usize, slot: u64) -> usize {
         let view = &self.views[v];
         let pending = std::mem::take(&mut self.declared[v]);
+        let mut unknown = Vec::new();
         for (declared_slot, producer) in pending {
-            let delivered = view.declarations_seen.get(&declared_slot).is_some_and(|d| {
-                d.message.proposer_index.0 == v as u64 && d.message.producer == producer
-            });
-            let outcome = if delivered {
-                Outcome::Delivered { validator_fees: 1 }
-            } else {
-                Outcome::Missed
+            let outcome = match &self.outcomes {
+                Some(source) => match source.outcome(declared_slot, producer) {
+                    Some(o) => o,
+                    None => {
+                        unknown.push((declared_slot, producer));
+                        continue;
+                    }
+                },
+                None => {
+                    let delivered = view.declarations_seen.get(&declared_slot).is_some_and(|d| {
+                        d.message.proposer_index.0 == v as u64 && d.message.producer == producer
+                    });
+                    if delivered {
+                        Outcome::Delivered { validator_fees: 1 }
+                    } else {
+                        Outcome::Missed
+                    }
+                }
             };
             self.reputation[v].record(producer, outcome);
         }
+        // Outcomes execution will never report (a block executed before a restart) do not
+        // pile up.
+        let excess = unknown.len().saturating_sub(MAX_PENDING_OUTCOMES);
+        unknown.drain(..excess);
+        self.declared[v] = unknown;
         let candidates: Vec<ProducerIndex> = (0..self.config.producers as u64)
             .map(ProducerIndex)
             .filter(|p| view.registry.producer(*p).is_some_and(|x| !x.slashed))
@@ -1215,6 +1241,19 @@ pub trait ShardSource: Send {
     fn shards(&mut self, slot: u64, count: usize) -> Vec<Shard>;
 }
 
+/// Declarations per validator whose outcome an [`OutcomeSource`] has not reported yet; older
+/// ones are dropped unrecorded.
+const MAX_PENDING_OUTCOMES: usize = 64;
+
+/// What execution made of a declared slot, for the validators' reputation books (the devnet
+/// reads it from its executed chain).
+pub trait OutcomeSource: Send {
+    /// The outcome of `producer`'s declared block at `slot`: delivered with the validator's
+    /// share of its fees, void, or missed (the executed chain passed the slot without a block
+    /// of that producer there); `None` while execution has not reached the slot.
+    fn outcome(&self, slot: u64, producer: ProducerIndex) -> Option<Outcome>;
+}
+
 /// What an external validator's duty signs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExternalData {
@@ -1407,6 +1446,12 @@ impl LiveChain {
     /// Slot length, ms.
     pub fn slot_ms(&self) -> u64 {
         self.sim.slot_ms()
+    }
+
+    /// Judges the validators' declarations by what execution made of them (fees earned, void
+    /// blocks) instead of by the blocks seen.
+    pub fn set_outcomes(&mut self, source: Box<dyn OutcomeSource>) {
+        self.sim.outcomes = Some(source);
     }
 
     /// The genesis block's root (the registry's root, as in the simulator).

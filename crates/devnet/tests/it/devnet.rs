@@ -627,28 +627,36 @@ async fn devnet_finalizes_executes_and_answers_json_rpc() {
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
-    let api: Value = serde_json::from_str(&get(rpc, "/api/status").await).unwrap();
+    let mut api: Value = serde_json::from_str(&get(rpc, "/api/status").await).unwrap();
     assert!(api["executed"].as_u64().unwrap() >= head, "{api}");
-    // Producer reputation, summed over the validators' books: both producers listed, and the
-    // declarations recorded so far mostly delivered (the chain finalizes on them).
-    let producers = api["producers"].as_array().unwrap();
-    assert_eq!(producers.len(), 2, "{api}");
-    let declared: u64 = producers
-        .iter()
-        .map(|p| p["declared"].as_u64().unwrap())
-        .sum();
-    let delivered: u64 = producers
-        .iter()
-        .map(|p| p["delivered"].as_u64().unwrap())
-        .sum();
-    assert!(
-        declared >= 1 && delivered >= 1 && delivered <= declared,
-        "{api}"
-    );
-    assert!(
-        metrics.contains("phalanx_devnet_producer_declared{producer=\"0\"} "),
-        "{metrics}"
-    );
+    // Producer reputation, summed over the validators' books: both producers listed, and a
+    // declaration is recorded once its block is executed, with the fees it paid the validator
+    // (the load's tips: 1 Mwei a gas, half to the validator), so the books hold whole Gwei.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let producers = api["producers"].as_array().unwrap();
+        assert_eq!(producers.len(), 2, "{api}");
+        let sum =
+            |field: &str| -> u64 { producers.iter().map(|p| p[field].as_u64().unwrap()).sum() };
+        let (declared, delivered) = (sum("declared"), sum("delivered"));
+        assert!(delivered <= declared, "{api}");
+        if delivered >= 1 && sum("validator_fees_gwei") > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no executed declaration recorded: {api}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        api = serde_json::from_str(&get(rpc, "/api/status").await).unwrap();
+    }
+    let metrics = get(rpc, "/metrics").await;
+    for name in [
+        "phalanx_devnet_producer_declared{producer=\"0\"} ",
+        "phalanx_devnet_producer_validator_fees_gwei{producer=\"1\"} ",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
     // Validators 4..8 are the distributed validator's: finality (two thirds of the stake)
     // needed their attestations, signed by the members through the validator API.
     let dv = &api["dv"];
