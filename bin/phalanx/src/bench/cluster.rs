@@ -44,7 +44,7 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 12)]
     blocks: u64,
     /// Also measure the accepted-key round trip on a local 3-member etcd cluster (needs
-    /// `etcd` on PATH).
+    /// `etcd` on PATH and a build with the `etcd` feature).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     etcd: bool,
     /// Threads each server's execution may use (its own pool, as a server on its own machine
@@ -209,7 +209,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     });
     let _etcd_guard;
     let etcd_dir = tempfile::tempdir()?;
-    if args.etcd {
+    if args.etcd && !cfg!(feature = "etcd") {
+        eprintln!(
+            "bench cluster: etcd skipped: this build has no etcd client (cargo build --release \
+             --features etcd; needs protoc)"
+        );
+    } else if args.etcd {
         match LocalEtcd::start(3, etcd_dir.path()) {
             Ok(etcd) if etcd.wait_ready(Duration::from_secs(20)) => {
                 settings.push(Setting {

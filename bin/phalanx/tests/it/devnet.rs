@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::node::free_port;
+use crate::free_port;
 use crate::phalanx;
 
 /// One HTTP request to the devnet on `port`; the response body as JSON.

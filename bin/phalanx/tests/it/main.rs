@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
 
 mod devnet;
+// The clustered node on a real etcd cluster: built with the `etcd` feature (`./scripts/test`).
+#[cfg(feature = "etcd")]
 mod node;
 
 use std::process::Command;
@@ -622,6 +624,15 @@ fn spawn_dkg(
 
 /// Free loopback ports (bound, then released: another process could take one in between, which
 /// only makes the test fail loudly, never pass wrongly).
+/// A loopback port free now.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<_> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())

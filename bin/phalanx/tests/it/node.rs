@@ -12,6 +12,8 @@ use alloy_primitives::{B256, Bytes};
 use phalanx_cluster::load::Load;
 use phalanx_cluster::ownership::{ShardRange, layout};
 use phalanx_cluster::testing::LocalEtcd;
+
+use crate::free_port;
 use phalanx_execution::store::StateStore;
 
 const SHARDS: u16 = 8;
@@ -21,14 +23,6 @@ const SLOT_MS: u64 = 1500;
 const SENDERS: usize = 4;
 const TXS: usize = 4;
 const SEED: u64 = 5;
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use phalanx_cluster::embedded::EmbeddedStore;
+#[cfg(feature = "etcd")]
 use phalanx_cluster::etcd::{EtcdConfig, EtcdStore};
+#[cfg(feature = "etcd")]
 use phalanx_cluster::testing::LocalEtcd;
 use phalanx_cluster::{CoordinationStore, Created, StoreError};
 
@@ -119,6 +121,7 @@ async fn embedded_store_reports_an_outage() {
     assert!(matches!(store.get("/x").await, Err(StoreError::Closed)));
 }
 
+#[cfg(feature = "etcd")]
 fn local_etcd(dir: &std::path::Path) -> LocalEtcd {
     let etcd = LocalEtcd::start(3, dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(
@@ -129,6 +132,7 @@ fn local_etcd(dir: &std::path::Path) -> LocalEtcd {
     etcd
 }
 
+#[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_store_passes_the_suite() {
     let dir = tempfile::tempdir().unwrap();
@@ -139,6 +143,7 @@ async fn etcd_store_passes_the_suite() {
     suite(Arc::new(store)).await;
 }
 
+#[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_store_keeps_working_with_one_member_killed() {
     let dir = tempfile::tempdir().unwrap();
@@ -164,6 +169,7 @@ async fn etcd_store_keeps_working_with_one_member_killed() {
     assert_eq!(store.list("/k/").await.unwrap().len(), 20);
 }
 
+#[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_store_without_a_quorum_is_unavailable_not_hung() {
     let dir = tempfile::tempdir().unwrap();
