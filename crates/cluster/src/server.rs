@@ -114,15 +114,13 @@ pub type ShardBytes = Vec<(u16, u64)>;
 /// Heights whose roots and apply times [`ServerStats`] keeps.
 pub const STATS_HEIGHTS: usize = 16 * 1024;
 
-/// What an applied block paid, by the fee rule of `phalanx_execution::block`.
+/// What an applied block paid its validator, by the fee rule of `phalanx_execution::block`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BlockFees {
     /// The block was void (it paid nothing).
     pub void: bool,
     /// The slot's validator's share of the fees, wei.
     pub validator_fee: U256,
-    /// The producer's share, wei.
-    pub producer_fee: U256,
 }
 
 /// What a server did, shared with whoever runs it (simulator, metrics, tests).
@@ -1062,7 +1060,6 @@ impl<N: Network> Server<N> {
             BlockFees {
                 void: result.void.is_some(),
                 validator_fee: result.validator_fee,
-                producer_fee: result.producer_fee,
             },
         );
         if result.void.is_none() {

@@ -46,6 +46,13 @@ struct Arrivals {
     kept: VecDeque<B256>,
 }
 
+impl Arrivals {
+    /// The number the next arrival will have.
+    fn end(&self) -> u64 {
+        self.first + self.kept.len() as u64
+    }
+}
+
 impl Pool {
     /// An empty pool for `chain_id` holding at most `capacity` transactions.
     pub fn new(chain_id: u64, capacity: usize) -> Self {
@@ -70,8 +77,7 @@ impl Pool {
 
     /// The number the next arrival will have.
     pub fn arrivals_end(&self) -> u64 {
-        let arrivals = lock(&self.arrivals);
-        arrivals.first + arrivals.kept.len() as u64
+        lock(&self.arrivals).end()
     }
 
     /// The hashes of the transactions that entered the pool from arrival number `from` on
@@ -80,7 +86,7 @@ impl Pool {
         let arrivals = lock(&self.arrivals);
         let skip = from.saturating_sub(arrivals.first) as usize;
         let hashes = arrivals.kept.iter().skip(skip).copied().collect();
-        (hashes, arrivals.first + arrivals.kept.len() as u64)
+        (hashes, arrivals.end())
     }
 
     /// The nonce a wallet should use next for `sender` (`pending`): after the executed state,

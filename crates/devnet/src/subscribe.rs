@@ -60,11 +60,11 @@ struct Subscriptions {
     live: BTreeMap<u64, Subscription>,
 }
 
+/// A subscription is its cursor: a block cursor is `newHeads` (geth has no block-hash
+/// subscription), a log cursor `logs`, a pending one `newPendingTransactions`.
 #[derive(Debug)]
 struct Subscription {
     cursor: Cursor,
-    /// `newHeads` reports header objects; the same cursor kind as a block filter.
-    heads: bool,
 }
 
 async fn serve(mut socket: WebSocket, shared: Arc<Shared>) {
@@ -150,8 +150,8 @@ fn subscribe(
     params: &[Value],
 ) -> Result<Value, RpcError> {
     let what: String = rpc::param(params, 0, "subscription")?;
-    let (kind, heads) = match what.as_str() {
-        "newHeads" => (Kind::Blocks, true),
+    let kind = match what.as_str() {
+        "newHeads" => Kind::Blocks,
         "logs" => {
             let filter = LogFilter::parse(Some(params.get(1).unwrap_or(&json!({}))))?;
             if filter.has_bounds() {
@@ -159,9 +159,9 @@ fn subscribe(
                     "a logs subscription takes no fromBlock, toBlock or blockHash",
                 ));
             }
-            (Kind::Logs(Box::new(filter)), false)
+            Kind::Logs(Box::new(filter))
         }
-        "newPendingTransactions" => (crate::filters::pending(shared), false),
+        "newPendingTransactions" => crate::filters::pending(shared),
         other => {
             return Err(RpcError::params(format!(
                 "no subscription {other:?}: newHeads, logs and newPendingTransactions are served"
@@ -177,29 +177,23 @@ fn subscribe(
     }
     subs.next += 1;
     let id = subs.next;
-    subs.live.insert(id, Subscription { cursor, heads });
+    subs.live.insert(id, Subscription { cursor });
     Ok(quantity(id))
 }
 
 /// The notifications due on a connection, moving its subscriptions past them.
 fn notifications(shared: &Shared, subs: &Mutex<Subscriptions>) -> Vec<Value> {
     // Poll copies without holding the lock across block assembly.
-    let polled: Vec<(u64, Cursor, bool)> = crate::lock(subs)
+    let polled: Vec<(u64, Cursor)> = crate::lock(subs)
         .live
         .iter()
-        .map(|(id, s)| (*id, s.cursor.clone(), s.heads))
+        .map(|(id, s)| (*id, s.cursor.clone()))
         .collect();
     let mut notes = Vec::new();
-    for (id, mut cursor, heads) in polled {
+    for (id, mut cursor) in polled {
         let results: Vec<Value> = match cursor.poll(shared) {
             Ok(News::Blocks(range)) => range
-                .map(|n| {
-                    if heads {
-                        header_json(shared, n)
-                    } else {
-                        json!(shared.blocks().get(&n).map(|b| b.header.hash()))
-                    }
-                })
+                .map(|n| header_json(shared, n))
                 .filter(|v| !v.is_null())
                 .collect(),
             Ok(News::Logs(logs)) => logs,
