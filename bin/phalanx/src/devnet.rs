@@ -68,6 +68,26 @@ pub(crate) struct DevnetArgs {
     /// Start no light client endpoint.
     #[arg(long = "no-light-rpc")]
     no_light_rpc: bool,
+    /// Fault injection, to watch a wrong claim get slashed on chain: in-process executor
+    /// INDEX signs a wrong state root for the block at HEIGHT.
+    #[arg(long = "lying-executor", value_name = "INDEX@HEIGHT", value_parser = parse_lie)]
+    lying_executor: Option<(u32, u64)>,
+}
+
+fn parse_lie(s: &str) -> Result<(u32, u64), String> {
+    let (index, height) = s
+        .split_once('@')
+        .ok_or_else(|| format!("{s:?}: expected INDEX@HEIGHT, e.g. 2@10"))?;
+    let index = index
+        .parse()
+        .map_err(|e| format!("{index:?}: executor index: {e}"))?;
+    let height: u64 = height
+        .parse()
+        .map_err(|e| format!("{height:?}: height: {e}"))?;
+    if height == 0 {
+        return Err("height 0 is the genesis, which nobody claims".into());
+    }
+    Ok((index, height))
 }
 
 pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
@@ -88,6 +108,7 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
     config.light_rpc = (!args.no_light_rpc).then_some(args.light_rpc);
     config.executors = args.executors;
     config.external_executors = args.external_executors;
+    config.lying_executor = args.lying_executor;
     let rt = crate::runtime()?;
     rt.block_on(async move {
         let devnet = Devnet::start(config).await?;

@@ -9,6 +9,8 @@
 //! * [`committee`]: who attests at which slot, and each one's bit in an aggregate.
 //! * [`alarms`]: eclipse/Sybil alarms on block rate and attestation participation.
 //! * [`fraud`]: applying a fraud proof judged by the execution side's verifier.
+//! * [`executors`]: the executor registry (bonds, sample, slashing by a wrong-claim proof);
+//!   [`claims`]: executors' claims and wrong-claim proofs as block operations.
 //! * [`fork_choice`]: LMD-GHOST, Casper FFG justification and finality, slashable-vote
 //!   detection, zero weight for fraud-proven blocks.
 //!
@@ -16,6 +18,7 @@
 //! penalties, ejection), producers and the simulator land with the rest of issue #4.
 
 pub mod alarms;
+pub mod claims;
 pub mod committee;
 pub mod executors;
 pub mod fork_choice;

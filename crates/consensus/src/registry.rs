@@ -181,4 +181,19 @@ impl Registry {
             _ => 0,
         }
     }
+
+    /// Credits `amount` to a producer's bond (a bounty for a fraud proof it carried); a
+    /// slashed or unknown producer gets nothing. Returns what was credited.
+    pub fn credit_producer(&mut self, index: ProducerIndex, amount: Gwei) -> Gwei {
+        match usize::try_from(index.0)
+            .ok()
+            .and_then(|i| self.producers.get_mut(i))
+        {
+            Some(p) if !p.slashed => {
+                p.bond = p.bond.saturating_add(amount);
+                amount
+            }
+            _ => 0,
+        }
+    }
 }

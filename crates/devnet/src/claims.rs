@@ -35,7 +35,9 @@ use phalanx_light::wire::{
     FINALITY_PATH, FinalityQuery, FinalityUpdate, MAX_ATTESTATIONS, MAX_CLAIMS, MAX_HEADERS,
     PROOF_ROUTE, ProofQuery, SHARDS_ROUTE, UPDATES_PATH, Updates, UpdatesQuery,
 };
-use phalanx_types::{Attestation, Epoch, ExecutorIndex, Shard, SignedClaim, SigningContext};
+use phalanx_types::{
+    Attestation, Epoch, ExecutorIndex, FraudProof, Shard, SignedClaim, SigningContext,
+};
 use ssz::{Decode, Encode};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -46,6 +48,18 @@ const KEEP: u64 = 64;
 
 /// Heights whose claims are served to light clients.
 const KEEP_CLAIMS: u64 = 1024;
+
+/// A finalized block for the executors: its execution header, its shards, its consensus root.
+pub(crate) type Final = (ExecHeader, Vec<Shard>, B256);
+
+/// What the executors' task hands the chain's producers.
+#[derive(Debug)]
+pub(crate) enum ChainOp {
+    /// A signed claim, to be carried in a block.
+    Claim(SignedClaim),
+    /// A proof that a claim is wrong, to slash its signer on chain.
+    Fraud(FraudProof),
+}
 
 /// A light client's request for a proof of execution (height, the shards to re-execute),
 /// answered with its SSZ or why the request is bad.
@@ -192,8 +206,14 @@ async fn post_claims(
                 m.block_hash, m.height
             ))
         } else {
+            let slashed = lock(&shared.chain)
+                .as_ref()
+                .is_some_and(|s| s.executors_slashed.contains(&claim.executor.0));
             match registry.get(claim.executor) {
                 None => Some(format!("executor {} is not bonded", claim.executor.0)),
+                Some(_) if slashed => {
+                    Some(format!("executor {} is slashed on chain", claim.executor.0))
+                }
                 Some(e) => signing
                     .verify(m, &e.pubkey, &claim.signature)
                     .err()
@@ -329,8 +349,10 @@ pub(crate) fn start(
     registry: ExecutorRegistry,
     signing: SigningContext,
     genesis: (ExecHeader, Changes),
-    resumed: Vec<(ExecHeader, Vec<Shard>)>,
-    mut blocks: mpsc::UnboundedReceiver<(ExecHeader, Vec<Shard>)>,
+    resumed: Vec<Final>,
+    mut blocks: mpsc::UnboundedReceiver<Final>,
+    ops: std::sync::mpsc::Sender<ChainOp>,
+    lying: Option<(u32, u64)>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
@@ -377,16 +399,21 @@ pub(crate) fn start(
             claims: 0,
             count,
             requested: None,
+            ops,
+            lying,
+            consensus_roots: BTreeMap::new(),
+            effects: BTreeMap::new(),
+            accused: Default::default(),
         };
-        for (header, shards) in resumed {
-            run.block(&header, &shards, now_ms());
+        for (header, shards, root) in resumed {
+            run.block(&header, &shards, root, now_ms());
         }
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
         loop {
             tokio::select! {
                 r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return; },
                 b = blocks.recv() => match b {
-                    Some((header, shards)) => run.block(&header, &shards, now_ms()),
+                    Some((header, shards, root)) => run.block(&header, &shards, root, now_ms()),
                     None => return,
                 },
                 _ = tick.tick() => run.decide(now_ms()),
@@ -420,12 +447,22 @@ struct Run {
     claims: u64,
     count: usize,
     requested: Option<u64>,
+    /// To the chain's producers.
+    ops: std::sync::mpsc::Sender<ChainOp>,
+    /// Fault injection: (executor, height) of a lie.
+    lying: Option<(u32, u64)>,
+    /// Consensus roots of the blocks executor 0 can prove, by height.
+    consensus_roots: BTreeMap<u64, B256>,
+    /// Executor 0's effects roots of those blocks, by height.
+    effects: BTreeMap<u64, Vec<B256>>,
+    /// Executors a wrong-claim proof was sent against.
+    accused: std::collections::BTreeSet<u64>,
 }
 
 impl Run {
     /// One finalized block: every executor executes and claims; the light client takes the
     /// header and the claims.
-    fn block(&mut self, header: &ExecHeader, shards: &[Shard], now: u64) {
+    fn block(&mut self, header: &ExecHeader, shards: &[Shard], root: B256, now: u64) {
         let light = LightHeader {
             height: header.number,
             hash: header.hash(),
@@ -445,6 +482,12 @@ impl Run {
             .roots
             .get(&header.number.saturating_sub(1))
             .copied()
+            .unwrap_or_default();
+        // An executor the chain slashed has no bond left: it keeps its replica but claims no
+        // more.
+        let slashed = lock(&self.shared.chain)
+            .as_ref()
+            .map(|s| s.executors_slashed.clone())
             .unwrap_or_default();
         let mut signed_here = Vec::with_capacity(self.executors.len());
         for ex in &mut self.executors {
@@ -466,9 +509,13 @@ impl Run {
             {
                 tracing::error!(executor = ex.index, error = %e, "devnet executor: finalize");
             }
+            let mut effects = result.effects_roots();
+            let mut post = result.post_state_root;
             if ex.index == 0 {
-                self.roots.insert(header.number, result.post_state_root);
+                self.roots.insert(header.number, post);
                 self.shards.insert(header.number, shards.to_vec());
+                self.consensus_roots.insert(header.number, root);
+                self.effects.insert(header.number, effects.clone());
                 // Executor 0 can prove the blocks its replica keeps unfinalized: no further.
                 while self.roots.len() as u64 > KEEP + 1 {
                     self.roots.pop_first();
@@ -476,13 +523,30 @@ impl Run {
                 while self.shards.len() as u64 > KEEP {
                     self.shards.pop_first();
                 }
+                while self.consensus_roots.len() as u64 > KEEP {
+                    self.consensus_roots.pop_first();
+                }
+                while self.effects.len() as u64 > KEEP {
+                    self.effects.pop_first();
+                }
             }
-            let message = LightClient::claim_for(
-                &light,
-                prev,
-                &result.effects_roots(),
-                result.post_state_root,
-            );
+            if self.lying == Some((ex.index as u32, header.number)) {
+                // A wrong root for shard 0's effects and for the block, as an executor whose
+                // shard 0 went wrong would claim.
+                tracing::warn!(
+                    executor = ex.index,
+                    height = header.number,
+                    "devnet executor: signing a wrong root (--lying-executor)"
+                );
+                if let Some(first) = effects.first_mut() {
+                    *first = alloy_primitives::keccak256(first.as_slice());
+                }
+                post = alloy_primitives::keccak256(post.as_slice());
+            }
+            if slashed.contains(&ex.index) {
+                continue;
+            }
+            let message = LightClient::claim_for(&light, prev, &effects, post);
             signed_here.push(SignedClaim {
                 executor: ExecutorIndex(ex.index),
                 signature: self.signing.sign(&message, &ex.key),
@@ -510,9 +574,72 @@ impl Run {
                 served.pop_first();
             }
         }
+        let _ = self.ops.send(ChainOp::Claim(signed.clone()));
+        self.watch(&signed);
         if let Err(e) = self.client.on_claim(signed) {
             tracing::warn!(error = %e, "devnet light client: claim refused");
         }
+    }
+
+    /// An honest full node's watch over claims: a claim from the true parent root whose
+    /// post-state root or effects roots differ from executor 0's is proven wrong with a full
+    /// proof of execution from executor 0's replica and handed to the chain as a `WrongClaim`
+    /// fraud proof (once per executor: slashing takes the whole bond). A claim from another
+    /// parent root cannot be proven from this replica (the witness must hang from the
+    /// claim's own parent state); the first wrong claim of a lying chain of claims is.
+    fn watch(&mut self, signed: &SignedClaim) {
+        let m = &signed.message;
+        let (Some(post), Some(prev), Some(effects), Some(root)) = (
+            self.roots.get(&m.height),
+            m.height.checked_sub(1).and_then(|p| self.roots.get(&p)),
+            self.effects.get(&m.height),
+            self.consensus_roots.get(&m.height),
+        ) else {
+            return;
+        };
+        let ours = self.client.header(m.height).map(|h| h.hash);
+        if m.prev_state_root != *prev || ours != Some(m.block_hash) {
+            return;
+        }
+        let wrong = m.post_state_root != *post
+            || (m.effects_roots.len() == effects.len()
+                && m.effects_roots.iter().zip(effects).any(|(a, b)| a != b));
+        if !wrong || self.accused.contains(&signed.executor.0) {
+            return;
+        }
+        let root = *root;
+        let all: Vec<usize> = (0..effects.len()).collect();
+        let Some(proof) = self.proof(m.height, &all) else {
+            tracing::warn!(
+                executor = signed.executor.0,
+                height = m.height,
+                "devnet: a wrong claim, but no proof of execution to show it"
+            );
+            return;
+        };
+        let evidence = phalanx_types::WrongClaimEvidence {
+            claim: signed.clone(),
+            execution_proof: match ssz_types::VariableList::new(proof.to_bytes()) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = ?e, "devnet: proof of execution too large for a fraud proof");
+                    return;
+                }
+            },
+        };
+        let Ok(payload) = ssz_types::VariableList::new(evidence.as_ssz_bytes()) else {
+            tracing::warn!("devnet: wrong-claim evidence too large for a fraud proof");
+            return;
+        };
+        tracing::warn!(executor = signed.executor.0, height = m.height, claimed = %m.post_state_root,
+            true_root = %post, "devnet: wrong claim; proving it on chain");
+        self.accused.insert(signed.executor.0);
+        let _ = self.ops.send(ChainOp::Fraud(FraudProof {
+            kind: phalanx_types::FraudProofKind::WrongClaim as u8,
+            block_root: root,
+            accused: signed.executor.0,
+            payload,
+        }));
     }
 
     /// Lets the light client decide; serves it a proof from executor 0's replica when asked.
@@ -557,6 +684,21 @@ impl Run {
     }
 
     fn publish(&mut self) {
+        // Executors the chain slashed weigh nothing to the light client from now on.
+        let slashed = lock(&self.shared.chain)
+            .as_ref()
+            .map(|s| s.executors_slashed.clone())
+            .unwrap_or_default();
+        for e in slashed {
+            self.client.executors_mut().slash(ExecutorIndex(e));
+        }
+        for wrong in self.client.take_wrong_claims() {
+            tracing::info!(
+                executor = wrong.claim.executor.0,
+                height = wrong.claim.message.height,
+                "devnet light client: a proof of execution showed this claim wrong"
+            );
+        }
         let (head, root) = self.client.head();
         // Agreement over the last 8 decided blocks: bond claiming the believed root over all
         // claiming bond.

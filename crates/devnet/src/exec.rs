@@ -14,14 +14,12 @@
 
 use std::sync::Arc;
 
-use alloy_primitives::B256;
 use phalanx_cluster::wire::ExecHeader;
 use phalanx_consensus::Registry;
 use phalanx_sim::chain::{FinalizedBlock, OutcomeSource};
-use phalanx_spec::{ChainSpec, Genesis};
+use phalanx_spec::ChainSpec;
 use phalanx_types::ProducerIndex;
 use phalanx_validator::reputation::Outcome;
-use ssz_types::VariableList;
 
 /// The devnet's base fee, wei (1 gwei).
 pub use phalanx_light::headers::BASEFEE;
@@ -30,22 +28,7 @@ pub use phalanx_light::headers::BASEFEE;
 pub use phalanx_executor::genesis_changes;
 
 /// The header of execution's genesis block (height 0, no shards).
-pub fn genesis_header(genesis: &Genesis, genesis_root: B256) -> ExecHeader {
-    ExecHeader {
-        number: 0,
-        parent: B256::ZERO,
-        timestamp: genesis.genesis_time,
-        chain_id: genesis.spec.chain_id,
-        basefee: BASEFEE,
-        prevrandao: genesis_root,
-        shard_gas_limit: genesis.spec.shard_gas_limit,
-        block_gas_limit: genesis.spec.block_gas_limit,
-        validator_reward: alloy_primitives::Address::ZERO,
-        producer_reward: alloy_primitives::Address::ZERO,
-        fee_split_bps: 0,
-        shard_roots: VariableList::empty(),
-    }
-}
+pub use phalanx_light::headers::genesis_header;
 
 /// The header execution runs `block` under, on top of `parent`.
 pub fn header(

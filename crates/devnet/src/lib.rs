@@ -106,6 +106,9 @@ pub struct DevnetConfig {
     /// untrusted node: headers, finality, claims, proofs) serves verified JSON-RPC; `None`:
     /// not started (the library's default; `phalanx devnet` starts it on 127.0.0.1:8546).
     pub light_rpc: Option<SocketAddr>,
+    /// Fault injection: in-process executor `.0` signs a wrong root for the block at height
+    /// `.1` (the devnet catches it, proves it wrong on chain, and the chain slashes it).
+    pub lying_executor: Option<(u32, u64)>,
 }
 
 impl DevnetConfig {
@@ -131,6 +134,7 @@ impl DevnetConfig {
             executors: 3,
             external_executors: 0,
             light_rpc: None,
+            lying_executor: None,
         }
     }
 }
@@ -737,12 +741,22 @@ impl Devnet {
 
         // The feed: finalized blocks from the chain thread to the servers.
         let (blocks_tx, blocks_rx) = mpsc::unbounded_channel::<(ExecHeader, Vec<Shard>)>();
-        let (claims_tx, claims_rx) = mpsc::unbounded_channel::<(ExecHeader, Vec<Shard>)>();
+        let (claims_tx, claims_rx) = mpsc::unbounded_channel::<claims::Final>();
+        let (ops_tx, ops_rx) = std::sync::mpsc::channel::<claims::ChainOp>();
         if config.external_executors > 0 && config.external_executors >= config.executors {
             return Err(DevnetError::Config(format!(
                 "--external-executors {} leaves no executor in process out of --executors {} \
                  (executor 0's replica serves proofs of execution)",
                 config.external_executors, config.executors
+            )));
+        }
+        if let Some((index, _)) = config.lying_executor
+            && (index == 0 || index >= config.executors - config.external_executors)
+        {
+            return Err(DevnetError::Config(format!(
+                "--lying-executor {index}: only an in-process executor other than 0 can lie \
+                 (1..{}; executor 0's replica is the devnet's honest full node)",
+                config.executors - config.external_executors
             )));
         }
         if config.executors > 0 {
@@ -766,9 +780,11 @@ impl Devnet {
                     (genesis_exec.clone(), alloc.clone()),
                     resumed
                         .iter()
-                        .map(|(h, s, _, _)| (h.clone(), s.clone()))
+                        .map(|(h, s, root, _)| (h.clone(), s.clone(), *root))
                         .collect(),
                     claims_rx,
+                    ops_tx,
+                    config.lying_executor,
                     shared.clone(),
                     shutdown.clone(),
                 )
@@ -803,6 +819,7 @@ impl Devnet {
                 shared,
                 blocks: blocks_tx,
                 claims: (config.executors > 0).then_some(claims_tx),
+                ops: ops_rx,
                 stop: stop_chain,
                 from_api,
                 events,
@@ -1025,7 +1042,9 @@ struct ChainLoop {
     shared: Arc<Shared>,
     blocks: mpsc::UnboundedSender<(ExecHeader, Vec<Shard>)>,
     /// The same blocks, to the executors and the light client.
-    claims: Option<mpsc::UnboundedSender<(ExecHeader, Vec<Shard>)>>,
+    claims: Option<mpsc::UnboundedSender<claims::Final>>,
+    /// Claims and wrong-claim proofs for the chain's producers.
+    ops: std::sync::mpsc::Receiver<claims::ChainOp>,
     stop: Arc<AtomicBool>,
     /// Signed duties from the validator API.
     from_api: std::sync::mpsc::Receiver<api::ToChain>,
@@ -1039,6 +1058,36 @@ struct ChainLoop {
 }
 
 impl ChainLoop {
+    /// Hands the executors' claims and the wrong-claim proofs to the chain's producers.
+    fn take_ops(&mut self) {
+        while let Ok(op) = self.ops.try_recv() {
+            match op {
+                claims::ChainOp::Claim(c) => {
+                    let (executor, height) = (c.executor.0, c.message.height);
+                    if let Err(e) = self.chain.submit_claim(c) {
+                        // A replayed claim after a restart is already on chain.
+                        tracing::debug!(executor, height, error = %e, "devnet: claim not carried");
+                    }
+                }
+                claims::ChainOp::Fraud(p) => {
+                    let accused = p.accused;
+                    match self.chain.submit_fraud_proof(p) {
+                        Ok(true) => tracing::info!(
+                            executor = accused,
+                            "devnet: wrong-claim proof handed to the producers"
+                        ),
+                        Ok(false) => tracing::debug!(
+                            executor = accused,
+                            "devnet: wrong-claim proof against an executor already slashed"
+                        ),
+                        Err(e) => tracing::warn!(executor = accused, error = %e,
+                            "devnet: wrong-claim proof refused by the chain"),
+                    }
+                }
+            }
+        }
+    }
+
     fn run(mut self) {
         let mut log_failed = false;
         while !self.stop.load(Ordering::Relaxed) {
@@ -1049,6 +1098,7 @@ impl ChainLoop {
                 .unwrap_or(u64::MAX)
                 .saturating_sub(self.genesis_time.saturating_mul(1000));
             self.chain.advance(now_ms);
+            self.take_ops();
             for block in self.chain.take_imported() {
                 if let Err(e) = self.log.append(&block)
                     && !log_failed
@@ -1075,7 +1125,7 @@ impl ChainLoop {
                     "devnet: block final, to execution"
                 );
                 if let Some(c) = &self.claims {
-                    let _ = c.send((header.clone(), shards.clone()));
+                    let _ = c.send((header.clone(), shards.clone(), f.root));
                 }
                 if self.blocks.send((header.clone(), shards)).is_err() {
                     return;

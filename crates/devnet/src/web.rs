@@ -77,6 +77,9 @@ pub(crate) fn status_json(shared: &Shared) -> Value {
             "justified_epoch": c.justified.epoch.0,
             "finalized_epoch": c.finalized.epoch.0,
             "slashed_validators": c.slashed,
+            "claims_on_chain": c.claims_on_chain,
+            "executors_slashed": c.executors_slashed,
+            "bounties_gwei": c.bounties_gwei,
         })
     });
     let recent: Vec<Value> = {
@@ -247,6 +250,24 @@ fn metrics_text(shared: &Shared) -> String {
         "slashed_validators",
         "Validators slashed on the chain",
         chain.map_or(0, |c| c.slashed as u64),
+    );
+    gauge(
+        &mut registry,
+        "claims_on_chain",
+        "Executors' claims carried by the chain's blocks",
+        chain.map_or(0, |c| c.claims_on_chain),
+    );
+    gauge(
+        &mut registry,
+        "executors_slashed",
+        "Executors slashed on the chain by wrong-claim proofs",
+        chain.map_or(0, |c| c.executors_slashed.len() as u64),
+    );
+    gauge(
+        &mut registry,
+        "executor_bounties_gwei",
+        "Bounties paid to producers for carrying wrong-claim proofs, Gwei",
+        chain.map_or(0, |c| c.bounties_gwei),
     );
     gauge(
         &mut registry,

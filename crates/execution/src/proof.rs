@@ -261,26 +261,29 @@ impl ExecutionProof {
 }
 
 /// Verifies `WrongClaim` fraud proofs for consensus: the payload is a
-/// [`phalanx_types::WrongClaimEvidence`]; the claim must be about this block and start from
-/// its parent state; the proof may give shards as effects when they hash to the claim's own
-/// effects roots (so only the shards the claim got wrong need re-executing); re-executing it
-/// must give another post-state root than the claim's, or another effects root for a shard
-/// it re-executed. An honest claim cannot be framed: its effects roots are the true ones, so
-/// the effects it lets the proof take are the true effects. The block's environment comes from `env_of`, a chain rule supplied by whoever
-/// wires consensus to execution (as for [`crate::conflict::ConflictVerifier`]).
+/// [`phalanx_types::WrongClaimEvidence`]; the claim must name this block (by the name claims
+/// use for it, which `resolve` gives with the block's environment: the consensus root in the
+/// simulator, the derived execution header's hash in a chain that executes) and start from
+/// the parent state root the caller passes; the proof may give shards as effects when they
+/// hash to the claim's own effects roots (so only the shards the claim got wrong need
+/// re-executing); re-executing it must give another post-state root than the claim's, or
+/// another effects root for a shard it re-executed. An honest claim cannot be framed: its
+/// effects roots are the true ones, so the effects it lets the proof take are the true
+/// effects. `resolve` is a chain rule supplied by whoever wires consensus to execution (as for
+/// [`crate::conflict::ConflictVerifier`]); a block it does not know is refused.
 pub struct ClaimVerifier<F> {
-    env_of: F,
+    resolve: F,
 }
 
-impl<F: Fn(&phalanx_types::BlockHeader) -> BlockEnv> ClaimVerifier<F> {
-    /// A verifier deriving each block's environment with `env_of`.
-    pub fn new(env_of: F) -> Self {
-        Self { env_of }
+impl<F: Fn(&phalanx_types::BlockHeader) -> Option<(B256, BlockEnv)>> ClaimVerifier<F> {
+    /// A verifier naming each block and deriving its environment with `resolve`.
+    pub fn new(resolve: F) -> Self {
+        Self { resolve }
     }
 }
 
-impl<F: Fn(&phalanx_types::BlockHeader) -> BlockEnv> phalanx_types::fraud::FraudProofVerifier
-    for ClaimVerifier<F>
+impl<F: Fn(&phalanx_types::BlockHeader) -> Option<(B256, BlockEnv)>>
+    phalanx_types::fraud::FraudProofVerifier for ClaimVerifier<F>
 {
     fn verify(
         &self,
@@ -297,7 +300,10 @@ impl<F: Fn(&phalanx_types::BlockHeader) -> BlockEnv> phalanx_types::fraud::Fraud
         let evidence = phalanx_types::WrongClaimEvidence::from_ssz_bytes(&proof.payload)
             .map_err(|e| format!("malformed wrong-claim evidence: {e:?}"))?;
         let claim = &evidence.claim.message;
-        if proof.block_root != header.root() || claim.block_hash != header.root() {
+        let Some((name, env)) = (self.resolve)(header) else {
+            return Err("the block is not one this chain can execute".into());
+        };
+        if proof.block_root != header.root() || claim.block_hash != name {
             return Err("the claim is about another block".into());
         }
         if proof.accused != evidence.claim.executor.0 {
@@ -318,7 +324,7 @@ impl<F: Fn(&phalanx_types::BlockHeader) -> BlockEnv> phalanx_types::fraud::Fraud
             Vec::new()
         };
         let verified = execution
-            .verify_with(parent_state_root, &roots, &(self.env_of)(header), &claimed)
+            .verify_with(parent_state_root, &roots, &env, &claimed)
             .map_err(|e| e.to_string())?;
         let wrong_effects = execution.executed_shards().into_iter().any(|i| {
             matches!(

@@ -40,6 +40,25 @@ use ssz_types::VariableList;
 /// The base fee every block runs under, wei (1 gwei: there is no fee market yet).
 pub const BASEFEE: u64 = 1_000_000_000;
 
+/// The execution header of the genesis (height 0, no shards): the parent of the first
+/// block's derived header. `genesis_root` is the consensus genesis root.
+pub fn genesis_header(genesis: &Genesis, genesis_root: B256) -> ExecHeader {
+    ExecHeader {
+        number: 0,
+        parent: B256::ZERO,
+        timestamp: genesis.genesis_time,
+        chain_id: genesis.spec.chain_id,
+        basefee: BASEFEE,
+        prevrandao: genesis_root,
+        shard_gas_limit: genesis.spec.shard_gas_limit,
+        block_gas_limit: genesis.spec.block_gas_limit,
+        validator_reward: alloy_primitives::Address::ZERO,
+        producer_reward: alloy_primitives::Address::ZERO,
+        fee_split_bps: 0,
+        shard_roots: VariableList::empty(),
+    }
+}
+
 /// Rule 4: the execution header of consensus block `header`, whose RANDAO mix after it is
 /// `mix`, on top of the execution header `parent`.
 pub fn derive(

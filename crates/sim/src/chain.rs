@@ -30,10 +30,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use alloy_primitives::B256;
+use phalanx_consensus::claims::{BodyError, ClaimError};
+use phalanx_consensus::executors::ExecutorRegistry;
 use phalanx_consensus::fork_choice::{ForkChoice, VoteOutcome};
 use phalanx_consensus::proposer::{genesis_mix, mix_in, proposer};
 use phalanx_consensus::{ChainContext, Registry, check_block};
 use phalanx_crypto::{PublicKey, PublicKeyBytes, SecretKey, SignatureBytes};
+use phalanx_execution::header::ExecHeader;
 use phalanx_spec::ChainSpec;
 use phalanx_spec::Genesis;
 use phalanx_spec::devnet::{self, DevnetKeys, DevnetParams};
@@ -46,6 +49,8 @@ use serde::Serialize;
 use ssz_types::VariableList;
 
 use crate::net::{Links, Partition, Queue};
+
+mod claims;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -134,6 +139,10 @@ enum Msg {
     Vote(Arc<Vote>),
     Declaration(Arc<SignedDeclaration>),
     Request(Root),
+    /// An executor's signed claim, on its way to producers' pools.
+    Claim(Arc<SignedClaim>),
+    /// A wrong-claim proof, on its way to producers' pools.
+    Fraud(Arc<FraudProof>),
 }
 
 #[derive(Debug)]
@@ -157,6 +166,14 @@ struct View {
     attester_evidence: Vec<AttesterSlashing>,
     /// Individual votes seen, by their data: what a producer aggregates into its blocks.
     vote_pool: HashMap<AttestationData, Vec<(u64, SignatureBytes)>>,
+    /// Each block's derived execution header and its hash (the name claims use).
+    exec: HashMap<Root, (ExecHeader, B256)>,
+    /// The executors, as the blocks this view imported left them.
+    executors: ExecutorRegistry,
+    /// Claims heard, by (height, executor): what a producer puts in its blocks.
+    claim_pool: std::collections::BTreeMap<(u64, u64), SignedClaim>,
+    /// Wrong-claim proofs heard, not yet applied here.
+    fraud_pool: Vec<FraudProof>,
 }
 
 struct Sim {
@@ -197,6 +214,13 @@ struct Sim {
     /// Signed data already relayed for external validators, by (validator, slot, kind).
     external_relayed: HashMap<(usize, u64, ExternalKind), B256>,
     external_signed: u64,
+    /// The genesis registry and time, which execution headers are derived with.
+    exec_registry: Registry,
+    genesis_time: u64,
+    /// Claims carried by the blocks validator 0 imported.
+    claims_on_chain: u64,
+    /// Bounties credited to producers for wrong-claim proofs, as validator 0 saw them.
+    bounties_gwei: Gwei,
 }
 
 fn honest(config: &Config, validator: usize) -> bool {
@@ -253,6 +277,10 @@ impl Sim {
         let genesis_root = genesis.validators_root();
         let stakes: Vec<Gwei> = genesis.validators.iter().map(|v| v.amount).collect();
         let nodes = config.validators + config.producers;
+        let executors = ExecutorRegistry::from_genesis(&genesis)
+            .map_err(|e| SimError::Genesis(e.to_string()))?;
+        let genesis_exec = phalanx_light::headers::genesis_header(&genesis, genesis_root);
+        let genesis_exec_hash = genesis_exec.hash();
         let views = (0..nodes)
             .map(|_| View {
                 fc: ForkChoice::new(genesis_root, stakes.clone(), spec.slots_per_epoch),
@@ -266,6 +294,10 @@ impl Sim {
                 declaration_evidence: Vec::new(),
                 attester_evidence: Vec::new(),
                 vote_pool: HashMap::new(),
+                exec: HashMap::from([(genesis_root, (genesis_exec.clone(), genesis_exec_hash))]),
+                executors: executors.clone(),
+                claim_pool: Default::default(),
+                fraud_pool: Vec::new(),
             })
             .collect();
         let protection = (0..config.validators)
@@ -315,6 +347,10 @@ impl Sim {
             external_proposals: HashMap::new(),
             external_relayed: HashMap::new(),
             external_signed: 0,
+            exec_registry: registry,
+            genesis_time: genesis.genesis_time,
+            claims_on_chain: 0,
+            bounties_gwei: 0,
             config,
         };
         Ok((sim, genesis, keys))
@@ -728,6 +764,8 @@ impl Sim {
             Msg::Block(block) => self.on_block(now, from, to, block),
             Msg::Vote(vote) => self.on_vote(to, vote),
             Msg::Declaration(declaration) => self.on_declaration(now, to, &declaration),
+            Msg::Claim(claim) => self.on_claim(to, &claim),
+            Msg::Fraud(proof) => self.on_fraud_proof(to, &proof),
             Msg::Request(root) => {
                 if let Some(block) = self.views[to].blocks.get(&root).cloned() {
                     self.send(now, to, from, Msg::Block(block));
@@ -801,12 +839,13 @@ impl Sim {
                 .collect(),
         };
         let attestations = self.aggregate(node, d.slot.0);
+        let (claims, fraud_proofs) = self.pick_execution_ops(node, d.parent_root, d.slot.0);
         let body = BlockBody {
             attestations: VariableList::new(attestations).unwrap_or_default(),
-            claims: VariableList::empty(),
+            claims: VariableList::new(claims).unwrap_or_default(),
             declaration_slashings: VariableList::new(declaration_slashings).unwrap_or_default(),
             attester_slashings: VariableList::new(attester_slashings).unwrap_or_default(),
-            fraud_proofs: VariableList::empty(),
+            fraud_proofs: VariableList::new(fraud_proofs).unwrap_or_default(),
         };
         let header = BlockHeader {
             slot: d.slot,
@@ -865,22 +904,38 @@ impl Sim {
                 v
             }
         };
-        if !valid
-            || self.views[node]
-                .fc
-                .on_block(root, parent, Slot(slot))
-                .is_err()
-        {
+        if !valid {
             return;
         }
         let reveal = block.header.message.declaration.message.randao_reveal;
-        let view = &mut self.views[node];
         let mix = mix_in(
-            view.mixes.get(&parent).copied().unwrap_or_default(),
+            self.views[node]
+                .mixes
+                .get(&parent)
+                .copied()
+                .unwrap_or_default(),
             reveal.as_slice(),
         );
+        let ops = match self.check_execution_ops(node, &block, mix) {
+            Ok(ops) => ops,
+            Err(e) => {
+                if node == 0 {
+                    tracing::warn!(slot, block = %root, error = %e, "chain: block refused");
+                }
+                return;
+            }
+        };
+        if self.views[node]
+            .fc
+            .on_block(root, parent, Slot(slot))
+            .is_err()
+        {
+            return;
+        }
+        let view = &mut self.views[node];
         view.mixes.insert(root, mix);
         view.blocks.insert(root, block.clone());
+        self.apply_execution_ops(node, root, &block, ops);
         if node == 0
             && let Some(imported) = self.imported.as_mut()
         {
@@ -1365,6 +1420,12 @@ pub struct LiveStatus {
     /// Every producer's record, summed over the validators' reputation books (a
     /// declaration's outcome is recorded when its validator next proposes).
     pub producers: Vec<(ProducerIndex, phalanx_validator::reputation::Record)>,
+    /// Executors' claims carried by the blocks the observer imported.
+    pub claims_on_chain: u64,
+    /// Executors slashed on the observer's chain by wrong-claim proofs.
+    pub executors_slashed: Vec<u64>,
+    /// Bounties those proofs credited to the producers that carried them, Gwei.
+    pub bounties_gwei: Gwei,
 }
 
 /// A block on the finalized chain, with what execution needs beyond the block itself.
@@ -1558,7 +1619,30 @@ impl LiveChain {
             slashed: view.registry.slashed_validators().count(),
             external_signed: self.sim.external_signed,
             producers: self.sim.producer_records(),
+            claims_on_chain: self.sim.claims_on_chain,
+            executors_slashed: view.executors.slashed().map(|e| e.0).collect(),
+            bounties_gwei: self.sim.bounties_gwei,
         }
+    }
+
+    /// An executor's signed claim, to be carried in a block: checked as validator 0's node
+    /// would before gossiping it (a known executor's valid signature, a block of its chain in
+    /// the claim window, not on chain yet), then gossiped to every producer's pool. The same
+    /// claim twice is accepted and gossiped once.
+    pub fn submit_claim(&mut self, claim: SignedClaim) -> Result<(), ClaimError> {
+        self.sim.submit_claim(self.now, claim)
+    }
+
+    /// A wrong-claim proof, to be carried in a block: checked against validator 0's chain as
+    /// block import will check it (`phalanx_consensus::claims`, rules 4–5), then gossiped.
+    /// `Ok(false)`: the executor is already slashed, nothing to do.
+    pub fn submit_fraud_proof(&mut self, proof: FraudProof) -> Result<bool, BodyError> {
+        self.sim.submit_fraud_proof(self.now, proof)
+    }
+
+    /// The executors as validator 0's chain left them (slashings applied).
+    pub fn executors(&self) -> &ExecutorRegistry {
+        &self.sim.views[0].executors
     }
 
     /// Hands the duties of `validators` to someone else (a distributed validator behind the

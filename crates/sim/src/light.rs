@@ -439,8 +439,7 @@ pub fn run(config: Config) -> Result<Report, LightSimError> {
             let verifier = ClaimVerifier::new(|h: &BlockHeader| {
                 blocks
                     .get(&h.slot.0)
-                    .map(|x| x.header.env.clone())
-                    .unwrap_or_else(|| b.header.env.clone())
+                    .map(|x| (h.root(), x.header.env.clone()))
             });
             match apply_wrong_claim(
                 &verifier,

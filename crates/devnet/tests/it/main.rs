@@ -4,6 +4,7 @@
 mod api;
 mod devnet;
 mod light;
+mod onchain;
 mod store;
 
 /// A contract creation with `init` code at `nonce` (1 gwei tip, 2 gwei cap).

@@ -500,7 +500,7 @@ mod on_chain {
             )
             .unwrap(),
         };
-        let verifier = ClaimVerifier::new(|_: &BlockHeader| env.clone());
+        let verifier = ClaimVerifier::new(|h: &BlockHeader| Some((h.root(), env.clone())));
         let apply = |c: &SignedClaim, p: &ExecutionProof, r: &mut ExecutorRegistry| {
             apply_wrong_claim(&verifier, &fraud(c, p), &header, parent_root, &signing, r)
         };

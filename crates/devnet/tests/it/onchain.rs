@@ -1,0 +1,113 @@
+//! Executors' claims on chain: the devnet's blocks carry the claims, and a wrong claim is
+//! proven wrong by the devnet's honest full node, carried in a block as a `WrongClaim` fraud
+//! proof and slashed by every view of the chain, the bounty going to the producer that
+//! carried it — while a light client following the devnet re-executes the disputed block and
+//! believes the true root.
+
+use std::time::{Duration, Instant};
+
+use phalanx_devnet::{Devnet, DevnetConfig};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::api::request;
+
+async fn call(addr: std::net::SocketAddr, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let (code, body) = request(addr, "POST", "/", &body.to_string()).await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_claim_is_proven_on_chain_and_its_executor_slashed() {
+    const LIE_AT: u64 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = DevnetConfig::new(dir.path().to_path_buf());
+    config.slot_seconds = Some(1);
+    config.rpc = "127.0.0.1:0".parse().unwrap();
+    config.dv_validators = 0;
+    config.lying_executor = Some((2, LIE_AT));
+    let devnet = Devnet::start(config).await.unwrap();
+    let rpc = devnet.rpc_addr();
+    let bond = devnet.genesis().executors[2].amount;
+    let (_stop, shutdown) = watch::channel(false);
+    let light = phalanx_light::run::start(
+        phalanx_light::run::RunConfig {
+            nodes: vec![format!("http://{rpc}")],
+            listen: "127.0.0.1:0".parse().unwrap(),
+            genesis: devnet.genesis().clone(),
+            checkpoint: devnet.light_checkpoint(),
+            client: phalanx_light::client::Config::default(),
+            poll_ms: 100,
+        },
+        shutdown,
+    )
+    .await
+    .unwrap();
+
+    // The proof reaches the chain and every view slashes executor 2.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let chain = loop {
+        let status = devnet.status();
+        if let Some(c) = status.chain.as_ref()
+            && !c.executors_slashed.is_empty()
+        {
+            break c.clone();
+        }
+        assert!(Instant::now() < deadline, "no executor slashed: {status:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(chain.executors_slashed, vec![2], "only the liar: {chain:?}");
+    assert_eq!(
+        chain.bounties_gwei,
+        bond / phalanx_consensus::executors::BOUNTY_QUOTIENT,
+        "the bounty went to the producer that carried the proof"
+    );
+    assert!(
+        chain.claims_on_chain >= 3 * (LIE_AT - 1),
+        "the blocks carry the executors' claims: {chain:?}"
+    );
+    let slashed_on_chain: Value =
+        serde_json::from_str(&request(rpc, "GET", "/api/status", "").await.1).unwrap();
+    assert_eq!(slashed_on_chain["chain"]["executors_slashed"], json!([2]));
+
+    // The light client re-executed the disputed block and believes the servers' root there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let believed = light.client.lock().unwrap().root_at(LIE_AT);
+        if let Some(root) = believed {
+            let block = call(
+                rpc,
+                "eth_getBlockByNumber",
+                json!([format!("{LIE_AT:#x}"), false]),
+            )
+            .await;
+            assert_eq!(
+                json!(root),
+                block["result"]["stateRoot"],
+                "light client's root at the lie is the servers'"
+            );
+            let stats = light.client.lock().unwrap().stats();
+            assert!(stats.re_executions >= 1, "{stats:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "light client never decided {LIE_AT}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Claims keep being carried after the slashing.
+    let before = chain.claims_on_chain;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while devnet.status().chain.map_or(0, |c| c.claims_on_chain) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "no claim carried after the slashing"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut devnet = devnet;
+    devnet.shutdown().await;
+}
