@@ -72,6 +72,11 @@ pub(crate) struct DevnetArgs {
     /// INDEX signs a wrong state root for the block at HEIGHT.
     #[arg(long = "lying-executor", value_name = "INDEX@HEIGHT", value_parser = parse_lie)]
     lying_executor: Option<(u32, u64)>,
+    /// Join the chain's gossip network here (a libp2p multiaddr, e.g. /ip4/127.0.0.1/tcp/9000)
+    /// and take executors' claims on its claims topic; the banner prints the peer to give
+    /// `phalanx executor --p2p-peer`.
+    #[arg(long = "p2p-listen", value_name = "MULTIADDR")]
+    p2p_listen: Option<String>,
 }
 
 fn parse_lie(s: &str) -> Result<(u32, u64), String> {
@@ -109,6 +114,7 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
     config.executors = args.executors;
     config.external_executors = args.external_executors;
     config.lying_executor = args.lying_executor;
+    config.p2p_listen = args.p2p_listen.clone();
     let rt = crate::runtime()?;
     rt.block_on(async move {
         let devnet = Devnet::start(config).await?;
@@ -156,14 +162,18 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
         println!("Dashboard http://{}/   metrics http://{}/metrics", devnet.rpc_addr(), devnet.rpc_addr());
         println!("Validator API http://{}/eth/v1/… (OpenAPI: /eth/v1/openapi.json)", devnet.rpc_addr());
         println!("Data       {}", args.data_dir.display());
+        if let Some(peer) = devnet.p2p_peer() {
+            println!("Gossip     {peer} (claims topic)");
+        }
         for i in args.executors - args.external_executors.min(args.executors)..args.executors {
             println!(
-                "Executor {i} not started here: run `phalanx executor --node http://{} --genesis {} --keystore {} --password-file {} --data-dir {}`",
+                "Executor {i} not started here: run `phalanx executor --node http://{} --genesis {} --keystore {} --password-file {} --data-dir {}{}`",
                 devnet.rpc_addr(),
                 args.data_dir.join("chain").join("genesis.json").display(),
                 args.data_dir.join("executors").join(format!("{i:04}.json")).display(),
                 args.data_dir.join("executors").join("password.txt").display(),
                 args.data_dir.join("executors").join(format!("state-{i}")).display(),
+                devnet.p2p_peer().map(|p| format!(" --p2p-peer {p}")).unwrap_or_default(),
             );
         }
         if let Some(addr) = devnet.light_rpc_addr() {

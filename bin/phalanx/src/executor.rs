@@ -27,6 +27,13 @@ pub(crate) struct ExecutorArgs {
     /// Milliseconds between polls of the node.
     #[arg(long = "poll-ms", default_value_t = 250)]
     poll_ms: u64,
+    /// Send claims by gossip through this peer, `HEXKEY@MULTIADDR` (repeat; `phalanx devnet
+    /// --p2p-listen` prints its own) instead of posting them to --node.
+    #[arg(long = "p2p-peer", value_name = "HEXKEY@MULTIADDR")]
+    p2p_peer: Vec<phalanx_net::p2p::Peer>,
+    /// Where to listen on the gossip network (with --p2p-peer).
+    #[arg(long = "p2p-listen", default_value = "/ip4/127.0.0.1/tcp/0")]
+    p2p_listen: String,
 }
 
 pub(crate) fn run(args: &ExecutorArgs) -> anyhow::Result<()> {
@@ -53,6 +60,10 @@ pub(crate) fn run(args: &ExecutorArgs) -> anyhow::Result<()> {
         key,
         data_dir: args.data_dir.clone(),
         poll_ms: args.poll_ms,
+        p2p: (!args.p2p_peer.is_empty()).then(|| phalanx_executor::P2p {
+            listen: args.p2p_listen.clone(),
+            peers: args.p2p_peer.clone(),
+        }),
     };
     let rt = crate::runtime()?;
     rt.block_on(async move {

@@ -10,7 +10,6 @@ use phalanx_cluster::feed::{self, FeedConfig};
 use phalanx_cluster::node::{self, LoadSettings, NodeConfig, StoreChoice};
 use phalanx_cluster::ownership::ShardRange;
 use phalanx_cluster::server::ServerConfig;
-use phalanx_net::PeerKey;
 use phalanx_net::p2p::{self, Libp2pNetwork, Peer};
 
 /// Flags of `phalanx node`.
@@ -75,17 +74,8 @@ pub(crate) struct NodeArgs {
 }
 
 fn parse_peer(text: &str) -> anyhow::Result<Peer> {
-    let (key, address) = text
-        .split_once('@')
-        .with_context(|| format!("--peer {text}: expected HEXKEY@MULTIADDR"))?;
-    let key: [u8; 32] = hex::decode(key.trim_start_matches("0x"))
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .with_context(|| format!("--peer {text}: the key is not 32 bytes of hex"))?;
-    Ok(Peer {
-        key: PeerKey(key),
-        address: Some(address.to_owned()),
-    })
+    text.parse::<Peer>()
+        .with_context(|| format!("--peer {text}"))
 }
 
 async fn interrupted(tx: tokio::sync::watch::Sender<bool>) {

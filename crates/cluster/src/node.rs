@@ -16,7 +16,6 @@
 //! task; the process keeps its state and starts it again a second later, so an etcd outage
 //! costs progress, never state.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -107,25 +106,7 @@ fn file_error(path: &Path, e: impl std::fmt::Display) -> NodeError {
 /// The identity key in `dir/node.key`, made (mode 0600) if absent.
 pub fn identity(dir: &Path) -> Result<[u8; 32], NodeError> {
     let path = dir.join("node.key");
-    std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
-    match std::fs::read_to_string(&path) {
-        Ok(text) => hex::decode(text.trim().trim_start_matches("0x"))
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| file_error(&path, "not a 32-byte hex key")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let seed: [u8; 32] = rand::random();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(&path).map_err(|e| file_error(&path, e))?;
-            writeln!(file, "{}", hex::encode(seed)).map_err(|e| file_error(&path, e))?;
-            file.sync_all().map_err(|e| file_error(&path, e))?;
-            Ok(seed)
-        }
-        Err(e) => Err(file_error(&path, e)),
-    }
+    phalanx_net::p2p::identity_file(&path).map_err(|e| file_error(&path, e))
 }
 
 /// The genesis of `load` over `shards` shards: its block hash and allocation.

@@ -31,10 +31,11 @@ use phalanx_execution::proof::ExecutionProof;
 use phalanx_execution::store::StateStore;
 use phalanx_light::client::{Config, LightClient, LightHeader};
 use phalanx_light::wire::{
-    BOOTSTRAP_PATH, BlockShards, Bootstrap, CLAIMS_PATH, ClaimsAnswer, ClaimsSubmission,
-    FINALITY_PATH, FinalityQuery, FinalityUpdate, MAX_ATTESTATIONS, MAX_CLAIMS, MAX_HEADERS,
-    PROOF_ROUTE, ProofQuery, SHARDS_ROUTE, UPDATES_PATH, Updates, UpdatesQuery,
+    BOOTSTRAP_PATH, BlockShards, Bootstrap, CLAIMS_PATH, CLAIMS_TOPIC, ClaimsAnswer,
+    ClaimsSubmission, FINALITY_PATH, FinalityQuery, FinalityUpdate, MAX_ATTESTATIONS, MAX_CLAIMS,
+    MAX_HEADERS, PROOF_ROUTE, ProofQuery, SHARDS_ROUTE, UPDATES_PATH, Updates, UpdatesQuery,
 };
+use phalanx_net::{Network, Offence};
 use phalanx_types::{
     Attestation, Epoch, ExecutorIndex, FraudProof, Shard, SignedClaim, SigningContext,
 };
@@ -177,15 +178,61 @@ async fn shards(State(shared): State<Arc<Shared>>, Path(height): Path<u64>) -> R
     axum::Json(BlockShards { shards }).into_response()
 }
 
-/// Checks posted claims (bonded signer, valid signature, a block this node holds) and hands
-/// the good ones to the executors' task.
+/// Why a submitted claim (posted or gossiped) is refused, and what it costs its sender.
+fn check_submitted(shared: &Shared, claim: &SignedClaim) -> Result<(), (Offence, String)> {
+    let Some((registry, signing)) = lock(&shared.light_feed.check).clone() else {
+        return Err((Offence::Useless, "this node runs no executors".into()));
+    };
+    let m = &claim.message;
+    let known = shared
+        .blocks()
+        .get(&m.height)
+        .is_some_and(|b| b.header.hash() == m.block_hash);
+    if !known {
+        return Err((
+            Offence::Useless,
+            format!("block {} at height {} is not known", m.block_hash, m.height),
+        ));
+    }
+    let slashed = lock(&shared.chain)
+        .as_ref()
+        .is_some_and(|s| s.executors_slashed.contains(&claim.executor.0));
+    match registry.get(claim.executor) {
+        None => Err((
+            Offence::Invalid,
+            format!("executor {} is not bonded", claim.executor.0),
+        )),
+        Some(_) if slashed => Err((
+            Offence::Useless,
+            format!("executor {} is slashed on chain", claim.executor.0),
+        )),
+        Some(e) => signing
+            .verify(m, &e.pubkey, &claim.signature)
+            .map_err(|err| {
+                (
+                    Offence::Invalid,
+                    format!("executor {}: {err}", claim.executor.0),
+                )
+            }),
+    }
+}
+
+/// Hands a checked claim to the executors' task; `false` when it has stopped.
+fn hand_over(shared: &Shared, claim: SignedClaim) -> bool {
+    lock(&shared.light_feed.posted)
+        .as_ref()
+        .is_some_and(|tx| tx.send(claim).is_ok())
+}
+
+/// Checks posted claims (bonded signer not slashed on chain, valid signature, a block this
+/// node holds) and hands the good ones to the executors' task.
 async fn post_claims(
     State(shared): State<Arc<Shared>>,
     axum::Json(body): axum::Json<ClaimsSubmission>,
 ) -> Response {
-    let Some((registry, signing)) = lock(&shared.light_feed.check).clone() else {
+    if lock(&shared.light_feed.check).is_none() {
         return not_found("this node runs no executors".into());
-    };
+    }
     let mut answer = ClaimsAnswer::default();
     for (i, raw) in body.claims.iter().enumerate().take(MAX_CLAIMS) {
         let claim = match SignedClaim::from_ssz_bytes(raw) {
@@ -195,40 +242,12 @@ async fn post_claims(
                 continue;
             }
         };
-        let m = &claim.message;
-        let known = shared
-            .blocks()
-            .get(&m.height)
-            .is_some_and(|b| b.header.hash() == m.block_hash);
-        let why = if !known {
-            Some(format!(
-                "block {} at height {} is not known",
-                m.block_hash, m.height
-            ))
-        } else {
-            let slashed = lock(&shared.chain)
-                .as_ref()
-                .is_some_and(|s| s.executors_slashed.contains(&claim.executor.0));
-            match registry.get(claim.executor) {
-                None => Some(format!("executor {} is not bonded", claim.executor.0)),
-                Some(_) if slashed => {
-                    Some(format!("executor {} is slashed on chain", claim.executor.0))
-                }
-                Some(e) => signing
-                    .verify(m, &e.pubkey, &claim.signature)
-                    .err()
-                    .map(|err| format!("executor {}: {err}", claim.executor.0)),
-            }
-        };
-        if let Some(why) = why {
+        if let Err((_, why)) = check_submitted(&shared, &claim) {
             tracing::debug!(reason = %why, "devnet: posted claim refused");
             answer.refused.push(format!("claim {i}: {why}"));
             continue;
         }
-        let sent = lock(&shared.light_feed.posted)
-            .as_ref()
-            .is_some_and(|tx| tx.send(claim).is_ok());
-        if sent {
+        if hand_over(&shared, claim) {
             answer.accepted += 1;
         }
     }
@@ -238,6 +257,56 @@ async fn post_claims(
         StatusCode::OK
     };
     (code, axum::Json(answer)).into_response()
+}
+
+/// Counts of claims received by gossip.
+#[derive(Debug, Default)]
+pub(crate) struct GossipCounts {
+    /// Checked and handed to the executors' task.
+    pub(crate) accepted: std::sync::atomic::AtomicU64,
+    /// Refused (the author scored down).
+    pub(crate) refused: std::sync::atomic::AtomicU64,
+}
+
+/// The devnet on the chain's gossip network: every claim on [`CLAIMS_TOPIC`] is checked as a
+/// posted one is; a good one goes to the executors' task (served to light clients, carried by
+/// the chain), the author of a bad one is reported to the network — [`Offence::Useless`] for
+/// a claim about a block this node does not hold (the seed's spam: dropped at once, unweighed,
+/// and cheap to penalise since an honest executor ahead of this node can send one),
+/// [`Offence::Undecodable`] / [`Offence::Invalid`] for garbage or a bad signature — so a
+/// spammer is banned after a handful of messages and its later messages never reach here.
+pub(crate) async fn gossip_task(
+    mut net: phalanx_net::p2p::Libp2pNetwork,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let event = tokio::select! {
+            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return; } else { continue },
+            e = net.recv() => match e { Some(e) => e, None => return },
+        };
+        let phalanx_net::NetEvent::Gossip { from, topic, data } = event else {
+            continue;
+        };
+        if topic != CLAIMS_TOPIC {
+            continue;
+        }
+        let checked = SignedClaim::from_ssz_bytes(&data)
+            .map_err(|e| (Offence::Undecodable, format!("malformed claim: {e:?}")))
+            .and_then(|c| check_submitted(&shared, &c).map(|()| c));
+        match checked {
+            Ok(claim) => {
+                shared.gossip.accepted.fetch_add(1, Ordering::Relaxed);
+                hand_over(&shared, claim);
+            }
+            Err((offence, why)) => {
+                shared.gossip.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %from, ?offence, reason = %why, "devnet: gossiped claim refused");
+                net.report(from, offence);
+            }
+        }
+    }
 }
 
 fn not_found(message: String) -> Response {

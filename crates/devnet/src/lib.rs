@@ -109,6 +109,10 @@ pub struct DevnetConfig {
     /// Fault injection: in-process executor `.0` signs a wrong root for the block at height
     /// `.1` (the devnet catches it, proves it wrong on chain, and the chain slashes it).
     pub lying_executor: Option<(u32, u64)>,
+    /// Where the devnet joins the chain's gossip network (a libp2p multiaddr, e.g.
+    /// `/ip4/127.0.0.1/tcp/9000`), taking executors' claims on its claims topic; `None`: no
+    /// gossip, claims only by HTTP. Its identity key is `data_dir/p2p.key`.
+    pub p2p_listen: Option<String>,
 }
 
 impl DevnetConfig {
@@ -135,6 +139,7 @@ impl DevnetConfig {
             external_executors: 0,
             light_rpc: None,
             lying_executor: None,
+            p2p_listen: None,
         }
     }
 }
@@ -212,6 +217,8 @@ pub(crate) struct Shared {
     pub(crate) light: Mutex<Option<claims::LightStatus>>,
     /// What light clients are served.
     pub(crate) light_feed: claims::Feed,
+    /// Claims received by gossip.
+    pub(crate) gossip: claims::GossipCounts,
     /// Installed JSON-RPC filters.
     pub(crate) filters: Mutex<filters::Filters>,
 }
@@ -423,6 +430,8 @@ pub struct Devnet {
     chain_thread: Option<std::thread::JoinHandle<()>>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Its peer on the gossip network: `HEXKEY@MULTIADDR`.
+    p2p_peer: Option<String>,
 }
 
 impl std::fmt::Debug for Devnet {
@@ -699,6 +708,7 @@ impl Devnet {
             dv: cluster.as_ref().map(|c| c.shared.clone()),
             light: Mutex::new(None),
             light_feed: claims::Feed::default(),
+            gossip: claims::GossipCounts::default(),
             filters: Mutex::new(filters::Filters::default()),
         });
 
@@ -901,6 +911,33 @@ impl Devnet {
                 shutdown.clone(),
             )));
         }
+        // The gossip network: executors' claims.
+        let mut p2p_peer = None;
+        if let Some(listen) = &config.p2p_listen {
+            let secret = phalanx_net::p2p::identity_file(&config.data_dir.join("p2p.key"))
+                .map_err(|e| DevnetError::Config(e.to_string()))?;
+            let net = phalanx_net::p2p::Libp2pNetwork::start(phalanx_net::p2p::Config {
+                secret,
+                listen: listen.clone(),
+                peers: Vec::new(),
+                closed: false,
+            })
+            .await
+            .map_err(|e| DevnetError::Config(format!("--p2p-listen {listen}: {e}")))?;
+            use phalanx_net::Network as _;
+            net.subscribe(phalanx_light::wire::CLAIMS_TOPIC)
+                .map_err(|e| DevnetError::Config(e.to_string()))?;
+            p2p_peer = net
+                .listening()
+                .first()
+                .map(|a| format!("{}@{a}", alloy_primitives::hex::encode(net.local().0)));
+            tracing::info!(peer = ?p2p_peer, "devnet: on the gossip network (claims topic)");
+            tasks.push(tokio::spawn(claims::gossip_task(
+                net,
+                shared.clone(),
+                shutdown.clone(),
+            )));
+        }
         tracing::info!(rpc = %rpc_addr, servers = config.servers, validators = config.validators,
             producers = config.producers, "devnet up");
         Ok(Self {
@@ -914,7 +951,14 @@ impl Devnet {
             chain_thread: Some(chain_thread),
             stop,
             tasks,
+            p2p_peer,
         })
+    }
+
+    /// Its peer on the gossip network, `HEXKEY@MULTIADDR` (what `phalanx executor
+    /// --p2p-peer` takes), when it joined one.
+    pub fn p2p_peer(&self) -> Option<&str> {
+        self.p2p_peer.as_deref()
     }
 
     /// The development accounts (address and private key), funded at genesis.

@@ -80,6 +80,8 @@ pub(crate) fn status_json(shared: &Shared) -> Value {
             "claims_on_chain": c.claims_on_chain,
             "executors_slashed": c.executors_slashed,
             "bounties_gwei": c.bounties_gwei,
+            "claims_gossip_accepted": shared.gossip.accepted.load(Ordering::Relaxed),
+            "claims_gossip_refused": shared.gossip.refused.load(Ordering::Relaxed),
         })
     });
     let recent: Vec<Value> = {
@@ -262,6 +264,18 @@ fn metrics_text(shared: &Shared) -> String {
         "executors_slashed",
         "Executors slashed on the chain by wrong-claim proofs",
         chain.map_or(0, |c| c.executors_slashed.len() as u64),
+    );
+    gauge(
+        &mut registry,
+        "claims_gossip_accepted",
+        "Claims received on the gossip topic and accepted",
+        shared.gossip.accepted.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut registry,
+        "claims_gossip_refused",
+        "Claims received on the gossip topic and refused (their authors scored down)",
+        shared.gossip.refused.load(Ordering::Relaxed),
     );
     gauge(
         &mut registry,

@@ -14,8 +14,12 @@
 //!    shard root, executes the block on its own state and makes it final at once.
 //! 4. **Claims.** For each block it signs `Claim{height, domain 0, prev_state_root,
 //!    prior_meta_state_root, block_hash, effects_roots, post_state_root}` from its own
-//!    execution — never from what the node says — and posts the claims to the node, which
-//!    passes them on to light clients. A claim the node refuses is logged with the reason.
+//!    execution — never from what the node says — and sends it: **by gossip** on the chain's
+//!    claims topic ([`phalanx_light::wire::CLAIMS_TOPIC`]) when it is given peers
+//!    ([`P2p`]), otherwise by posting it to the node over HTTP (a claim the node refuses is
+//!    logged with the reason). Gossip is best effort, so a gossiped claim stays pending until
+//!    the node serves it back (its `updates` list it) and is published again every
+//!    [`REPUBLISH`] until then, for at most [`PENDING`] heights.
 //! 5. **Crash safety.** Its state is on disk (redb, one transaction per block); restarted, it
 //!    resumes after the last block it executed. A claim lost in a crash between execution and
 //!    posting is not signed again (the light client weighs the others, or fetches a proof).
@@ -42,6 +46,20 @@ use ssz::{Decode, Encode};
 use tokio::sync::watch;
 use tree_hash::TreeHash;
 
+/// How often a gossiped claim the node does not serve yet is published again.
+pub const REPUBLISH: Duration = Duration::from_secs(2);
+/// Heights of gossiped claims kept pending at most (the oldest is given up first).
+pub const PENDING: usize = 64;
+
+/// The gossip network an executor sends its claims on.
+#[derive(Debug, Clone)]
+pub struct P2p {
+    /// Where it listens (multiaddr; port 0 picks one).
+    pub listen: String,
+    /// Peers to dial (the node, at least).
+    pub peers: Vec<phalanx_net::p2p::Peer>,
+}
+
 /// Settings of `phalanx executor`.
 #[derive(Clone)]
 pub struct ExecutorConfig {
@@ -55,6 +73,8 @@ pub struct ExecutorConfig {
     pub data_dir: PathBuf,
     /// How often to poll the node.
     pub poll_ms: u64,
+    /// Send claims by gossip instead of HTTP (identity key `data_dir/p2p.key`).
+    pub p2p: Option<P2p>,
 }
 
 impl std::fmt::Debug for ExecutorConfig {
@@ -103,6 +123,9 @@ pub enum ExecutorError {
     /// the one on disk).
     #[error("following the node: {0}")]
     Follow(String),
+    /// The gossip network could not start.
+    #[error("gossip network: {0}")]
+    Network(#[from] phalanx_net::NetError),
 }
 
 /// The genesis allocation as changes to the empty state.
@@ -196,6 +219,22 @@ pub async fn run(
     )
     .await
     .map_err(|e| ExecutorError::Follow(e.to_string()))?;
+    let net = match &config.p2p {
+        Some(p2p) => {
+            let secret = phalanx_net::p2p::identity_file(&config.data_dir.join("p2p.key"))?;
+            let net = phalanx_net::p2p::Libp2pNetwork::start(phalanx_net::p2p::Config {
+                secret,
+                listen: p2p.listen.clone(),
+                peers: p2p.peers.clone(),
+                closed: false,
+            })
+            .await?;
+            tracing::info!(peer = %hex_key(&net), listening = ?net.listening(),
+                "executor: claims go by gossip");
+            Some(net)
+        }
+        None => None,
+    };
     tracing::info!(executor = index.0, node = %config.node, "executor: following");
     let mut me = Executor {
         follow,
@@ -206,6 +245,8 @@ pub async fn run(
         upstream,
         last_line: 0,
         claimed: 0,
+        net,
+        pending: std::collections::BTreeMap::new(),
     };
     let poll = Duration::from_millis(config.poll_ms.max(10));
     let mut failing = false;
@@ -225,11 +266,31 @@ pub async fn run(
             }
             Err(StepError::State(e)) => return Err(ExecutorError::State(e)),
         }
-        tokio::select! {
-            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return Ok(()); },
-            () = tokio::time::sleep(poll) => {}
+        let sleep = tokio::time::sleep(poll);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return Ok(()); },
+                () = &mut sleep => break,
+                // Nothing is subscribed: drain what arrives so the queue never fills.
+                Some(_) = recv(&mut me.net) => {}
+            }
         }
     }
+}
+
+/// The next event of `net`, or never without one.
+async fn recv(net: &mut Option<phalanx_net::p2p::Libp2pNetwork>) -> Option<phalanx_net::NetEvent> {
+    use phalanx_net::Network as _;
+    match net {
+        Some(n) => n.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn hex_key(net: &phalanx_net::p2p::Libp2pNetwork) -> String {
+    use phalanx_net::Network as _;
+    alloy_primitives::hex::encode(net.local().0)
 }
 
 enum StepError {
@@ -247,6 +308,10 @@ struct Executor {
     upstream: Upstream,
     last_line: u64,
     claimed: u64,
+    /// The gossip network, when claims go by gossip.
+    net: Option<phalanx_net::p2p::Libp2pNetwork>,
+    /// Gossiped claims the node does not serve yet, by height, with when each was last sent.
+    pending: std::collections::BTreeMap<u64, (SignedClaim, Option<std::time::Instant>)>,
 }
 
 fn now_ms() -> u64 {
@@ -267,11 +332,12 @@ impl Executor {
             .upstream
             .updates(&UpdatesQuery {
                 from: self.follow.next_height(),
-                claims_from: u64::MAX,
+                claims_from: self.pending.keys().next().copied().unwrap_or(u64::MAX),
                 limit: Some(MAX_HEADERS as u64),
             })
             .await
             .map_err(StepError::Fetch)?;
+        self.confirm(&updates.claims);
         let full = updates.headers.len() >= MAX_HEADERS;
         let fin = self
             .follow
@@ -314,7 +380,19 @@ impl Executor {
                 signature: self.signing.sign(&message, &self.key),
                 message,
             };
-            claims.push(Bytes::from(signed.as_ssz_bytes()));
+            if self.net.is_some() {
+                self.pending.insert(header.number, (signed, None));
+                while self.pending.len() > PENDING {
+                    if let Some((height, _)) = self.pending.pop_first() {
+                        tracing::warn!(
+                            height,
+                            "executor: the node never served this gossiped claim; giving up on it"
+                        );
+                    }
+                }
+            } else {
+                claims.push(Bytes::from(signed.as_ssz_bytes()));
+            }
             tip = (header.number, hash);
             tip_root = result.post_state_root;
         }
@@ -331,6 +409,7 @@ impl Executor {
             }
             tracing::debug!(sent, accepted = answer.accepted, "executor: claims posted");
         }
+        self.gossip();
         let now = now_ms();
         if now.saturating_sub(self.last_line) >= 10_000 {
             self.last_line = now;
@@ -338,6 +417,50 @@ impl Executor {
                 claims_accepted = self.claimed, "executor: executed");
         }
         Ok(full)
+    }
+
+    /// Drops the pending claims the node serves (its `updates` list them).
+    fn confirm(&mut self, served: &[Bytes]) {
+        if self.pending.is_empty() {
+            return;
+        }
+        for raw in served {
+            if let Ok(c) = SignedClaim::from_ssz_bytes(raw)
+                && c.executor == self.index
+                && self
+                    .pending
+                    .get(&c.message.height)
+                    .is_some_and(|(mine, _)| *mine == c)
+            {
+                self.pending.remove(&c.message.height);
+                self.claimed += 1;
+            }
+        }
+    }
+
+    /// Publishes the pending claims never sent, or sent more than [`REPUBLISH`] ago.
+    fn gossip(&mut self) {
+        use phalanx_net::Network as _;
+        let Some(net) = &self.net else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        for (height, (claim, sent)) in &mut self.pending {
+            if sent.is_some_and(|at| now.duration_since(at) < REPUBLISH) {
+                continue;
+            }
+            if sent.is_some() {
+                tracing::debug!(
+                    height,
+                    "executor: the node does not serve this claim yet; publishing it again"
+                );
+            }
+            if let Err(e) = net.publish(phalanx_light::wire::CLAIMS_TOPIC, claim.as_ssz_bytes()) {
+                tracing::warn!(error = %e, "executor: cannot publish a claim");
+                return;
+            }
+            *sent = Some(now);
+        }
     }
 
     /// The block's shards, checked against the header; `None` (logged) when the node has

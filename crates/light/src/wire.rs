@@ -68,6 +68,11 @@ pub struct FinalityUpdate {
 pub const SHARDS_ROUTE: &str = "/phalanx/v1/light/shards/{height}";
 /// Path claims are posted to.
 pub const CLAIMS_PATH: &str = "/phalanx/v1/light/claims";
+/// The gossip topic of executors' claims: one SSZ `SignedClaim` per message. A node checks
+/// each as it checks posted ones; the author of one that does not decode or check is scored
+/// down (`phalanx_net::scoring`), a claim about a block the node does not hold costing
+/// little (it may be a race), garbage costing much.
+pub const CLAIMS_TOPIC: &str = "claims";
 
 /// The path of the shards at `height`.
 pub fn shards_path(height: u64) -> String {

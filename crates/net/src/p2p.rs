@@ -39,6 +39,56 @@ pub struct Peer {
     pub address: Option<String>,
 }
 
+impl std::str::FromStr for Peer {
+    type Err = NetError;
+
+    /// `HEXKEY@MULTIADDR`: the peer's ed25519 public key in hex and where to dial it.
+    fn from_str(text: &str) -> Result<Self, NetError> {
+        let (key, address) = text
+            .split_once('@')
+            .ok_or_else(|| NetError::Config(format!("{text}: expected HEXKEY@MULTIADDR")))?;
+        let key: [u8; 32] = hex::decode(key.trim_start_matches("0x"))
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| NetError::Config(format!("{text}: the key is not 32 bytes of hex")))?;
+        address
+            .parse::<Multiaddr>()
+            .map_err(|e| NetError::Config(format!("{text}: {e}")))?;
+        Ok(Peer {
+            key: PeerKey(key),
+            address: Some(address.to_owned()),
+        })
+    }
+}
+
+/// The ed25519 identity seed kept in the file `path` (hex), made with mode 0600 and synced if
+/// absent, so a process keeps its peer key across restarts.
+pub fn identity_file(path: &std::path::Path) -> Result<[u8; 32], NetError> {
+    let bad = |e: &dyn std::fmt::Display| NetError::Config(format!("{}: {e}", path.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| bad(&e))?;
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => hex::decode(text.trim().trim_start_matches("0x"))
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| bad(&"not a 32-byte hex key")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            use std::io::Write;
+            let seed: [u8; 32] = rand::random();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(path).map_err(|e| bad(&e))?;
+            writeln!(file, "{}", hex::encode(seed)).map_err(|e| bad(&e))?;
+            file.sync_all().map_err(|e| bad(&e))?;
+            Ok(seed)
+        }
+        Err(e) => Err(bad(&e)),
+    }
+}
+
 /// How to start a libp2p network.
 #[derive(Clone)]
 pub struct Config {

@@ -3,6 +3,7 @@
 
 mod api;
 mod devnet;
+mod gossip;
 mod light;
 mod onchain;
 mod store;
