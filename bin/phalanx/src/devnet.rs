@@ -181,12 +181,13 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
         }
         if let Some(c) = devnet.light_checkpoint() {
             println!(
-                "Light client: phalanx light --node http://{} --genesis {} --checkpoint {}:{}:{}",
+                "Light client: phalanx light --node http://{} --genesis {} --checkpoint {}:{}:{}{}",
                 devnet.rpc_addr(),
                 args.data_dir.join("chain").join("genesis.json").display(),
                 c.height,
                 c.block_hash,
-                c.state_root
+                c.state_root,
+                devnet.p2p_peer().map(|p| format!(" --p2p-peer {p}")).unwrap_or_default(),
             );
         }
         println!(

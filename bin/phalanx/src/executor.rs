@@ -60,7 +60,7 @@ pub(crate) fn run(args: &ExecutorArgs) -> anyhow::Result<()> {
         key,
         data_dir: args.data_dir.clone(),
         poll_ms: args.poll_ms,
-        p2p: (!args.p2p_peer.is_empty()).then(|| phalanx_executor::P2p {
+        p2p: (!args.p2p_peer.is_empty()).then(|| phalanx_net::p2p::Join {
             listen: args.p2p_listen.clone(),
             peers: args.p2p_peer.clone(),
         }),

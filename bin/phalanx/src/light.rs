@@ -34,6 +34,13 @@ pub(crate) struct LightArgs {
     /// Milliseconds between polls of the node.
     #[arg(long = "poll-ms", default_value_t = 500)]
     poll_ms: u64,
+    /// Also take claims from the chain's gossip network through this peer,
+    /// `HEXKEY@MULTIADDR` (repeat; `phalanx devnet --p2p-listen` prints its own).
+    #[arg(long = "p2p-peer", value_name = "HEXKEY@MULTIADDR")]
+    p2p_peer: Vec<phalanx_net::p2p::Peer>,
+    /// Where to listen on the gossip network (with --p2p-peer).
+    #[arg(long = "p2p-listen", default_value = "/ip4/127.0.0.1/tcp/0")]
+    p2p_listen: String,
 }
 
 fn checkpoint(text: &str) -> anyhow::Result<Bootstrap> {
@@ -73,6 +80,10 @@ pub(crate) fn run(args: &LightArgs) -> anyhow::Result<()> {
         checkpoint: args.checkpoint.as_deref().map(checkpoint).transpose()?,
         genesis,
         poll_ms: args.poll_ms,
+        p2p: (!args.p2p_peer.is_empty()).then(|| phalanx_net::p2p::Join {
+            listen: args.p2p_listen.clone(),
+            peers: args.p2p_peer.clone(),
+        }),
     };
     let rt = crate::runtime()?;
     rt.block_on(async move {

@@ -107,6 +107,9 @@ pub(crate) struct Feed {
     check: Mutex<Option<(ExecutorRegistry, SigningContext)>>,
     /// Posted claims, to the executors' task.
     posted: Mutex<Option<mpsc::UnboundedSender<SignedClaim>>>,
+    /// Claims to publish on the gossip topic (the devnet's own and those posted over HTTP;
+    /// gossiped ones are relayed by gossipsub itself), when the devnet is on the network.
+    pub(crate) publish: Mutex<Option<mpsc::UnboundedSender<SignedClaim>>>,
     /// Signed claims by height.
     claims: Mutex<BTreeMap<u64, Vec<SignedClaim>>>,
     /// To the executors' task.
@@ -247,6 +250,7 @@ async fn post_claims(
             answer.refused.push(format!("claim {i}: {why}"));
             continue;
         }
+        publish(&shared, &claim);
         if hand_over(&shared, claim) {
             answer.accepted += 1;
         }
@@ -257,6 +261,13 @@ async fn post_claims(
         StatusCode::OK
     };
     (code, axum::Json(answer)).into_response()
+}
+
+/// Queues `claim` for the gossip topic (nothing when the devnet is not on the network).
+fn publish(shared: &Shared, claim: &SignedClaim) {
+    if let Some(tx) = lock(&shared.light_feed.publish).as_ref() {
+        let _ = tx.send(claim.clone());
+    }
 }
 
 /// Counts of claims received by gossip.
@@ -275,15 +286,25 @@ pub(crate) struct GossipCounts {
 /// and cheap to penalise since an honest executor ahead of this node can send one),
 /// [`Offence::Undecodable`] / [`Offence::Invalid`] for garbage or a bad signature — so a
 /// spammer is banned after a handful of messages and its later messages never reach here.
+///
+/// It also publishes on the topic the claims of its own executors and those posted to it, so
+/// light clients on the network receive every claim the devnet has.
 pub(crate) async fn gossip_task(
     mut net: phalanx_net::p2p::Libp2pNetwork,
     shared: Arc<Shared>,
+    mut to_publish: mpsc::UnboundedReceiver<SignedClaim>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use std::sync::atomic::Ordering;
     loop {
         let event = tokio::select! {
             r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return; } else { continue },
+            Some(claim) = to_publish.recv() => {
+                if let Err(e) = net.publish(CLAIMS_TOPIC, claim.as_ssz_bytes()) {
+                    tracing::debug!(error = %e, "devnet: cannot publish a claim");
+                }
+                continue;
+            }
             e = net.recv() => match e { Some(e) => e, None => return },
         };
         let phalanx_net::NetEvent::Gossip { from, topic, data } = event else {
@@ -623,6 +644,7 @@ impl Run {
             });
         }
         for signed in signed_here {
+            publish(&self.shared, &signed);
             self.claim(signed);
         }
         self.decide(now);

@@ -877,6 +877,7 @@ impl Devnet {
                         checkpoint: Some(checkpoint),
                         client: phalanx_light::client::Config::default(),
                         poll_ms: 250,
+                        p2p: None,
                     },
                     shutdown.clone(),
                 )
@@ -914,27 +915,26 @@ impl Devnet {
         // The gossip network: executors' claims.
         let mut p2p_peer = None;
         if let Some(listen) = &config.p2p_listen {
-            let secret = phalanx_net::p2p::identity_file(&config.data_dir.join("p2p.key"))
-                .map_err(|e| DevnetError::Config(e.to_string()))?;
-            let net = phalanx_net::p2p::Libp2pNetwork::start(phalanx_net::p2p::Config {
-                secret,
-                listen: listen.clone(),
-                peers: Vec::new(),
-                closed: false,
-            })
+            let net = phalanx_net::p2p::Libp2pNetwork::join(
+                &config.data_dir.join("p2p.key"),
+                &phalanx_net::p2p::Join {
+                    listen: listen.clone(),
+                    peers: Vec::new(),
+                },
+            )
             .await
             .map_err(|e| DevnetError::Config(format!("--p2p-listen {listen}: {e}")))?;
             use phalanx_net::Network as _;
             net.subscribe(phalanx_light::wire::CLAIMS_TOPIC)
                 .map_err(|e| DevnetError::Config(e.to_string()))?;
-            p2p_peer = net
-                .listening()
-                .first()
-                .map(|a| format!("{}@{a}", alloy_primitives::hex::encode(net.local().0)));
+            p2p_peer = net.peer_string();
             tracing::info!(peer = ?p2p_peer, "devnet: on the gossip network (claims topic)");
+            let (publish, to_publish) = mpsc::unbounded_channel();
+            *lock(&shared.light_feed.publish) = Some(publish);
             tasks.push(tokio::spawn(claims::gossip_task(
                 net,
                 shared.clone(),
+                to_publish,
                 shutdown.clone(),
             )));
         }

@@ -16,7 +16,7 @@
 //!    prior_meta_state_root, block_hash, effects_roots, post_state_root}` from its own
 //!    execution — never from what the node says — and sends it: **by gossip** on the chain's
 //!    claims topic ([`phalanx_light::wire::CLAIMS_TOPIC`]) when it is given peers
-//!    ([`P2p`]), otherwise by posting it to the node over HTTP (a claim the node refuses is
+//!    ([`ExecutorConfig::p2p`]), otherwise by posting it to the node over HTTP (a claim the node refuses is
 //!    logged with the reason). Gossip is best effort, so a gossiped claim stays pending until
 //!    the node serves it back (its `updates` list it) and is published again every
 //!    [`REPUBLISH`] until then, for at most [`PENDING`] heights.
@@ -51,15 +51,6 @@ pub const REPUBLISH: Duration = Duration::from_secs(2);
 /// Heights of gossiped claims kept pending at most (the oldest is given up first).
 pub const PENDING: usize = 64;
 
-/// The gossip network an executor sends its claims on.
-#[derive(Debug, Clone)]
-pub struct P2p {
-    /// Where it listens (multiaddr; port 0 picks one).
-    pub listen: String,
-    /// Peers to dial (the node, at least).
-    pub peers: Vec<phalanx_net::p2p::Peer>,
-}
-
 /// Settings of `phalanx executor`.
 #[derive(Clone)]
 pub struct ExecutorConfig {
@@ -74,7 +65,7 @@ pub struct ExecutorConfig {
     /// How often to poll the node.
     pub poll_ms: u64,
     /// Send claims by gossip instead of HTTP (identity key `data_dir/p2p.key`).
-    pub p2p: Option<P2p>,
+    pub p2p: Option<phalanx_net::p2p::Join>,
 }
 
 impl std::fmt::Debug for ExecutorConfig {
@@ -220,17 +211,10 @@ pub async fn run(
     .await
     .map_err(|e| ExecutorError::Follow(e.to_string()))?;
     let net = match &config.p2p {
-        Some(p2p) => {
-            let secret = phalanx_net::p2p::identity_file(&config.data_dir.join("p2p.key"))?;
-            let net = phalanx_net::p2p::Libp2pNetwork::start(phalanx_net::p2p::Config {
-                secret,
-                listen: p2p.listen.clone(),
-                peers: p2p.peers.clone(),
-                closed: false,
-            })
-            .await?;
-            tracing::info!(peer = %hex_key(&net), listening = ?net.listening(),
-                "executor: claims go by gossip");
+        Some(join) => {
+            let net = phalanx_net::p2p::Libp2pNetwork::join(&config.data_dir.join("p2p.key"), join)
+                .await?;
+            tracing::info!(peer = ?net.peer_string(), "executor: claims go by gossip");
             Some(net)
         }
         None => None,
@@ -273,24 +257,10 @@ pub async fn run(
                 r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return Ok(()); },
                 () = &mut sleep => break,
                 // Nothing is subscribed: drain what arrives so the queue never fills.
-                Some(_) = recv(&mut me.net) => {}
+                Some(_) = phalanx_net::p2p::next_event(&mut me.net) => {}
             }
         }
     }
-}
-
-/// The next event of `net`, or never without one.
-async fn recv(net: &mut Option<phalanx_net::p2p::Libp2pNetwork>) -> Option<phalanx_net::NetEvent> {
-    use phalanx_net::Network as _;
-    match net {
-        Some(n) => n.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-fn hex_key(net: &phalanx_net::p2p::Libp2pNetwork) -> String {
-    use phalanx_net::Network as _;
-    alloy_primitives::hex::encode(net.local().0)
 }
 
 enum StepError {

@@ -11,6 +11,13 @@
 //! every executor a proof showed wrong, and serves verified reads ([`crate::rpc`]) on its own
 //! JSON-RPC endpoint. A progress line every 10 seconds says where it is.
 //!
+//! With [`RunConfig::p2p`] it also joins the chain's gossip network and takes claims from
+//! the claims topic ([`crate::wire::CLAIMS_TOPIC`]), so a node that withholds claims over HTTP
+//! costs nothing while the claims circulate. A gossiped claim about a block not final here
+//! yet waits (up to [`EARLY_HEIGHTS`] ahead); its author is scored down for garbage, a bad
+//! signature or an unbonded signer (`Invalid`), and for a claim about a block the client
+//! does not hold at that height (`Useless`: dropped unweighed, the seed's spam).
+//!
 //! A node that stops answering is logged once and skipped; with none answering the client
 //! stalls, serving reads at the roots it believes, and resumes when one is back. A node that lies gets its headers refused
 //! (each must come with the signed consensus header it derives from: producer, proposer and
@@ -43,6 +50,12 @@ use crate::wire::{Bootstrap, MAX_HEADERS, UpdatesQuery};
 /// How long to wait before asking again for a proof the node did not have.
 pub const PROOF_RETRY_MS: u64 = 2_000;
 
+/// How far beyond the last final header a gossiped claim may be and still wait for it.
+pub const EARLY_HEIGHTS: u64 = 64;
+
+/// Gossiped claims waiting for their header, per height, at most.
+const EARLY_PER_HEIGHT: usize = 64;
+
 /// Settings of `phalanx light`.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -58,6 +71,8 @@ pub struct RunConfig {
     pub checkpoint: Option<Bootstrap>,
     /// The client's rules.
     pub client: Config,
+    /// Also take claims from the chain's gossip network (an identity made for the run).
+    pub p2p: Option<phalanx_net::p2p::Join>,
     /// How often to poll the node.
     pub poll_ms: u64,
 }
@@ -91,6 +106,9 @@ pub enum RunError {
     /// The checkpoint's header could not be had or does not match.
     #[error("checkpoint header: {0}")]
     CheckpointHeader(String),
+    /// The gossip network could not be joined.
+    #[error("gossip network: {0}")]
+    Network(String),
 }
 
 /// A started light client.
@@ -183,7 +201,27 @@ pub async fn start(
                 }
             }
         });
+    let net = match &config.p2p {
+        Some(join) => {
+            let net = phalanx_net::p2p::Libp2pNetwork::start(phalanx_net::p2p::Config {
+                secret: rand::random(),
+                listen: join.listen.clone(),
+                peers: join.peers.clone(),
+                closed: false,
+            })
+            .await
+            .map_err(|e| RunError::Network(e.to_string()))?;
+            use phalanx_net::Network as _;
+            net.subscribe(crate::wire::CLAIMS_TOPIC)
+                .map_err(|e| RunError::Network(e.to_string()))?;
+            tracing::info!(peer = ?net.peer_string(), "light client: taking claims from gossip");
+            Some(net)
+        }
+        None => None,
+    };
     let follower = Follower {
+        net,
+        early: BTreeMap::new(),
         client: client.clone(),
         headers,
         upstreams,
@@ -210,6 +248,10 @@ fn now_ms() -> u64 {
 }
 
 struct Follower {
+    /// The gossip network, when claims come from it too.
+    net: Option<phalanx_net::p2p::Libp2pNetwork>,
+    /// Gossiped claims about blocks not final here yet, by height, with their authors.
+    early: BTreeMap<u64, Vec<(phalanx_net::PeerKey, SignedClaim)>>,
     client: Arc<Mutex<LightClient>>,
     /// Headers checked and shown final before the client sees them.
     headers: FinalHeaders,
@@ -238,9 +280,97 @@ impl Follower {
             if self.step().await {
                 continue;
             }
-            tokio::select! {
-                r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return; },
-                () = tokio::time::sleep(poll) => {}
+            let sleep = tokio::time::sleep(poll);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return; },
+                    () = &mut sleep => break,
+                    Some(event) = phalanx_net::p2p::next_event(&mut self.net) => self.gossiped(event),
+                }
+            }
+        }
+    }
+
+    /// An event from the gossip network: a claim on the claims topic is offered to the
+    /// client; garbage costs its author.
+    fn gossiped(&mut self, event: phalanx_net::NetEvent) {
+        use phalanx_net::{NetEvent, Network as _, Offence};
+        let NetEvent::Gossip { from, topic, data } = event else {
+            return;
+        };
+        if topic != crate::wire::CLAIMS_TOPIC {
+            return;
+        }
+        match SignedClaim::from_ssz_bytes(&data) {
+            Ok(claim) => {
+                let client = self.client.clone();
+                let mut client = client
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                self.offer(&mut client, claim, Some(from));
+            }
+            Err(e) => {
+                tracing::debug!(peer = %from, error = ?e, "light client: malformed gossiped claim");
+                if let Some(net) = &self.net {
+                    net.report(from, Offence::Undecodable);
+                }
+            }
+        }
+    }
+
+    /// A claim from a node's updates (`from` none) or from the gossip topic (`from` its
+    /// author): handed to the client once per height. One about a block not final here yet
+    /// waits for a later poll (a node's) or in `early` (a gossiped one). The author of a
+    /// gossiped claim the client refuses as unknown or badly signed is reported.
+    fn offer(
+        &mut self,
+        client: &mut LightClient,
+        claim: SignedClaim,
+        from: Option<phalanx_net::PeerKey>,
+    ) {
+        use phalanx_net::{Network as _, Offence};
+        let height = claim.message.height;
+        let (head, tip) = (client.head().0, client.tip().0);
+        if height <= head {
+            return;
+        }
+        let report = |offence| {
+            if let (Some(peer), Some(net)) = (from, &self.net) {
+                net.report(peer, offence);
+            }
+        };
+        if height > tip {
+            let Some(peer) = from else {
+                return;
+            };
+            if height > tip.saturating_add(EARLY_HEIGHTS) {
+                report(Offence::Useless);
+                return;
+            }
+            let waiting = self.early.entry(height).or_default();
+            if waiting.len() < EARLY_PER_HEIGHT {
+                waiting.push((peer, claim));
+            }
+            return;
+        }
+        if !self
+            .seen
+            .entry(height)
+            .or_default()
+            .insert(claim.tree_hash_root())
+        {
+            return;
+        }
+        if let Err(e) = client.on_claim(claim) {
+            tracing::debug!(error = %e, "light client: claim refused");
+            use crate::client::ClaimError as E;
+            match e {
+                E::UnknownBlock { .. } => report(Offence::Useless),
+                E::Unbonded(_) | E::BadSignature(_) | E::UnknownDomain(_) => {
+                    report(Offence::Invalid)
+                }
+                _ => {}
             }
         }
     }
@@ -287,8 +417,8 @@ impl Follower {
         let now = now_ms();
         let fin = self.headers.take(&updates, upstream).await?;
         {
-            let mut client = self
-                .client
+            let client = self.client.clone();
+            let mut client = client
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for header in fin {
@@ -297,30 +427,19 @@ impl Follower {
                     break;
                 }
             }
-            let head = client.head().0;
-            let tip = client.tip().0;
             for raw in &updates.claims {
                 let Ok(claim) = SignedClaim::from_ssz_bytes(raw) else {
                     tracing::warn!("light client: malformed claim from the node");
                     continue;
                 };
-                let height = claim.message.height;
-                // Claims about blocks not yet final here wait for a later poll.
-                if height > tip {
-                    continue;
-                }
-                if height <= head
-                    || !self
-                        .seen
-                        .entry(height)
-                        .or_default()
-                        .insert(claim.tree_hash_root())
-                {
-                    continue;
-                }
-                if let Err(e) = client.on_claim(claim) {
-                    tracing::debug!(error = %e, "light client: claim refused");
-                }
+                self.offer(&mut client, claim, None);
+            }
+            // Gossiped claims whose headers are final now.
+            let tip = client.tip().0;
+            let later = self.early.split_off(&tip.saturating_add(1));
+            let ready = std::mem::replace(&mut self.early, later);
+            for (peer, claim) in ready.into_values().flatten() {
+                self.offer(&mut client, claim, Some(peer));
             }
         }
         Ok(full)

@@ -89,6 +89,24 @@ pub fn identity_file(path: &std::path::Path) -> Result<[u8; 32], NetError> {
     }
 }
 
+/// The next event of an optional network: for a role whose network is optional, to put in a
+/// `select!` (without a network it never completes).
+pub async fn next_event(net: &mut Option<Libp2pNetwork>) -> Option<NetEvent> {
+    match net {
+        Some(n) => n.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How a process joins the chain's open gossip network: where it listens and whom it dials.
+#[derive(Debug, Clone)]
+pub struct Join {
+    /// Where to listen (multiaddr; port 0 picks one).
+    pub listen: String,
+    /// Peers to dial.
+    pub peers: Vec<Peer>,
+}
+
 /// How to start a libp2p network.
 #[derive(Clone)]
 pub struct Config {
@@ -308,6 +326,25 @@ impl Libp2pNetwork {
             events,
             task,
         })
+    }
+
+    /// Joins the open network `join` describes as the identity kept in `key_file`
+    /// ([`identity_file`]: made on first use, kept across restarts).
+    pub async fn join(key_file: &std::path::Path, join: &Join) -> Result<Self, NetError> {
+        Self::start(Config {
+            secret: identity_file(key_file)?,
+            listen: join.listen.clone(),
+            peers: join.peers.clone(),
+            closed: false,
+        })
+        .await
+    }
+
+    /// This peer as others name it: `HEXKEY@MULTIADDR` (its first listening address).
+    pub fn peer_string(&self) -> Option<String> {
+        self.listening
+            .first()
+            .map(|a| format!("{}@{a}", hex::encode(self.local.0)))
     }
 
     /// The addresses it listens on.

@@ -110,6 +110,7 @@ fn round_trips(reads: usize) -> anyhow::Result<RoundTrips> {
                 checkpoint: devnet.light_checkpoint(),
                 client: Config::default(),
                 poll_ms: 200,
+                p2p: None,
             },
             shutdown,
         )

@@ -1,7 +1,8 @@
 //! Claims over the chain's gossip network: an executor process sends its claims on the claims
-//! topic and the devnet serves them to light clients; a peer that gossips claims about blocks
-//! the devnet does not hold, then garbage, is scored down and banned, after which nothing it
-//! sends reaches the devnet.
+//! topic and the devnet serves them to light clients; a light client whose node withholds
+//! every claim follows on the claims it gets by gossip alone; a peer that gossips claims about
+//! blocks the devnet does not hold, then garbage, is scored down and banned, after which
+//! nothing it sends reaches the devnet.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,32 @@ fn count(status: &Value, key: &str) -> u64 {
     status["chain"][key].as_u64().unwrap_or(0)
 }
 
+/// A node that forwards everything to the devnet but withholds every claim in its updates.
+async fn withholding_node(devnet: std::net::SocketAddr) -> std::net::SocketAddr {
+    async fn forward(
+        axum::extract::State(devnet): axum::extract::State<std::net::SocketAddr>,
+        method: axum::http::Method,
+        uri: axum::http::Uri,
+        body: String,
+    ) -> (axum::http::StatusCode, String) {
+        // Text answers only: this test's light client never needs a (binary) proof.
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let (code, answer) = request(devnet, method.as_str(), &path, &body).await;
+        let code = axum::http::StatusCode::from_u16(code).unwrap();
+        if uri.path() == phalanx_light::wire::UPDATES_PATH {
+            let mut updates: phalanx_light::wire::Updates = serde_json::from_str(&answer).unwrap();
+            updates.claims.clear();
+            return (code, serde_json::to_string(&updates).unwrap());
+        }
+        (code, answer)
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(forward).with_state(devnet);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_travel_by_gossip_and_spammers_are_banned() {
     let dir = tempfile::tempdir().unwrap();
@@ -35,6 +62,27 @@ async fn claims_travel_by_gossip_and_spammers_are_banned() {
     config.p2p_listen = Some("/ip4/127.0.0.1/tcp/0".into());
     let devnet = Devnet::start(config).await.unwrap();
     let peer: Peer = devnet.p2p_peer().unwrap().parse().unwrap();
+    let (_stop, shutdown) = watch::channel(false);
+
+    // A light client whose only node withholds claims, on the gossip network from the start.
+    let withholding = withholding_node(devnet.rpc_addr()).await;
+    let light = phalanx_light::run::start(
+        phalanx_light::run::RunConfig {
+            nodes: vec![format!("http://{withholding}")],
+            listen: "127.0.0.1:0".parse().unwrap(),
+            genesis: devnet.genesis().clone(),
+            checkpoint: devnet.light_checkpoint(),
+            client: phalanx_light::client::Config::default(),
+            poll_ms: 100,
+            p2p: Some(phalanx_net::p2p::Join {
+                listen: "/ip4/127.0.0.1/tcp/0".into(),
+                peers: vec![peer.clone()],
+            }),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
 
     // Executor 2 runs as `phalanx executor --p2p-peer …` does.
     let keystore = std::fs::read_to_string(dir.path().join("executors/0002.json")).unwrap();
@@ -42,7 +90,6 @@ async fn claims_travel_by_gossip_and_spammers_are_banned() {
         .unwrap()
         .decrypt(phalanx_spec::devnet::DEVNET_PASSWORD)
         .unwrap();
-    let (_stop, shutdown) = watch::channel(false);
     let executor = tokio::spawn(phalanx_executor::run(
         phalanx_executor::ExecutorConfig {
             node: format!("http://{}", devnet.rpc_addr()),
@@ -50,7 +97,7 @@ async fn claims_travel_by_gossip_and_spammers_are_banned() {
             key,
             data_dir: dir.path().join("executor-2"),
             poll_ms: 100,
-            p2p: Some(phalanx_executor::P2p {
+            p2p: Some(phalanx_net::p2p::Join {
                 listen: "/ip4/127.0.0.1/tcp/0".into(),
                 peers: vec![peer.clone()],
             }),
@@ -85,6 +132,24 @@ async fn claims_travel_by_gossip_and_spammers_are_banned() {
             status(&devnet).await
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The light client follows on gossiped claims alone: no block needed a proof (a block
+    // without claims would have, after the claim timeout).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (head, stats) = {
+            let c = light.client.lock().unwrap();
+            (c.head().0, c.stats())
+        };
+        assert_eq!(
+            stats.re_executions, 0,
+            "claims were missing at some height: {stats:?}"
+        );
+        if head >= 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "light client stuck at {head}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let before = status(&devnet).await;
     assert!(count(&before, "claims_gossip_accepted") >= 2, "{before}");

@@ -36,6 +36,7 @@ async fn light(devnet: &Devnet, nodes: &[SocketAddr], shutdown: watch::Receiver<
             checkpoint: devnet.light_checkpoint(),
             client: phalanx_light::client::Config::default(),
             poll_ms: 100,
+            p2p: None,
         },
         shutdown,
     )

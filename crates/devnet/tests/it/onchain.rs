@@ -40,6 +40,7 @@ async fn a_wrong_claim_is_proven_on_chain_and_its_executor_slashed() {
             checkpoint: devnet.light_checkpoint(),
             client: phalanx_light::client::Config::default(),
             poll_ms: 100,
+            p2p: None,
         },
         shutdown,
     )
