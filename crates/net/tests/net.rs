@@ -254,5 +254,13 @@ async fn libp2p_disconnects_and_ignores_a_banned_peer() {
             panic!("a banned peer's message arrived: {ev:?}");
         }
     }
-    assert!(!a.connected().await.unwrap().contains(&public(sb)));
+    // b's redials reach a now and then and are closed at once: a never keeps the connection.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while a.connected().await.unwrap().contains(&public(sb)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a keeps the banned peer's connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
