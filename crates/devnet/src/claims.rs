@@ -350,20 +350,15 @@ async fn updates(State(shared): State<Arc<Shared>>, Query(q): Query<UpdatesQuery
         .limit
         .map_or(MAX_HEADERS, |l| usize::try_from(l).unwrap_or(MAX_HEADERS))
         .min(MAX_HEADERS);
-    let (headers, blocks): (Vec<Bytes>, Vec<Bytes>) = shared
-        .blocks()
-        .range(q.from..)
-        .take(limit)
-        .map(|(_, b)| {
-            (
-                Bytes::from(b.header.as_ssz_bytes()),
-                b.signed
-                    .as_ref()
-                    .map(|s| Bytes::from(s.as_ssz_bytes()))
-                    .unwrap_or_default(),
-            )
-        })
-        .unzip();
+    let mut headers = Vec::new();
+    let mut blocks = Vec::new();
+    let mut bodies = Vec::new();
+    for (_, b) in shared.blocks().range(q.from..).take(limit) {
+        headers.push(Bytes::from(b.header.as_ssz_bytes()));
+        let ssz = |v: Option<Vec<u8>>| v.map(Bytes::from).unwrap_or_default();
+        blocks.push(ssz(b.signed.as_ref().map(Encode::as_ssz_bytes)));
+        bodies.push(ssz(b.body.as_ref().map(Encode::as_ssz_bytes)));
+    }
     let claims: Vec<Bytes> = lock(&shared.light_feed.claims)
         .range(q.claims_from..)
         .flat_map(|(_, c)| c.iter())
@@ -374,6 +369,7 @@ async fn updates(State(shared): State<Arc<Shared>>, Query(q): Query<UpdatesQuery
         provable: shared.executed().map_or(0, |h| h.number),
         headers,
         blocks,
+        bodies,
         claims,
     })
     .into_response()

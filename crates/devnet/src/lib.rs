@@ -183,6 +183,9 @@ pub(crate) struct BlockInfo {
     pub(crate) header: ExecHeader,
     /// The finalized consensus header it derives from (`None` for the genesis).
     pub(crate) signed: Option<SignedBlockHeader>,
+    /// That block's body (claims, fraud proofs, attestations, slashings; `None` for the
+    /// genesis), served to light clients, who check it against the header's body root.
+    pub(crate) body: Option<phalanx_types::BlockBody>,
     /// Hashes of its transactions in block order (shard by shard).
     pub(crate) transactions: Vec<B256>,
     /// Each transaction's shard and encoding, in the same order.
@@ -271,7 +274,7 @@ impl Shared {
         &self,
         header: &ExecHeader,
         shards: &[Shard],
-        signed: Option<&SignedBlockHeader>,
+        block: Option<&phalanx_types::SignedBlock>,
     ) {
         let raw: Vec<(u16, Bytes)> = shards
             .iter()
@@ -305,7 +308,8 @@ impl Shared {
             header.number,
             BlockInfo {
                 header: header.clone(),
-                signed: signed.cloned(),
+                signed: block.map(|b| b.header.clone()),
+                body: block.map(|b| b.body.clone()),
                 cumulative_txs: before + transactions.len() as u64,
                 transactions,
                 raw,
@@ -629,7 +633,12 @@ impl Devnet {
             .map(|h| h.number)
             .max()
             .unwrap_or(0);
-        let mut resumed: Vec<(ExecHeader, Vec<Shard>, B256, SignedBlockHeader)> = Vec::new();
+        let mut resumed: Vec<(
+            ExecHeader,
+            Vec<Shard>,
+            B256,
+            Arc<phalanx_types::SignedBlock>,
+        )> = Vec::new();
         if executed > 0 {
             let mut parent = genesis_exec.clone();
             for f in chain
@@ -640,7 +649,7 @@ impl Devnet {
                 let header = exec::header(&f, &parent, &spec, genesis.genesis_time, &registry);
                 let shards: Vec<Shard> = f.block.shards.iter().cloned().collect();
                 parent = header.clone();
-                resumed.push((header, shards, f.root, f.block.header.clone()));
+                resumed.push((header, shards, f.root, f.block.clone()));
             }
             let best = states
                 .iter()
@@ -679,6 +688,7 @@ impl Devnet {
                 BlockInfo {
                     header: genesis_exec.clone(),
                     signed: None,
+                    body: None,
                     transactions: Vec::new(),
                     raw: Vec::new(),
                     cumulative_txs: 0,
@@ -802,8 +812,8 @@ impl Devnet {
             );
         }
         let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
-        for (header, shards, _, signed) in &resumed {
-            shared.record_block(header, shards, Some(signed));
+        for (header, shards, _, block) in &resumed {
+            shared.record_block(header, shards, Some(block));
             feed.remember(header.clone(), shards.clone());
         }
         let fed = resumed.last().map_or(
@@ -1161,8 +1171,7 @@ impl ChainLoop {
                     &self.registry,
                 );
                 let shards: Vec<Shard> = f.block.shards.iter().cloned().collect();
-                self.shared
-                    .record_block(&header, &shards, Some(&f.block.header));
+                self.shared.record_block(&header, &shards, Some(&f.block));
                 tracing::debug!(
                     height = header.number,
                     slot = f.block.header.message.slot.0,

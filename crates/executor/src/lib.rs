@@ -316,7 +316,7 @@ impl Executor {
             .map_err(StepError::Fetch)?;
         let (mut tip, mut tip_root) = ((head.number, head.block), head.state_root);
         let mut claims: Vec<Bytes> = Vec::new();
-        for header in fin {
+        for header in fin.into_iter().map(|f| f.header) {
             if header.number != tip.0 + 1 || header.parent != tip.1 {
                 tracing::warn!(
                     height = header.number,

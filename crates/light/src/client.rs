@@ -320,6 +320,11 @@ impl LightClient {
         self.stats
     }
 
+    /// The executor registry it weighs claims with.
+    pub fn executors(&self) -> &ExecutorRegistry {
+        &self.executors
+    }
+
     /// The executor registry it weighs claims with (kept up to date by the caller, e.g. after
     /// slashings).
     pub fn executors_mut(&mut self) -> &mut ExecutorRegistry {

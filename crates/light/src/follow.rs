@@ -6,8 +6,9 @@ use std::collections::VecDeque;
 
 use phalanx_execution::header::ExecHeader;
 use phalanx_spec::Genesis;
-use phalanx_types::{Attestation, Root, SignedBlockHeader};
+use phalanx_types::{Attestation, BlockBody, Root, SignedBlockHeader};
 use ssz::Decode;
+use tree_hash::TreeHash;
 
 use crate::finality::Finality;
 use crate::headers::HeaderChain;
@@ -32,13 +33,23 @@ pub enum StartError {
     Fetch(#[from] FetchError),
 }
 
+/// A block shown final: its execution header, and the consensus block's body when the node
+/// served one (checked against the signed header's `body_root`, so it is the chain's).
+#[derive(Debug, Clone)]
+pub struct FinalBlock {
+    /// The execution header.
+    pub header: ExecHeader,
+    /// The body: attestations, claims, slashings, fraud proofs.
+    pub body: Option<BlockBody>,
+}
+
 /// Checked headers on their way to being final.
 #[derive(Debug)]
 pub struct FinalHeaders {
     headers: HeaderChain,
     finality: Finality,
-    /// Checked headers not yet shown final, with their consensus roots.
-    pending: VecDeque<(ExecHeader, Root)>,
+    /// Checked headers not yet shown final, with their consensus roots and bodies.
+    pending: VecDeque<(ExecHeader, Root, Option<BlockBody>)>,
 }
 
 impl FinalHeaders {
@@ -123,14 +134,15 @@ impl FinalHeaders {
         self.pending.len()
     }
 
-    /// Checks the headers of `updates` (stopping at the first refused one, logged), fetches the
-    /// attestations after the finalized epoch when some wait, and returns the headers now
-    /// shown final, in height order.
+    /// Checks the headers of `updates` (stopping at the first refused one, logged) and their
+    /// bodies when served (a body that does not hash to its header's `body_root` refuses the
+    /// header), fetches the attestations after the finalized epoch when some wait, and
+    /// returns the blocks now shown final, in height order.
     pub async fn take(
         &mut self,
         updates: &Updates,
         upstream: &Upstream,
-    ) -> Result<Vec<ExecHeader>, FetchError> {
+    ) -> Result<Vec<FinalBlock>, FetchError> {
         let room = MAX_UNFINALIZED.saturating_sub(self.pending.len());
         if room == 0 && !updates.headers.is_empty() {
             tracing::warn!(
@@ -165,8 +177,26 @@ impl FinalHeaders {
                     break;
                 }
             };
+            let body = match updates.bodies.get(i).filter(|b| !b.is_empty()) {
+                None => None,
+                Some(raw) => match BlockBody::from_ssz_bytes(raw) {
+                    Ok(b) if b.tree_hash_root() == signed.message.body_root => Some(b),
+                    Ok(_) => {
+                        tracing::warn!(
+                            height = header.number,
+                            "the node serves a body that is not the block's (body root differs); header not taken"
+                        );
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(height = header.number, error = ?e,
+                            "malformed block body from the node; header not taken");
+                        break;
+                    }
+                },
+            };
             match self.headers.verify(&signed, &header) {
-                Ok(root) => self.pending.push_back((header, root)),
+                Ok(root) => self.pending.push_back((header, root, body)),
                 Err(e) => {
                     tracing::warn!(height = header.number, error = %e, "header refused");
                     break;
@@ -179,8 +209,12 @@ impl FinalHeaders {
         self.count_attestations(upstream).await?;
         let finalized = self.finality.finalized().root;
         Ok(
-            match self.pending.iter().position(|(_, r)| *r == finalized) {
-                Some(at) => self.pending.drain(..=at).map(|(h, _)| h).collect(),
+            match self.pending.iter().position(|(_, r, _)| *r == finalized) {
+                Some(at) => self
+                    .pending
+                    .drain(..=at)
+                    .map(|(header, _, body)| FinalBlock { header, body })
+                    .collect(),
                 None => Vec::new(),
             },
         )

@@ -268,6 +268,30 @@ struct Follower {
     last_line: u64,
 }
 
+/// The executor slashings a final block's body made (its `WrongClaim` fraud proofs, which the
+/// chain checked before the block could be valid): those executors weigh nothing from now on,
+/// also for a client that never saw the dispute.
+fn slashings_on_chain(client: &mut LightClient, body: &phalanx_types::BlockBody, height: u64) {
+    for proof in body.fraud_proofs.iter() {
+        if proof.kind != phalanx_types::FraudProofKind::WrongClaim as u8 {
+            continue;
+        }
+        let Ok(evidence) = phalanx_types::WrongClaimEvidence::from_ssz_bytes(&proof.payload) else {
+            continue;
+        };
+        let executor = evidence.claim.executor;
+        if client.executors().get(executor).is_some_and(|e| !e.slashed) {
+            client.executors_mut().slash(executor);
+            tracing::warn!(
+                executor = executor.0,
+                claimed_height = evidence.claim.message.height,
+                block = height,
+                "light client: executor slashed on chain for a wrong claim"
+            );
+        }
+    }
+}
+
 impl Follower {
     fn lock(&self) -> std::sync::MutexGuard<'_, LightClient> {
         self.client
@@ -421,11 +445,21 @@ impl Follower {
             let mut client = client
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for header in fin {
-                if let Err(e) = client.on_header(LightHeader::from(&header), now) {
+            let mut carried = Vec::new();
+            for block in fin {
+                if let Err(e) = client.on_header(LightHeader::from(&block.header), now) {
                     tracing::warn!(error = %e, "light client: header refused");
                     break;
                 }
+                if let Some(body) = block.body {
+                    slashings_on_chain(&mut client, &body, block.header.number);
+                    carried.extend(body.claims.iter().cloned());
+                }
+            }
+            // Claims the chain carried (available whatever the node's pool serves), then the
+            // node's.
+            for claim in carried {
+                self.offer(&mut client, claim, None);
             }
             for raw in &updates.claims {
                 let Ok(claim) = SignedClaim::from_ssz_bytes(raw) else {

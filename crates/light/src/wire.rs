@@ -186,6 +186,12 @@ pub struct Updates {
     /// signatures and derives the execution header itself ([`crate::headers`]).
     #[serde(default)]
     pub blocks: Vec<Bytes>,
+    /// SSZ of the `BlockBody` of each of those consensus blocks, in the same order (empty
+    /// for the genesis; may be absent altogether): the client checks each against its
+    /// header's `body_root` and applies the executor slashings the chain made in it, and
+    /// takes the claims it carries.
+    #[serde(default)]
+    pub bodies: Vec<Bytes>,
     /// SSZ of each `SignedClaim`.
     pub claims: Vec<Bytes>,
 }

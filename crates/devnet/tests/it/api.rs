@@ -18,6 +18,17 @@ pub(crate) async fn request(
     path: &str,
     body: &str,
 ) -> (u16, String) {
+    let (code, body) = request_bytes(addr, method, path, body).await;
+    (code, String::from_utf8(body).unwrap())
+}
+
+/// [`request`] for any answer, binary ones included.
+pub(crate) async fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, Vec<u8>) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -26,10 +37,10 @@ pub(crate) async fn request(
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8(response).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(response[..split].to_vec()).unwrap();
     let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (code, body.to_string())
+    (code, response[split + 4..].to_vec())
 }
 
 pub(crate) async fn check_validator_api(addr: SocketAddr, dv_validators: std::ops::Range<u64>) {

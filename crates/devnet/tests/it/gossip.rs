@@ -25,32 +25,6 @@ fn count(status: &Value, key: &str) -> u64 {
     status["chain"][key].as_u64().unwrap_or(0)
 }
 
-/// A node that forwards everything to the devnet but withholds every claim in its updates.
-async fn withholding_node(devnet: std::net::SocketAddr) -> std::net::SocketAddr {
-    async fn forward(
-        axum::extract::State(devnet): axum::extract::State<std::net::SocketAddr>,
-        method: axum::http::Method,
-        uri: axum::http::Uri,
-        body: String,
-    ) -> (axum::http::StatusCode, String) {
-        // Text answers only: this test's light client never needs a (binary) proof.
-        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let (code, answer) = request(devnet, method.as_str(), &path, &body).await;
-        let code = axum::http::StatusCode::from_u16(code).unwrap();
-        if uri.path() == phalanx_light::wire::UPDATES_PATH {
-            let mut updates: phalanx_light::wire::Updates = serde_json::from_str(&answer).unwrap();
-            updates.claims.clear();
-            return (code, serde_json::to_string(&updates).unwrap());
-        }
-        (code, answer)
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(forward).with_state(devnet);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_travel_by_gossip_and_spammers_are_banned() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,7 +39,7 @@ async fn claims_travel_by_gossip_and_spammers_are_banned() {
     let (_stop, shutdown) = watch::channel(false);
 
     // A light client whose only node withholds claims, on the gossip network from the start.
-    let withholding = withholding_node(devnet.rpc_addr()).await;
+    let withholding = crate::updates_proxy(devnet.rpc_addr(), |u| u.claims.clear()).await;
     let light = phalanx_light::run::start(
         phalanx_light::run::RunConfig {
             nodes: vec![format!("http://{withholding}")],

@@ -38,3 +38,36 @@ pub(crate) fn raw_tx(
     let envelope: alloy_consensus::TxEnvelope = tx.into_signed(sig).into();
     phalanx_types::transaction::encode(&envelope).into()
 }
+
+/// A node that forwards everything to the devnet at `devnet` but passes the light protocol's
+/// updates through `edit`.
+pub(crate) async fn updates_proxy(
+    devnet: std::net::SocketAddr,
+    edit: fn(&mut phalanx_light::wire::Updates),
+) -> std::net::SocketAddr {
+    type Ctx = (std::net::SocketAddr, fn(&mut phalanx_light::wire::Updates));
+    async fn forward(
+        axum::extract::State((devnet, edit)): axum::extract::State<Ctx>,
+        method: axum::http::Method,
+        uri: axum::http::Uri,
+        body: String,
+    ) -> (axum::http::StatusCode, Vec<u8>) {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let (code, answer) = api::request_bytes(devnet, method.as_str(), &path, &body).await;
+        let code = axum::http::StatusCode::from_u16(code).unwrap();
+        if uri.path() == phalanx_light::wire::UPDATES_PATH {
+            let mut updates: phalanx_light::wire::Updates =
+                serde_json::from_slice(&answer).unwrap();
+            edit(&mut updates);
+            return (code, serde_json::to_vec(&updates).unwrap());
+        }
+        (code, answer)
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .fallback(forward)
+        .with_state((devnet, edit));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}

@@ -2,12 +2,17 @@
 //! proven wrong by the devnet's honest full node, carried in a block as a `WrongClaim` fraud
 //! proof and slashed by every view of the chain, the bounty going to the producer that
 //! carried it — while a light client following the devnet re-executes the disputed block and
-//! believes the true root.
+//! believes the true root. Light clients learn the slashing from the block bodies (checked
+//! against the headers' body roots), also one that starts after the dispute; a node that
+//! strips the proof from a body only stalls its client below that block.
 
 use std::time::{Duration, Instant};
 
 use phalanx_devnet::{Devnet, DevnetConfig};
+use phalanx_light::run::Running;
+use phalanx_types::{BlockBody, ExecutorIndex};
 use serde_json::{Value, json};
+use ssz::{Decode, Encode};
 use tokio::sync::watch;
 
 use crate::api::request;
@@ -17,6 +22,54 @@ async fn call(addr: std::net::SocketAddr, method: &str, params: Value) -> Value 
     let (code, body) = request(addr, "POST", "/", &body.to_string()).await;
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap()
+}
+
+async fn light(
+    devnet: &Devnet,
+    node: std::net::SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> Running {
+    phalanx_light::run::start(
+        phalanx_light::run::RunConfig {
+            nodes: vec![format!("http://{node}")],
+            listen: "127.0.0.1:0".parse().unwrap(),
+            genesis: devnet.genesis().clone(),
+            checkpoint: devnet.light_checkpoint(),
+            client: phalanx_light::client::Config::default(),
+            poll_ms: 100,
+            p2p: None,
+        },
+        shutdown,
+    )
+    .await
+    .unwrap()
+}
+
+/// A light client started now, from the genesis, through `node`.
+async fn light_after(
+    devnet: &Devnet,
+    node: std::net::SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> Running {
+    light(devnet, node, shutdown).await
+}
+
+fn slashed(light: &Running, executor: u64) -> bool {
+    let client = light.client.lock().unwrap();
+    client
+        .executors()
+        .get(ExecutorIndex(executor))
+        .is_some_and(|e| e.slashed)
+}
+
+/// Strips every fraud proof from the bodies a node serves.
+fn hide_fraud_proofs(updates: &mut phalanx_light::wire::Updates) {
+    for raw in &mut updates.bodies {
+        if let Ok(mut body) = BlockBody::from_ssz_bytes(raw) {
+            body.fraud_proofs = Default::default();
+            *raw = body.as_ssz_bytes().into();
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,20 +85,7 @@ async fn a_wrong_claim_is_proven_on_chain_and_its_executor_slashed() {
     let rpc = devnet.rpc_addr();
     let bond = devnet.genesis().executors[2].amount;
     let (_stop, shutdown) = watch::channel(false);
-    let light = phalanx_light::run::start(
-        phalanx_light::run::RunConfig {
-            nodes: vec![format!("http://{rpc}")],
-            listen: "127.0.0.1:0".parse().unwrap(),
-            genesis: devnet.genesis().clone(),
-            checkpoint: devnet.light_checkpoint(),
-            client: phalanx_light::client::Config::default(),
-            poll_ms: 100,
-            p2p: None,
-        },
-        shutdown,
-    )
-    .await
-    .unwrap();
+    let light = light(&devnet, rpc, shutdown.clone()).await;
 
     // The proof reaches the chain and every view slashes executor 2.
     let deadline = Instant::now() + Duration::from_secs(150);
@@ -99,6 +139,55 @@ async fn a_wrong_claim_is_proven_on_chain_and_its_executor_slashed() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The light client learns the slashing from the body that carried the proof; so does one
+    // starting afterwards from the genesis, which never saw the claims disagree live. A node
+    // stripping the proof from that body stalls its client below the block.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let carried_at =
+        loop {
+            // Served bodies are those of final blocks: wait for the one carrying the proof.
+            let (_, body) = request(
+                rpc,
+                "GET",
+                "/phalanx/v1/light/updates?from=1&claims_from=0",
+                "",
+            )
+            .await;
+            let updates: phalanx_light::wire::Updates = serde_json::from_str(&body).unwrap();
+            if let Some(i) = updates.bodies.iter().position(|b| {
+                BlockBody::from_ssz_bytes(b).is_ok_and(|b| !b.fraud_proofs.is_empty())
+            }) {
+                break i as u64 + 1;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the block carrying the proof never became final"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+    let late = light_after(&devnet, rpc, shutdown.clone()).await;
+    let hiding_node = crate::updates_proxy(rpc, hide_fraud_proofs).await;
+    let hiding = light_after(&devnet, hiding_node, shutdown.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !(slashed(&light, 2)
+        && slashed(&late, 2)
+        && late.client.lock().unwrap().head().0 > carried_at + 2)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "light clients never learned the slashing at {carried_at}: {} {}",
+            slashed(&light, 2),
+            slashed(&late, 2)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!slashed(&late, 1) && !slashed(&late, 0));
+    let hidden_head = hiding.client.lock().unwrap().head().0;
+    assert!(
+        hidden_head < carried_at && !slashed(&hiding, 2),
+        "a client behind the node hiding the proof reached {hidden_head} (proof at {carried_at})"
+    );
+
     // Claims keep being carried after the slashing.
     let before = chain.claims_on_chain;
     let deadline = Instant::now() + Duration::from_secs(30);
