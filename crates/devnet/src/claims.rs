@@ -719,7 +719,7 @@ impl Run {
             return;
         };
         tracing::warn!(executor = signed.executor.0, height = m.height, claimed = %m.post_state_root,
-            true_root = %post, "devnet: wrong claim; proving it on chain");
+            true_root = %post, proof_bytes = payload.len(), "devnet: wrong claim; proving it on chain");
         self.accused.insert(signed.executor.0);
         let _ = self.ops.send(ChainOp::Fraud(FraudProof {
             kind: phalanx_types::FraudProofKind::WrongClaim as u8,

@@ -40,23 +40,16 @@ async fn claims_travel_by_gossip_and_spammers_are_banned() {
 
     // A light client whose only node withholds claims, on the gossip network from the start.
     let withholding = crate::updates_proxy(devnet.rpc_addr(), |u| u.claims.clear()).await;
-    let light = phalanx_light::run::start(
-        phalanx_light::run::RunConfig {
-            nodes: vec![format!("http://{withholding}")],
-            listen: "127.0.0.1:0".parse().unwrap(),
-            genesis: devnet.genesis().clone(),
-            checkpoint: devnet.light_checkpoint(),
-            client: phalanx_light::client::Config::default(),
-            poll_ms: 100,
-            p2p: Some(phalanx_net::p2p::Join {
-                listen: "/ip4/127.0.0.1/tcp/0".into(),
-                peers: vec![peer.clone()],
-            }),
-        },
+    let light = crate::light_client(
+        &devnet,
+        &[withholding],
+        Some(phalanx_net::p2p::Join {
+            listen: "/ip4/127.0.0.1/tcp/0".into(),
+            peers: vec![peer.clone()],
+        }),
         shutdown.clone(),
     )
-    .await
-    .unwrap();
+    .await;
 
     // Executor 2 runs as `phalanx executor --p2p-peer …` does.
     let keystore = std::fs::read_to_string(dir.path().join("executors/0002.json")).unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use alloy_primitives::{Address, Bytes};
 use alloy_signer_local::PrivateKeySigner;
 use phalanx_devnet::{Devnet, DevnetConfig};
-use phalanx_light::run::{RunConfig, Running};
+use phalanx_light::run::Running;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -28,20 +28,7 @@ fn hex_u64(v: &Value) -> u64 {
 }
 
 async fn light(devnet: &Devnet, nodes: &[SocketAddr], shutdown: watch::Receiver<bool>) -> Running {
-    phalanx_light::run::start(
-        RunConfig {
-            nodes: nodes.iter().map(|n| format!("http://{n}")).collect(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            genesis: devnet.genesis().clone(),
-            checkpoint: devnet.light_checkpoint(),
-            client: phalanx_light::client::Config::default(),
-            poll_ms: 100,
-            p2p: None,
-        },
-        shutdown,
-    )
-    .await
-    .unwrap()
+    crate::light_client(devnet, nodes, None, shutdown).await
 }
 
 /// A node that forwards everything to the devnet but flips a byte in every account proof

@@ -71,3 +71,27 @@ pub(crate) async fn updates_proxy(
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
+
+/// A light client (`phalanx_light::run`, as `phalanx light` runs it) trusting the devnet's
+/// genesis checkpoint, following `nodes` (and the gossip network when `p2p` says so).
+pub(crate) async fn light_client(
+    devnet: &phalanx_devnet::Devnet,
+    nodes: &[std::net::SocketAddr],
+    p2p: Option<phalanx_net::p2p::Join>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> phalanx_light::run::Running {
+    phalanx_light::run::start(
+        phalanx_light::run::RunConfig {
+            nodes: nodes.iter().map(|n| format!("http://{n}")).collect(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            genesis: devnet.genesis().clone(),
+            checkpoint: devnet.light_checkpoint(),
+            client: phalanx_light::client::Config::default(),
+            poll_ms: 100,
+            p2p,
+        },
+        shutdown,
+    )
+    .await
+    .unwrap()
+}

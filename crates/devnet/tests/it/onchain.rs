@@ -24,34 +24,12 @@ async fn call(addr: std::net::SocketAddr, method: &str, params: Value) -> Value 
     serde_json::from_str(&body).unwrap()
 }
 
-async fn light(
+async fn light_via(
     devnet: &Devnet,
     node: std::net::SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Running {
-    phalanx_light::run::start(
-        phalanx_light::run::RunConfig {
-            nodes: vec![format!("http://{node}")],
-            listen: "127.0.0.1:0".parse().unwrap(),
-            genesis: devnet.genesis().clone(),
-            checkpoint: devnet.light_checkpoint(),
-            client: phalanx_light::client::Config::default(),
-            poll_ms: 100,
-            p2p: None,
-        },
-        shutdown,
-    )
-    .await
-    .unwrap()
-}
-
-/// A light client started now, from the genesis, through `node`.
-async fn light_after(
-    devnet: &Devnet,
-    node: std::net::SocketAddr,
-    shutdown: watch::Receiver<bool>,
-) -> Running {
-    light(devnet, node, shutdown).await
+    crate::light_client(devnet, &[node], None, shutdown).await
 }
 
 fn slashed(light: &Running, executor: u64) -> bool {
@@ -85,7 +63,7 @@ async fn a_wrong_claim_is_proven_on_chain_and_its_executor_slashed() {
     let rpc = devnet.rpc_addr();
     let bond = devnet.genesis().executors[2].amount;
     let (_stop, shutdown) = watch::channel(false);
-    let light = light(&devnet, rpc, shutdown.clone()).await;
+    let light = light_via(&devnet, rpc, shutdown.clone()).await;
 
     // The proof reaches the chain and every view slashes executor 2.
     let deadline = Instant::now() + Duration::from_secs(150);
@@ -165,9 +143,9 @@ async fn a_wrong_claim_is_proven_on_chain_and_its_executor_slashed() {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
-    let late = light_after(&devnet, rpc, shutdown.clone()).await;
+    let late = light_via(&devnet, rpc, shutdown.clone()).await;
     let hiding_node = crate::updates_proxy(rpc, hide_fraud_proofs).await;
-    let hiding = light_after(&devnet, hiding_node, shutdown.clone()).await;
+    let hiding = light_via(&devnet, hiding_node, shutdown.clone()).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     while !(slashed(&light, 2)
         && slashed(&late, 2)

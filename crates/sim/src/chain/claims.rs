@@ -59,6 +59,17 @@ fn verifier(view: &View) -> ClaimVerifier<impl Fn(&BlockHeader) -> Option<(B256,
     })
 }
 
+/// A body carrying only `proof`: what a proof is checked in before it is pooled or included.
+fn proof_body(proof: &FraudProof) -> BlockBody {
+    BlockBody {
+        attestations: VariableList::empty(),
+        claims: VariableList::empty(),
+        declaration_slashings: VariableList::empty(),
+        attester_slashings: VariableList::empty(),
+        fraud_proofs: VariableList::new(vec![proof.clone()]).unwrap_or_default(),
+    }
+}
+
 /// The blocks before a block at `slot` whose parent is `parent`, newest first, back to
 /// [`CLAIM_WINDOW`] slots before it, as `view` holds them.
 fn ancestors(view: &View, parent: Root, slot: u64) -> Vec<Ancestor<'_>> {
@@ -223,13 +234,7 @@ impl Sim {
                 break;
             }
             let mut executors = view.executors.clone();
-            let body = BlockBody {
-                attestations: VariableList::empty(),
-                claims: VariableList::empty(),
-                declaration_slashings: VariableList::empty(),
-                attester_slashings: VariableList::empty(),
-                fraud_proofs: VariableList::new(vec![proof.clone()]).unwrap_or_default(),
-            };
+            let body = proof_body(proof);
             match process_body(&body, &ancestors, &mut executors, &self.signing, &verifier) {
                 Ok(effects) if !effects.slashed.is_empty() => proofs.push(proof.clone()),
                 Ok(_) => refused.push(i),
@@ -310,13 +315,7 @@ impl Sim {
         let view = &self.views[0];
         let slot = now / self.slot_ms() + 1;
         let ancestors = ancestors(view, view.fc.head(), slot);
-        let body = BlockBody {
-            attestations: VariableList::empty(),
-            claims: VariableList::empty(),
-            declaration_slashings: VariableList::empty(),
-            attester_slashings: VariableList::empty(),
-            fraud_proofs: VariableList::new(vec![proof.clone()]).unwrap_or_default(),
-        };
+        let body = proof_body(&proof);
         let mut executors = view.executors.clone();
         let effects = process_body(
             &body,
