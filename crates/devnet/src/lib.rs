@@ -599,6 +599,22 @@ impl Devnet {
                 since_genesis_ms(genesis.genesis_time),
             );
         }
+        // The validators' producer-reputation books, as the last run left them (they are
+        // advisory: a missing or unreadable file starts them empty, with a warning).
+        let books_path = chain_dir.join("reputation.json");
+        match std::fs::read(&books_path) {
+            Ok(bytes) => match serde_json::from_slice::<phalanx_sim::chain::Books>(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|b| chain.restore_books(b).map_err(|e| e.to_string()))
+            {
+                Ok(()) => tracing::info!("devnet: producer reputation books restored"),
+                Err(e) => tracing::warn!(file = %books_path.display(), error = %e,
+                    "devnet: reputation books unreadable; starting them empty"),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(file = %books_path.display(), error = %e,
+                "devnet: reputation books unreadable; starting them empty"),
+        }
         let registry =
             Registry::from_genesis(&genesis).map_err(|e| DevnetError::Genesis(e.to_string()))?;
         let genesis_exec = exec::genesis_header(&genesis, chain.genesis_root());
@@ -840,6 +856,7 @@ impl Devnet {
                 blocks: blocks_tx,
                 claims: (config.executors > 0).then_some(claims_tx),
                 ops: ops_rx,
+                books: (books_path, None, 0),
                 stop: stop_chain,
                 from_api,
                 events,
@@ -1099,6 +1116,9 @@ struct ChainLoop {
     claims: Option<mpsc::UnboundedSender<claims::Final>>,
     /// Claims and wrong-claim proofs for the chain's producers.
     ops: std::sync::mpsc::Receiver<claims::ChainOp>,
+    /// Where the reputation books are kept, the books last written and the slot they were
+    /// looked at.
+    books: (PathBuf, Option<phalanx_sim::chain::Books>, u64),
     stop: Arc<AtomicBool>,
     /// Signed duties from the validator API.
     from_api: std::sync::mpsc::Receiver<api::ToChain>,
@@ -1139,6 +1159,27 @@ impl ChainLoop {
                     }
                 }
             }
+        }
+    }
+
+    /// Writes the reputation books (atomically) when they changed, at most once a slot: a
+    /// crash loses at most the outcomes recorded in the slot it happens in.
+    fn save_books(&mut self, slot: u64) {
+        if self.books.2 == slot {
+            return;
+        }
+        self.books.2 = slot;
+        let books = self.chain.books();
+        if self.books.1.as_ref() == Some(&books) {
+            return;
+        }
+        let written = serde_json::to_vec(&books)
+            .map_err(std::io::Error::other)
+            .and_then(|json| phalanx_types::fs::write_atomic(&self.books.0, &json));
+        match written {
+            Ok(()) => self.books.1 = Some(books),
+            Err(e) => tracing::warn!(file = %self.books.0.display(), error = %e,
+                "devnet: cannot save the reputation books"),
         }
     }
 
@@ -1186,6 +1227,7 @@ impl ChainLoop {
                 self.fed = (f.root, header);
             }
             let status = self.chain.status();
+            self.save_books(status.slot);
             self.publish(&status);
             *lock(&self.shared.chain) = Some(status);
             // Wait for the next submission or 10 ms, whichever comes first.

@@ -1428,6 +1428,23 @@ pub struct LiveStatus {
     pub bounties_gwei: Gwei,
 }
 
+/// The validators' producer-reputation books, as kept across restarts: per validator, its
+/// records and the declarations whose outcome it has not recorded yet (slot, producer).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Books {
+    /// One book per validator, by index.
+    pub validators: Vec<Book>,
+}
+
+/// One validator's book.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Book {
+    /// Its record of each producer.
+    pub records: Vec<(ProducerIndex, phalanx_validator::reputation::Record)>,
+    /// Declarations waiting for their outcome.
+    pub pending: Vec<(u64, ProducerIndex)>,
+}
+
 /// A block on the finalized chain, with what execution needs beyond the block itself.
 #[derive(Debug, Clone)]
 pub struct FinalizedBlock {
@@ -1638,6 +1655,38 @@ impl LiveChain {
     /// `Ok(false)`: the executor is already slashed, nothing to do.
     pub fn submit_fraud_proof(&mut self, proof: FraudProof) -> Result<bool, BodyError> {
         self.sim.submit_fraud_proof(self.now, proof)
+    }
+
+    /// The validators' producer-reputation books (to keep them across a restart).
+    pub fn books(&self) -> Books {
+        Books {
+            validators: self
+                .sim
+                .reputation
+                .iter()
+                .zip(&self.sim.declared)
+                .map(|(book, pending)| Book {
+                    records: book.records().collect(),
+                    pending: pending.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Puts back books [`LiveChain::books`] gave; refused when they are not one per validator.
+    pub fn restore_books(&mut self, books: Books) -> Result<(), SimError> {
+        if books.validators.len() != self.sim.reputation.len() {
+            return Err(SimError::Config(format!(
+                "{} reputation books for {} validators",
+                books.validators.len(),
+                self.sim.reputation.len()
+            )));
+        }
+        for (v, book) in books.validators.into_iter().enumerate() {
+            self.sim.reputation[v] = Reputation::from_records(Policy::default(), book.records);
+            self.sim.declared[v] = book.pending;
+        }
+        Ok(())
     }
 
     /// The executors as validator 0's chain left them (slashings applied).

@@ -29,7 +29,7 @@ pub enum Outcome {
 }
 
 /// One producer's record.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     /// Declarations naming it.
     pub declared: u64,
@@ -100,6 +100,17 @@ impl Reputation {
         Self {
             policy,
             records: BTreeMap::new(),
+        }
+    }
+
+    /// A book with `policy` holding `records` (a book kept across restarts).
+    pub fn from_records(
+        policy: Policy,
+        records: impl IntoIterator<Item = (ProducerIndex, Record)>,
+    ) -> Self {
+        Self {
+            policy,
+            records: records.into_iter().collect(),
         }
     }
 

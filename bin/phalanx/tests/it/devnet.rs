@@ -1,5 +1,6 @@
 //! `phalanx devnet` as a process: `kill -9` and a restart on the same data folder resume the
-//! chain with no finalized block lost, and it goes on finalizing and executing.
+//! chain with no finalized block lost (and the validators' producer-reputation books), and it
+//! goes on finalizing and executing.
 
 use std::io::{Read as _, Write as _};
 use std::process::{Child, Stdio};
@@ -90,12 +91,27 @@ fn wait_height(port: u16, at_least: u64, within: Duration, child: &mut Child) ->
     )
 }
 
+/// Declarations recorded in the validators' producer-reputation books, summed.
+fn declarations_recorded(port: u16) -> Option<u64> {
+    let status = http(port, "GET", "/api/status", "")?;
+    status["producers"]
+        .as_array()
+        .map(|ps| ps.iter().filter_map(|p| p["declared"].as_u64()).sum())
+}
+
 #[test]
 fn devnet_resumes_after_kill_9_with_no_finalized_block_lost() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut first = start(dir.path(), port);
-    let before = wait_height(port, 9, Duration::from_secs(90), &mut first);
+    wait_height(port, 9, Duration::from_secs(90), &mut first);
+    let declared = poll(
+        &mut first,
+        Duration::from_secs(60),
+        "8 declarations recorded in the reputation books",
+        || declarations_recorded(port).filter(|d| *d >= 8),
+    );
+    let before = height(port).unwrap();
     let blocks: Vec<Value> = (1..=before)
         .map(|n| {
             rpc(
@@ -110,6 +126,18 @@ fn devnet_resumes_after_kill_9_with_no_finalized_block_lost() {
     first.wait().unwrap();
 
     let mut second = start(dir.path(), port);
+    // The reputation books are back, less at most the outcomes recorded in the slot of the
+    // kill (they are written once a slot).
+    let restored = poll(
+        &mut second,
+        Duration::from_secs(30),
+        "the status after the restart",
+        || declarations_recorded(port),
+    );
+    assert!(
+        restored + 4 >= declared && restored > 0,
+        "{restored} declarations recorded after the restart, {declared} before"
+    );
     // Every executed (finalized) block is still there, with the same hash and state root.
     let resumed = wait_height(port, before, Duration::from_secs(30), &mut second);
     assert!(resumed >= before);
