@@ -9,6 +9,7 @@
 //! * [`committee`]: who attests at which slot, and each one's bit in an aggregate.
 //! * [`alarms`]: eclipse/Sybil alarms on block rate and attestation participation.
 //! * [`fraud`]: applying a fraud proof judged by the execution side's verifier.
+//! * [`slashing`]: double declarations and double/surround votes as block operations.
 //! * [`executors`]: the executor registry (bonds, sample, slashing by a wrong-claim proof);
 //!   [`claims`]: executors' claims and wrong-claim proofs as block operations.
 //! * [`fork_choice`]: LMD-GHOST, Casper FFG justification and finality, slashable-vote
@@ -25,6 +26,7 @@ pub mod fork_choice;
 pub mod fraud;
 pub mod proposer;
 pub mod registry;
+pub mod slashing;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 pub mod validity;

@@ -21,7 +21,8 @@
 //! justified: it takes as justified any source at or before the trusted checkpoint's epoch
 //! (the trusted block is final, so the chain up to it is settled; honest validators — more
 //! than ⅓ of any supermajority when fewer than ⅓ are faulty — only vote from sources they saw
-//! justified). The stake is the genesis registry's; slashings after genesis are not tracked.
+//! justified). The stake is the genesis registry's, less the validators slashed since in the
+//! blocks the client followed ([`Finality::slash`], as fork choice zeroes their stake).
 
 use std::collections::{HashMap, HashSet};
 
@@ -81,6 +82,18 @@ pub struct Finality {
 }
 
 impl Finality {
+    /// A validator slashed on chain: from now on its votes weigh nothing and its stake is out
+    /// of the total, as in the chain's fork choice.
+    pub fn slash(&mut self, validator: ValidatorIndex) {
+        if let Some(s) = usize::try_from(validator.0)
+            .ok()
+            .and_then(|i| self.stakes.get_mut(i))
+        {
+            self.total = self.total.saturating_sub(*s);
+            *s = 0;
+        }
+    }
+
     /// From the genesis: its checkpoint (epoch 0, the genesis block root) justified and final.
     pub fn from_genesis(genesis: &Genesis) -> Result<Self, String> {
         let registry = Registry::from_genesis(genesis).map_err(|e| e.to_string())?;

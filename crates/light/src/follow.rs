@@ -196,7 +196,21 @@ impl FinalHeaders {
                 },
             };
             match self.headers.verify(&signed, &header) {
-                Ok(root) => self.pending.push_back((header, root, body)),
+                Ok(root) => {
+                    // The chain applies a block's slashings at import: so does the follower,
+                    // before the next header (the proposer schedule excludes the slashed).
+                    if let Some(b) = &body {
+                        for v in self.headers.apply_body(b) {
+                            tracing::info!(
+                                validator = v.0,
+                                height = header.number,
+                                "validator slashed on chain"
+                            );
+                            self.finality.slash(v);
+                        }
+                    }
+                    self.pending.push_back((header, root, body));
+                }
                 Err(e) => {
                     tracing::warn!(height = header.number, error = %e, "header refused");
                     break;

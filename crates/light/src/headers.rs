@@ -26,8 +26,15 @@
 //!    keys.
 //!
 //! Not checked here: finality — [`crate::finality`] decides which of the checked headers are
-//! final. The registry is the genesis one: slashings after genesis are not tracked (a
-//! producer slashed later could still sign headers this accepts).
+//! final.
+//!
+//! **Slashings.** The registry starts as the genesis one; the validators the chain slashes
+//! are applied from the block bodies ([`HeaderChain::apply_body`], the rules of
+//! `phalanx_consensus::slashing`, signatures checked here) right after their block's header,
+//! as the chain applies them at import — so the proposer schedule (which excludes slashed
+//! validators) stays the chain's. Without bodies a client would refuse the chain's headers
+//! after a slashing changes the schedule. Producer slashings (by fraud proofs) are not carried
+//! by this chain's blocks yet.
 
 use alloy_primitives::B256;
 use phalanx_consensus::proposer::{genesis_mix, mix_in, proposer};
@@ -221,6 +228,21 @@ impl HeaderChain {
         };
         chain.seed = None;
         Ok(chain)
+    }
+
+    /// The slashings the body of the block just verified makes (double declarations,
+    /// double and surround votes, checked by `phalanx_consensus::slashing`): those validators
+    /// propose no more and weigh nothing. Returns the newly slashed ones.
+    pub fn apply_body(
+        &mut self,
+        body: &phalanx_types::BlockBody,
+    ) -> Vec<phalanx_types::ValidatorIndex> {
+        phalanx_consensus::slashing::apply_slashings(
+            body,
+            &mut self.registry,
+            &self.signing,
+            &mut phalanx_consensus::slashing::verify_signature,
+        )
     }
 
     /// The last verified height.

@@ -956,52 +956,26 @@ impl Sim {
         }
     }
 
+    /// The block's slashing evidence, by `phalanx_consensus::slashing` (signature checks
+    /// shared across views through the cache).
     fn process_slashings(&mut self, node: usize, block: &SignedBlock) {
-        for e in block.body.declaration_slashings.iter() {
-            let (a, b) = (&e.declaration_1, &e.declaration_2);
-            let v = a.message.proposer_index;
-            if a.message.slot != b.message.slot
-                || v != b.message.proposer_index
-                || a.message == b.message
-            {
-                continue;
-            }
-            let Some(key) = self.views[node].registry.validator(v).map(|x| x.pubkey) else {
-                continue;
-            };
-            if self.verify(&a.message, &key, &a.signature)
-                && self.verify(&b.message, &key, &b.signature)
-            {
-                self.views[node].registry.slash_validator(v);
-                self.views[node].fc.zero_stake(v);
-            }
+        let mut cache = std::mem::take(&mut self.sig_cache);
+        let mut verify = |root: Root, key: &PublicKey, sig: &SignatureBytes| {
+            *cache
+                .entry((root, *sig, key.to_bytes()))
+                .or_insert_with(|| phalanx_consensus::slashing::verify_signature(root, key, sig))
+        };
+        let view = &mut self.views[node];
+        let newly = phalanx_consensus::slashing::apply_slashings(
+            &block.body,
+            &mut view.registry,
+            &self.signing,
+            &mut verify,
+        );
+        for v in newly {
+            view.fc.zero_stake(v);
         }
-        for e in block.body.attester_slashings.iter() {
-            let (a, b) = (&e.attestation_1, &e.attestation_2);
-            let (Some(va), Some(vb)) = (a.attesting_indices.first(), b.attesting_indices.first())
-            else {
-                continue;
-            };
-            let (s1, t1, s2, t2) = (
-                a.data.source.epoch,
-                a.data.target.epoch,
-                b.data.source.epoch,
-                b.data.target.epoch,
-            );
-            let slashable =
-                a.data != b.data && (t1 == t2 || (s1 < s2 && t2 < t1) || (s2 < s1 && t1 < t2));
-            if va != vb || !slashable {
-                continue;
-            }
-            let Some(key) = self.views[node].registry.validator(*va).map(|x| x.pubkey) else {
-                continue;
-            };
-            if self.verify(&a.data, &key, &a.signature) && self.verify(&b.data, &key, &b.signature)
-            {
-                self.views[node].registry.slash_validator(*va);
-                self.views[node].fc.zero_stake(*va);
-            }
-        }
+        self.sig_cache = cache;
     }
 
     fn detect_double_declaration(&mut self, node: usize, block: &SignedBlock) {
@@ -1655,6 +1629,19 @@ impl LiveChain {
     /// `Ok(false)`: the executor is already slashed, nothing to do.
     pub fn submit_fraud_proof(&mut self, proof: FraudProof) -> Result<bool, BodyError> {
         self.sim.submit_fraud_proof(self.now, proof)
+    }
+
+    /// Fault injection: the last `n` validators equivocate (two declarations per proposal,
+    /// two votes per epoch), so the chain carries slashing evidence. Validator 0 (the
+    /// observer) stays honest.
+    pub fn set_equivocators(&mut self, n: usize) -> Result<(), SimError> {
+        if n >= self.sim.config.validators {
+            return Err(SimError::Config(
+                "at least one validator must be honest".into(),
+            ));
+        }
+        self.sim.config.equivocators = n;
+        Ok(())
     }
 
     /// The validators' producer-reputation books (to keep them across a restart).

@@ -680,6 +680,70 @@ mod headers {
 
     use crate::live_util::Empty;
 
+    /// A chain whose last validator equivocates: its blocks carry the evidence and the chain
+    /// slashes it, which changes the proposer schedule. A header chain that applies each
+    /// body's slashings follows every finalized block; one that does not refuses a header
+    /// the chain accepted once the schedule changed.
+    #[test]
+    fn header_chains_apply_the_slashings_of_the_bodies_they_follow() {
+        let spec = ChainSpec::preset("devnet").unwrap();
+        let mut params = DevnetParams::new("light-slashings", spec.clone());
+        params.accounts = 0;
+        params.executors = 0;
+        let (mut chain, genesis, _) = LiveChain::new(8, 2, params, Box::new(Empty), None).unwrap();
+        chain.set_equivocators(1).unwrap();
+        let end = 8 * spec.slots_per_epoch * chain.slot_ms();
+        let mut now = 0;
+        while now < end {
+            now += 100;
+            chain.advance(now);
+        }
+        let blocks: Vec<FinalizedBlock> = chain.finalized_after(chain.genesis_root());
+        let slashed_at = blocks
+            .iter()
+            .position(|f| !f.block.body.declaration_slashings.is_empty())
+            .expect("a finalized block carries the equivocator's double declaration");
+        assert!(
+            slashed_at + 1 < blocks.len(),
+            "blocks follow the slashing ({slashed_at} of {})",
+            blocks.len()
+        );
+        let registry = Registry::from_genesis(&genesis).unwrap();
+        let genesis_hash = B256::repeat_byte(0x42);
+        let mut parent = (0, genesis_hash);
+        let served: Vec<ExecHeader> = blocks
+            .iter()
+            .map(|f| {
+                let h = derive(
+                    &f.block.header.message,
+                    f.mix,
+                    parent,
+                    &spec,
+                    genesis.genesis_time,
+                    &registry,
+                );
+                parent = (h.number, h.hash());
+                h
+            })
+            .collect();
+        let mut applying = HeaderChain::from_genesis(&genesis, genesis_hash).unwrap();
+        let mut slashed = Vec::new();
+        for (f, h) in blocks.iter().zip(&served) {
+            applying.verify(&f.block.header, h).unwrap();
+            slashed.extend(applying.apply_body(&f.block.body));
+        }
+        assert_eq!(slashed, vec![ValidatorIndex(7)], "the equivocator, once");
+        let mut ignoring = HeaderChain::from_genesis(&genesis, genesis_hash).unwrap();
+        let refused = blocks
+            .iter()
+            .zip(&served)
+            .position(|(f, h)| ignoring.verify(&f.block.header, h).is_err());
+        assert!(
+            refused.is_some_and(|at| at > slashed_at),
+            "without the slashing a later header is refused: {refused:?} (slashed at {slashed_at})"
+        );
+    }
+
     #[test]
     fn headers_are_checked_against_their_signed_consensus_headers() {
         let spec = ChainSpec::preset("devnet").unwrap();
