@@ -680,38 +680,37 @@ mod headers {
 
     use crate::live_util::Empty;
 
-    /// A chain whose last validator equivocates: its blocks carry the evidence and the chain
-    /// slashes it, which changes the proposer schedule. A header chain that applies each
-    /// body's slashings follows every finalized block; one that does not refuses a header
-    /// the chain accepted once the schedule changed.
-    #[test]
-    fn header_chains_apply_the_slashings_of_the_bodies_they_follow() {
+    /// A live chain of 8 validators (the last `equivocators` equivocating) and 2 producers
+    /// run for `epochs` epochs: the chain, its genesis, its finalized blocks, the execution
+    /// header each derives (the genesis's hash is `GENESIS_HASH`), and the time reached.
+    struct Run {
+        chain: LiveChain,
+        genesis: phalanx_spec::Genesis,
+        spec: ChainSpec,
+        blocks: Vec<FinalizedBlock>,
+        served: Vec<ExecHeader>,
+        now: u64,
+    }
+
+    const GENESIS_HASH: B256 = B256::repeat_byte(0x42);
+
+    fn run(seed: &str, equivocators: usize, epochs: u64) -> Run {
         let spec = ChainSpec::preset("devnet").unwrap();
-        let mut params = DevnetParams::new("light-slashings", spec.clone());
+        let mut params = DevnetParams::new(seed, spec.clone());
         params.accounts = 0;
         params.executors = 0;
         let (mut chain, genesis, _) = LiveChain::new(8, 2, params, Box::new(Empty), None).unwrap();
-        chain.set_equivocators(1).unwrap();
-        let end = 8 * spec.slots_per_epoch * chain.slot_ms();
+        chain.set_equivocators(equivocators).unwrap();
+        let end = epochs * spec.slots_per_epoch * chain.slot_ms();
         let mut now = 0;
         while now < end {
             now += 100;
             chain.advance(now);
         }
         let blocks: Vec<FinalizedBlock> = chain.finalized_after(chain.genesis_root());
-        let slashed_at = blocks
-            .iter()
-            .position(|f| !f.block.body.declaration_slashings.is_empty())
-            .expect("a finalized block carries the equivocator's double declaration");
-        assert!(
-            slashed_at + 1 < blocks.len(),
-            "blocks follow the slashing ({slashed_at} of {})",
-            blocks.len()
-        );
         let registry = Registry::from_genesis(&genesis).unwrap();
-        let genesis_hash = B256::repeat_byte(0x42);
-        let mut parent = (0, genesis_hash);
-        let served: Vec<ExecHeader> = blocks
+        let mut parent = (0, GENESIS_HASH);
+        let served = blocks
             .iter()
             .map(|f| {
                 let h = derive(
@@ -726,14 +725,45 @@ mod headers {
                 h
             })
             .collect();
-        let mut applying = HeaderChain::from_genesis(&genesis, genesis_hash).unwrap();
+        Run {
+            chain,
+            genesis,
+            spec,
+            blocks,
+            served,
+            now,
+        }
+    }
+
+    /// A chain whose last validator equivocates: its blocks carry the evidence and the chain
+    /// slashes it, which changes the proposer schedule. A header chain that applies each
+    /// body's slashings follows every finalized block; one that does not refuses a header
+    /// the chain accepted once the schedule changed.
+    #[test]
+    fn header_chains_apply_the_slashings_of_the_bodies_they_follow() {
+        let Run {
+            genesis,
+            blocks,
+            served,
+            ..
+        } = run("light-slashings", 1, 8);
+        let slashed_at = blocks
+            .iter()
+            .position(|f| !f.block.body.declaration_slashings.is_empty())
+            .expect("a finalized block carries the equivocator's double declaration");
+        assert!(
+            slashed_at + 1 < blocks.len(),
+            "blocks follow the slashing ({slashed_at} of {})",
+            blocks.len()
+        );
+        let mut applying = HeaderChain::from_genesis(&genesis, GENESIS_HASH).unwrap();
         let mut slashed = Vec::new();
         for (f, h) in blocks.iter().zip(&served) {
             applying.verify(&f.block.header, h).unwrap();
             slashed.extend(applying.apply_body(&f.block.body));
         }
         assert_eq!(slashed, vec![ValidatorIndex(7)], "the equivocator, once");
-        let mut ignoring = HeaderChain::from_genesis(&genesis, genesis_hash).unwrap();
+        let mut ignoring = HeaderChain::from_genesis(&genesis, GENESIS_HASH).unwrap();
         let refused = blocks
             .iter()
             .zip(&served)
@@ -746,39 +776,20 @@ mod headers {
 
     #[test]
     fn headers_are_checked_against_their_signed_consensus_headers() {
-        let spec = ChainSpec::preset("devnet").unwrap();
-        let mut params = DevnetParams::new("light-headers", spec.clone());
-        params.accounts = 0;
-        params.executors = 0;
-        let (mut chain, genesis, _) = LiveChain::new(8, 2, params, Box::new(Empty), None).unwrap();
-        let end = 5 * spec.slots_per_epoch * chain.slot_ms();
-        let mut now = 0;
-        while now < end {
-            now += 100;
-            chain.advance(now);
-        }
-        let blocks: Vec<FinalizedBlock> = chain.finalized_after(chain.genesis_root());
+        let Run {
+            chain,
+            genesis,
+            spec,
+            blocks,
+            served,
+            now,
+        } = run("light-headers", 0, 5);
         assert!(
             blocks.len() as u64 > spec.slots_per_epoch,
             "{} finalized blocks: the test needs more than an epoch",
             blocks.len()
         );
-        let registry = Registry::from_genesis(&genesis).unwrap();
-        let genesis_hash = B256::repeat_byte(0x42);
-        let mut served: Vec<ExecHeader> = Vec::new();
-        let mut parent = (0, genesis_hash);
-        for f in &blocks {
-            let h = derive(
-                &f.block.header.message,
-                f.mix,
-                parent,
-                &spec,
-                genesis.genesis_time,
-                &registry,
-            );
-            parent = (h.number, h.hash());
-            served.push(h);
-        }
+        let genesis_hash = GENESIS_HASH;
 
         // The proposer duties the chain serves (`proposer_duties`) name every finalized
         // block's proposer; the next epoch's are not known yet.
