@@ -392,7 +392,8 @@ pub struct Status {
 
 impl Status {
     /// One line: slot, head, justified and finalized epochs, executed height, tx/s (given),
-    /// pool size, alarms, and the distributed validator's duties signed (when there is one).
+    /// pool size, alarms, the distributed validator's duties signed (when there is one), the
+    /// light client's head, and the executors slashed on chain (when any is).
     pub fn line(&self, tx_per_s: f64) -> String {
         let chain = self.chain.as_ref().map_or_else(
             || "waiting for slot 1".to_string(),
@@ -415,8 +416,14 @@ impl Status {
                 agreement * 100.0
             )
         });
+        let slashed = match &self.chain {
+            Some(c) if !c.executors_slashed.is_empty() => {
+                format!(" | executors slashed {:?}", c.executors_slashed)
+            }
+            _ => String::new(),
+        };
         format!(
-            "{chain} | executed block {:>5} | {:>7.1} tx/s | pool {:>5} | alarms {}{dv}{light}",
+            "{chain} | executed block {:>5} | {:>7.1} tx/s | pool {:>5} | alarms {}{dv}{light}{slashed}",
             self.executed, tx_per_s, self.mempool, self.alarms
         )
     }
