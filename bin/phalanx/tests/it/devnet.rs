@@ -91,9 +91,13 @@ fn wait_height(port: u16, at_least: u64, within: Duration, child: &mut Child) ->
     )
 }
 
-/// Declarations recorded in the validators' producer-reputation books, summed.
+/// Declarations recorded in the validators' producer-reputation books, summed (none before
+/// the chain thread has published its first status).
 fn declarations_recorded(port: u16) -> Option<u64> {
     let status = http(port, "GET", "/api/status", "")?;
+    if status["chain"].is_null() {
+        return None;
+    }
     status["producers"]
         .as_array()
         .map(|ps| ps.iter().filter_map(|p| p["declared"].as_u64()).sum())
