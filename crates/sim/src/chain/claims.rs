@@ -45,7 +45,7 @@ const PROOF_POOL: usize = 64;
 
 /// What [`Sim::check_execution_ops`] found, applied once fork choice takes the block.
 pub(super) struct Checked {
-    exec: (ExecHeader, B256),
+    exec: Option<(ExecHeader, B256)>,
     executors: Option<ExecutorRegistry>,
     effects: BodyEffects,
 }
@@ -125,12 +125,9 @@ impl Sim {
         mix: B256,
     ) -> Result<Checked, BodyError> {
         let view = &self.views[node];
-        // A parent without a derived header cannot happen (parents are imported first);
-        // derive from the genesis's then rather than refuse.
-        let exec = self.derive_exec(node, block, mix).unwrap_or_else(|| {
-            let (g, h) = &view.exec[&self.genesis_root];
-            (g.clone(), *h)
-        });
+        // `None` only for a parent without a derived header, which import order rules out
+        // (parents first); such a block would merely be unnamed for claims.
+        let exec = self.derive_exec(node, block, mix);
         if block.body.claims.is_empty() && block.body.fraud_proofs.is_empty() {
             return Ok(Checked {
                 exec,
@@ -167,7 +164,9 @@ impl Sim {
         checked: Checked,
     ) {
         let view = &mut self.views[node];
-        view.exec.insert(root, checked.exec);
+        if let Some(exec) = checked.exec {
+            view.exec.insert(root, exec);
+        }
         if let Some(executors) = checked.executors {
             view.executors = executors;
         }
