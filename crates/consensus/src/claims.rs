@@ -40,20 +40,36 @@
 //!    includer is paid). An executor already slashed in this view is skipped — no second
 //!    bounty, and not an error, for the per-view reason of rule 1.
 //!
+//! Around these, [`process_body`] runs the executor operations of `crate::executor_ops`:
+//! releases due at the block's epoch first, then these rules, then deposits and exits. Light
+//! clients apply the same effects to the final blocks they follow with [`apply_final`].
+//!
 //! [`BOUNTY_QUOTIENT`]: crate::executors::BOUNTY_QUOTIENT
 
 use std::collections::HashSet;
 
 use alloy_primitives::B256;
-use phalanx_crypto::Signature;
 use phalanx_crypto::bls::{SignatureSet, verify_signature_sets};
+use phalanx_crypto::{PublicKey, Signature};
 use phalanx_types::fraud::FraudProofVerifier;
 use phalanx_types::{
-    BlockBody, BlockHeader, Decode, ExecutorIndex, FraudProofKind, Gwei, Root, SignedClaim,
-    SigningContext, WrongClaimEvidence,
+    BlockBody, BlockHeader, Decode, Epoch, ExecutorIndex, FraudProofKind, Gwei, ProducerIndex,
+    Root, SignedClaim, SigningContext, WrongClaimEvidence,
 };
 
-use crate::executors::{ExecutorRegistry, WrongClaimError, apply_wrong_claim};
+use crate::executor_ops::{OpError, OpsEffects, process_ops, release};
+use crate::executors::{ExecutorRegistry, Released, WrongClaimError, apply_wrong_claim};
+
+/// The block whose body is processed, as these rules need it.
+#[derive(Clone, Copy)]
+pub struct At<'a> {
+    /// Its producer (paid the bounties of the proofs it carries).
+    pub producer: ProducerIndex,
+    /// Its epoch (releases and exits).
+    pub epoch: Epoch,
+    /// The producers' keys (deposits are signed by the funding producer).
+    pub producer_key: &'a dyn Fn(u64) -> Option<PublicKey>,
+}
 
 /// Rule 2: how many slots back a claim's block (and a wrong-claim proof's) may be.
 pub const CLAIM_WINDOW: u64 = 256;
@@ -145,6 +161,9 @@ pub enum BodyError {
         /// Why.
         source: WrongClaimError,
     },
+    /// A deposit or exit breaks `crate::executor_ops`' rules.
+    #[error(transparent)]
+    Op(#[from] OpError),
 }
 
 /// What importing a block's execution operations did (rule 6).
@@ -154,6 +173,10 @@ pub struct BodyEffects {
     pub claims: usize,
     /// Executors slashed, each with the bounty credited to the block's producer.
     pub slashed: Vec<(ExecutorIndex, Gwei)>,
+    /// Executors gone after their withdrawal delay, with their bonds.
+    pub released: Vec<Released>,
+    /// Deposits and exits.
+    pub ops: OpsEffects,
 }
 
 /// The `(executor, height)` of every claim in `ancestors` (rule 3's memory).
@@ -260,29 +283,33 @@ fn check_signatures(
     Ok(())
 }
 
-/// Rules 1–6 for a block's `body`: checks every claim and wrong-claim proof
-/// and, only if all pass, slashes the executors the proofs show wrong in `registry`.
-/// `ancestors` are the block's, newest first, back to [`CLAIM_WINDOW`] slots before it;
-/// `verifier` re-executes (the execution side's `ClaimVerifier`, which resolves each block's
-/// name and environment).
+/// Rules 1–6 for a block's `body`, with the executor operations around them: releases due
+/// at the block's epoch, then every claim and wrong-claim proof, then deposits and exits.
+/// Applied to `registry` (the registry of the block's parent, on its branch) only if all
+/// pass. `ancestors` are the block's, newest first, back to [`CLAIM_WINDOW`] slots before
+/// it; `verifier` re-executes (the execution side's `ClaimVerifier`, which resolves each
+/// block's name and environment).
 pub fn process_body(
     body: &BlockBody,
+    at: &At<'_>,
     ancestors: &[Ancestor<'_>],
     registry: &mut ExecutorRegistry,
     signing: &SigningContext,
     verifier: &dyn FraudProofVerifier,
 ) -> Result<BodyEffects, BodyError> {
-    check_signatures(body.claims.as_ref(), registry, signing)?;
+    let mut next = registry.clone();
+    let released = release(&mut next, at.epoch);
+    check_signatures(body.claims.as_ref(), &next, signing)?;
     let mut seen = claims_on_chain(ancestors);
     for (index, claim) in body.claims.iter().enumerate() {
         check_place(claim, ancestors, &seen)
             .map_err(|source| BodyError::Claim { index, source })?;
         seen.insert((claim.executor.0, claim.message.height));
     }
-    let mut next = registry.clone();
     let mut effects = BodyEffects {
         claims: body.claims.len(),
-        slashed: Vec::new(),
+        released,
+        ..BodyEffects::default()
     };
     for (index, proof) in body.fraud_proofs.iter().enumerate() {
         if proof.kind != FraudProofKind::WrongClaim as u8 {
@@ -315,9 +342,44 @@ pub fn process_body(
             &mut next,
         )
         .map_err(|source| BodyError::Proof { index, source })?;
+        next.credit_producer(at.producer, bounty);
         effects.slashed.push((executor, bounty));
     }
+    effects.ops = process_ops(body, at.epoch, &mut next, at.producer_key, signing)?;
     *registry = next;
+    Ok(effects)
+}
+
+/// What importing a **final** block's body did to the executor registry, for a light
+/// client following final blocks: the same order and effects as [`process_body`], without
+/// re-judging what the chain already judged (claims are not placed, proofs not re-executed:
+/// the body hashes to a final header's `body_root`). A proof whose accused is already slashed
+/// or gone is skipped. An operation the rules refuse is an error: the chain would not have
+/// finalised it, so the caller's registry no longer matches the chain's (it started from a
+/// checkpoint after operations it did not see) and says so.
+pub fn apply_final(
+    body: &BlockBody,
+    at: &At<'_>,
+    registry: &mut ExecutorRegistry,
+    signing: &SigningContext,
+) -> Result<BodyEffects, OpError> {
+    let mut effects = BodyEffects {
+        claims: body.claims.len(),
+        released: release(registry, at.epoch),
+        ..BodyEffects::default()
+    };
+    for proof in body.fraud_proofs.iter() {
+        let Ok(evidence) = WrongClaimEvidence::from_ssz_bytes(&proof.payload) else {
+            continue;
+        };
+        let executor = evidence.claim.executor;
+        if registry.get(executor).is_some_and(|e| !e.slashed) {
+            let bounty = registry.slash(executor);
+            registry.credit_producer(at.producer, bounty);
+            effects.slashed.push((executor, bounty));
+        }
+    }
+    effects.ops = process_ops(body, at.epoch, registry, at.producer_key, signing)?;
     Ok(effects)
 }
 
@@ -343,13 +405,7 @@ mod tests {
     }
 
     fn empty_body() -> BlockBody {
-        BlockBody {
-            attestations: VariableList::empty(),
-            claims: VariableList::empty(),
-            declaration_slashings: VariableList::empty(),
-            attester_slashings: VariableList::empty(),
-            fraud_proofs: VariableList::empty(),
-        }
+        BlockBody::default()
     }
 
     /// Three executors and a chain of four blocks (heights 1..=4, slots 1..=4).
@@ -444,8 +500,15 @@ mod tests {
             verifier: &dyn FraudProofVerifier,
         ) -> Result<BodyEffects, BodyError> {
             let mut registry = self.registry.clone();
+            let no_keys = |_: u64| None;
+            let at = At {
+                producer: ProducerIndex(0),
+                epoch: Epoch(0),
+                producer_key: &no_keys,
+            };
             let r = process_body(
                 body,
+                &at,
                 &self.ancestors(),
                 &mut registry,
                 &self.signing,

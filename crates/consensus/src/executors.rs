@@ -3,14 +3,16 @@
 //!
 //! Rules, in order:
 //!
-//! 1. **Bond.** Executors come from the genesis (`executors`, amount = bond) or later by
-//!    [`ExecutorRegistry::deposit`]; an executor whose bond is below the spec's
-//!    `min_executor_bond` is not active.
+//! 1. **Bond.** Executors come from the genesis (`executors`, amount = bond) or later by a
+//!    deposit operation (`crate::executor_ops`), appended at the next index; an executor whose
+//!    bond is below the spec's `min_executor_bond` is not active. One key is one executor: a
+//!    key already registered (active, exiting or slashed) cannot be deposited again until it
+//!    has withdrawn.
 //! 2. **Weight.** An active executor's claims weigh its bond. An executor that asked to
 //!    withdraw weighs nothing from that epoch on, but its bond stays slashable until
 //!    `executor_withdrawal_delay_epochs` have passed: a claim signed just before leaving is
-//!    still answerable. After the delay the bond is paid out ([`ExecutorRegistry::withdraw`])
-//!    and the executor is gone.
+//!    still answerable. After the delay the bond is released ([`ExecutorRegistry::release_due`])
+//!    and the executor is gone; its index is never reused.
 //! 3. **Sample.** The claimers of a block are a stake-weighted sample without replacement of
 //!    [`SAMPLE_SIZE`] active executors (all of them when fewer), drawn by `sha256(seed ‖ height
 //!    ‖ counter)` — deterministic, so anyone can check who was asked. Claims from executors
@@ -19,14 +21,18 @@
 //! 4. **Slashing.** A verified proof of execution showing an executor's claim wrong (see
 //!    `phalanx_execution::proof`) slashes its whole bond; [`BOUNTY_QUOTIENT`] of it goes to
 //!    whoever submitted the proof, the rest is burned. An executor is slashed at most once.
+//! 5. **Funding.** The registry also keeps the producers' bonds as executor operations move
+//!    them on this branch (genesis bond, plus bounties credited, minus executor bonds funded):
+//!    a deposit is paid out of a producer's bond, which must stay at or above
+//!    `min_producer_bond` (see `crate::executor_ops` for why producers fund deposits).
 
 use alloy_primitives::{Address, B256};
 use phalanx_crypto::{PublicKey, PublicKeyBytes};
 use phalanx_spec::{ChainSpec, Genesis};
 use phalanx_types::fraud::FraudProofVerifier;
 use phalanx_types::{
-    BlockHeader, Decode, Epoch, ExecutorIndex, FraudProof, FraudProofKind, Gwei, Root,
-    SigningContext, WrongClaimEvidence,
+    BlockHeader, Decode, Epoch, ExecutorIndex, FraudProof, FraudProofKind, Gwei, ProducerIndex,
+    Root, SigningContext, WrongClaimEvidence,
 };
 use sha2::{Digest, Sha256};
 
@@ -76,6 +82,26 @@ pub enum ExecutorError {
     /// Already slashed, exiting, or withdrawn.
     #[error("executor {0} is not active")]
     NotActive(u64),
+    /// Rule 1: the key is already an executor's.
+    #[error("the key is already executor {0}'s")]
+    KeyInUse(u64),
+    /// Rule 5: no such producer.
+    #[error("no producer {0}")]
+    UnknownProducer(u64),
+    /// Rule 5: the producer's bond cannot pay for it.
+    #[error(
+        "producer {producer} has {available} Gwei of bond; paying {amount} would leave it below the minimum {min}"
+    )]
+    InsufficientBond {
+        /// The producer.
+        producer: u64,
+        /// Its bond on this branch.
+        available: Gwei,
+        /// Asked.
+        amount: Gwei,
+        /// The producers' minimum bond.
+        min: Gwei,
+    },
     /// The withdrawal delay has not passed.
     #[error("executor {index} can withdraw at epoch {at}")]
     TooEarly {
@@ -92,12 +118,27 @@ pub struct ExecutorRegistry {
     executors: Vec<Option<Executor>>,
     min_bond: Gwei,
     delay: u64,
+    /// Rule 5: each producer's bond as this branch's executor operations left it.
+    producer_bonds: Vec<Gwei>,
+    min_producer_bond: Gwei,
+}
+
+/// An executor gone after its withdrawal delay (rule 2), and what it is owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Released {
+    /// The executor.
+    pub executor: ExecutorIndex,
+    /// Where its bond is due.
+    pub reward_address: Address,
+    /// The bond released (0 if it was slashed).
+    pub amount: Gwei,
 }
 
 impl ExecutorRegistry {
     /// The genesis executors under `genesis.spec`'s rules.
     pub fn from_genesis(genesis: &Genesis) -> Result<Self, ExecutorError> {
         let mut r = Self::new(&genesis.spec);
+        r.producer_bonds = genesis.producers.iter().map(|p| p.amount).collect();
         for (index, e) in genesis.executors.iter().enumerate() {
             let pubkey = PublicKey::try_from(&e.pubkey).map_err(|err| ExecutorError::BadKey {
                 index,
@@ -120,7 +161,63 @@ impl ExecutorRegistry {
             executors: Vec::new(),
             min_bond: spec.min_executor_bond,
             delay: spec.executor_withdrawal_delay_epochs,
+            producer_bonds: Vec::new(),
+            min_producer_bond: spec.min_producer_bond,
         }
+    }
+
+    /// Rule 5: producer `index`'s bond on this branch (none for an unknown producer).
+    pub fn producer_bond(&self, index: ProducerIndex) -> Option<Gwei> {
+        self.producer_bonds
+            .get(usize::try_from(index.0).ok()?)
+            .copied()
+    }
+
+    /// Rule 5: credits a bounty to producer `index`'s bond (an unknown producer gets nothing).
+    pub fn credit_producer(&mut self, index: ProducerIndex, amount: Gwei) {
+        if let Some(b) = usize::try_from(index.0)
+            .ok()
+            .and_then(|i| self.producer_bonds.get_mut(i))
+        {
+            *b = b.saturating_add(amount);
+        }
+    }
+
+    /// Rule 5: whether producer `index` can pay `amount` and keep its minimum bond.
+    pub fn can_fund(&self, index: ProducerIndex, amount: Gwei) -> Result<(), ExecutorError> {
+        let available = self
+            .producer_bond(index)
+            .ok_or(ExecutorError::UnknownProducer(index.0))?;
+        if available
+            .checked_sub(amount)
+            .is_none_or(|left| left < self.min_producer_bond)
+        {
+            return Err(ExecutorError::InsufficientBond {
+                producer: index.0,
+                available,
+                amount,
+                min: self.min_producer_bond,
+            });
+        }
+        Ok(())
+    }
+
+    /// The executor holding `pubkey` (active, exiting or slashed), if any.
+    pub fn index_of(&self, pubkey: &PublicKey) -> Option<ExecutorIndex> {
+        self.executors
+            .iter()
+            .position(|e| e.as_ref().is_some_and(|e| e.pubkey == *pubkey))
+            .map(|i| ExecutorIndex(i as u64))
+    }
+
+    /// Rule 1: the smallest bond an executor may have.
+    pub fn min_bond(&self) -> Gwei {
+        self.min_bond
+    }
+
+    /// The epochs between asking to withdraw and the bond's release.
+    pub fn withdrawal_delay(&self) -> u64 {
+        self.delay
     }
 
     /// Executor `index` (none once withdrawn).
@@ -159,12 +256,14 @@ impl ExecutorRegistry {
         self.executors.is_empty()
     }
 
-    /// Rule 1: a new executor with `bond`.
+    /// Rules 1 and 5: a new executor with `bond`, paid out of `funder`'s bond (a genesis-less
+    /// registry in tests may pass `None`: the bond then comes from nowhere).
     pub fn deposit(
         &mut self,
         pubkey: &PublicKeyBytes,
         bond: Gwei,
         reward_address: Address,
+        funder: Option<ProducerIndex>,
     ) -> Result<ExecutorIndex, ExecutorError> {
         if bond < self.min_bond {
             return Err(ExecutorError::BondTooSmall {
@@ -176,6 +275,15 @@ impl ExecutorRegistry {
             index: self.executors.len(),
             reason: err.to_string(),
         })?;
+        if let Some(existing) = self.index_of(&pubkey) {
+            return Err(ExecutorError::KeyInUse(existing.0));
+        }
+        if let Some(p) = funder {
+            self.can_fund(p, bond)?;
+            if let Some(b) = self.producer_bonds.get_mut(p.0 as usize) {
+                *b -= bond;
+            }
+        }
         self.executors.push(Some(Executor {
             pubkey,
             bond,
@@ -223,6 +331,40 @@ impl ExecutorRegistry {
         let bond = if e.slashed { 0 } else { e.bond };
         *slot = None;
         Ok(bond)
+    }
+
+    /// Rule 2: whether some executor's bond is due for release at `epoch`.
+    pub fn has_release_due(&self, epoch: Epoch) -> bool {
+        self.executors.iter().flatten().any(|e| {
+            e.exit_epoch
+                .is_some_and(|x| x.0.saturating_add(self.delay) <= epoch.0)
+        })
+    }
+
+    /// Rule 2 at a block of `epoch`: every executor whose withdrawal delay has passed is gone,
+    /// its bond released; returns them in index order.
+    pub fn release_due(&mut self, epoch: Epoch) -> Vec<Released> {
+        let due: Vec<(ExecutorIndex, Address)> = self
+            .executors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let e = e.as_ref()?;
+                let exit = e.exit_epoch?;
+                (exit.0.saturating_add(self.delay) <= epoch.0)
+                    .then_some((ExecutorIndex(i as u64), e.reward_address))
+            })
+            .collect();
+        due.into_iter()
+            .filter_map(|(executor, reward_address)| {
+                let amount = self.withdraw(executor, epoch).ok()?;
+                Some(Released {
+                    executor,
+                    reward_address,
+                    amount,
+                })
+            })
+            .collect()
     }
 
     /// Rule 4: slashes `index`; returns the bounty for the proof's submitter (0 if it was
@@ -400,9 +542,61 @@ mod tests {
         let key = genesis.executors[0].pubkey;
         let min = genesis.spec.min_executor_bond;
         assert!(matches!(
-            r.deposit(&key, min - 1, Address::ZERO),
+            r.deposit(&key, min - 1, Address::ZERO, None),
             Err(ExecutorError::BondTooSmall { .. })
         ));
-        assert_eq!(r.deposit(&key, min, Address::ZERO), Ok(ExecutorIndex(1)));
+        assert_eq!(
+            r.deposit(&key, min, Address::ZERO, None),
+            Err(ExecutorError::KeyInUse(0)),
+            "one key, one executor"
+        );
+        let fresh = phalanx_crypto::SecretKey::key_gen(&[7u8; 32])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .public_key()
+            .to_bytes();
+        assert_eq!(
+            r.deposit(&fresh, min, Address::ZERO, None),
+            Ok(ExecutorIndex(1))
+        );
+    }
+
+    #[test]
+    fn a_producer_funds_a_deposit_only_above_its_minimum_bond() {
+        let (mut r, genesis) = registry(1);
+        let p = ProducerIndex(0);
+        let bond = genesis.producers[0].amount;
+        let spare = bond - genesis.spec.min_producer_bond;
+        let key = |seed: &[u8]| {
+            phalanx_crypto::SecretKey::key_gen(seed)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .public_key()
+                .to_bytes()
+        };
+        assert!(matches!(
+            r.deposit(&key(&[8u8; 32]), spare + 1, Address::ZERO, Some(p)),
+            Err(ExecutorError::InsufficientBond { .. })
+        ));
+        assert_eq!(
+            r.producer_bond(p),
+            Some(bond),
+            "a refused deposit moves nothing"
+        );
+        let min = genesis.spec.min_executor_bond;
+        assert_eq!(
+            r.deposit(&key(&[8u8; 32]), min, Address::ZERO, Some(p)),
+            Ok(ExecutorIndex(1))
+        );
+        assert_eq!(r.producer_bond(p), Some(bond - min));
+        r.credit_producer(p, 7);
+        assert_eq!(r.producer_bond(p), Some(bond - min + 7));
+        assert!(matches!(
+            r.deposit(
+                &key(&[9u8; 32]),
+                min,
+                Address::ZERO,
+                Some(ProducerIndex(99))
+            ),
+            Err(ExecutorError::UnknownProducer(99))
+        ));
     }
 }

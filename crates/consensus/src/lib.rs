@@ -11,7 +11,8 @@
 //! * [`fraud`]: applying a fraud proof judged by the execution side's verifier.
 //! * [`slashing`]: double declarations and double/surround votes as block operations.
 //! * [`executors`]: the executor registry (bonds, sample, slashing by a wrong-claim proof);
-//!   [`claims`]: executors' claims and wrong-claim proofs as block operations.
+//!   [`claims`]: executors' claims and wrong-claim proofs as block operations;
+//!   [`executor_ops`]: executors' deposits, exits and releases as block operations.
 //! * [`fork_choice`]: LMD-GHOST, Casper FFG justification and finality, slashable-vote
 //!   detection, zero weight for fraud-proven blocks.
 //!
@@ -21,6 +22,7 @@
 pub mod alarms;
 pub mod claims;
 pub mod committee;
+pub mod executor_ops;
 pub mod executors;
 pub mod fork_choice;
 pub mod fraud;

@@ -182,6 +182,22 @@ impl Registry {
         }
     }
 
+    /// Debits `amount` from a producer's bond (an executor deposit it funded; the executor
+    /// registry checked the funds on the block's branch). Returns what was debited.
+    pub fn debit_producer(&mut self, index: ProducerIndex, amount: Gwei) -> Gwei {
+        match usize::try_from(index.0)
+            .ok()
+            .and_then(|i| self.producers.get_mut(i))
+        {
+            Some(p) => {
+                let taken = amount.min(p.bond);
+                p.bond -= taken;
+                taken
+            }
+            None => 0,
+        }
+    }
+
     /// Credits `amount` to a producer's bond (a bounty for a fraud proof it carried); a
     /// slashed or unknown producer gets nothing. Returns what was credited.
     pub fn credit_producer(&mut self, index: ProducerIndex, amount: Gwei) -> Gwei {

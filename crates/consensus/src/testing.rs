@@ -31,13 +31,7 @@ pub fn signed_block(
         signature: signing.sign(&declaration, proposer.1),
         message: declaration,
     };
-    let body = BlockBody {
-        attestations: VariableList::empty(),
-        claims: VariableList::empty(),
-        declaration_slashings: VariableList::empty(),
-        attester_slashings: VariableList::empty(),
-        fraud_proofs: VariableList::empty(),
-    };
+    let body = BlockBody::default();
     let header = BlockHeader {
         slot: Slot(slot),
         parent_root: parent,

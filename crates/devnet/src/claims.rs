@@ -32,8 +32,10 @@ use phalanx_execution::store::StateStore;
 use phalanx_light::client::{Config, LightClient, LightHeader};
 use phalanx_light::wire::{
     BOOTSTRAP_PATH, BlockShards, Bootstrap, CLAIMS_PATH, CLAIMS_TOPIC, ClaimsAnswer,
-    ClaimsSubmission, FINALITY_PATH, FinalityQuery, FinalityUpdate, MAX_ATTESTATIONS, MAX_CLAIMS,
-    MAX_HEADERS, PROOF_ROUTE, ProofQuery, SHARDS_ROUTE, UPDATES_PATH, Updates, UpdatesQuery,
+    ClaimsSubmission, EXECUTOR_OPS_PATH, EXECUTORS_PATH, ExecutorInfo, ExecutorOpsAnswer,
+    ExecutorOpsSubmission, ExecutorsAnswer, FINALITY_PATH, FinalityQuery, FinalityUpdate,
+    MAX_ATTESTATIONS, MAX_CLAIMS, MAX_HEADERS, PROOF_ROUTE, ProofQuery, SHARDS_ROUTE, UPDATES_PATH,
+    Updates, UpdatesQuery,
 };
 use phalanx_net::{Network, Offence};
 use phalanx_types::{
@@ -60,6 +62,16 @@ pub(crate) enum ChainOp {
     Claim(SignedClaim),
     /// A proof that a claim is wrong, to slash its signer on chain.
     Fraud(FraudProof),
+    /// An executor deposit, answered with why the chain refuses it, if it does.
+    Deposit(
+        phalanx_types::SignedExecutorDeposit,
+        oneshot::Sender<Result<(), String>>,
+    ),
+    /// An executor exit, answered likewise.
+    Exit(
+        phalanx_types::SignedExecutorExit,
+        oneshot::Sender<Result<(), String>>,
+    ),
 }
 
 /// A light client's request for a proof of execution (height, the shards to re-execute),
@@ -70,6 +82,18 @@ type ProofRequest = (u64, ProofQuery, oneshot::Sender<Result<Vec<u8>, String>>);
 pub(crate) fn write_external_keys(
     dir: &std::path::Path,
     seed: &str,
+    keys: &[(String, SecretKey)],
+    first: usize,
+) -> Result<(), crate::DevnetError> {
+    write_keys(dir, seed, "executor", keys, first)
+}
+
+/// Writes `keys` as EIP-2335 keystores `dir/NNNN.json` (index `first` on) with
+/// `dir/password.txt`.
+pub(crate) fn write_keys(
+    dir: &std::path::Path,
+    seed: &str,
+    role: &str,
     keys: &[(String, SecretKey)],
     first: usize,
 ) -> Result<(), crate::DevnetError> {
@@ -84,7 +108,7 @@ pub(crate) fn write_external_keys(
             seed,
             path,
             sk,
-            &format!("phalanx devnet executor {index}"),
+            &format!("phalanx devnet {role} {index}"),
         )
         .map_err(|e| crate::DevnetError::Genesis(e.to_string()))?;
         let file = dir.join(format!("{index:04}.json"));
@@ -156,6 +180,79 @@ pub(crate) fn router() -> axum::Router<Arc<Shared>> {
         .route(PROOF_ROUTE, get(proof))
         .route(SHARDS_ROUTE, get(shards))
         .route(CLAIMS_PATH, axum::routing::post(post_claims))
+        .route(EXECUTORS_PATH, get(executors))
+        .route(EXECUTOR_OPS_PATH, axum::routing::post(post_executor_ops))
+}
+
+/// The executor registry at the chain's head.
+async fn executors(State(shared): State<Arc<Shared>>) -> Response {
+    let Some(registry) = lock(&shared.executors).clone() else {
+        return not_found("the chain has not started".into());
+    };
+    let executors = (0..registry.len() as u64)
+        .filter_map(|i| {
+            let e = registry.get(ExecutorIndex(i))?;
+            Some(ExecutorInfo {
+                index: i,
+                pubkey: Bytes::copy_from_slice(e.pubkey.to_bytes().as_slice()),
+                bond: e.bond,
+                slashed: e.slashed,
+                exit_epoch: e.exit_epoch.map(|x| x.0),
+            })
+        })
+        .collect();
+    axum::Json(ExecutorsAnswer { executors }).into_response()
+}
+
+/// Executor deposits and exits for the producers to carry, each checked by the chain first.
+async fn post_executor_ops(
+    State(shared): State<Arc<Shared>>,
+    axum::Json(body): axum::Json<ExecutorOpsSubmission>,
+) -> Response {
+    let Some(ops) = lock(&shared.chain_ops).clone() else {
+        return not_found("the chain has not started".into());
+    };
+    let mut answer = ExecutorOpsAnswer::default();
+    let mut waiting = Vec::new();
+    let max = <phalanx_types::limits::MaxExecutorOps as ssz_types::typenum::Unsigned>::USIZE;
+    for (i, raw) in body.deposits.iter().enumerate().take(max) {
+        match phalanx_types::SignedExecutorDeposit::from_ssz_bytes(raw) {
+            Ok(d) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = ops.send(ChainOp::Deposit(d, tx));
+                waiting.push((format!("deposit {i}"), rx));
+            }
+            Err(e) => answer
+                .refused
+                .push(format!("deposit {i}: malformed: {e:?}")),
+        }
+    }
+    for (i, raw) in body.exits.iter().enumerate().take(max) {
+        match phalanx_types::SignedExecutorExit::from_ssz_bytes(raw) {
+            Ok(x) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = ops.send(ChainOp::Exit(x, tx));
+                waiting.push((format!("exit {i}"), rx));
+            }
+            Err(e) => answer.refused.push(format!("exit {i}: malformed: {e:?}")),
+        }
+    }
+    drop(ops);
+    for (what, rx) in waiting {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), rx).await {
+            Ok(Ok(Ok(()))) => answer.accepted += 1,
+            Ok(Ok(Err(why))) => answer.refused.push(format!("{what}: {why}")),
+            _ => answer
+                .refused
+                .push(format!("{what}: the chain did not answer")),
+        }
+    }
+    let code = if answer.accepted == 0 && !answer.refused.is_empty() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    (code, axum::Json(answer)).into_response()
 }
 
 async fn shards(State(shared): State<Arc<Shared>>, Path(height): Path<u64>) -> Response {
@@ -183,9 +280,13 @@ async fn shards(State(shared): State<Arc<Shared>>, Path(height): Path<u64>) -> R
 
 /// Why a submitted claim (posted or gossiped) is refused, and what it costs its sender.
 fn check_submitted(shared: &Shared, claim: &SignedClaim) -> Result<(), (Offence, String)> {
-    let Some((registry, signing)) = lock(&shared.light_feed.check).clone() else {
+    let Some((genesis_registry, signing)) = lock(&shared.light_feed.check).clone() else {
         return Err((Offence::Useless, "this node runs no executors".into()));
     };
+    // The chain head's registry (deposits, exits and slashings applied) once there is one.
+    let registry = lock(&shared.executors)
+        .as_ref()
+        .map_or(genesis_registry, |r| (**r).clone());
     let m = &claim.message;
     let known = shared
         .blocks()
@@ -771,13 +872,10 @@ impl Run {
     }
 
     fn publish(&mut self) {
-        // Executors the chain slashed weigh nothing to the light client from now on.
-        let slashed = lock(&self.shared.chain)
-            .as_ref()
-            .map(|s| s.executors_slashed.clone())
-            .unwrap_or_default();
-        for e in slashed {
-            self.client.executors_mut().slash(ExecutorIndex(e));
+        // The light client weighs claims by the chain's registry: executors deposited,
+        // exiting, released and slashed on chain.
+        if let Some(registry) = lock(&self.shared.executors).clone() {
+            *self.client.executors_mut() = (*registry).clone();
         }
         for wrong in self.client.take_wrong_claims() {
             tracing::info!(

@@ -224,6 +224,10 @@ pub(crate) struct Shared {
     pub(crate) gossip: claims::GossipCounts,
     /// Installed JSON-RPC filters.
     pub(crate) filters: Mutex<filters::Filters>,
+    /// The executor registry at the chain's head.
+    pub(crate) executors: Mutex<Option<Arc<phalanx_consensus::executors::ExecutorRegistry>>>,
+    /// Where executor operations go to the chain thread.
+    pub(crate) chain_ops: Mutex<Option<std::sync::mpsc::Sender<claims::ChainOp>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -555,6 +559,12 @@ impl Devnet {
                 store::write_atomic(&genesis_path, &json)?;
             }
         }
+        // The producers' keystores: what `phalanx executor deposit --producer-keystore` signs
+        // an executor deposit with (deposits are paid out of a producer's bond).
+        let producers_dir = config.data_dir.join("producers");
+        if !producers_dir.join("password.txt").exists() {
+            claims::write_keys(&producers_dir, &config.seed, "producer", &keys.producers, 0)?;
+        }
         // The distributed validator holds the last `dv_validators` validators' keys; the
         // chain's views still compute their duties, served on the validator API.
         let signing = chain.signing();
@@ -743,6 +753,8 @@ impl Devnet {
             light_feed: claims::Feed::default(),
             gossip: claims::GossipCounts::default(),
             filters: Mutex::new(filters::Filters::default()),
+            executors: Mutex::new(None),
+            chain_ops: Mutex::new(None),
         });
 
         let listener = tokio::net::TcpListener::bind(config.rpc)
@@ -786,6 +798,7 @@ impl Devnet {
         let (blocks_tx, blocks_rx) = mpsc::unbounded_channel::<(ExecHeader, Vec<Shard>)>();
         let (claims_tx, claims_rx) = mpsc::unbounded_channel::<claims::Final>();
         let (ops_tx, ops_rx) = std::sync::mpsc::channel::<claims::ChainOp>();
+        *lock(&shared.chain_ops) = Some(ops_tx.clone());
         if config.external_executors > 0 && config.external_executors >= config.executors {
             return Err(DevnetError::Config(format!(
                 "--external-executors {} leaves no executor in process out of --executors {} \
@@ -1165,6 +1178,30 @@ impl ChainLoop {
                             "devnet: wrong-claim proof refused by the chain"),
                     }
                 }
+                claims::ChainOp::Deposit(d, answer) => {
+                    let result = self.chain.submit_deposit(d).map_err(|e| e.to_string());
+                    match &result {
+                        Ok(()) => {
+                            tracing::info!("devnet: executor deposit handed to the producers")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "devnet: executor deposit refused"),
+                    }
+                    let _ = answer.send(result);
+                }
+                claims::ChainOp::Exit(x, answer) => {
+                    let executor = x.message.executor.0;
+                    let result = self.chain.submit_exit(x).map_err(|e| e.to_string());
+                    match &result {
+                        Ok(()) => tracing::info!(
+                            executor,
+                            "devnet: executor exit handed to the producers"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(executor, error = %e, "devnet: executor exit refused")
+                        }
+                    }
+                    let _ = answer.send(result);
+                }
             }
         }
     }
@@ -1237,6 +1274,12 @@ impl ChainLoop {
             self.save_books(status.slot);
             self.publish(&status);
             *lock(&self.shared.chain) = Some(status);
+            let executors = self.chain.executors();
+            let mut snapshot = lock(&self.shared.executors);
+            if snapshot.as_deref() != Some(executors) {
+                *snapshot = Some(Arc::new(executors.clone()));
+            }
+            drop(snapshot);
             // Wait for the next submission or 10 ms, whichever comes first.
             match self.from_api.recv_timeout(Duration::from_millis(10)) {
                 Ok((signed, verdict)) => {

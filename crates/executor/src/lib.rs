@@ -1,8 +1,12 @@
 //! `phalanx executor`: a bonded executor as a process (seed 003; DESIGN.md "Executors and the
 //! light client").
 //!
-//! 1. **Key and bond.** It holds one executor key (an EIP-2335 keystore); the genesis file
-//!    must list that key as a bonded executor, or it refuses to start.
+//! 1. **Key and bond.** It holds one executor key (an EIP-2335 keystore), bonded in the
+//!    genesis file or by a deposit on chain (`phalanx executor deposit`). A key the genesis
+//!    does not list is looked up in the node's executor registry (`GET /phalanx/v1/executors`)
+//!    until its deposit is on chain, with a progress line every 10 s; the index is only what
+//!    its claims are labelled with, and the chain checks each claim's signature against it,
+//!    so a node that lies about it only gets the claims refused.
 //! 2. **Genesis.** On an empty data folder it computes the genesis allocation's root and checks
 //!    it against the checkpoint the node suggests at height 0 before writing anything: a wrong
 //!    genesis file or a node on another chain stops it with both roots named.
@@ -80,9 +84,6 @@ impl std::fmt::Debug for ExecutorConfig {
 /// Why the executor stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
-    /// Its key is not a bonded executor of this genesis.
-    #[error("key {0} is not a bonded executor in the genesis file")]
-    NotBonded(String),
     /// The genesis does not give a registry.
     #[error("genesis: {0}")]
     Genesis(String),
@@ -162,10 +163,14 @@ pub async fn run(
     let registry = ExecutorRegistry::from_genesis(&config.genesis)
         .map_err(|e| ExecutorError::Genesis(e.to_string()))?;
     let pubkey = config.key.public_key();
-    let index = (0..config.genesis.executors.len() as u64)
-        .map(ExecutorIndex)
-        .find(|i| registry.get(*i).is_some_and(|e| e.pubkey == pubkey))
-        .ok_or_else(|| ExecutorError::NotBonded(format!("{:?}", pubkey.to_bytes())))?;
+    let upstream = Upstream::new(&config.node, Duration::from_secs(10))?;
+    let index = match registry.index_of(&pubkey) {
+        Some(index) => index,
+        None => match wait_for_deposit(&upstream, &pubkey, &mut shutdown).await {
+            Some(index) => index,
+            None => return Ok(()),
+        },
+    };
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ExecutorError::Io {
         path: config.data_dir.clone(),
         source,
@@ -174,7 +179,6 @@ pub async fn run(
         StateStore::open(&config.data_dir.join("state.redb"))
             .map_err(|e| ExecutorError::State(e.to_string()))?,
     );
-    let upstream = Upstream::new(&config.node, Duration::from_secs(10))?;
     if store
         .head()
         .map_err(|e| ExecutorError::State(e.to_string()))?
@@ -259,6 +263,53 @@ pub async fn run(
                 // Nothing is subscribed: drain what arrives so the queue never fills.
                 Some(_) = phalanx_net::p2p::next_event(&mut me.net) => {}
             }
+        }
+    }
+}
+
+/// The index of the executor holding `pubkey` once the node's registry lists it; `None` on
+/// shutdown.
+async fn wait_for_deposit(
+    upstream: &Upstream,
+    pubkey: &phalanx_crypto::PublicKey,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<ExecutorIndex> {
+    let wanted = pubkey.to_bytes();
+    let mut last_line: Option<std::time::Instant> = None;
+    loop {
+        match upstream.executors().await {
+            Ok(answer) => {
+                if let Some(e) = answer
+                    .executors
+                    .iter()
+                    .find(|e| e.pubkey.as_ref() == wanted.as_slice())
+                {
+                    tracing::info!(
+                        executor = e.index,
+                        bond_gwei = e.bond,
+                        "executor: bonded on chain"
+                    );
+                    return Some(ExecutorIndex(e.index));
+                }
+                if last_line.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    tracing::info!(
+                        executors = answer.executors.len(),
+                        "executor: key not bonded yet (not in the genesis, no deposit on chain); \
+                         waiting for its deposit (`phalanx executor deposit`)"
+                    );
+                    last_line = Some(std::time::Instant::now());
+                }
+            }
+            Err(e) => {
+                if last_line.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, "executor: cannot read the node's executor registry; retrying");
+                    last_line = Some(std::time::Instant::now());
+                }
+            }
+        }
+        tokio::select! {
+            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return None; },
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }

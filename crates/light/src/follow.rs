@@ -39,9 +39,23 @@ pub enum StartError {
 pub struct FinalBlock {
     /// The execution header.
     pub header: ExecHeader,
-    /// The body: attestations, claims, slashings, fraud proofs.
+    /// The body: attestations, claims, slashings, fraud proofs, executor operations.
     pub body: Option<BlockBody>,
+    /// The consensus block's slot.
+    pub slot: phalanx_types::Slot,
+    /// The consensus block's producer.
+    pub producer: phalanx_types::ProducerIndex,
 }
+
+/// A checked header not yet final: the execution header, the consensus root, the body, the
+/// slot and the producer.
+type Pending = (
+    ExecHeader,
+    Root,
+    Option<BlockBody>,
+    phalanx_types::Slot,
+    phalanx_types::ProducerIndex,
+);
 
 /// Checked headers on their way to being final.
 #[derive(Debug)]
@@ -49,7 +63,7 @@ pub struct FinalHeaders {
     headers: HeaderChain,
     finality: Finality,
     /// Checked headers not yet shown final, with their consensus roots and bodies.
-    pending: VecDeque<(ExecHeader, Root, Option<BlockBody>)>,
+    pending: VecDeque<Pending>,
 }
 
 impl FinalHeaders {
@@ -209,7 +223,13 @@ impl FinalHeaders {
                             self.finality.slash(v);
                         }
                     }
-                    self.pending.push_back((header, root, body));
+                    self.pending.push_back((
+                        header,
+                        root,
+                        body,
+                        signed.message.slot,
+                        signed.message.producer,
+                    ));
                 }
                 Err(e) => {
                     tracing::warn!(height = header.number, error = %e, "header refused");
@@ -223,11 +243,16 @@ impl FinalHeaders {
         self.count_attestations(upstream).await?;
         let finalized = self.finality.finalized().root;
         Ok(
-            match self.pending.iter().position(|(_, r, _)| *r == finalized) {
+            match self.pending.iter().position(|(_, r, ..)| *r == finalized) {
                 Some(at) => self
                     .pending
                     .drain(..=at)
-                    .map(|(header, _, body)| FinalBlock { header, body })
+                    .map(|(header, _, body, slot, producer)| FinalBlock {
+                        header,
+                        body,
+                        slot,
+                        producer,
+                    })
                     .collect(),
                 None => Vec::new(),
             },

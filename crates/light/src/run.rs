@@ -43,7 +43,7 @@ use tokio::sync::watch;
 use tree_hash::TreeHash;
 
 use crate::client::{Config, LightClient, LightHeader};
-use crate::follow::{FinalHeaders, StartError};
+use crate::follow::{FinalBlock, FinalHeaders, StartError};
 use crate::upstream::{FetchError, Upstream};
 use crate::wire::{Bootstrap, MAX_HEADERS, UpdatesQuery};
 
@@ -220,6 +220,14 @@ pub async fn start(
         None => None,
     };
     let follower = Follower {
+        producer_keys: config
+            .genesis
+            .producers
+            .iter()
+            .map(|p| phalanx_crypto::PublicKey::try_from(&p.pubkey).ok())
+            .collect(),
+        slots_per_epoch: config.genesis.spec.slots_per_epoch.max(1),
+        signing: config.genesis.signing_context(),
         net,
         early: BTreeMap::new(),
         client: client.clone(),
@@ -248,6 +256,10 @@ fn now_ms() -> u64 {
 }
 
 struct Follower {
+    /// The producers' keys (executor deposits are signed by the funding producer).
+    producer_keys: Vec<Option<phalanx_crypto::PublicKey>>,
+    slots_per_epoch: u64,
+    signing: phalanx_types::SigningContext,
     /// The gossip network, when claims come from it too.
     net: Option<phalanx_net::p2p::Libp2pNetwork>,
     /// Gossiped claims about blocks not final here yet, by height, with their authors.
@@ -268,27 +280,54 @@ struct Follower {
     last_line: u64,
 }
 
-/// The executor slashings a final block's body made (its `WrongClaim` fraud proofs, which the
-/// chain checked before the block could be valid): those executors weigh nothing from now on,
-/// also for a client that never saw the dispute.
-fn slashings_on_chain(client: &mut LightClient, body: &phalanx_types::BlockBody, height: u64) {
-    for proof in body.fraud_proofs.iter() {
-        if proof.kind != phalanx_types::FraudProofKind::WrongClaim as u8 {
-            continue;
+/// What a final block's body did to the executors (`phalanx_consensus::claims::apply_final`:
+/// releases due, slashings by its `WrongClaim` proofs, which the chain checked before the
+/// block could be valid, then deposits and exits), so that the client weighs claims by the
+/// chain's registry — also a client that never saw the dispute or the deposit.
+fn executors_on_chain(
+    client: &mut LightClient,
+    block: &FinalBlock,
+    body: &phalanx_types::BlockBody,
+    at: &phalanx_consensus::claims::At<'_>,
+    signing: &phalanx_types::SigningContext,
+) {
+    let height = block.header.number;
+    match phalanx_consensus::claims::apply_final(body, at, client.executors_mut(), signing) {
+        Ok(effects) => {
+            for (executor, _) in &effects.slashed {
+                tracing::warn!(
+                    executor = executor.0,
+                    block = height,
+                    "light client: executor slashed on chain for a wrong claim"
+                );
+            }
+            for e in &effects.ops.deposited {
+                tracing::info!(
+                    executor = e.0,
+                    block = height,
+                    "light client: executor deposited on chain"
+                );
+            }
+            for (e, at) in &effects.ops.exited {
+                tracing::info!(
+                    executor = e.0,
+                    released_at_epoch = at.0,
+                    block = height,
+                    "light client: executor exiting on chain; its claims weigh nothing now"
+                );
+            }
+            for r in &effects.released {
+                tracing::info!(
+                    executor = r.executor.0,
+                    block = height,
+                    "light client: executor bond released"
+                );
+            }
         }
-        let Ok(evidence) = phalanx_types::WrongClaimEvidence::from_ssz_bytes(&proof.payload) else {
-            continue;
-        };
-        let executor = evidence.claim.executor;
-        if client.executors().get(executor).is_some_and(|e| !e.slashed) {
-            client.executors_mut().slash(executor);
-            tracing::warn!(
-                executor = executor.0,
-                claimed_height = evidence.claim.message.height,
-                block = height,
-                "light client: executor slashed on chain for a wrong claim"
-            );
-        }
+        Err(e) => tracing::error!(block = height, error = %e,
+            "light client: a final block's executor operation does not apply here; this \
+             client's executor registry no longer matches the chain's (a checkpoint after \
+             operations it never saw?)"),
     }
 }
 
@@ -451,8 +490,14 @@ impl Follower {
                     tracing::warn!(error = %e, "light client: header refused");
                     break;
                 }
-                if let Some(body) = block.body {
-                    slashings_on_chain(&mut client, &body, block.header.number);
+                if let Some(body) = &block.body {
+                    let keys = |p: u64| self.producer_keys.get(p as usize).copied().flatten();
+                    let at = phalanx_consensus::claims::At {
+                        producer: block.producer,
+                        epoch: phalanx_types::Epoch(block.slot.0 / self.slots_per_epoch),
+                        producer_key: &keys,
+                    };
+                    executors_on_chain(&mut client, &block, body, &at, &self.signing);
                     carried.extend(body.claims.iter().cloned());
                 }
             }

@@ -216,6 +216,30 @@ impl Upstream {
         })
     }
 
+    /// The executor registry at the node's head.
+    pub async fn executors(&self) -> Result<crate::wire::ExecutorsAnswer, FetchError> {
+        self.get_json(crate::wire::EXECUTORS_PATH).await
+    }
+
+    /// Posts executor deposits and exits (SSZ each) for the node's producers to carry.
+    pub async fn submit_executor_ops(
+        &self,
+        ops: &crate::wire::ExecutorOpsSubmission,
+    ) -> Result<crate::wire::ExecutorOpsAnswer, FetchError> {
+        let path = crate::wire::EXECUTOR_OPS_PATH;
+        let (status, bytes) = self.post_json(path, ops).await?;
+        if status != 200 && status != 400 {
+            return Err(FetchError::Status {
+                url: format!("{}{path}", self.base),
+                status,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| FetchError::Malformed {
+            what: path.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
     /// POSTs `body` as JSON to `path`: the status and the answer's bytes.
     async fn post_json(
         &self,

@@ -30,6 +30,13 @@
 //! - `POST /phalanx/v1/light/claims` with [`ClaimsSubmission`] → [`ClaimsAnswer`]: signed
 //!   claims for the node to check (bonded signer, valid signature, a block it holds) and pass
 //!   on to the light clients it serves.
+//! - `GET /phalanx/v1/executors` → [`ExecutorsAnswer`]: the executor registry at the node's
+//!   head (an executor bonded by deposit learns its index here; the chain checks every claim's
+//!   signature against that index, so a node that lies only gets the executor's claims
+//!   refused).
+//! - `POST /phalanx/v1/executors/operations` with [`ExecutorOpsSubmission`] →
+//!   [`ExecutorOpsAnswer`]: signed executor deposits and exits for the node's producers to
+//!   carry (`phalanx_consensus::executor_ops`), each checked against its head first.
 
 use alloy_primitives::{B256, Bytes};
 use phalanx_execution::header::ExecHeader;
@@ -73,6 +80,53 @@ pub const CLAIMS_PATH: &str = "/phalanx/v1/light/claims";
 /// down (`phalanx_net::scoring`), a claim about a block the node does not hold costing
 /// little (it may be a race), garbage costing much.
 pub const CLAIMS_TOPIC: &str = "claims";
+
+/// Path of the executor registry.
+pub const EXECUTORS_PATH: &str = "/phalanx/v1/executors";
+/// Path executor deposits and exits are posted to.
+pub const EXECUTOR_OPS_PATH: &str = "/phalanx/v1/executors/operations";
+
+/// One executor of the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorInfo {
+    /// Its index (what its claims name).
+    pub index: u64,
+    /// Its BLS key (48 bytes).
+    pub pubkey: Bytes,
+    /// Bond, Gwei.
+    pub bond: u64,
+    /// Slashed.
+    pub slashed: bool,
+    /// The epoch it asked to withdraw at.
+    pub exit_epoch: Option<u64>,
+}
+
+/// The executor registry at the node's head.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorsAnswer {
+    /// Executors not yet released, by index.
+    pub executors: Vec<ExecutorInfo>,
+}
+
+/// Executor operations to carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorOpsSubmission {
+    /// SSZ of each `SignedExecutorDeposit`.
+    #[serde(default)]
+    pub deposits: Vec<Bytes>,
+    /// SSZ of each `SignedExecutorExit`.
+    #[serde(default)]
+    pub exits: Vec<Bytes>,
+}
+
+/// What the node did with them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorOpsAnswer {
+    /// Operations handed to the producers.
+    pub accepted: usize,
+    /// Why each other one was refused.
+    pub refused: Vec<String>,
+}
 
 /// The path of the shards at `height`.
 pub fn shards_path(height: u64) -> String {

@@ -143,6 +143,10 @@ enum Msg {
     Claim(Arc<SignedClaim>),
     /// A wrong-claim proof, on its way to producers' pools.
     Fraud(Arc<FraudProof>),
+    /// An executor deposit, on its way to producers' pools.
+    Deposit(Arc<SignedExecutorDeposit>),
+    /// An executor exit, on its way to producers' pools.
+    Exit(Arc<SignedExecutorExit>),
 }
 
 #[derive(Debug)]
@@ -168,8 +172,14 @@ struct View {
     vote_pool: HashMap<AttestationData, Vec<(u64, SignatureBytes)>>,
     /// Each block's derived execution header and its hash (the name claims use).
     exec: HashMap<Root, (ExecHeader, B256)>,
-    /// The executors, as the blocks this view imported left them.
-    executors: ExecutorRegistry,
+    /// The executor registry as each imported block left it (shared while unchanged).
+    ledgers: HashMap<Root, Arc<ExecutorRegistry>>,
+    /// The genesis executor registry.
+    genesis_ledger: Arc<ExecutorRegistry>,
+    /// Executor deposits heard, not yet final.
+    deposit_pool: Vec<SignedExecutorDeposit>,
+    /// Executor exits heard, not yet final.
+    exit_pool: Vec<SignedExecutorExit>,
     /// Claims heard, by (height, executor): what a producer puts in its blocks.
     claim_pool: std::collections::BTreeMap<(u64, u64), SignedClaim>,
     /// Wrong-claim proofs heard, not yet applied here.
@@ -221,6 +231,9 @@ struct Sim {
     claims_on_chain: u64,
     /// Bounties credited to producers for wrong-claim proofs, as validator 0 saw them.
     bounties_gwei: Gwei,
+    /// Executor deposits, and exits, carried by the blocks validator 0 imported.
+    executors_deposited: u64,
+    executors_exited: u64,
 }
 
 fn honest(config: &Config, validator: usize) -> bool {
@@ -277,8 +290,10 @@ impl Sim {
         let genesis_root = genesis.validators_root();
         let stakes: Vec<Gwei> = genesis.validators.iter().map(|v| v.amount).collect();
         let nodes = config.validators + config.producers;
-        let executors = ExecutorRegistry::from_genesis(&genesis)
-            .map_err(|e| SimError::Genesis(e.to_string()))?;
+        let executors = Arc::new(
+            ExecutorRegistry::from_genesis(&genesis)
+                .map_err(|e| SimError::Genesis(e.to_string()))?,
+        );
         let genesis_exec = phalanx_light::headers::genesis_header(&genesis, genesis_root);
         let genesis_exec_hash = genesis_exec.hash();
         let views = (0..nodes)
@@ -295,7 +310,10 @@ impl Sim {
                 attester_evidence: Vec::new(),
                 vote_pool: HashMap::new(),
                 exec: HashMap::from([(genesis_root, (genesis_exec.clone(), genesis_exec_hash))]),
-                executors: executors.clone(),
+                ledgers: HashMap::new(),
+                genesis_ledger: executors.clone(),
+                deposit_pool: Vec::new(),
+                exit_pool: Vec::new(),
                 claim_pool: Default::default(),
                 fraud_pool: Vec::new(),
             })
@@ -351,6 +369,8 @@ impl Sim {
             genesis_time: genesis.genesis_time,
             claims_on_chain: 0,
             bounties_gwei: 0,
+            executors_deposited: 0,
+            executors_exited: 0,
             config,
         };
         Ok((sim, genesis, keys))
@@ -766,6 +786,8 @@ impl Sim {
             Msg::Declaration(declaration) => self.on_declaration(now, to, &declaration),
             Msg::Claim(claim) => self.on_claim(to, &claim),
             Msg::Fraud(proof) => self.on_fraud_proof(to, &proof),
+            Msg::Deposit(d) => self.on_deposit(to, &d),
+            Msg::Exit(x) => self.on_exit(to, &x),
             Msg::Request(root) => {
                 if let Some(block) = self.views[to].blocks.get(&root).cloned() {
                     self.send(now, to, from, Msg::Block(block));
@@ -839,13 +861,15 @@ impl Sim {
                 .collect(),
         };
         let attestations = self.aggregate(node, d.slot.0);
-        let (claims, fraud_proofs) = self.pick_execution_ops(node, d.parent_root, d.slot.0);
+        let ops = self.pick_execution_ops(node, d.parent_root, d.slot.0, d.producer);
         let body = BlockBody {
             attestations: VariableList::new(attestations).unwrap_or_default(),
-            claims: VariableList::new(claims).unwrap_or_default(),
+            claims: VariableList::new(ops.claims).unwrap_or_default(),
             declaration_slashings: VariableList::new(declaration_slashings).unwrap_or_default(),
             attester_slashings: VariableList::new(attester_slashings).unwrap_or_default(),
-            fraud_proofs: VariableList::new(fraud_proofs).unwrap_or_default(),
+            fraud_proofs: VariableList::new(ops.proofs).unwrap_or_default(),
+            executor_deposits: VariableList::new(ops.deposits).unwrap_or_default(),
+            executor_exits: VariableList::new(ops.exits).unwrap_or_default(),
         };
         let header = BlockHeader {
             slot: d.slot,
@@ -1400,6 +1424,11 @@ pub struct LiveStatus {
     pub executors_slashed: Vec<u64>,
     /// Bounties those proofs credited to the producers that carried them, Gwei.
     pub bounties_gwei: Gwei,
+    /// Executor deposits carried by the blocks the observer imported (a block that later
+    /// lost fork choice included).
+    pub executors_deposited: u64,
+    /// Executor exits carried likewise.
+    pub executors_exited: u64,
 }
 
 /// The validators' producer-reputation books, as kept across restarts: per validator, its
@@ -1611,7 +1640,9 @@ impl LiveChain {
             external_signed: self.sim.external_signed,
             producers: self.sim.producer_records(),
             claims_on_chain: self.sim.claims_on_chain,
-            executors_slashed: view.executors.slashed().map(|e| e.0).collect(),
+            executors_slashed: view.head_executors().slashed().map(|e| e.0).collect(),
+            executors_deposited: self.sim.executors_deposited,
+            executors_exited: self.sim.executors_exited,
             bounties_gwei: self.sim.bounties_gwei,
         }
     }
@@ -1676,9 +1707,30 @@ impl LiveChain {
         Ok(())
     }
 
-    /// The executors as validator 0's chain left them (slashings applied).
+    /// The executors as validator 0's head left them (slashings, deposits, exits and
+    /// releases applied).
     pub fn executors(&self) -> &ExecutorRegistry {
-        &self.sim.views[0].executors
+        self.sim.views[0].head_executors()
+    }
+
+    /// A new executor's deposit, to be carried in a block: checked against validator 0's head
+    /// (both signatures, the bond, the key not registered, the producer's funds), then gossiped
+    /// to every producer's pool.
+    pub fn submit_deposit(
+        &mut self,
+        deposit: SignedExecutorDeposit,
+    ) -> Result<(), phalanx_consensus::executor_ops::DepositError> {
+        self.sim.submit_deposit(self.now, deposit)
+    }
+
+    /// An executor's exit, to be carried in a block: checked against validator 0's head (an
+    /// active executor's valid signature), then gossiped; an exit for a later epoch waits in
+    /// the pools until then.
+    pub fn submit_exit(
+        &mut self,
+        exit: SignedExecutorExit,
+    ) -> Result<(), phalanx_consensus::executor_ops::ExitError> {
+        self.sim.submit_exit(self.now, exit)
     }
 
     /// Hands the duties of `validators` to someone else (a distributed validator behind the

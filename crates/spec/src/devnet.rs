@@ -32,6 +32,10 @@ use crate::genesis::{Genesis, GenesisError, RegistryEntryJson};
 /// The password of every devnet keystore (also written to `keys/password.txt`).
 pub const DEVNET_PASSWORD: &str = "phalanx-devnet";
 
+/// Executor bonds each devnet producer can fund above its minimum bond (executor deposits
+/// are paid out of a producer's bond).
+pub const PRODUCER_SPARE_EXECUTOR_BONDS: u64 = 4;
+
 /// One native unit (10^18 wei).
 const ETHER: u128 = 1_000_000_000_000_000_000;
 
@@ -182,7 +186,13 @@ pub fn generate(params: &DevnetParams) -> Result<(Genesis, DevnetKeys), GenesisE
                 .collect()
         };
     let validator_entries = registry("validator", &validators, params.spec.min_validator_stake);
-    let producer_entries = registry("producer", &producers, params.spec.min_producer_bond);
+    let producer_bond = params.spec.min_producer_bond.saturating_add(
+        params
+            .spec
+            .min_executor_bond
+            .saturating_mul(PRODUCER_SPARE_EXECUTOR_BONDS),
+    );
+    let producer_entries = registry("producer", &producers, producer_bond);
     let executor_entries = registry("executor", &executors, params.spec.min_executor_bond);
 
     let balance = U256::from(u128::from(params.account_balance)).saturating_mul(U256::from(ETHER));

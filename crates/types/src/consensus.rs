@@ -22,8 +22,8 @@ use tree_hash_derive::TreeHash;
 pub use phalanx_crypto::{PublicKeyBytes, SignatureBytes};
 
 use crate::limits::{
-    MaxAttestations, MaxBytesPerTransaction, MaxClaims, MaxFraudProofBytes, MaxFraudProofs,
-    MaxShards, MaxSlashings, MaxTransactionsPerShard, MaxValidatorsPerCommittee,
+    MaxAttestations, MaxBytesPerTransaction, MaxClaims, MaxExecutorOps, MaxFraudProofBytes,
+    MaxFraudProofs, MaxShards, MaxSlashings, MaxTransactionsPerShard, MaxValidatorsPerCommittee,
 };
 use crate::primitives::{Epoch, ExecutorIndex, ProducerIndex, Root, Slot, ValidatorIndex};
 
@@ -190,6 +190,55 @@ container! {
 }
 
 container! {
+    /// A producer bonds a new executor out of its own bond (seed 003's deposit, as a block
+    /// operation: see `phalanx_consensus::executors`).
+    pub struct ExecutorDeposit {
+        /// The new executor's BLS key.
+        pub pubkey: PublicKeyBytes,
+        /// Execution-layer address its rewards, and its bond once withdrawn, are due to.
+        pub reward_address: alloy_primitives::Address,
+        /// The bond, in Gwei, moved out of the producer's bond.
+        pub amount: u64,
+        /// The producer whose bond pays for it.
+        pub producer: ProducerIndex,
+    }
+}
+
+container! {
+    /// A deposit signed twice: by the new executor's key (it holds the key and consents) and
+    /// by the funding producer's key (it moves the value).
+    pub struct SignedExecutorDeposit {
+        /// The deposit.
+        pub message: ExecutorDeposit,
+        /// The new executor's signature under the executor-deposit domain.
+        pub executor_signature: SignatureBytes,
+        /// The producer's signature under the same domain.
+        pub producer_signature: SignatureBytes,
+    }
+}
+
+container! {
+    /// An executor asks to withdraw: its claims weigh nothing from the including block's epoch
+    /// on; its bond stays slashable for the withdrawal delay, then is released.
+    pub struct ExecutorExit {
+        /// The executor.
+        pub executor: ExecutorIndex,
+        /// Not valid in a block of an earlier epoch.
+        pub epoch: Epoch,
+    }
+}
+
+container! {
+    /// An exit signed by the executor's key.
+    pub struct SignedExecutorExit {
+        /// The exit.
+        pub message: ExecutorExit,
+        /// The executor's signature under the executor-exit domain.
+        pub signature: SignatureBytes,
+    }
+}
+
+container! {
     /// Two different declarations signed by one proposer for one slot.
     pub struct DeclarationSlashing {
         /// First declaration.
@@ -271,6 +320,10 @@ container! {
         pub attester_slashings: VariableList<AttesterSlashing, MaxSlashings>,
         /// Fraud proofs against producers and executors.
         pub fraud_proofs: VariableList<FraudProof, MaxFraudProofs>,
+        /// New executors' deposits.
+        pub executor_deposits: VariableList<SignedExecutorDeposit, MaxExecutorOps>,
+        /// Executors' exits.
+        pub executor_exits: VariableList<SignedExecutorExit, MaxExecutorOps>,
     }
 }
 
@@ -296,6 +349,21 @@ container! {
         pub amount: u64,
         /// Execution-layer address credited with rewards.
         pub reward_address: alloy_primitives::Address,
+    }
+}
+
+impl Default for BlockBody {
+    /// A body carrying nothing.
+    fn default() -> Self {
+        Self {
+            attestations: VariableList::empty(),
+            claims: VariableList::empty(),
+            declaration_slashings: VariableList::empty(),
+            attester_slashings: VariableList::empty(),
+            fraud_proofs: VariableList::empty(),
+            executor_deposits: VariableList::empty(),
+            executor_exits: VariableList::empty(),
+        }
     }
 }
 

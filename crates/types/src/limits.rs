@@ -21,6 +21,8 @@ pub type MaxClaims = U256;
 pub type MaxSlashings = U16;
 /// Most fraud proofs in a block body.
 pub type MaxFraudProofs = U16;
+/// Most executor deposits, and most executor exits, in a block body.
+pub type MaxExecutorOps = U16;
 /// Largest fraud-proof payload (witnesses included): 4 MiB.
 pub type MaxFraudProofBytes = U4194304;
 /// Largest possible validator registry (as Ethereum's `VALIDATOR_REGISTRY_LIMIT`).

@@ -15,7 +15,9 @@ use ssz_derive::{Decode, Encode};
 use tree_hash::TreeHash;
 use tree_hash_derive::TreeHash;
 
-use crate::consensus::{AttestationData, BlockHeader, Claim, Declaration};
+use crate::consensus::{
+    AttestationData, BlockHeader, Claim, Declaration, ExecutorDeposit, ExecutorExit,
+};
 use crate::primitives::{Epoch, Root};
 
 /// The 4-byte tag that separates kinds of signed message.
@@ -34,6 +36,10 @@ pub const DOMAIN_DECLARATION: DomainType = DomainType([0x70, 0, 0, 0]);
 pub const DOMAIN_CLAIM: DomainType = DomainType([0x71, 0, 0, 0]);
 /// A distributed-validator operator's signature over a cluster lock.
 pub const DOMAIN_DV_LOCK: DomainType = DomainType([0x72, 0, 0, 0]);
+/// Executor deposits (signed by the new executor and by the funding producer).
+pub const DOMAIN_EXECUTOR_DEPOSIT: DomainType = DomainType([0x73, 0, 0, 0]);
+/// Executor exits.
+pub const DOMAIN_EXECUTOR_EXIT: DomainType = DomainType([0x74, 0, 0, 0]);
 
 /// `ForkData` of the Ethereum consensus specs.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, TreeHash)]
@@ -96,6 +102,12 @@ impl Signable for AttestationData {
 }
 impl Signable for Claim {
     const DOMAIN: DomainType = DOMAIN_CLAIM;
+}
+impl Signable for ExecutorDeposit {
+    const DOMAIN: DomainType = DOMAIN_EXECUTOR_DEPOSIT;
+}
+impl Signable for ExecutorExit {
+    const DOMAIN: DomainType = DOMAIN_EXECUTOR_EXIT;
 }
 impl Signable for Epoch {
     const DOMAIN: DomainType = DOMAIN_RANDAO;

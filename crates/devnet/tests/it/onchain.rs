@@ -179,3 +179,182 @@ async fn a_wrong_claim_is_proven_on_chain_and_its_executor_slashed() {
     let mut devnet = devnet;
     devnet.shutdown().await;
 }
+
+/// An executor joins by deposit and leaves by exit, end to end: the deposit (signed by a new
+/// key and by producer 0's keystore, as `phalanx executor deposit` does) is posted to the
+/// devnet, carried in a block and listed by the node; `phalanx executor` with that key, which
+/// no genesis lists, waits for it, then follows and claims, and its claims are carried on
+/// chain; a light client learns the new executor from the final bodies. Its exit then makes
+/// its claims weightless on the chain and at the light client. Badly signed operations are
+/// refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_joins_by_deposit_claims_then_exits() {
+    use phalanx_light::upstream::Upstream;
+    use phalanx_light::wire::ExecutorOpsSubmission;
+    use phalanx_types::{
+        Epoch, ExecutorDeposit, ExecutorExit, ProducerIndex, SignedClaim, SignedExecutorDeposit,
+        SignedExecutorExit,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = DevnetConfig::new(dir.path().to_path_buf());
+    config.slot_seconds = Some(1);
+    config.rpc = "127.0.0.1:0".parse().unwrap();
+    config.dv_validators = 0;
+    let mut devnet = Devnet::start(config).await.unwrap();
+    let rpc = devnet.rpc_addr();
+    let genesis = devnet.genesis().clone();
+    let signing = genesis.signing_context();
+    let node = Upstream::new(&format!("http://{rpc}"), Duration::from_secs(10)).unwrap();
+    let (_stop, shutdown) = watch::channel(false);
+    let light = light_via(&devnet, rpc, shutdown.clone()).await;
+
+    let producer = phalanx_crypto::keystore::Keystore::from_json_str(
+        &std::fs::read_to_string(dir.path().join("producers/0000.json")).unwrap(),
+    )
+    .unwrap()
+    .decrypt(phalanx_spec::devnet::DEVNET_PASSWORD)
+    .unwrap();
+    let fresh = phalanx_crypto::SecretKey::key_gen(&[0x77; 32]).unwrap();
+    let message = ExecutorDeposit {
+        pubkey: fresh.public_key().to_bytes(),
+        reward_address: alloy_primitives::Address::repeat_byte(0x77),
+        amount: genesis.spec.min_executor_bond,
+        producer: ProducerIndex(0),
+    };
+    let deposit = SignedExecutorDeposit {
+        executor_signature: signing.sign(&message, &fresh),
+        producer_signature: signing.sign(&message, &producer),
+        message: message.clone(),
+    };
+    let mut unpaid = deposit.clone();
+    unpaid.producer_signature = signing.sign(&message, &fresh);
+    let refused = node
+        .submit_executor_ops(&ExecutorOpsSubmission {
+            deposits: vec![unpaid.as_ssz_bytes().into(), vec![1, 2, 3].into()],
+            exits: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(refused.accepted, 0);
+    assert!(
+        refused.refused.iter().any(|r| r.contains("producer 0"))
+            && refused.refused.iter().any(|r| r.contains("malformed")),
+        "{refused:?}"
+    );
+    let accepted = node
+        .submit_executor_ops(&ExecutorOpsSubmission {
+            deposits: vec![deposit.as_ssz_bytes().into()],
+            exits: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(accepted.accepted, 1, "{accepted:?}");
+
+    // `phalanx executor` with the new key: waits for the deposit, then claims.
+    let executor = tokio::spawn(phalanx_executor::run(
+        phalanx_executor::ExecutorConfig {
+            node: format!("http://{rpc}"),
+            genesis: genesis.clone(),
+            key: fresh.clone(),
+            data_dir: dir.path().join("executor-new"),
+            poll_ms: 100,
+            p2p: None,
+        },
+        shutdown.clone(),
+    ));
+    let new = genesis.executors.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let listed = node.executors().await.unwrap();
+        let carried = node
+            .updates(&phalanx_light::wire::UpdatesQuery {
+                from: 1,
+                claims_from: u64::MAX,
+                limit: None,
+            })
+            .await
+            .unwrap()
+            .bodies
+            .iter()
+            .filter_map(|raw| BlockBody::from_ssz_bytes(raw).ok())
+            .flat_map(|b| b.claims.into_iter().collect::<Vec<SignedClaim>>())
+            .any(|c| c.executor == ExecutorIndex(new));
+        let known_to_light = light
+            .client
+            .lock()
+            .unwrap()
+            .executors()
+            .get(ExecutorIndex(new))
+            .is_some_and(|e| e.pubkey == fresh.public_key());
+        if listed.executors.iter().any(|e| e.index == new) && carried && known_to_light {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deposited executor never claimed on chain (listed {listed:?}, carried \
+             {carried}, light {known_to_light}, executor ended {})",
+            executor.is_finished()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // It leaves.
+    let exit = ExecutorExit {
+        executor: ExecutorIndex(new),
+        epoch: Epoch(0),
+    };
+    let mut forged = SignedExecutorExit {
+        signature: signing.sign(&exit, &producer),
+        message: exit.clone(),
+    };
+    let refused = node
+        .submit_executor_ops(&ExecutorOpsSubmission {
+            deposits: Vec::new(),
+            exits: vec![forged.as_ssz_bytes().into()],
+        })
+        .await
+        .unwrap();
+    assert!(
+        refused.accepted == 0 && refused.refused[0].contains("bad signature"),
+        "{refused:?}"
+    );
+    forged.signature = signing.sign(&exit, &fresh);
+    let accepted = node
+        .submit_executor_ops(&ExecutorOpsSubmission {
+            deposits: Vec::new(),
+            exits: vec![forged.as_ssz_bytes().into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(accepted.accepted, 1, "{accepted:?}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let on_chain = node
+            .executors()
+            .await
+            .unwrap()
+            .executors
+            .iter()
+            .any(|e| e.index == new && e.exit_epoch.is_some());
+        let light_exit = light
+            .client
+            .lock()
+            .unwrap()
+            .executors()
+            .get(ExecutorIndex(new))
+            .and_then(|e| e.exit_epoch);
+        if let (true, Some(at)) = (on_chain, light_exit) {
+            let client = light.client.lock().unwrap();
+            assert_eq!(client.executors().weight(ExecutorIndex(new), at), 0);
+            assert!(client.executors().weight(ExecutorIndex(0), at) > 0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the exit never reached the chain and the light client"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    devnet.shutdown().await;
+}

@@ -12,24 +12,36 @@
 //!   about a block of that chain in the window, not yet on it), at most [`PER_BLOCK`], and
 //!   the pooled proofs that the rules accept on that parent (a proof they refuse is dropped
 //!   from the pool, since including it would make the block invalid).
-//! - **Import.** `phalanx_consensus::claims::process_body` judges the block's claims and
-//!   proofs against the view's ancestors before fork choice sees it; a block it refuses is
-//!   invalid. Slashings apply to the view's executor registry; bounties go to the block's
-//!   producer's bond.
+//! - **Import.** `phalanx_consensus::claims::process_body` judges the block's claims,
+//!   proofs, executor deposits and exits against the view's ancestors and **the executor
+//!   registry of the block's parent** before fork choice sees it; a block it refuses is
+//!   invalid. Each view keeps one registry per block (shared until something changes it), so
+//!   what a losing branch did never leaks into the winning one. Bounties go to the block's
+//!   producer's bond; deposits are paid from the funding producer's.
+//! - **Executor operations.** Deposits and exits submitted to the chain are checked against
+//!   validator 0's head and gossiped into every node's pools ([`OP_POOL`] each); a producer
+//!   puts in the ones that pass on its declared parent. A pooled operation leaves the pool
+//!   once the finalised registry shows it done (the key registered, the executor exiting or
+//!   gone), so a block that loses fork choice does not lose it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use alloy_primitives::B256;
 use phalanx_consensus::claims::{
-    Ancestor, BodyEffects, BodyError, CLAIM_WINDOW, ClaimError, check_place, check_signature,
+    Ancestor, At, BodyEffects, BodyError, CLAIM_WINDOW, ClaimError, check_place, check_signature,
     claims_on_chain, process_body,
 };
+use phalanx_consensus::executor_ops::{self, DepositError, ExitError};
 use phalanx_consensus::executors::ExecutorRegistry;
+use phalanx_crypto::PublicKey;
 use phalanx_execution::block::BlockEnv;
 use phalanx_execution::header::ExecHeader;
 use phalanx_execution::proof::ClaimVerifier;
-use phalanx_types::{BlockBody, BlockHeader, FraudProof, Root, SignedBlock, SignedClaim};
+use phalanx_types::{
+    BlockBody, BlockHeader, Epoch, FraudProof, ProducerIndex, Root, SignedBlock, SignedClaim,
+    SignedExecutorDeposit, SignedExecutorExit,
+};
 use ssz_types::VariableList;
 
 use super::{Msg, Sim, View};
@@ -42,12 +54,42 @@ const PER_BLOCK: usize = 128;
 const PROOFS_PER_BLOCK: usize = 4;
 /// Proofs a node keeps in its pool.
 const PROOF_POOL: usize = 64;
+/// Executor deposits (and, apart, exits) a node keeps in its pool.
+pub(super) const OP_POOL: usize = 64;
+/// Executor deposits (and exits) a producer puts in one block.
+const OPS_PER_BLOCK: usize = 16;
+
+/// What a producer puts in its block about execution.
+#[derive(Default)]
+pub(super) struct ExecutionOps {
+    pub claims: Vec<SignedClaim>,
+    pub proofs: Vec<FraudProof>,
+    pub deposits: Vec<SignedExecutorDeposit>,
+    pub exits: Vec<SignedExecutorExit>,
+}
 
 /// What [`Sim::check_execution_ops`] found, applied once fork choice takes the block.
 pub(super) struct Checked {
     exec: Option<(ExecHeader, B256)>,
-    executors: Option<ExecutorRegistry>,
+    executors: Arc<ExecutorRegistry>,
     effects: BodyEffects,
+}
+
+/// The producers' keys, as `view` parsed them from genesis (they never change).
+fn producer_key(view: &View) -> impl Fn(u64) -> Option<PublicKey> + '_ {
+    |p| view.registry.producer(ProducerIndex(p)).map(|x| x.pubkey)
+}
+
+impl View {
+    /// The executor registry as the chain ending at `root` left it.
+    pub(super) fn executors_at(&self, root: &Root) -> &Arc<ExecutorRegistry> {
+        self.ledgers.get(root).unwrap_or(&self.genesis_ledger)
+    }
+
+    /// The executor registry at this view's head.
+    pub(super) fn head_executors(&self) -> &ExecutorRegistry {
+        self.executors_at(&self.fc.head())
+    }
 }
 
 /// The execution side's verifier over `view`'s derived execution headers.
@@ -62,11 +104,8 @@ fn verifier(view: &View) -> ClaimVerifier<impl Fn(&BlockHeader) -> Option<(B256,
 /// A body carrying only `proof`: what a proof is checked in before it is pooled or included.
 fn proof_body(proof: &FraudProof) -> BlockBody {
     BlockBody {
-        attestations: VariableList::empty(),
-        claims: VariableList::empty(),
-        declaration_slashings: VariableList::empty(),
-        attester_slashings: VariableList::empty(),
         fraud_proofs: VariableList::new(vec![proof.clone()]).unwrap_or_default(),
+        ..BlockBody::default()
     }
 }
 
@@ -116,8 +155,14 @@ impl Sim {
         Some((header, hash))
     }
 
-    /// Block import's check of `block`'s claims and wrong-claim proofs in `node`'s view
-    /// (`mix`: the RANDAO mix after it). Nothing changes until [`Sim::apply_execution_ops`].
+    /// The epoch of `slot`.
+    fn epoch_of(&self, slot: u64) -> Epoch {
+        Epoch(slot / self.spec.slots_per_epoch.max(1))
+    }
+
+    /// Block import's check of `block`'s claims, wrong-claim proofs and executor operations in
+    /// `node`'s view, on its parent's executor registry (`mix`: the RANDAO mix after it).
+    /// Nothing changes until [`Sim::apply_execution_ops`].
     pub(super) fn check_execution_ops(
         &self,
         node: usize,
@@ -128,21 +173,33 @@ impl Sim {
         // `None` only for a parent without a derived header, which import order rules out
         // (parents first); such a block would merely be unnamed for claims.
         let exec = self.derive_exec(node, block, mix);
-        if block.body.claims.is_empty() && block.body.fraud_proofs.is_empty() {
+        let header = &block.header.message;
+        let parent = view.executors_at(&header.parent_root).clone();
+        let epoch = self.epoch_of(header.slot.0);
+        let body = &block.body;
+        if body.claims.is_empty()
+            && body.fraud_proofs.is_empty()
+            && body.executor_deposits.is_empty()
+            && body.executor_exits.is_empty()
+            && !parent.has_release_due(epoch)
+        {
             return Ok(Checked {
                 exec,
-                executors: None,
+                executors: parent,
                 effects: BodyEffects::default(),
             });
         }
-        let ancestors = ancestors(
-            view,
-            block.header.message.parent_root,
-            block.header.message.slot.0,
-        );
-        let mut executors = view.executors.clone();
+        let ancestors = ancestors(view, header.parent_root, header.slot.0);
+        let mut executors = (*parent).clone();
+        let keys = producer_key(view);
+        let at = At {
+            producer: header.producer,
+            epoch,
+            producer_key: &keys,
+        };
         let effects = process_body(
-            &block.body,
+            body,
+            &at,
             &ancestors,
             &mut executors,
             &self.signing,
@@ -150,7 +207,7 @@ impl Sim {
         )?;
         Ok(Checked {
             exec,
-            executors: Some(executors),
+            executors: Arc::new(executors),
             effects,
         })
     }
@@ -167,75 +224,138 @@ impl Sim {
         if let Some(exec) = checked.exec {
             view.exec.insert(root, exec);
         }
-        if let Some(executors) = checked.executors {
-            view.executors = executors;
-        }
-        let producer = block.header.message.producer;
+        view.ledgers.insert(root, checked.executors);
+        let effects = checked.effects;
+        let header = &block.header.message;
+        let slot = header.slot.0;
+        let producer = header.producer;
         let mut bounties = 0;
-        for (executor, bounty) in &checked.effects.slashed {
+        for (executor, bounty) in &effects.slashed {
             bounties += view.registry.credit_producer(producer, *bounty);
             if node == 0 {
                 tracing::info!(
                     executor = executor.0,
                     bounty_gwei = bounty,
                     producer = producer.0,
-                    slot = block.header.message.slot.0,
+                    slot,
                     "chain: executor slashed by a wrong-claim proof"
                 );
             }
         }
-        if !checked.effects.slashed.is_empty() {
-            let executors = &view.executors;
-            view.fraud_pool.retain(|p| {
-                executors
-                    .get(phalanx_types::ExecutorIndex(p.accused))
-                    .is_some_and(|e| !e.slashed)
-            });
+        for d in &block.body.executor_deposits {
+            view.registry
+                .debit_producer(d.message.producer, d.message.amount);
         }
         if node == 0 {
-            self.claims_on_chain += checked.effects.claims as u64;
+            for (d, index) in block
+                .body
+                .executor_deposits
+                .iter()
+                .zip(&effects.ops.deposited)
+            {
+                tracing::info!(
+                    executor = index.0,
+                    bond_gwei = d.message.amount,
+                    funded_by = d.message.producer.0,
+                    slot,
+                    "chain: executor deposited"
+                );
+            }
+            for (executor, at) in &effects.ops.exited {
+                tracing::info!(
+                    executor = executor.0,
+                    released_at_epoch = at.0,
+                    slot,
+                    "chain: executor exiting (weighs nothing now, slashable until released)"
+                );
+            }
+            for r in &effects.released {
+                tracing::info!(
+                    executor = r.executor.0,
+                    amount_gwei = r.amount,
+                    reward_address = %r.reward_address,
+                    slot,
+                    "chain: executor bond released"
+                );
+            }
+        }
+        let head = view.executors_at(&view.fc.head()).clone();
+        if !effects.slashed.is_empty() {
+            let live = |i: u64| {
+                head.get(phalanx_types::ExecutorIndex(i))
+                    .is_some_and(|e| !e.slashed)
+            };
+            view.fraud_pool.retain(|p| live(p.accused));
+        }
+        // Operations the finalised registry shows done leave the pools.
+        let done = view.executors_at(&view.fc.finalized().root).clone();
+        view.deposit_pool.retain(|d| {
+            PublicKey::try_from(&d.message.pubkey).is_ok_and(|k| done.index_of(&k).is_none())
+        });
+        view.exit_pool.retain(|x| {
+            done.get(x.message.executor)
+                .is_some_and(|e| e.exit_epoch.is_none() && !e.slashed)
+        });
+        if node == 0 {
+            self.claims_on_chain += effects.claims as u64;
             self.bounties_gwei += bounties;
+            self.executors_deposited += effects.ops.deposited.len() as u64;
+            self.executors_exited += effects.ops.exited.len() as u64;
         }
     }
 
-    /// The claims and proofs producer `node` puts in its block at `slot` on `parent`.
+    /// The claims, proofs, deposits and exits producer `node` puts in its block at `slot` on
+    /// `parent`: each checked in the order import runs them, on the parent's registry.
     pub(super) fn pick_execution_ops(
         &mut self,
         node: usize,
         parent: Root,
         slot: u64,
-    ) -> (Vec<SignedClaim>, Vec<FraudProof>) {
+        producer: ProducerIndex,
+    ) -> ExecutionOps {
+        let epoch = self.epoch_of(slot);
         let view = &self.views[node];
-        if view.claim_pool.is_empty() && view.fraud_pool.is_empty() {
-            return (Vec::new(), Vec::new());
+        let mut reg = (**view.executors_at(&parent)).clone();
+        executor_ops::release(&mut reg, epoch);
+        let mut out = ExecutionOps::default();
+        if view.claim_pool.is_empty()
+            && view.fraud_pool.is_empty()
+            && view.deposit_pool.is_empty()
+            && view.exit_pool.is_empty()
+        {
+            return out;
         }
         let ancestors = ancestors(view, parent, slot);
         let mut seen: HashSet<(u64, u64)> = claims_on_chain(&ancestors);
-        let mut claims = Vec::new();
         for claim in view.claim_pool.values() {
-            if claims.len() >= PER_BLOCK {
+            if out.claims.len() >= PER_BLOCK {
                 break;
             }
-            let active = view
-                .executors
-                .get(claim.executor)
-                .is_some_and(|e| !e.slashed);
+            let active = reg.get(claim.executor).is_some_and(|e| !e.slashed);
             if active && check_place(claim, &ancestors, &seen).is_ok() {
                 seen.insert((claim.executor.0, claim.message.height));
-                claims.push(claim.clone());
+                out.claims.push(claim.clone());
             }
         }
-        let mut proofs = Vec::new();
         let mut refused = Vec::new();
         let verifier = verifier(view);
+        let keys = producer_key(view);
+        let at = At {
+            producer,
+            epoch,
+            producer_key: &keys,
+        };
         for (i, proof) in view.fraud_pool.iter().enumerate() {
-            if proofs.len() >= PROOFS_PER_BLOCK {
+            if out.proofs.len() >= PROOFS_PER_BLOCK {
                 break;
             }
-            let mut executors = view.executors.clone();
+            let mut trial = reg.clone();
             let body = proof_body(proof);
-            match process_body(&body, &ancestors, &mut executors, &self.signing, &verifier) {
-                Ok(effects) if !effects.slashed.is_empty() => proofs.push(proof.clone()),
+            match process_body(&body, &at, &ancestors, &mut trial, &self.signing, &verifier) {
+                Ok(effects) if !effects.slashed.is_empty() => {
+                    out.proofs.push(proof.clone());
+                    reg = trial;
+                }
                 Ok(_) => refused.push(i),
                 Err(e) => {
                     tracing::debug!(error = %e, "chain: pooled wrong-claim proof dropped");
@@ -243,12 +363,29 @@ impl Sim {
                 }
             }
         }
+        for d in &view.deposit_pool {
+            if out.deposits.len() >= OPS_PER_BLOCK {
+                break;
+            }
+            if executor_ops::deposit(d, &mut reg, &keys, &self.signing).is_ok() {
+                out.deposits.push(d.clone());
+            }
+        }
+        for x in &view.exit_pool {
+            if out.exits.len() >= OPS_PER_BLOCK {
+                break;
+            }
+            if executor_ops::exit(x, epoch, &mut reg, &self.signing).is_ok() {
+                out.exits.push(x.clone());
+            }
+        }
         drop(verifier);
+        drop(keys);
         let pool = &mut self.views[node].fraud_pool;
         for i in refused.into_iter().rev() {
             pool.remove(i);
         }
-        (claims, proofs)
+        out
     }
 
     /// A claim heard by `node`: pooled if a known executor signed it.
@@ -258,7 +395,7 @@ impl Sim {
             return;
         }
         let Some(pubkey) = self.views[node]
-            .executors
+            .head_executors()
             .get(claim.executor)
             .map(|e| e.pubkey)
         else {
@@ -279,7 +416,7 @@ impl Sim {
     pub(super) fn on_fraud_proof(&mut self, node: usize, proof: &FraudProof) {
         let view = &mut self.views[node];
         let live = view
-            .executors
+            .head_executors()
             .get(phalanx_types::ExecutorIndex(proof.accused))
             .is_some_and(|e| !e.slashed);
         if live && !view.fraud_pool.contains(proof) && view.fraud_pool.len() < PROOF_POOL {
@@ -290,7 +427,7 @@ impl Sim {
     /// [`super::LiveChain::submit_claim`].
     pub(super) fn submit_claim(&mut self, now: u64, claim: SignedClaim) -> Result<(), ClaimError> {
         let view = &self.views[0];
-        check_signature(&claim, &view.executors, &self.signing)?;
+        check_signature(&claim, view.head_executors(), &self.signing)?;
         let slot = now / self.slot_ms() + 1;
         let ancestors = ancestors(view, view.fc.head(), slot);
         check_place(&claim, &ancestors, &claims_on_chain(&ancestors))?;
@@ -313,20 +450,104 @@ impl Sim {
     ) -> Result<bool, BodyError> {
         let view = &self.views[0];
         let slot = now / self.slot_ms() + 1;
-        let ancestors = ancestors(view, view.fc.head(), slot);
+        let head = view.fc.head();
+        let ancestors = ancestors(view, head, slot);
         let body = proof_body(&proof);
-        let mut executors = view.executors.clone();
+        let mut executors = (**view.executors_at(&head)).clone();
+        let keys = producer_key(view);
+        let at = At {
+            producer: ProducerIndex(u64::MAX),
+            epoch: self.epoch_of(slot),
+            producer_key: &keys,
+        };
         let effects = process_body(
             &body,
+            &at,
             &ancestors,
             &mut executors,
             &self.signing,
             &verifier(view),
         )?;
+        drop(keys);
         if effects.slashed.is_empty() {
             return Ok(false);
         }
         self.gossip(now, 0, Msg::Fraud(Arc::new(proof)));
         Ok(true)
+    }
+
+    /// [`super::LiveChain::submit_deposit`].
+    pub(super) fn submit_deposit(
+        &mut self,
+        now: u64,
+        deposit: SignedExecutorDeposit,
+    ) -> Result<(), DepositError> {
+        let view = &self.views[0];
+        let slot = now / self.slot_ms() + 1;
+        let mut reg = view.head_executors().clone();
+        executor_ops::release(&mut reg, self.epoch_of(slot));
+        executor_ops::deposit(&deposit, &mut reg, &producer_key(view), &self.signing)?;
+        if !view.deposit_pool.contains(&deposit) {
+            self.gossip(now, 0, Msg::Deposit(Arc::new(deposit)));
+        }
+        Ok(())
+    }
+
+    /// [`super::LiveChain::submit_exit`].
+    pub(super) fn submit_exit(
+        &mut self,
+        now: u64,
+        exit: SignedExecutorExit,
+    ) -> Result<(), ExitError> {
+        let view = &self.views[0];
+        let slot = now / self.slot_ms() + 1;
+        let epoch = self.epoch_of(slot);
+        let mut reg = view.head_executors().clone();
+        executor_ops::release(&mut reg, epoch);
+        executor_ops::exit(
+            &exit,
+            epoch.max(exit.message.epoch),
+            &mut reg,
+            &self.signing,
+        )?;
+        if !view.exit_pool.contains(&exit) {
+            self.gossip(now, 0, Msg::Exit(Arc::new(exit)));
+        }
+        Ok(())
+    }
+
+    /// A deposit heard by `node`: pooled if both signatures verify and the head's registry
+    /// takes it (a full pool drops the oldest).
+    pub(super) fn on_deposit(&mut self, node: usize, deposit: &SignedExecutorDeposit) {
+        let view = &self.views[node];
+        if view.deposit_pool.contains(deposit) {
+            return;
+        }
+        let mut reg = view.head_executors().clone();
+        if executor_ops::deposit(deposit, &mut reg, &producer_key(view), &self.signing).is_err() {
+            return;
+        }
+        let pool = &mut self.views[node].deposit_pool;
+        if pool.len() >= OP_POOL {
+            pool.remove(0);
+        }
+        pool.push(deposit.clone());
+    }
+
+    /// An exit heard by `node`: pooled if the executor is active at the head and signed it.
+    pub(super) fn on_exit(&mut self, node: usize, exit: &SignedExecutorExit) {
+        let view = &self.views[node];
+        if view.exit_pool.contains(exit) {
+            return;
+        }
+        let mut reg = view.head_executors().clone();
+        if executor_ops::exit(exit, exit.message.epoch, &mut reg, &self.signing).is_err() {
+            return;
+        }
+        let pool = &mut self.views[node].exit_pool;
+        if pool.len() >= OP_POOL {
+            pool.remove(0);
+        }
+        pool.push(exit.clone());
     }
 }

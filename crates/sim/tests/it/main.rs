@@ -4,6 +4,7 @@
 
 mod chain;
 mod cluster;
+mod executor_ops;
 mod light;
 mod live;
 

@@ -154,6 +154,39 @@ pub(crate) fn block_body() -> BlockBody {
         declaration_slashings: list(vec![declaration_slashing()]),
         attester_slashings: list(vec![attester_slashing()]),
         fraud_proofs: list(vec![fraud_proof()]),
+        executor_deposits: list(vec![signed_executor_deposit()]),
+        executor_exits: list(vec![signed_executor_exit()]),
+    }
+}
+
+pub(crate) fn executor_deposit() -> ExecutorDeposit {
+    ExecutorDeposit {
+        pubkey: PublicKeyBytes::repeat_byte(0xa1),
+        reward_address: Address::repeat_byte(0xa2),
+        amount: 1_000_000_000_000,
+        producer: ProducerIndex(2),
+    }
+}
+
+pub(crate) fn signed_executor_deposit() -> SignedExecutorDeposit {
+    SignedExecutorDeposit {
+        message: executor_deposit(),
+        executor_signature: SignatureBytes::repeat_byte(0xa3),
+        producer_signature: SignatureBytes::repeat_byte(0xa4),
+    }
+}
+
+pub(crate) fn executor_exit() -> ExecutorExit {
+    ExecutorExit {
+        executor: ExecutorIndex(5),
+        epoch: Epoch(9),
+    }
+}
+
+pub(crate) fn signed_executor_exit() -> SignedExecutorExit {
+    SignedExecutorExit {
+        message: executor_exit(),
+        signature: SignatureBytes::repeat_byte(0xa5),
     }
 }
 
@@ -191,6 +224,10 @@ macro_rules! for_each_type {
         $m!(DeclarationSlashing, declaration_slashing);
         $m!(AttesterSlashing, attester_slashing);
         $m!(FraudProof, fraud_proof);
+        $m!(ExecutorDeposit, executor_deposit);
+        $m!(SignedExecutorDeposit, signed_executor_deposit);
+        $m!(ExecutorExit, executor_exit);
+        $m!(SignedExecutorExit, signed_executor_exit);
         $m!(BlockBody, block_body);
         $m!(SignedBlock, signed_block);
         $m!(RegistryEntry, registry_entry);
