@@ -9,11 +9,10 @@
 //!
 //! **Claims** (`body.claims`). Each, in order, or the block is invalid:
 //!
-//! 1. **Signed** by an executor the registry knows, the signature valid (checked in one
-//!    batch per block). Whether the executor is slashed does not matter to validity: this
-//!    chain's views track slashings per view, not per branch, and validity must not depend
-//!    on which branch a view saw first. A slashed executor's claim weighs nothing anywhere,
-//!    and honest producers leave it out.
+//! 1. **Signed** by an executor the registry of the block's branch knows (after the releases
+//!    due at the block's epoch), the signature valid (checked in one batch per block).
+//!    Whether the executor is slashed does not matter to validity: its claim weighs nothing
+//!    anywhere, and honest producers leave it out.
 //! 2. **About a block of this chain**: an ancestor of the block, at most [`CLAIM_WINDOW`]
 //!    slots before it, has execution height `height` and the name `block_hash`. A claim
 //!    about a block that is not in the chain is never carried (seed 003's reply: claims
@@ -37,8 +36,8 @@
 //! 6. **Effect**: the executor's whole bond is slashed; one [`BOUNTY_QUOTIENT`]th of it is
 //!    credited to the bond of the block's producer, who carried the proof to the chain (a
 //!    proof names no submitter, so, as in Ethereum when no whistleblower is named, the
-//!    includer is paid). An executor already slashed in this view is skipped — no second
-//!    bounty, and not an error, for the per-view reason of rule 1.
+//!    includer is paid). An executor already slashed on this branch is skipped — no second
+//!    bounty, and not an error (two proofs of one lie may race into the pools).
 //!
 //! Around these, [`process_body`] runs the executor operations of `crate::executor_ops`:
 //! releases due at the block's epoch first, then these rules, then deposits and exits. Light
