@@ -397,6 +397,24 @@ pub(crate) async fn gossip_task(
     mut shutdown: watch::Receiver<bool>,
 ) {
     use std::sync::atomic::Ordering;
+    // Relay only what passes the checks a posted claim passes: a claim about a block this
+    // node does not hold is not relayed (maybe a race: ignored), garbage or a bad signature is
+    // rejected. The role below still sees every message and scores its author.
+    let judge = shared.clone();
+    let validator: phalanx_net::p2p::Validator = Arc::new(move |data: &[u8]| {
+        use phalanx_net::p2p::Verdict;
+        match SignedClaim::from_ssz_bytes(data) {
+            Err(_) => Verdict::Reject,
+            Ok(c) => match check_submitted(&judge, &c) {
+                Ok(()) => Verdict::Accept,
+                Err((Offence::Useless, _)) => Verdict::Ignore,
+                Err(_) => Verdict::Reject,
+            },
+        }
+    });
+    if let Err(e) = net.set_validator(CLAIMS_TOPIC, validator) {
+        tracing::warn!(error = %e, "devnet: gossip validation not set");
+    }
     loop {
         let event = tokio::select! {
             r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return; } else { continue },

@@ -80,6 +80,8 @@ pub(crate) fn status_json(shared: &Shared) -> Value {
             "claims_on_chain": c.claims_on_chain,
             "executors_slashed": c.executors_slashed,
             "bounties_gwei": c.bounties_gwei,
+            "executors_deposited": c.executors_deposited,
+            "executors_exited": c.executors_exited,
             "claims_gossip_accepted": shared.gossip.accepted.load(Ordering::Relaxed),
             "claims_gossip_refused": shared.gossip.refused.load(Ordering::Relaxed),
         })
@@ -264,6 +266,18 @@ fn metrics_text(shared: &Shared) -> String {
         "executors_slashed",
         "Executors slashed on the chain by wrong-claim proofs",
         chain.map_or(0, |c| c.executors_slashed.len() as u64),
+    );
+    gauge(
+        &mut registry,
+        "executors_deposited",
+        "Executor deposits carried by the chain's blocks",
+        chain.map_or(0, |c| c.executors_deposited),
+    );
+    gauge(
+        &mut registry,
+        "executors_exited",
+        "Executor exits carried by the chain's blocks",
+        chain.map_or(0, |c| c.executors_exited),
     );
     gauge(
         &mut registry,

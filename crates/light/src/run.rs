@@ -212,6 +212,31 @@ pub async fn start(
             .await
             .map_err(|e| RunError::Network(e.to_string()))?;
             use phalanx_net::Network as _;
+            // Relay only claims that decode and carry a known executor's signature (one about
+            // a block this client has not reached yet may be good: it is relayed).
+            let (judge, signing) = (client.clone(), config.genesis.signing_context());
+            net.set_validator(
+                crate::wire::CLAIMS_TOPIC,
+                std::sync::Arc::new(move |data: &[u8]| {
+                    use phalanx_net::p2p::Verdict;
+                    let Ok(c) = SignedClaim::from_ssz_bytes(data) else {
+                        return Verdict::Reject;
+                    };
+                    let key = judge
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .executors()
+                        .get(c.executor)
+                        .map(|e| e.pubkey);
+                    match key {
+                        Some(k) if signing.verify(&c.message, &k, &c.signature).is_ok() => {
+                            Verdict::Accept
+                        }
+                        _ => Verdict::Reject,
+                    }
+                }),
+            )
+            .map_err(|e| RunError::Network(e.to_string()))?;
             net.subscribe(crate::wire::CLAIMS_TOPIC)
                 .map_err(|e| RunError::Network(e.to_string()))?;
             tracing::info!(peer = ?net.peer_string(), "light client: taking claims from gossip");

@@ -2,6 +2,15 @@
 //! gossipsub (signed messages, strict validation) for topics and a length-prefixed
 //! request-response protocol, `/phalanx/direct/1`, for direct messages.
 //!
+//! **Validation before relay.** Gossipsub runs with `validate_messages`: a message is not
+//! forwarded to anyone until this peer has judged it. A role may give a topic a
+//! [`Validator`] ([`Libp2pNetwork::set_validator`]), run on each message as it arrives:
+//! [`Verdict::Accept`] forwards it, [`Verdict::Ignore`] (useless, e.g. about a block not
+//! held: maybe a race) and [`Verdict::Reject`] (garbage, a bad signature; gossipsub counts it
+//! against the peer that relayed it) do not. Every message is still handed to the role, which
+//! does its own checks and scoring ([`crate::Network::report`]); a topic without a validator
+//! is forwarded at once, as before.
+//!
 //! The swarm runs in its own task; the [`Libp2pNetwork`] handle talks to it by channels, so a
 //! role never blocks on a socket. Listed peers with an address are dialled at start and
 //! re-dialled every [`REDIAL`] while not connected. In a *closed* network (a DV cluster) a
@@ -11,6 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -29,6 +39,21 @@ pub const REDIAL: Duration = Duration::from_secs(2);
 /// Events waiting for the role, at most.
 pub const EVENT_QUEUE: usize = 16 * 1024;
 const DIRECT_PROTOCOL: &str = "/phalanx/direct/1";
+
+/// What a [`Validator`] makes of a gossip message: whether this peer relays it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Good: relay it.
+    Accept,
+    /// Not worth relaying, not an offence (e.g. about a block this peer does not hold).
+    Ignore,
+    /// Bad (garbage, a bad signature): not relayed, held against the peer that relayed it.
+    Reject,
+}
+
+/// Judges a topic's messages before they are relayed: the payload in, a verdict out. Runs on
+/// the network task, so it must be quick (a decode and a signature check).
+pub type Validator = Arc<dyn Fn(&[u8]) -> Verdict + Send + Sync>;
 
 /// A peer we know of.
 #[derive(Debug, Clone)]
@@ -247,6 +272,7 @@ enum Command {
     Unsubscribe(String),
     Connected(oneshot::Sender<Vec<PeerKey>>),
     Report(PeerKey, crate::Offence),
+    Validate(String, Validator),
 }
 
 /// A running libp2p network.
@@ -317,6 +343,7 @@ impl Libp2pNetwork {
             events: event_tx,
             dropped: 0,
             scores: crate::scoring::PeerScores::new(),
+            validators: HashMap::new(),
         };
         let task = tokio::spawn(driver.run(command_rx));
         Ok(Self {
@@ -345,6 +372,14 @@ impl Libp2pNetwork {
         self.listening
             .first()
             .map(|a| format!("{}@{a}", hex::encode(self.local.0)))
+    }
+
+    /// Judges `topic`'s messages with `validator` before relaying them (see the module
+    /// docs); replaces an earlier one.
+    pub fn set_validator(&self, topic: &str, validator: Validator) -> Result<(), NetError> {
+        self.commands
+            .send(Command::Validate(topic.to_owned(), validator))
+            .map_err(|_| NetError::Closed)
     }
 
     /// The addresses it listens on.
@@ -376,6 +411,7 @@ fn build_swarm(keypair: Keypair) -> Result<Swarm<Behaviour>, NetError> {
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .max_transmit_size(MAX_MESSAGE_BYTES)
                 .validation_mode(ValidationMode::Strict)
+                .validate_messages()
                 .heartbeat_interval(Duration::from_millis(700))
                 .build()
                 .map_err(|e| e.to_string())?;
@@ -436,6 +472,7 @@ struct Driver {
     events: mpsc::Sender<NetEvent>,
     dropped: u64,
     scores: crate::scoring::PeerScores,
+    validators: HashMap<String, Validator>,
 }
 
 impl Driver {
@@ -513,6 +550,9 @@ impl Driver {
                 let peers = self.connected.iter().filter_map(peer_key).collect();
                 let _ = reply.send(peers);
             }
+            Command::Validate(topic, validator) => {
+                self.validators.insert(topic, validator);
+            }
             Command::Report(peer, offence) => {
                 if self.scores.report(peer, offence, std::time::Instant::now())
                     && let Ok(id) = peer_id(&peer)
@@ -577,17 +617,30 @@ impl Driver {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Direct(ev)) => self.direct_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
                 message,
-                ..
             })) => {
-                let Some(source) = message.source else {
-                    return;
+                let from = message
+                    .source
+                    .filter(|s| self.allowed(s) && self.allowed(&propagation_source))
+                    .and_then(|s| peer_key(&s));
+                let verdict = match (&from, self.validators.get(message.topic.as_str())) {
+                    (None, _) => Verdict::Ignore,
+                    (Some(_), None) => Verdict::Accept,
+                    (Some(_), Some(validate)) => validate(&message.data),
                 };
-                if !self.allowed(&source) {
-                    return;
-                }
-                let Some(from) = peer_key(&source) else {
-                    tracing::debug!(peer = %source, "network: gossip from a non-ed25519 peer dropped");
+                let acceptance = match verdict {
+                    Verdict::Accept => gossipsub::MessageAcceptance::Accept,
+                    Verdict::Ignore => gossipsub::MessageAcceptance::Ignore,
+                    Verdict::Reject => gossipsub::MessageAcceptance::Reject,
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossip
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+                let Some(from) = from else {
+                    tracing::debug!(peer = %propagation_source, "network: gossip from a peer not allowed (or not ed25519) dropped");
                     return;
                 };
                 self.deliver(NetEvent::Gossip {

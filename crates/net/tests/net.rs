@@ -264,3 +264,79 @@ async fn libp2p_disconnects_and_ignores_a_banned_peer() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Gossip is relayed only once the relaying peer's validator accepts it: a → b → c in a line,
+/// b judging the topic; c gets what b accepts and never what b rejects or ignores, while b's
+/// role still sees every message (to score its author).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_is_relayed_only_after_validation() {
+    use phalanx_net::p2p::Verdict;
+    use std::sync::Arc;
+
+    let (sa, sb, sc) = ([11u8; 32], [12u8; 32], [13u8; 32]);
+    let mut b = start(sb, vec![], false).await;
+    let b_addr = b.listening()[0].clone();
+    let dial_b = || {
+        vec![Peer {
+            key: public(sb),
+            address: Some(b_addr.clone()),
+        }]
+    };
+    let a = start(sa, dial_b(), false).await;
+    let mut c = start(sc, dial_b(), false).await;
+    b.set_validator(
+        "t",
+        Arc::new(|data: &[u8]| match data.first() {
+            Some(b'g') => Verdict::Accept,
+            Some(b'i') => Verdict::Ignore,
+            _ => Verdict::Reject,
+        }),
+    )
+    .unwrap();
+    for n in [&a, &b, &c] {
+        n.subscribe("t").unwrap();
+    }
+    // Publish bad, ignored and good messages until c has a good one (subscriptions and the
+    // mesh take a moment), then a while longer.
+    let mut at_c = Vec::new();
+    let mut round = 0u32;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !at_c.iter().any(|d: &Vec<u8>| d.starts_with(b"good")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing relayed to c: {at_c:?}"
+        );
+        round += 1;
+        for kind in ["bad", "ignored", "good"] {
+            let _ = a.publish("t", format!("{kind}-{round}").into_bytes());
+        }
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), c.recv()).await {
+            if let NetEvent::Gossip { data, .. } = ev {
+                at_c.push(data);
+            }
+        }
+    }
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(500), c.recv()).await {
+        if let NetEvent::Gossip { data, .. } = ev {
+            at_c.push(data);
+        }
+    }
+    assert!(
+        at_c.iter().all(|d| d.starts_with(b"good")),
+        "c got what b did not accept: {:?}",
+        at_c.iter()
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .collect::<Vec<_>>()
+    );
+    let mut at_b = Vec::new();
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), b.recv()).await {
+        if let NetEvent::Gossip { from, data, .. } = ev {
+            assert_eq!(from, public(sa));
+            at_b.push(data);
+        }
+    }
+    assert!(
+        at_b.iter().any(|d| d.starts_with(b"bad")) && at_b.iter().any(|d| d.starts_with(b"good")),
+        "b's role sees every message"
+    );
+}
