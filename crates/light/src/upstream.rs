@@ -200,20 +200,11 @@ impl Upstream {
         &self,
         claims: Vec<Bytes>,
     ) -> Result<crate::wire::ClaimsAnswer, FetchError> {
-        let path = crate::wire::CLAIMS_PATH;
-        let (status, bytes) = self
-            .post_json(path, &crate::wire::ClaimsSubmission { claims })
-            .await?;
-        if status != 200 && status != 400 {
-            return Err(FetchError::Status {
-                url: format!("{}{path}", self.base),
-                status,
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| FetchError::Malformed {
-            what: path.to_string(),
-            reason: e.to_string(),
-        })
+        self.post_for_answer(
+            crate::wire::CLAIMS_PATH,
+            &crate::wire::ClaimsSubmission { claims },
+        )
+        .await
     }
 
     /// The executor registry at the node's head.
@@ -226,8 +217,18 @@ impl Upstream {
         &self,
         ops: &crate::wire::ExecutorOpsSubmission,
     ) -> Result<crate::wire::ExecutorOpsAnswer, FetchError> {
-        let path = crate::wire::EXECUTOR_OPS_PATH;
-        let (status, bytes) = self.post_json(path, ops).await?;
+        self.post_for_answer(crate::wire::EXECUTOR_OPS_PATH, ops)
+            .await
+    }
+
+    /// POSTs `body` as JSON to `path` and reads the answer, which a 400 carries too (what was
+    /// refused and why).
+    async fn post_for_answer<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, FetchError> {
+        let (status, bytes) = self.post_json(path, body).await?;
         if status != 200 && status != 400 {
             return Err(FetchError::Status {
                 url: format!("{}{path}", self.base),
