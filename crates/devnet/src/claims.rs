@@ -280,13 +280,15 @@ async fn shards(State(shared): State<Arc<Shared>>, Path(height): Path<u64>) -> R
 
 /// Why a submitted claim (posted or gossiped) is refused, and what it costs its sender.
 fn check_submitted(shared: &Shared, claim: &SignedClaim) -> Result<(), (Offence, String)> {
-    let Some((genesis_registry, signing)) = lock(&shared.light_feed.check).clone() else {
+    // The chain head's registry (deposits, exits and slashings applied) once there is one,
+    // the genesis registry before.
+    let head = lock(&shared.executors).clone();
+    let Some((registry, signing)) = lock(&shared.light_feed.check)
+        .as_ref()
+        .map(|(genesis, signing)| (head.unwrap_or_else(|| Arc::new(genesis.clone())), *signing))
+    else {
         return Err((Offence::Useless, "this node runs no executors".into()));
     };
-    // The chain head's registry (deposits, exits and slashings applied) once there is one.
-    let registry = lock(&shared.executors)
-        .as_ref()
-        .map_or(genesis_registry, |r| (**r).clone());
     let m = &claim.message;
     let known = shared
         .blocks()

@@ -315,8 +315,6 @@ impl Sim {
     ) -> ExecutionOps {
         let epoch = self.epoch_of(slot);
         let view = &self.views[node];
-        let mut reg = (**view.executors_at(&parent)).clone();
-        executor_ops::release(&mut reg, epoch);
         let mut out = ExecutionOps::default();
         if view.claim_pool.is_empty()
             && view.fraud_pool.is_empty()
@@ -325,6 +323,8 @@ impl Sim {
         {
             return out;
         }
+        let mut reg = (**view.executors_at(&parent)).clone();
+        executor_ops::release(&mut reg, epoch);
         let ancestors = ancestors(view, parent, slot);
         let mut seen: HashSet<(u64, u64)> = claims_on_chain(&ancestors);
         for claim in view.claim_pool.values() {
