@@ -1,5 +1,6 @@
-//! `phalanx node`: one server of a (clustered) full node, or, with `--feed`, the block feed
-//! the node's servers follow until the node follows the consensus chain (issue #8).
+//! `phalanx node`: one server of a (clustered) full node following the consensus chain
+//! (`--follow URL --genesis FILE`), or following a `--feed` process's deterministic load; with
+//! `--feed`, that block feed.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use phalanx_cluster::etcd::EtcdConfig;
 use phalanx_cluster::feed::{self, FeedConfig};
-use phalanx_cluster::node::{self, LoadSettings, NodeConfig, StoreChoice};
+use phalanx_cluster::follow::FollowConfig;
+use phalanx_cluster::node::{self, Chain, LoadSettings, NodeConfig, StoreChoice};
 use phalanx_cluster::ownership::ShardRange;
 use phalanx_cluster::server::ServerConfig;
 use phalanx_net::p2p::{self, Libp2pNetwork, Peer};
@@ -25,9 +27,23 @@ pub(crate) struct NodeArgs {
     /// (default: all, an ordinary full node).
     #[arg(long)]
     shards: Option<String>,
-    /// Shards per block.
-    #[arg(long, default_value_t = 8)]
-    total_shards: u16,
+    /// Follow the consensus chain served by this node (its JSON-RPC URL, e.g. a devnet's):
+    /// headers checked against their signed consensus headers and taken once final; shards by
+    /// gossip and, when missed, by request from the first `--peer` (the serving node's
+    /// gossip identity). Needs `--genesis`. Without it the server follows a `--feed` process.
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "genesis",
+        conflicts_with = "feed"
+    )]
+    follow: Option<String>,
+    /// The chain's genesis file (with `--follow`).
+    #[arg(long, value_name = "FILE")]
+    genesis: Option<PathBuf>,
+    /// Shards per block (with `--follow`: the genesis's; default 8).
+    #[arg(long)]
+    total_shards: Option<u16>,
     /// etcd client endpoints, comma-separated (default: the embedded store, for a node of
     /// one server).
     #[arg(long, value_delimiter = ',')]
@@ -92,9 +108,32 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
         println!("{}", hex::encode(p2p::public_key(&secret)?.0));
         return Ok(());
     }
+    let genesis = match &args.genesis {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the genesis file {}", path.display()))?;
+            let genesis: phalanx_spec::Genesis = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a genesis file", path.display()))?;
+            Some(genesis)
+        }
+        None => None,
+    };
+    let total_shards = match (&genesis, args.total_shards) {
+        (Some(g), given) => {
+            let chain = u16::try_from(g.spec.shards_per_block)
+                .context("the genesis's shards_per_block is too large")?;
+            if let Some(given) = given {
+                anyhow::ensure!(
+                    given == chain,
+                    "--total-shards {given} differs from the genesis's {chain} shards per block"
+                );
+            }
+            chain
+        }
+        (None, given) => given.unwrap_or(8),
+    };
     anyhow::ensure!(
-        args.total_shards >= 1
-            && usize::from(args.total_shards) <= phalanx_types::limits::MAX_SHARDS,
+        total_shards >= 1 && usize::from(total_shards) <= phalanx_types::limits::MAX_SHARDS,
         "--total-shards must be within 1..={}",
         phalanx_types::limits::MAX_SHARDS
     );
@@ -114,7 +153,7 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
     if args.feed {
         anyhow::ensure!(args.slot_ms >= 50, "--slot-ms must be at least 50");
         let config = FeedConfig {
-            shards: args.total_shards,
+            shards: total_shards,
             senders: args.senders,
             txs_per_shard: args.txs_per_shard,
             seed: args.seed,
@@ -134,7 +173,7 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
             .await?;
             eprintln!(
                 "node --feed: {} shards, {} transfers per shard every {} ms, listening on {}",
-                args.total_shards,
+                total_shards,
                 args.txs_per_shard,
                 args.slot_ms,
                 net.listening().join(", ")
@@ -144,12 +183,13 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
         });
     }
     let range = match &args.shards {
-        Some(text) => ShardRange::parse(text, args.total_shards)
-            .with_context(|| format!("--shards {text}"))?,
-        None => ShardRange::parse(&format!("0-{}", args.total_shards - 1), args.total_shards)?,
+        Some(text) => {
+            ShardRange::parse(text, total_shards).with_context(|| format!("--shards {text}"))?
+        }
+        None => ShardRange::parse(&format!("0-{}", total_shards - 1), total_shards)?,
     };
     let store = if args.etcd.is_empty() {
-        if range.indices(args.total_shards).len() < usize::from(args.total_shards) {
+        if range.indices(total_shards).len() < usize::from(total_shards) {
             tracing::warn!(
                 "the embedded store serves a node of one server: this server will take over the \
                  shards outside {range}; give --etcd for a node of several servers"
@@ -159,7 +199,27 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
     } else {
         StoreChoice::Etcd(EtcdConfig::new(args.etcd.clone()))
     };
-    let mut server = ServerConfig::new(&args.node_id, range, args.total_shards);
+    let chain = match (&args.follow, genesis) {
+        (Some(url), Some(genesis)) => {
+            let blocks = peers.first().map(|p| p.key).context(
+                "--follow needs a --peer: the serving node's gossip identity (its shards come \
+                 from there)",
+            )?;
+            Chain::Follow {
+                follow: FollowConfig {
+                    node: url.clone(),
+                    genesis,
+                    poll: Duration::from_millis(200),
+                },
+                blocks,
+            }
+        }
+        _ => Chain::Feed(LoadSettings {
+            senders: args.senders,
+            seed: args.seed,
+        }),
+    };
+    let mut server = ServerConfig::new(&args.node_id, range, total_shards);
     server.lease_ttl = Duration::from_millis(args.lease_ms);
     server.accept_timeout = Duration::from_millis(args.accept_timeout_ms.max(1));
     server.corrupt = args.corrupt;
@@ -169,15 +229,12 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
         store,
         listen: args.listen.clone(),
         peers,
-        load: LoadSettings {
-            senders: args.senders,
-            seed: args.seed,
-        },
+        chain,
     };
     eprintln!(
         "node: server of {} owning shards {range} of {}, data in {}",
         args.node_id,
-        args.total_shards,
+        total_shards,
         args.data_dir.display()
     );
     rt.block_on(async {

@@ -4,7 +4,8 @@
 //! * [`ownership`]: shard ranges, responsible servers, takeover.
 //! * [`wire`]: headers, shards, outcomes and requests on the network, and their topics.
 //! * [`server`]: one server of a node, rule by rule.
-//! * [`feed`]: the block feed (stands in for consensus headers until #8).
+//! * [`follow`]: following the consensus chain: checked, final headers for the servers.
+//! * [`feed`]: a block feed publishing a deterministic load (simulator, benchmark, tests).
 //! * [`node`]: one server as a process (`phalanx node`): files, network, metrics.
 //! * [`load`]: a deterministic transfer load (simulator, benchmark, tests).
 //! * [`testing`]: a real etcd cluster on loopback for tests and benchmarks.
@@ -12,6 +13,7 @@
 pub mod embedded;
 pub mod etcd;
 pub mod feed;
+pub mod follow;
 pub mod load;
 pub mod node;
 pub mod ownership;

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use alloy_primitives::B256;
 use phalanx_execution::store::StateStore;
+use phalanx_net::PeerKey;
 use phalanx_net::p2p::{self, Libp2pNetwork, Peer};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -32,17 +33,46 @@ use tokio::sync::watch;
 
 use crate::embedded::EmbeddedStore;
 use crate::etcd::{EtcdConfig, EtcdStore};
+use crate::follow::{FollowConfig, FollowError, chain_genesis};
 use crate::load::Load;
-use crate::server::{self, ServerConfig, ServerError, ServerStats};
+use crate::server::{self, CheckedHeaders, HeaderSource, ServerConfig, ServerError, ServerStats};
 use crate::store::{CoordinationStore, StoreError};
 
 /// Which coordination store the node's servers share.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum StoreChoice {
     /// In-process: only for a node of one server (its servers share a process otherwise).
     Embedded,
     /// An etcd cluster.
     Etcd(EtcdConfig),
+    /// A store the caller made: servers of one node run in one process (tests, a devnet).
+    Given(Arc<dyn CoordinationStore>),
+}
+
+impl std::fmt::Debug for StoreChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded => f.write_str("Embedded"),
+            Self::Etcd(c) => f.debug_tuple("Etcd").field(c).finish(),
+            Self::Given(_) => f.write_str("Given"),
+        }
+    }
+}
+
+/// Which chain a node's servers execute.
+#[derive(Debug, Clone)]
+pub enum Chain {
+    /// The consensus chain served by a node at `follow.node`: headers checked and final
+    /// ([`crate::follow`]), shards by gossip and by request from `blocks`.
+    Follow {
+        /// The follower's settings (serving node, genesis).
+        follow: FollowConfig,
+        /// The peer serving the chain's shards by request.
+        blocks: PeerKey,
+    },
+    /// The blocks of a `phalanx node --feed` process (a deterministic load, its publisher
+    /// trusted): headers from the header topic.
+    Feed(LoadSettings),
 }
 
 /// The load whose genesis the chain starts from (the feed publishes the same load).
@@ -67,8 +97,8 @@ pub struct NodeConfig {
     pub listen: String,
     /// Peers to dial: the feed, the node's other servers, other nodes.
     pub peers: Vec<Peer>,
-    /// Genesis.
-    pub load: LoadSettings,
+    /// The chain.
+    pub chain: Chain,
 }
 
 /// Why a node could not run.
@@ -94,6 +124,9 @@ pub enum NodeError {
     /// The server stopped for good.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// Following the chain failed for good.
+    #[error(transparent)]
+    Follow(#[from] FollowError),
 }
 
 fn file_error(path: &Path, e: impl std::fmt::Display) -> NodeError {
@@ -121,7 +154,10 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
     let secret = identity(dir)?;
     let state_path = dir.join("state.redb");
     let state = StateStore::open(&state_path).map_err(|e| file_error(&state_path, e))?;
-    let (genesis_hash, alloc) = genesis(config.server.shards, config.load);
+    let (genesis_hash, alloc) = match &config.chain {
+        Chain::Follow { follow, .. } => chain_genesis(&follow.genesis),
+        Chain::Feed(load) => genesis(config.server.shards, *load),
+    };
     match state.head().map_err(|e| NodeError::State(e.to_string()))? {
         None => {
             state
@@ -136,6 +172,7 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
     let store: Arc<dyn CoordinationStore> = match &config.store {
         StoreChoice::Embedded => Arc::new(EmbeddedStore::new()),
         StoreChoice::Etcd(c) => Arc::new(EtcdStore::connect(c.clone()).await?),
+        StoreChoice::Given(s) => s.clone(),
     };
     let net_config = p2p::Config {
         secret,
@@ -166,6 +203,22 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
     };
     let mut server_config = config.server.clone();
     server_config.roots_log = Some(dir.join("roots.log"));
+    let mut follower = match &config.chain {
+        Chain::Follow { follow, blocks } => {
+            let headers = CheckedHeaders::default();
+            server_config.headers = HeaderSource::Checked {
+                headers: headers.clone(),
+                blocks: *blocks,
+            };
+            Some(tokio::spawn(crate::follow::run(
+                follow.clone(),
+                state.clone(),
+                headers,
+                shutdown.clone(),
+            )))
+        }
+        Chain::Feed(_) => None,
+    };
     let mut task = tokio::spawn(serve(
         server_config,
         state,
@@ -182,6 +235,19 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
             joined = &mut task => break joined
                 .map_err(|e| NodeError::State(format!("server task: {e}")))
                 .and_then(|r| r),
+            joined = async {
+                match follower.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                follower = None;
+                match joined {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => { task.abort(); break Err(e.into()); }
+                    Err(e) => { task.abort(); break Err(NodeError::State(format!("follower task: {e}"))); }
+                }
+            }
             _ = every.tick() => {
                 if let Err(e) = reporter.report(&stats) {
                     tracing::warn!(error = %e, "cannot write the roots log or metrics");

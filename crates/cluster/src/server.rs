@@ -84,6 +84,71 @@ pub struct ServerConfig {
     /// process-wide pool. Servers of one node in one process (the devnet, the benchmark) get
     /// one pool each, as separate machines would have their own cores.
     pub threads: Option<usize>,
+    /// Where the headers this server executes come from.
+    pub headers: HeaderSource,
+}
+
+/// Checked, final execution headers by height, handed to a server by a follower
+/// ([`crate::follow`]); the server drops those at or below its applied head.
+#[derive(Debug, Clone, Default)]
+pub struct CheckedHeaders(Arc<Mutex<BTreeMap<u64, ExecHeader>>>);
+
+impl CheckedHeaders {
+    /// Adds a header.
+    pub fn push(&self, header: ExecHeader) {
+        lock(&self.0).insert(header.number, header);
+    }
+
+    /// Headers held (not yet applied).
+    pub fn len(&self) -> usize {
+        lock(&self.0).len()
+    }
+
+    /// No header held.
+    pub fn is_empty(&self) -> bool {
+        lock(&self.0).is_empty()
+    }
+
+    /// The highest height held.
+    pub fn last(&self) -> Option<u64> {
+        lock(&self.0).last_key_value().map(|(n, _)| *n)
+    }
+
+    /// Up to `n` headers after `height`.
+    fn after(&self, height: u64, n: usize) -> Vec<ExecHeader> {
+        lock(&self.0)
+            .range(height.saturating_add(1)..)
+            .take(n)
+            .map(|(_, h)| h.clone())
+            .collect()
+    }
+
+    /// Drops the headers at or below `height` (applied).
+    fn prune(&self, height: u64) {
+        let mut m = lock(&self.0);
+        while m.first_key_value().is_some_and(|(n, _)| *n <= height) {
+            m.pop_first();
+        }
+    }
+}
+
+/// Where a server takes the headers it executes from.
+#[derive(Debug, Clone, Default)]
+pub enum HeaderSource {
+    /// The header topic, from whoever publishes on it: the block feed of the simulator, the
+    /// benchmark and `phalanx node --feed`, a publisher every server trusts.
+    #[default]
+    Gossip,
+    /// Headers a follower checked against the consensus chain and saw finalized
+    /// ([`crate::follow`]); the server does not subscribe to the header topic and takes no
+    /// header from the network. Shards it misses are asked of `blocks`, a peer serving the
+    /// chain's blocks (the node the follower reads).
+    Checked {
+        /// The checked headers.
+        headers: CheckedHeaders,
+        /// Who serves blocks' shards by request.
+        blocks: PeerKey,
+    },
 }
 
 impl ServerConfig {
@@ -101,6 +166,7 @@ impl ServerConfig {
             roots_log: None,
             threads: None,
             agreement: 2,
+            headers: HeaderSource::Gossip,
         }
     }
 }
@@ -381,7 +447,9 @@ pub async fn run<N: Network>(
         stats,
     };
     server.announce().await?;
-    server.net.subscribe(HEADER_TOPIC)?;
+    if matches!(server.config.headers, HeaderSource::Gossip) {
+        server.net.subscribe(HEADER_TOPIC)?;
+    }
     server.net.subscribe(&effects_topic(&server.config.node))?;
     tracing::info!(server = %me, range = %server.config.range, head = server.head.0, "server up");
     let mut tick = tokio::time::interval(server.config.tick);
@@ -540,6 +608,13 @@ impl<N: Network> Server<N> {
                 self.stats
                     .header_bytes
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
+                if !matches!(self.config.headers, HeaderSource::Gossip) {
+                    // Headers come checked from the follower; one from the network is
+                    // unasked-for.
+                    self.net.report(from, Offence::Useless);
+                    tracing::debug!(from = %from, "a header from the network; headers come checked here");
+                    return Ok(());
+                }
                 if header.number > self.head.0 {
                     self.headers.insert(header.number, (header, from));
                 }
@@ -659,6 +734,7 @@ impl<N: Network> Server<N> {
             self.announce().await?;
         }
         self.refresh_live().await?;
+        self.take_checked();
         if self.pending.is_none() {
             self.start_next();
         }
@@ -672,6 +748,22 @@ impl<N: Network> Server<N> {
             self.report_stall();
         }
         Ok(())
+    }
+
+    /// With [`HeaderSource::Checked`]: drops the applied headers and takes the next ones.
+    fn take_checked(&mut self) {
+        let HeaderSource::Checked { headers, blocks } = &self.config.headers else {
+            return;
+        };
+        headers.prune(self.head.0);
+        let from = self
+            .headers
+            .last_key_value()
+            .map_or(self.head.0, |(n, _)| *n)
+            .max(self.head.0);
+        for header in headers.after(from, 64) {
+            self.headers.insert(header.number, (header, *blocks));
+        }
     }
 
     /// A block that waits long says what it waits for, every few seconds.

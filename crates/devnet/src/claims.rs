@@ -393,7 +393,13 @@ pub(crate) struct GossipCounts {
 /// It also publishes on the topic the claims of its own executors and those posted to it, so
 /// light clients on the network receive every claim the devnet has.
 pub(crate) async fn gossip_task(
-    mut net: phalanx_net::p2p::Libp2pNetwork,
+    mut feed: phalanx_cluster::feed::Feed<phalanx_net::p2p::Libp2pNetwork>,
+    mut blocks: Option<
+        mpsc::UnboundedReceiver<(
+            phalanx_execution::header::ExecHeader,
+            Vec<phalanx_types::Shard>,
+        )>,
+    >,
     shared: Arc<Shared>,
     mut to_publish: mpsc::UnboundedReceiver<SignedClaim>,
     mut shutdown: watch::Receiver<bool>,
@@ -414,26 +420,43 @@ pub(crate) async fn gossip_task(
             },
         }
     });
-    if let Err(e) = net.set_validator(CLAIMS_TOPIC, validator) {
+    if let Err(e) = feed.net_mut().set_validator(CLAIMS_TOPIC, validator) {
         tracing::warn!(error = %e, "devnet: gossip validation not set");
     }
     loop {
         let event = tokio::select! {
             r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return; } else { continue },
             Some(claim) = to_publish.recv() => {
-                if let Err(e) = net.publish(CLAIMS_TOPIC, claim.as_ssz_bytes()) {
+                if let Err(e) = feed.net_mut().publish(CLAIMS_TOPIC, claim.as_ssz_bytes()) {
                     tracing::debug!(error = %e, "devnet: cannot publish a claim");
                 }
                 continue;
             }
-            e = net.recv() => match e { Some(e) => e, None => return },
+            // Executed blocks: their shards to the nodes following the chain.
+            Some((header, shards)) = async {
+                match blocks.as_mut() {
+                    Some(b) => b.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                feed.publish(header, shards);
+                continue;
+            }
+            e = feed.net_mut().recv() => match e { Some(e) => e, None => return },
         };
-        let phalanx_net::NetEvent::Gossip { from, topic, data } = event else {
-            continue;
+        let (from, data) = match event {
+            // Requests for blocks' shards and headers, answered from what was executed.
+            e @ phalanx_net::NetEvent::Direct { .. } => {
+                feed.answer(e);
+                continue;
+            }
+            phalanx_net::NetEvent::Gossip { from, topic, data } => {
+                if topic != CLAIMS_TOPIC {
+                    continue;
+                }
+                (from, data)
+            }
         };
-        if topic != CLAIMS_TOPIC {
-            continue;
-        }
         let checked = SignedClaim::from_ssz_bytes(&data)
             .map_err(|e| (Offence::Undecodable, format!("malformed claim: {e:?}")))
             .and_then(|c| check_submitted(&shared, &c).map(|()| c));
@@ -445,7 +468,7 @@ pub(crate) async fn gossip_task(
             Err((offence, why)) => {
                 shared.gossip.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(peer = %from, ?offence, reason = %why, "devnet: gossiped claim refused");
-                net.report(from, offence);
+                feed.net_mut().report(from, offence);
             }
         }
     }

@@ -856,7 +856,20 @@ impl Devnet {
             (chain.genesis_root(), genesis_exec.clone()),
             |(h, _, root, _)| (*root, h.clone()),
         );
-        tasks.push(tokio::spawn(feed_task(feed, blocks_rx, shutdown.clone())));
+        // With a gossip network, the same blocks go to other nodes there (`phalanx node
+        // --follow`): shards on their topics, and by request.
+        let (p2p_blocks, p2p_blocks_rx) = if config.p2p_listen.is_some() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        tasks.push(tokio::spawn(feed_task(
+            feed,
+            blocks_rx,
+            p2p_blocks,
+            shutdown.clone(),
+        )));
 
         // The chain thread; its validators judge producers by what execution made of their
         // blocks.
@@ -975,11 +988,16 @@ impl Devnet {
             net.subscribe(phalanx_light::wire::CLAIMS_TOPIC)
                 .map_err(|e| DevnetError::Config(e.to_string()))?;
             p2p_peer = net.peer_string();
-            tracing::info!(peer = ?p2p_peer, "devnet: on the gossip network (claims topic)");
+            tracing::info!(peer = ?p2p_peer, "devnet: on the gossip network (claims topic; executed blocks' shards)");
             let (publish, to_publish) = mpsc::unbounded_channel();
             *lock(&shared.light_feed.publish) = Some(publish);
+            let mut p2p_feed = Feed::new(net);
+            for (header, shards, _, _) in &resumed {
+                p2p_feed.remember(header.clone(), shards.clone());
+            }
             tasks.push(tokio::spawn(claims::gossip_task(
-                net,
+                p2p_feed,
+                p2p_blocks_rx,
                 shared.clone(),
                 to_publish,
                 shutdown.clone(),
@@ -1104,13 +1122,19 @@ pub async fn run(config: DevnetConfig, shutdown: watch::Receiver<bool>) -> Resul
 async fn feed_task(
     mut feed: Feed<phalanx_net::memory::MemoryNetwork>,
     mut blocks: mpsc::UnboundedReceiver<(ExecHeader, Vec<Shard>)>,
+    p2p: Option<mpsc::UnboundedSender<(ExecHeader, Vec<Shard>)>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return; },
             b = blocks.recv() => match b {
-                Some((header, shards)) => feed.publish(header, shards),
+                Some((header, shards)) => {
+                    if let Some(p2p) = &p2p {
+                        let _ = p2p.send((header.clone(), shards.clone()));
+                    }
+                    feed.publish(header, shards);
+                }
                 None => return,
             },
             e = feed.net_mut().recv() => match e {

@@ -34,10 +34,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy_primitives::{B256, Bytes, U256, keccak256};
+use alloy_primitives::{B256, Bytes};
 use phalanx_consensus::executors::ExecutorRegistry;
 use phalanx_crypto::SecretKey;
-use phalanx_execution::changes::{AccountChange, AccountFields, Changes};
 use phalanx_execution::header::ExecHeader;
 use phalanx_execution::store::StateStore;
 use phalanx_light::client::{LightClient, LightHeader};
@@ -121,39 +120,7 @@ pub enum ExecutorError {
 }
 
 /// The genesis allocation as changes to the empty state.
-pub fn genesis_changes(genesis: &Genesis) -> Changes {
-    let mut changes = Changes::default();
-    for (address, account) in &genesis.alloc {
-        let code_hash = match &account.code {
-            Some(code) if !code.is_empty() => {
-                let hash = keccak256(code);
-                changes.codes.insert(hash, code.clone());
-                hash
-            }
-            _ => alloy_primitives::KECCAK256_EMPTY,
-        };
-        let storage = account
-            .storage
-            .iter()
-            .flatten()
-            .map(|(k, v)| (U256::from_be_bytes(k.0), U256::from_be_bytes(v.0)))
-            .filter(|(_, v)| !v.is_zero())
-            .collect();
-        changes.accounts.insert(
-            *address,
-            AccountChange {
-                fields: Some(Some(AccountFields {
-                    nonce: account.nonce.unwrap_or(0),
-                    balance: account.balance,
-                    code_hash,
-                })),
-                storage_cleared: false,
-                storage,
-            },
-        );
-    }
-    changes
-}
+pub use phalanx_light::headers::genesis_changes;
 
 /// Runs the executor until `shutdown`.
 pub async fn run(

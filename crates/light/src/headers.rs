@@ -36,9 +36,10 @@
 //! after a slashing changes the schedule. Producer slashings (by fraud proofs) are not carried
 //! by this chain's blocks yet.
 
-use alloy_primitives::B256;
+use alloy_primitives::{B256, U256, keccak256};
 use phalanx_consensus::proposer::{genesis_mix, mix_in, proposer};
 use phalanx_consensus::{BlockError, ChainContext, Registry, check_header};
+use phalanx_execution::changes::{AccountChange, AccountFields, Changes};
 use phalanx_execution::header::ExecHeader;
 use phalanx_spec::{ChainSpec, Genesis};
 use phalanx_types::{BlockHeader, Epoch, Root, SignedBlockHeader, SigningContext, Slot};
@@ -64,6 +65,42 @@ pub fn genesis_header(genesis: &Genesis, genesis_root: B256) -> ExecHeader {
         fee_split_bps: 0,
         shard_roots: VariableList::empty(),
     }
+}
+
+/// The genesis allocation as changes to the empty state (what every executing node starts
+/// from: the replica whose root the genesis execution header stands for).
+pub fn genesis_changes(genesis: &Genesis) -> Changes {
+    let mut changes = Changes::default();
+    for (address, account) in &genesis.alloc {
+        let code_hash = match &account.code {
+            Some(code) if !code.is_empty() => {
+                let hash = keccak256(code);
+                changes.codes.insert(hash, code.clone());
+                hash
+            }
+            _ => alloy_primitives::KECCAK256_EMPTY,
+        };
+        let storage = account
+            .storage
+            .iter()
+            .flatten()
+            .map(|(k, v)| (U256::from_be_bytes(k.0), U256::from_be_bytes(v.0)))
+            .filter(|(_, v)| !v.is_zero())
+            .collect();
+        changes.accounts.insert(
+            *address,
+            AccountChange {
+                fields: Some(Some(AccountFields {
+                    nonce: account.nonce.unwrap_or(0),
+                    balance: account.balance,
+                    code_hash,
+                })),
+                storage_cleared: false,
+                storage,
+            },
+        );
+    }
+    changes
 }
 
 /// Rule 4: the execution header of consensus block `header`, whose RANDAO mix after it is

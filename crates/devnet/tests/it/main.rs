@@ -5,6 +5,7 @@ mod api;
 mod devnet;
 mod gossip;
 mod light;
+mod nodes;
 mod onchain;
 mod store;
 
