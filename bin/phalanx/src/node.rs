@@ -206,11 +206,11 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
                  from there)",
             )?;
             Chain::Follow {
-                follow: FollowConfig {
+                follow: Box::new(FollowConfig {
                     node: url.clone(),
                     genesis,
                     poll: Duration::from_millis(200),
-                },
+                }),
                 blocks,
             }
         }

@@ -1,6 +1,7 @@
 //! One server of a node as a process (`phalanx node`): its identity key, its state replica on
-//! disk, its coordination store (embedded or etcd), the chain's libp2p network, and what an
-//! operator reads back: a roots log and Prometheus metrics.
+//! disk, its coordination store (embedded or etcd), the chain's libp2p network, the chain it
+//! executes ([`Chain`]: the consensus chain's checked, final headers from a follower, or a
+//! block feed), and what an operator reads back: a roots log and Prometheus metrics.
 //!
 //! Files in the data folder:
 //!
@@ -66,7 +67,7 @@ pub enum Chain {
     /// ([`crate::follow`]), shards by gossip and by request from `blocks`.
     Follow {
         /// The follower's settings (serving node, genesis).
-        follow: FollowConfig,
+        follow: Box<FollowConfig>,
         /// The peer serving the chain's shards by request.
         blocks: PeerKey,
     },
@@ -211,7 +212,7 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
                 blocks: *blocks,
             };
             Some(tokio::spawn(crate::follow::run(
-                follow.clone(),
+                (**follow).clone(),
                 state.clone(),
                 headers,
                 shutdown.clone(),

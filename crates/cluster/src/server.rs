@@ -8,8 +8,11 @@
 //!    behind this one counts as not live yet (it is catching up and cannot execute the
 //!    current block in time). From that list [`ownership`] says which shards it is
 //!    responsible for: those of its range, and those it takes over because none of their
-//!    owners is live — and keeps until an owner has caught up. It subscribes to the header topic and to the topics of those
-//!    shards only, so it never downloads another shard.
+//!    owners is live — and keeps until an owner has caught up. It subscribes to the topics of
+//!    those shards only, so it never downloads another shard by gossip. Its headers come
+//!    checked and final from a follower of the consensus chain ([`HeaderSource::Checked`],
+//!    [`crate::follow`]), or from the header topic of a trusted block feed
+//!    ([`HeaderSource::Gossip`]).
 //! 2. **Execute.** For the next block (its parent applied here), the server checks each shard
 //!    it is responsible for against the header's shard root, runs it against its replica of
 //!    the parent state (every read sees the parent state) and publishes the outcome, the
@@ -841,6 +844,16 @@ impl<N: Network> Server<N> {
             tracing::warn!(
                 height = next,
                 "header does not extend the applied head; dropped"
+            );
+            return;
+        }
+        if header.shard_roots.len() != usize::from(self.config.shards) {
+            self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                height = next,
+                shards = header.shard_roots.len(),
+                expected = self.config.shards,
+                "header has another number of shards than this node runs; dropped"
             );
             return;
         }

@@ -421,3 +421,98 @@ fn executor_process_claims_the_devnets_blocks_and_resumes_after_kill_9() {
     devnet.kill().unwrap();
     devnet.wait().unwrap();
 }
+
+/// `height → "block root"` from a roots log (`height block root unix-ms` lines).
+fn roots_log(path: &std::path::Path) -> std::collections::BTreeMap<u64, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((
+                f.first()?.parse().ok()?,
+                format!("{} {}", f.get(1)?, f.get(2)?),
+            ))
+        })
+        .collect()
+}
+
+/// `phalanx node --follow` as a process: a full node of one server following a `phalanx
+/// devnet` process — final headers checked over the light protocol, shards by gossip over
+/// libp2p — holds the devnet's block and state root at every height, and after a `kill -9`
+/// resumes from its disk and goes on matching.
+#[test]
+fn node_process_follows_a_devnet_and_resumes_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, p2p_port, node_port) = (free_port(), free_port(), free_port());
+    let mut devnet = start_with(
+        dir.path(),
+        port,
+        &[
+            "--dv-validators",
+            "0",
+            "--servers",
+            "1",
+            "--p2p-listen",
+            &format!("/ip4/127.0.0.1/tcp/{p2p_port}"),
+        ],
+    );
+    wait_height(port, 1, Duration::from_secs(90), &mut devnet);
+    let secret = phalanx_net::p2p::identity_file(&dir.path().join("p2p.key")).unwrap();
+    let key = phalanx_net::p2p::public_key(&secret).unwrap();
+    let peer = format!("{}@/ip4/127.0.0.1/tcp/{p2p_port}", hex::encode(key.0));
+    let node_dir = dir.path().join("node");
+    let node = || {
+        phalanx()
+            .args(["node", "--follow", &format!("http://127.0.0.1:{port}")])
+            .arg("--genesis")
+            .arg(dir.path().join("chain").join("genesis.json"))
+            .args(["--peer", &peer, "--listen"])
+            .arg(format!("/ip4/127.0.0.1/tcp/{node_port}"))
+            .arg("--data-dir")
+            .arg(&node_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let reference = dir.path().join("servers").join("s0").join("roots.log");
+    let ours = node_dir.join("roots.log");
+    let matching = |at_least: u64| {
+        let (theirs, mine) = (roots_log(&reference), roots_log(&ours));
+        let top = *mine.keys().last()?;
+        if top < at_least {
+            return None;
+        }
+        for h in 1..=top {
+            assert_eq!(mine.get(&h), theirs.get(&h), "height {h}");
+        }
+        Some(top)
+    };
+    let mut n = node();
+    let first = poll(
+        &mut devnet,
+        Duration::from_secs(90),
+        "the node at height 3",
+        || {
+            assert!(n.try_wait().unwrap().is_none(), "phalanx node exited");
+            matching(3)
+        },
+    );
+    n.kill().unwrap(); // SIGKILL
+    n.wait().unwrap();
+    let mut n = node();
+    poll(
+        &mut devnet,
+        Duration::from_secs(90),
+        "the restarted node three blocks further",
+        || {
+            assert!(n.try_wait().unwrap().is_none(), "phalanx node exited");
+            matching(first + 3)
+        },
+    );
+    n.kill().unwrap();
+    n.wait().unwrap();
+    devnet.kill().unwrap();
+    devnet.wait().unwrap();
+}

@@ -116,7 +116,7 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
             listen: address.clone(),
             peers,
             chain: Chain::Follow {
-                follow: follow.clone(),
+                follow: Box::new(follow.clone()),
                 blocks: source.key,
             },
         };
@@ -181,7 +181,10 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
     for (i, (data, _, _)) in servers.iter().enumerate() {
         let own = ranges[i].indices(SHARDS);
         let gossiped = gossiped_shards(&data.join("metrics.prom"));
-        eprintln!("server {i} ({}): shards by gossip {gossiped:?}, target height {target}", ranges[i]);
+        eprintln!(
+            "server {i} ({}): shards by gossip {gossiped:?}, target height {target}",
+            ranges[i]
+        );
         assert!(
             !gossiped.is_empty(),
             "server {i} received no shard by gossip"
@@ -213,10 +216,10 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
             listen: format!("/ip4/127.0.0.1/tcp/{}", free_port()),
             peers: vec![source.clone()],
             chain: Chain::Follow {
-                follow: FollowConfig {
+                follow: Box::new(FollowConfig {
                     genesis: other,
                     ..follow
-                },
+                }),
                 blocks: source.key,
             },
         },
