@@ -1,10 +1,13 @@
-//! The block feed: publishes each block's header on the header topic and each shard on its
-//! own topic, and answers requests for shards (by block and index) and headers (by height).
+//! A block source: publishes each block's header on the header topic and each shard on its
+//! own topic, keeps the last [`KEEP_BLOCKS`] blocks and answers sync requests for them
+//! ([`crate::wire::Request`]): a shard by block and index, headers from a height, a whole
+//! block by root, whole blocks from a height, one shard index of the blocks from a height.
 //!
-//! It stands in for the chain's consensus headers until the node follows the consensus chain
-//! (issue #8): the simulator runs one in-process, and `phalanx node --feed` runs one as a
-//! process that the servers of a node (and any other node) peer with. What it publishes is
-//! the deterministic [`Load`]; servers derive the same genesis from the same load settings.
+//! The devnet runs one over its gossip network for the chain it executes (`--p2p-listen`),
+//! which `phalanx node --follow` servers take their shards from. [`run`] publishes a
+//! deterministic [`Load`] instead: the simulator and the benchmark run that in-process, and
+//! `phalanx node --feed` as a process; servers following it derive the same genesis from the
+//! same load settings and trust its headers.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,7 +18,9 @@ use phalanx_types::consensus::Shard;
 use tokio::sync::watch;
 
 use crate::load::{Load, LoadError};
-use crate::wire::{ExecHeader, HEADER_TOPIC, Message, ShardMessage, shard_topic};
+use crate::wire::{
+    ExecHeader, HEADER_TOPIC, Message, RANGE_BLOCKS, Request, ShardMessage, shard_topic,
+};
 
 /// Headers sent for one request by height.
 pub const HEADERS_PER_REQUEST: usize = 64;
@@ -99,31 +104,62 @@ impl<N: Network> Feed<N> {
                 return;
             }
         };
+        let send_shard = |net: &N, block: B256, index: u16, shard: &Shard| {
+            let m = ShardMessage {
+                block,
+                index,
+                shard: shard.clone(),
+            };
+            let _ = net.send(from, Message::Shard(m).encode());
+        };
+        let send_block = |net: &N, block: B256, header: &ExecHeader, shards: &[Shard]| {
+            let _ = net.send(from, Message::Header(header.clone()).encode());
+            for (i, shard) in shards.iter().enumerate() {
+                send_shard(net, block, i as u16, shard);
+            }
+        };
+        let range = |limit: usize| -> Vec<B256> {
+            self.by_height
+                .range(request.height..)
+                .map(|(_, h)| *h)
+                .take(limit)
+                .collect()
+        };
         match request.kind {
-            0 => {
+            Request::SHARD => {
                 if let Some((_, shards)) = self.history.get(&request.block)
                     && let Some(shard) = shards.get(request.index as usize)
                 {
-                    let m = ShardMessage {
-                        block: request.block,
-                        index: request.index,
-                        shard: shard.clone(),
-                    };
-                    let _ = self.net.send(from, Message::Shard(m).encode());
+                    send_shard(&self.net, request.block, request.index, shard);
                 }
             }
-            2 => {
-                let hashes: Vec<B256> = self
-                    .by_height
-                    .range(request.height..)
-                    .map(|(_, h)| *h)
-                    .take(HEADERS_PER_REQUEST)
-                    .collect();
-                for hash in hashes {
+            Request::HEADERS_FROM => {
+                for hash in range(HEADERS_PER_REQUEST) {
                     if let Some((header, _)) = self.history.get(&hash) {
                         let _ = self
                             .net
                             .send(from, Message::Header(header.clone()).encode());
+                    }
+                }
+            }
+            Request::BLOCK => {
+                if let Some((header, shards)) = self.history.get(&request.block) {
+                    send_block(&self.net, request.block, header, shards);
+                }
+            }
+            Request::BLOCKS_FROM => {
+                for hash in range(RANGE_BLOCKS) {
+                    if let Some((header, shards)) = self.history.get(&hash) {
+                        send_block(&self.net, hash, header, shards);
+                    }
+                }
+            }
+            Request::SHARDS_FROM => {
+                for hash in range(RANGE_BLOCKS) {
+                    if let Some((_, shards)) = self.history.get(&hash)
+                        && let Some(shard) = shards.get(request.index as usize)
+                    {
+                        send_shard(&self.net, hash, request.index, shard);
                     }
                 }
             }

@@ -54,8 +54,8 @@ use tree_hash::TreeHash;
 use crate::ownership::{self, ShardRange};
 use crate::store::{CoordinationStore, Created, LeaseId, StoreError};
 use crate::wire::{
-    ExecHeader, HEADER_TOPIC, Message, Request, ShardMessage, ShardOutcome, effects_topic,
-    shard_topic,
+    ExecHeader, HEADER_TOPIC, Message, RANGE_BLOCKS, Request, ShardMessage, ShardOutcome,
+    effects_topic, shard_topic,
 };
 
 /// A server's settings.
@@ -373,6 +373,8 @@ struct Server<N: Network> {
     kept: BTreeMap<(B256, u16, B256), ShardOutcome>,
     kept_order: VecDeque<B256>,
     asked_headers: Option<Instant>,
+    /// Own shards asked ahead while catching up: the height asked up to, and when.
+    prefetched: Option<(u64, Instant)>,
     started: Instant,
     stall_logged: Option<Instant>,
     /// Outcomes that arrived before their block started here.
@@ -440,6 +442,7 @@ pub async fn run<N: Network>(
         kept: BTreeMap::new(),
         kept_order: VecDeque::new(),
         asked_headers: None,
+        prefetched: None,
         started: Instant::now(),
         early_outcomes: BTreeMap::new(),
         stall_logged: None,
@@ -652,8 +655,9 @@ impl<N: Network> Server<N> {
                 if early.len() < self.config.shards as usize {
                     early.push(shard);
                 }
-                // Bounded: shards of blocks far ahead are dropped and fetched later.
-                while self.early_shards.len() > self.config.keep_blocks {
+                // Bounded (room for a prefetched range besides the tip's gossip): shards of
+                // blocks far ahead are dropped and fetched later.
+                while self.early_shards.len() > self.config.keep_blocks + RANGE_BLOCKS {
                     self.early_shards.pop_first();
                 }
             }
@@ -741,6 +745,7 @@ impl<N: Network> Server<N> {
         if self.pending.is_none() {
             self.start_next();
         }
+        self.prefetch()?;
         if self.pending.is_some() {
             // Reading what is already accepted first spares re-running it (catch-up).
             self.accept().await?;
@@ -750,6 +755,49 @@ impl<N: Network> Server<N> {
             self.apply()?;
             self.report_stall();
         }
+        Ok(())
+    }
+
+    /// Catch-up: while later headers are known (this block is history, its shards no longer
+    /// on gossip), asks the block's source for this server's own shards of the next
+    /// [`RANGE_BLOCKS`] blocks in one request per shard index, again when half of them are
+    /// applied or an answer is overdue; only shards of its own range and takeovers.
+    fn prefetch(&mut self) -> Result<(), ServerError> {
+        let Some(p) = &self.pending else {
+            return Ok(());
+        };
+        let height = p.header.number;
+        let behind = self
+            .headers
+            .last_key_value()
+            .is_some_and(|(n, _)| *n > height + 1);
+        if !behind || self.subscribed.is_empty() {
+            return Ok(());
+        }
+        let from = match self.prefetched {
+            Some((to, _)) if height + (RANGE_BLOCKS as u64) / 2 < to => {
+                let lacking = self.subscribed.iter().any(|s| !p.shards.contains_key(s));
+                let overdue = self
+                    .prefetched
+                    .is_some_and(|(_, at)| at.elapsed() > self.config.tick * 40);
+                if !(lacking && overdue) {
+                    return Ok(());
+                }
+                height
+            }
+            Some((to, _)) => to.max(height),
+            None => height,
+        };
+        let source = p.source;
+        for &index in &self.subscribed {
+            let request = Request {
+                index,
+                height: from,
+                ..Request::new(Request::SHARDS_FROM)
+            };
+            self.net.send(source, Message::Request(request).encode())?;
+        }
+        self.prefetched = Some((from + RANGE_BLOCKS as u64, Instant::now()));
         Ok(())
     }
 

@@ -4,8 +4,10 @@
 //! * `header`: [`ExecHeader`], the ordered block as execution needs it (every server);
 //! * `shard/{i}`: [`ShardMessage`] for shard `i` (only the servers responsible for `i`);
 //! * `effects/{node}`: [`ShardOutcome`], one server's result of one shard (the node's servers);
-//! * direct requests [`Request`] and answers: a shard by `(block, index)`, an outcome by
-//!   `(block, shard, root)`, headers from a height (catch-up).
+//! * direct requests [`Request`] and answers (sync): a shard by `(block, index)`, an outcome
+//!   by `(block, shard, root)`, headers from a height, a whole block (header and every shard)
+//!   by root, whole blocks from a height, and one shard index of the blocks from a height
+//!   (a server catching up fetches only its own shards, ahead).
 
 use alloy_primitives::{B256, Bytes};
 use phalanx_execution::changes::ShardEffects;
@@ -90,11 +92,15 @@ impl ShardOutcome {
     }
 }
 
+/// Blocks one range request (kinds [`Request::BLOCKS_FROM`], [`Request::SHARDS_FROM`]) is
+/// answered with, at most.
+pub const RANGE_BLOCKS: usize = 32;
+
 /// A direct request to a peer.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct Request {
-    /// 0: shard `(block, index)`; 1: outcome `(block, index, root)`; 2: headers from
-    /// `height`.
+    /// What is asked: [`Request::SHARD`], [`Request::OUTCOME`], [`Request::HEADERS_FROM`],
+    /// [`Request::BLOCK`], [`Request::BLOCKS_FROM`], [`Request::SHARDS_FROM`].
     pub kind: u8,
     /// The block.
     pub block: B256,
@@ -104,6 +110,32 @@ pub struct Request {
     pub root: B256,
     /// First height (headers).
     pub height: u64,
+}
+
+impl Request {
+    /// Shard `index` of `block`: answered with one [`Message::Shard`].
+    pub const SHARD: u8 = 0;
+    /// The outcome of shard `index` of `block` whose root is `root`: one [`Message::Outcome`].
+    pub const OUTCOME: u8 = 1;
+    /// Headers from `height`: up to 64 [`Message::Header`]s.
+    pub const HEADERS_FROM: u8 = 2;
+    /// Block `block` by root: its [`Message::Header`], then each of its shards.
+    pub const BLOCK: u8 = 3;
+    /// Blocks from `height`: up to [`RANGE_BLOCKS`], each as for [`Request::BLOCK`].
+    pub const BLOCKS_FROM: u8 = 4;
+    /// Shard `index` of the blocks from `height`: up to [`RANGE_BLOCKS`] [`Message::Shard`]s.
+    pub const SHARDS_FROM: u8 = 5;
+
+    /// A request of `kind` with every other field zero.
+    pub fn new(kind: u8) -> Self {
+        Self {
+            kind,
+            block: B256::ZERO,
+            index: 0,
+            root: B256::ZERO,
+            height: 0,
+        }
+    }
 }
 
 /// A message between peers.
