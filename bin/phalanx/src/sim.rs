@@ -183,6 +183,10 @@ pub(crate) struct ClusterArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// 1: the node produces the blocks: each shard's owners build it, the first accepted is
+    /// what every owner broadcasts.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    produce: u8,
 }
 
 pub(crate) fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
@@ -202,6 +206,7 @@ pub(crate) fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
         txs_per_shard: args.txs_per_shard,
         slot_ms: args.slot_ms,
         seed: args.seed,
+        produce: args.produce == 1,
     })?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

@@ -34,6 +34,19 @@
 //!    them by the block rules (conflict rule, fee split: [`phalanx_execution::block`]) and
 //!    applies the result to its state replica, so any server answers any read.
 //!
+//! 6. **Build (when the node produces).** The node's producer asks its servers, on the
+//!    node-internal build topic, to build a block's shards ([`BuildRequest`]). Every server
+//!    responsible for a shard (as in step 1: its owners, or the one taking it over) builds a
+//!    candidate from what it holds ([`ShardBuilder`]) and writes `root ‖ its key`
+//!    create-if-absent under `/phalanx/{node}/built/{id}/{shard}`: the first write is the
+//!    accepted shard (seed 000: "3 servers which compete to validate and create the same
+//!    shards"). The winner publishes its shard on the build topic; an owner whose candidate
+//!    lost takes the accepted one from there or asks the winner. The producer assembles the
+//!    header from the accepted roots; when it arrives, **every** owner holding the accepted
+//!    shard takes it as received and broadcasts it on the shard's chain topic, so the block's
+//!    shards leave the node while any owner lives. A block whose shards are not all accepted
+//!    in time is asked for again (same id: what was accepted stays accepted).
+//!
 //! Execution runs inline on the server's task; the node runs one task per server.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -54,9 +67,10 @@ use tree_hash::TreeHash;
 use crate::ownership::{self, ShardRange};
 use crate::store::{CoordinationStore, Created, LeaseId, StoreError};
 use crate::wire::{
-    ExecHeader, HEADER_TOPIC, Message, RANGE_BLOCKS, Request, ShardMessage, ShardOutcome,
-    effects_topic, shard_topic,
+    BuildRequest, ExecHeader, HEADER_TOPIC, Message, RANGE_BLOCKS, Request, ShardMessage,
+    ShardOutcome, build_topic, effects_topic, shard_topic,
 };
+use phalanx_types::consensus::Shard;
 
 /// A server's settings.
 #[derive(Debug, Clone)]
@@ -89,6 +103,23 @@ pub struct ServerConfig {
     pub threads: Option<usize>,
     /// Where the headers this server executes come from.
     pub headers: HeaderSource,
+    /// What this server builds shards from when its node produces (step 6); `None`: it
+    /// builds nothing.
+    pub builder: Option<ShardBuilder>,
+}
+
+/// What a server builds a shard from when its node produces: `(request, shard index)` → the
+/// shard's transactions, or `None` when it has nothing to build it from yet.
+#[derive(Clone)]
+pub struct ShardBuilder(pub Arc<BuildFn>);
+
+/// The function behind a [`ShardBuilder`].
+pub type BuildFn = dyn Fn(&BuildRequest, u16) -> Option<Shard> + Send + Sync;
+
+impl std::fmt::Debug for ShardBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShardBuilder")
+    }
 }
 
 /// Checked, final execution headers by height, handed to a server by a follower
@@ -170,6 +201,7 @@ impl ServerConfig {
             threads: None,
             agreement: 2,
             headers: HeaderSource::Gossip,
+            builder: None,
         }
     }
 }
@@ -205,6 +237,12 @@ pub struct ServerStats {
     pub alarms: AtomicU64,
     /// Accepted-key writes this server won.
     pub accepts_won: AtomicU64,
+    /// Shards this server built when its node produced (step 6).
+    pub built: AtomicU64,
+    /// Of those, the ones accepted (its write came first).
+    pub builds_won: AtomicU64,
+    /// Accepted built shards this server broadcast on their chain topic.
+    pub broadcast: AtomicU64,
     /// Messages that did not decode or check out.
     pub invalid: AtomicU64,
     /// Bytes received on the header topic.
@@ -348,6 +386,21 @@ struct Pending {
     receipts: BTreeMap<(u16, B256), Vec<Receipt>>,
 }
 
+/// One block being built by the node (step 6).
+#[derive(Debug)]
+struct Building {
+    request: BuildRequest,
+    /// The accepted builder's root and key, per shard, as read from the store.
+    accepted: BTreeMap<u16, (B256, PeerKey)>,
+    /// Shards held, this server's and those the accepted builders published, by
+    /// `(index, root)`.
+    offered: BTreeMap<(u16, B256), Shard>,
+    /// Shards this server built.
+    built: BTreeSet<u16>,
+    /// When this server last asked an accepted builder for its shard, per shard.
+    asked: BTreeMap<u16, Instant>,
+}
+
 struct Server<N: Network> {
     config: ServerConfig,
     state: Arc<StateStore>,
@@ -379,6 +432,8 @@ struct Server<N: Network> {
     stall_logged: Option<Instant>,
     /// Outcomes that arrived before their block started here.
     early_outcomes: BTreeMap<B256, Vec<(PeerKey, ShardOutcome)>>,
+    /// Blocks being built (step 6), oldest first.
+    building: VecDeque<Building>,
 }
 
 fn key_hex(k: &PeerKey) -> String {
@@ -389,11 +444,17 @@ fn accepted_key(node: &str, block: B256, shard: u16) -> String {
     format!("/phalanx/{node}/accepted/{block:x}/{shard}")
 }
 
+/// The store key under which the accepted builder of shard `shard` of build `id` is written.
+pub fn built_key(node: &str, id: B256, shard: u16) -> String {
+    format!("/phalanx/{node}/built/{id:x}/{shard}")
+}
+
 fn live_prefix(node: &str) -> String {
     format!("/phalanx/{node}/servers/")
 }
 
-fn parse_accepted(value: &[u8]) -> Option<(B256, PeerKey)> {
+/// An accepted-result record: `root hex : writer key hex`.
+pub fn parse_accepted(value: &[u8]) -> Option<(B256, PeerKey)> {
     let text = std::str::from_utf8(value).ok()?;
     let (root, server) = text.split_once(':')?;
     let root: B256 = root.parse().ok()?;
@@ -445,6 +506,7 @@ pub async fn run<N: Network>(
         prefetched: None,
         started: Instant::now(),
         early_outcomes: BTreeMap::new(),
+        building: VecDeque::new(),
         stall_logged: None,
         config,
         state,
@@ -457,6 +519,9 @@ pub async fn run<N: Network>(
         server.net.subscribe(HEADER_TOPIC)?;
     }
     server.net.subscribe(&effects_topic(&server.config.node))?;
+    if server.config.builder.is_some() {
+        server.net.subscribe(&build_topic(&server.config.node))?;
+    }
     tracing::info!(server = %me, range = %server.config.range, head = server.head.0, "server up");
     let mut tick = tokio::time::interval(server.config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -625,6 +690,37 @@ impl<N: Network> Server<N> {
                     self.headers.insert(header.number, (header, from));
                 }
             }
+            Message::Build(request) => {
+                if self.config.builder.is_some()
+                    && !self.building.iter().any(|b| b.request.id == request.id)
+                {
+                    self.building.push_back(Building {
+                        request,
+                        accepted: BTreeMap::new(),
+                        offered: BTreeMap::new(),
+                        built: BTreeSet::new(),
+                        asked: BTreeMap::new(),
+                    });
+                    while self.building.len() > self.config.keep_blocks {
+                        self.building.pop_front();
+                    }
+                }
+            }
+            Message::Shard(shard)
+                if topic.as_deref() == Some(build_topic(&self.config.node).as_str())
+                    || self.building.iter().any(|b| b.request.id == shard.block) =>
+            {
+                // A built shard (published by its builder, or an answer): kept under its root;
+                // only the accepted root's is ever used.
+                if let Some(b) = self
+                    .building
+                    .iter_mut()
+                    .find(|b| b.request.id == shard.block)
+                {
+                    let root = shard.shard.tree_hash_root();
+                    b.offered.insert((shard.index, root), shard.shard);
+                }
+            }
             Message::Shard(shard) => {
                 let counter = if topic.is_some() {
                     &self.stats.shard_bytes
@@ -728,6 +824,16 @@ impl<N: Network> Server<N> {
                     && let Some(s) = p.shards.get(&request.index)
                 {
                     self.net.send(from, Message::Shard(s.clone()).encode())?;
+                } else if let Some(b) = self.building.iter().find(|b| b.request.id == request.block)
+                    && let Some((root, _)) = b.accepted.get(&request.index)
+                    && let Some(shard) = b.offered.get(&(request.index, *root))
+                {
+                    let m = ShardMessage {
+                        block: request.block,
+                        index: request.index,
+                        shard: shard.clone(),
+                    };
+                    self.net.send(from, Message::Shard(m).encode())?;
                 }
             }
             _ => {}
@@ -741,6 +847,7 @@ impl<N: Network> Server<N> {
             self.announce().await?;
         }
         self.refresh_live().await?;
+        self.build().await?;
         self.take_checked();
         if self.pending.is_none() {
             self.start_next();
@@ -756,6 +863,129 @@ impl<N: Network> Server<N> {
             self.report_stall();
         }
         Ok(())
+    }
+
+    /// Step 6: for every block the node is building, each shard this server is responsible
+    /// for (its range, or taken over) gets a candidate built and written create-if-absent
+    /// under `/phalanx/{node}/built/{id}/{shard}`; the first write is the accepted one. The
+    /// winner publishes its shard on the build topic; an owner whose candidate lost keeps the
+    /// accepted one instead (from that publication, or asked of the winner).
+    async fn build(&mut self) -> Result<(), ServerError> {
+        let Some(builder) = self.config.builder.clone() else {
+            return Ok(());
+        };
+        let topic = build_topic(&self.config.node);
+        for i in 0..self.building.len() {
+            for shard in 0..self.config.shards {
+                let (owners, _) = ownership::responsible(&self.live, shard);
+                if !owners.contains(&self.me) {
+                    continue;
+                }
+                let b = &self.building[i];
+                let id = b.request.id;
+                let key = built_key(&self.config.node, id, shard);
+                if let Some((root, writer)) = b.accepted.get(&shard) {
+                    // Accepted: make sure this server holds it, to broadcast it.
+                    if !b.offered.contains_key(&(shard, *root))
+                        && *writer != self.me
+                        && b.asked
+                            .get(&shard)
+                            .is_none_or(|t| t.elapsed() > self.config.tick * 10)
+                    {
+                        let request = Request {
+                            block: id,
+                            index: shard,
+                            ..Request::new(Request::SHARD)
+                        };
+                        self.net.send(*writer, Message::Request(request).encode())?;
+                        self.building[i].asked.insert(shard, Instant::now());
+                    }
+                    continue;
+                }
+                let created = if b.built.contains(&shard) {
+                    // Built and written earlier, the answer lost (a store retry): read it.
+                    self.store.get(&key).await?.map(Created::Lost)
+                } else {
+                    let Some(candidate) = (builder.0)(&b.request, shard) else {
+                        continue;
+                    };
+                    let root = candidate.tree_hash_root();
+                    self.stats.built.fetch_add(1, Ordering::Relaxed);
+                    let b = &mut self.building[i];
+                    b.built.insert(shard);
+                    b.offered.insert((shard, root), candidate);
+                    let mine = format!("{root:x}:{}", key_hex(&self.me));
+                    match self.store.create_if_absent(&key, mine.as_bytes()).await? {
+                        Created::Won => {
+                            self.stats.builds_won.fetch_add(1, Ordering::Relaxed);
+                            Some(Created::Lost(mine.into_bytes()))
+                        }
+                        lost => Some(lost),
+                    }
+                };
+                let Some(Created::Lost(value)) = created else {
+                    continue;
+                };
+                let Some((root, writer)) = parse_accepted(&value) else {
+                    tracing::warn!(key = %key, "unreadable built-shard record");
+                    continue;
+                };
+                let b = &mut self.building[i];
+                b.accepted.insert(shard, (root, writer));
+                if writer == self.me
+                    && let Some(shard_txs) = b.offered.get(&(shard, root))
+                {
+                    let m = ShardMessage {
+                        block: id,
+                        index: shard,
+                        shard: shard_txs.clone(),
+                    };
+                    self.net.publish(&topic, Message::Shard(m).encode())?;
+                    tracing::debug!(server = %self.me, shard, height = b.request.height, "built shard accepted");
+                } else if b.built.contains(&shard) {
+                    tracing::debug!(server = %self.me, shard, winner = %writer, "another owner's shard was accepted");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 6, once the block's header arrives: every shard of it that this server holds as
+    /// the accepted built shard is taken as received and broadcast on its chain topic — by
+    /// every owner holding it, so the block's shards leave the node even if some owners die.
+    fn broadcast_built(&mut self, p: &mut Pending) {
+        if self.building.is_empty() {
+            return;
+        }
+        let mut used = BTreeSet::new();
+        for (index, root) in p.header.shard_roots.iter().enumerate() {
+            let index = index as u16;
+            let held = self.building.iter().find_map(|b| {
+                let (accepted, _) = b.accepted.get(&index)?;
+                (accepted == root)
+                    .then(|| b.offered.get(&(index, *root)).map(|s| (b.request.id, s)))
+                    .flatten()
+            });
+            let Some((id, shard)) = held else {
+                continue;
+            };
+            used.insert(id);
+            let m = ShardMessage {
+                block: p.hash,
+                index,
+                shard: shard.clone(),
+            };
+            if let Err(e) = self
+                .net
+                .publish(&shard_topic(index), Message::Shard(m.clone()).encode())
+            {
+                tracing::debug!(shard = index, error = %e, "built shard not broadcast");
+            } else {
+                self.stats.broadcast.fetch_add(1, Ordering::Relaxed);
+            }
+            p.shards.insert(index, m);
+        }
+        self.building.retain(|b| !used.contains(&b.request.id));
     }
 
     /// Catch-up: while later headers are known (this block is history, its shards no longer
@@ -923,6 +1153,7 @@ impl<N: Network> Server<N> {
         for shard in self.early_shards.remove(&hash).unwrap_or_default() {
             pending.shards.insert(shard.index, shard);
         }
+        self.broadcast_built(&mut pending);
         self.early_shards.retain(|_, v| !v.is_empty());
         self.pending = Some(pending);
         for (from, outcome) in self.early_outcomes.remove(&hash).unwrap_or_default() {

@@ -4,6 +4,8 @@
 //! * `header`: [`ExecHeader`], the ordered block as execution needs it (every server);
 //! * `shard/{i}`: [`ShardMessage`] for shard `i` (only the servers responsible for `i`);
 //! * `effects/{node}`: [`ShardOutcome`], one server's result of one shard (the node's servers);
+//! * `build/{node}`: [`BuildRequest`] from the node's producer, and the built shards the
+//!   accepted builders publish ([`ShardMessage`] whose `block` is the request's id);
 //! * direct requests [`Request`] and answers (sync): a shard by `(block, index)`, an outcome
 //!   by `(block, shard, root)`, headers from a height, a whole block (header and every shard)
 //!   by root, whole blocks from a height, and one shard index of the blocks from a height
@@ -25,6 +27,22 @@ pub const HEADER_TOPIC: &str = "header";
 /// The topic of shard `index`.
 pub fn shard_topic(index: u16) -> String {
     format!("shard/{index}")
+}
+
+/// The node-internal topic on which a producing node asks its servers to build a block's
+/// shards, and the winners publish what they built.
+pub fn build_topic(node: &str) -> String {
+    format!("build/{node}")
+}
+
+/// A producing node asks its servers to build the shards of one block.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct BuildRequest {
+    /// Names the block being built (the producer's choice: unique per block; a retry of the
+    /// same block reuses it, so the shards already accepted stay accepted).
+    pub id: B256,
+    /// The block's height.
+    pub height: u64,
 }
 
 /// The node-internal topic on which a node's servers publish their shard outcomes.
@@ -149,6 +167,8 @@ pub enum Message {
     Outcome(ShardOutcome),
     /// A request.
     Request(Request),
+    /// Build the shards of a block (node-internal, when the node produces).
+    Build(BuildRequest),
 }
 
 /// A message that could not be decoded.
@@ -164,6 +184,7 @@ impl Message {
             Message::Shard(m) => (1, m.as_ssz_bytes()),
             Message::Outcome(m) => (2, m.as_ssz_bytes()),
             Message::Request(m) => (3, m.as_ssz_bytes()),
+            Message::Build(m) => (4, m.as_ssz_bytes()),
         };
         let mut out = Vec::with_capacity(1 + body.len());
         out.push(tag);
@@ -182,6 +203,7 @@ impl Message {
             1 => Message::Shard(ShardMessage::from_ssz_bytes(body).map_err(err)?),
             2 => Message::Outcome(ShardOutcome::from_ssz_bytes(body).map_err(err)?),
             3 => Message::Request(Request::from_ssz_bytes(body).map_err(err)?),
+            4 => Message::Build(BuildRequest::from_ssz_bytes(body).map_err(err)?),
             t => return Err(DecodeError(format!("unknown tag {t}"))),
         })
     }

@@ -22,16 +22,21 @@ use phalanx_cluster::embedded::EmbeddedStore;
 use phalanx_cluster::feed::Feed;
 use phalanx_cluster::load::Load;
 use phalanx_cluster::ownership::{ShardRange, layout};
-use phalanx_cluster::server::{self, ServerConfig, ServerStats};
+use phalanx_cluster::server::{self, ServerConfig, ServerStats, ShardBuilder};
+use phalanx_cluster::wire::{
+    BuildRequest, ExecHeader, HEADER_TOPIC, Message, build_topic, shard_topic,
+};
 use phalanx_execution::store::StateStore;
 use phalanx_net::memory::MemoryHub;
 use phalanx_net::{Network, PeerKey};
+use phalanx_types::consensus::Shard;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tree_hash::TreeHash;
 
 /// `phalanx sim cluster`'s settings.
 #[derive(Debug, Clone)]
@@ -56,6 +61,9 @@ pub struct Config {
     pub slot_ms: u64,
     /// Seed.
     pub seed: u64,
+    /// The node produces the blocks itself: the owners of each shard build it, the first
+    /// accepted is what every owner broadcasts (instead of a block source publishing them).
+    pub produce: bool,
 }
 
 /// The one JSON line.
@@ -82,6 +90,16 @@ pub struct Report {
     pub max_apply_lag_ms: u64,
     /// Bytes of shards outside its responsibility any server received.
     pub foreign_shard_bytes: u64,
+    /// With `produce`: shards of produced blocks, each built and accepted (blocks × shards).
+    pub built_shards: u64,
+    /// With `produce`: candidates built (owners compete: up to R per shard).
+    pub candidates: u64,
+    /// With `produce`: copies of the blocks' shards an outside peer received on the shard
+    /// topics (every owner holding the accepted shard broadcasts it).
+    pub shard_copies: u64,
+    /// With `produce`: slots in which a block's shards were not all built and accepted in
+    /// time (the block is built again the next slot).
+    pub build_retries: u64,
 }
 
 /// Why the simulation could not run.
@@ -209,10 +227,23 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
             restart_at: None,
         })
         .collect();
+    // With `produce`, the node's mempool: the transactions of the block being built, which
+    // every owner builds its shard from.
+    let mempool: Arc<std::sync::Mutex<BTreeMap<B256, Vec<Shard>>>> = Arc::default();
+    let builder = {
+        let mempool = mempool.clone();
+        ShardBuilder(Arc::new(move |request: &BuildRequest, index: u16| {
+            let pool = mempool.lock().ok()?;
+            pool.get(&request.id)?.get(index as usize).cloned()
+        }))
+    };
     let server_config = |i: usize, slot: &Slot| {
         let mut c = base.clone();
         c.range = slot.range;
         c.corrupt = config.corrupt && i == 0;
+        if config.produce {
+            c.builder = Some(builder.clone());
+        }
         c
     };
     for (i, slot) in slots.iter_mut().enumerate() {
@@ -221,6 +252,23 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
         start(slot, &hub, &store, &c, &genesis)?;
     }
     let mut source = Feed::new(hub.join(PeerKey([0xfe; 32])));
+    // With `produce`, the source is the node's producer and an outside peer: it hears the
+    // builders on the build topic and counts the shards the owners broadcast.
+    let mut building: Option<(ExecHeader, Vec<Shard>, Instant)> = None;
+    let mut offers: BTreeMap<(u16, B256), Shard> = BTreeMap::new();
+    let (mut shard_copies, mut build_retries, mut produced) = (0u64, 0u64, 0u64);
+    if config.produce {
+        source
+            .net_mut()
+            .subscribe(&build_topic("sim"))
+            .map_err(internal)?;
+        for i in 0..config.shards {
+            source
+                .net_mut()
+                .subscribe(&shard_topic(i))
+                .map_err(internal)?;
+        }
+    }
     let mut reference_roots = BTreeMap::new();
     let mut published_at = BTreeMap::new();
     let mut crashes = 0u64;
@@ -237,14 +285,93 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
     loop {
         tokio::select! {
             event = source.net_mut().recv() => {
-                if let Some(e) = event { source.answer(e); }
+                match event {
+                    Some(phalanx_net::NetEvent::Gossip { topic, data, .. }) => {
+                        if let Ok(Message::Shard(m)) = Message::decode(&data) {
+                            if topic.starts_with("build/") {
+                                offers.insert((m.index, m.shard.tree_hash_root()), m.shard);
+                            } else {
+                                shard_copies += 1;
+                            }
+                        }
+                    }
+                    Some(e) => source.answer(e),
+                    None => {}
+                }
+                continue;
+            }
+            // Producing: is the block being built complete?
+            _ = tokio::time::sleep(Duration::from_millis(10)), if building.is_some() => {
+                let Some((template, _, deadline)) = &building else { continue };
+                let mut roots = Vec::with_capacity(config.shards as usize);
+                let mut shards = Vec::with_capacity(config.shards as usize);
+                for i in 0..config.shards {
+                    let key = server::built_key("sim", template.hash(), i);
+                    let accepted = store.get(&key).await.map_err(internal)?
+                        .and_then(|v| server::parse_accepted(&v));
+                    match accepted.and_then(|(root, _)| offers.get(&(i, root)).map(|s| (root, s))) {
+                        Some((root, shard)) => { roots.push(root); shards.push(shard.clone()); }
+                        None => break,
+                    }
+                }
+                if roots.len() < config.shards as usize {
+                    if Instant::now() >= *deadline {
+                        build_retries += 1;
+                        tracing::debug!(height = template.number, built = roots.len(), "block not built in time; again next slot");
+                        if let Some(b) = &mut building { b.2 = next_slot + slot_time; }
+                    }
+                    continue;
+                }
+                let Some((mut header, _, _)) = building.take() else { continue };
+                header.shard_roots = match ssz_types::VariableList::new(roots) {
+                    Ok(r) => r,
+                    Err(e) => return Err(internal(format!("{e:?}"))),
+                };
+                let hash = header.hash();
+                let raw: Vec<Vec<Bytes>> = shards
+                    .iter()
+                    .map(|s| s.transactions.iter().map(|t| Bytes::from(t.to_vec())).collect())
+                    .collect();
+                let result = reference
+                    .execute(parent, hash, &header.env(), &raw)
+                    .map_err(internal)?;
+                reference.finalize(hash).map_err(internal)?;
+                parent = hash;
+                reference_roots.insert(header.number, result.post_state_root);
+                published_at.insert(header.number, Instant::now());
+                produced += 1;
+                if let Err(e) = source.net_mut().publish(HEADER_TOPIC, Message::Header(header.clone()).encode()) {
+                    tracing::debug!(error = %e, "header not published");
+                }
+                source.remember(header, shards);
+                offers.clear();
                 continue;
             }
             _ = tokio::time::sleep_until(next_slot) => {}
         }
         next_slot += slot_time;
         height += 1;
-        if height <= config.blocks {
+        if config.produce {
+            if building.is_none() && produced < config.blocks {
+                let (header, shards) = load.next_block(config.txs_per_shard).map_err(internal)?;
+                if let Ok(mut pool) = mempool.lock() {
+                    pool.insert(header.hash(), shards.clone());
+                }
+                building = Some((header, shards, next_slot));
+            }
+            if let Some((template, _, _)) = &building {
+                let request = BuildRequest {
+                    id: template.hash(),
+                    height: template.number,
+                };
+                if let Err(e) = source
+                    .net_mut()
+                    .publish(&build_topic("sim"), Message::Build(request).encode())
+                {
+                    tracing::debug!(error = %e, "build request not published");
+                }
+            }
+        } else if height <= config.blocks {
             let (header, shards) = load.next_block(config.txs_per_shard).map_err(internal)?;
             let hash = header.hash();
             let raw: Vec<Vec<Bytes>> = shards
@@ -297,7 +424,8 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
             }
         }
         // Done when every live server applied every block, or the grace is over.
-        let done = height >= config.blocks
+        let made = if config.produce { produced } else { height };
+        let done = made >= config.blocks
             && slots.iter().filter(|s| s.task.is_some()).all(|s| {
                 s.stats.applied.load(Ordering::Relaxed) > 0 && s.stats.root(config.blocks).is_some()
             });
@@ -330,6 +458,7 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
     let sum = |f: &dyn Fn(&ServerStats) -> u64| slots.iter().map(|s| f(&s.stats)).sum::<u64>();
     let takeovers = sum(&|s| s.takeovers.load(Ordering::Relaxed));
     let alarms = sum(&|s| s.alarms.load(Ordering::Relaxed));
+    let candidates = sum(&|s| s.built.load(Ordering::Relaxed));
     let (corruptions_rejected, corruptions_accepted) = if config.corrupt {
         let s = &slots[0].stats;
         let won = s.accepts_won.load(Ordering::Relaxed);
@@ -363,7 +492,16 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
             let _ = task.await;
         }
     }
+    let built_shards = if config.produce {
+        produced * u64::from(config.shards)
+    } else {
+        0
+    };
     Ok(Report {
+        built_shards,
+        candidates,
+        shard_copies,
+        build_retries,
         blocks: config.blocks,
         missed,
         divergent_roots,

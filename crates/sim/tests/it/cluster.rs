@@ -16,6 +16,7 @@ fn config(seed: u64) -> Config {
         txs_per_shard: 6,
         slot_ms: 2000,
         seed,
+        produce: false,
     }
 }
 
@@ -75,6 +76,39 @@ fn a_shard_whose_owners_all_died_is_taken_over_within_two_slots() {
     // accept timeout for an owner still replaying blocks (the lag stays under one slot).
     assert!(report.max_apply_lag_ms < 2000, "{report:?}");
     assert_sound(&report);
+}
+
+/// The node produces: every shard of every block is built by its owners, the first accepted
+/// candidate is what the node executes and what every owner holding it broadcasts — also
+/// while servers crash and while every owner of one shard is down (a takeover builds it).
+#[test]
+fn a_producing_node_builds_every_shard_by_its_owners_and_broadcasts_the_accepted_one() {
+    let report = run(Config {
+        produce: true,
+        ..config(4)
+    })
+    .unwrap();
+    assert_sound(&report);
+    assert_eq!(report.built_shards, 20 * 8, "{report:?}");
+    assert_eq!(report.build_retries, 0, "{report:?}");
+    // Three owners compete for every shard, and all three broadcast the accepted one.
+    assert_eq!(report.candidates, 3 * 20 * 8, "{report:?}");
+    assert_eq!(report.shard_copies, 3 * 20 * 8, "{report:?}");
+
+    let faulty = run(Config {
+        produce: true,
+        kill_every: 3,
+        kill_owners: Some(5),
+        ..config(6)
+    })
+    .unwrap();
+    assert_sound(&faulty);
+    assert_eq!(faulty.built_shards, 20 * 8, "{faulty:?}");
+    assert!(faulty.takeovers > 0, "{faulty:?}");
+    // Fewer owners alive: fewer candidates and copies, but at least one of each per shard.
+    assert!(faulty.candidates >= 20 * 8, "{faulty:?}");
+    assert!(faulty.shard_copies >= 20 * 8, "{faulty:?}");
+    assert!(faulty.candidates < 3 * 20 * 8, "{faulty:?}");
 }
 
 #[test]
