@@ -327,17 +327,9 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
                     Ok(r) => r,
                     Err(e) => return Err(internal(format!("{e:?}"))),
                 };
-                let hash = header.hash();
-                let raw: Vec<Vec<Bytes>> = shards
-                    .iter()
-                    .map(|s| s.transactions.iter().map(|t| Bytes::from(t.to_vec())).collect())
-                    .collect();
-                let result = reference
-                    .execute(parent, hash, &header.env(), &raw)
-                    .map_err(internal)?;
-                reference.finalize(hash).map_err(internal)?;
-                parent = hash;
-                reference_roots.insert(header.number, result.post_state_root);
+                let root = reference_run(&reference, parent, &header, &shards)?;
+                parent = header.hash();
+                reference_roots.insert(header.number, root);
                 published_at.insert(header.number, Instant::now());
                 produced += 1;
                 if let Err(e) = source.net_mut().publish(HEADER_TOPIC, Message::Header(header.clone()).encode()) {
@@ -373,22 +365,9 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
             }
         } else if height <= config.blocks {
             let (header, shards) = load.next_block(config.txs_per_shard).map_err(internal)?;
-            let hash = header.hash();
-            let raw: Vec<Vec<Bytes>> = shards
-                .iter()
-                .map(|s| {
-                    s.transactions
-                        .iter()
-                        .map(|t| Bytes::from(t.to_vec()))
-                        .collect()
-                })
-                .collect();
-            let result = reference
-                .execute(parent, hash, &header.env(), &raw)
-                .map_err(internal)?;
-            reference.finalize(hash).map_err(internal)?;
-            parent = hash;
-            reference_roots.insert(header.number, result.post_state_root);
+            let root = reference_run(&reference, parent, &header, &shards)?;
+            parent = header.hash();
+            reference_roots.insert(header.number, root);
             published_at.insert(header.number, Instant::now());
             source.publish(header, shards);
         }
@@ -513,6 +492,31 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
         max_apply_lag_ms,
         foreign_shard_bytes,
     })
+}
+
+/// Runs `header`'s block alone on the reference executor and makes it final: its post-state
+/// root.
+fn reference_run(
+    reference: &StateStore,
+    parent: B256,
+    header: &ExecHeader,
+    shards: &[Shard],
+) -> Result<B256, ClusterSimError> {
+    let hash = header.hash();
+    let raw: Vec<Vec<Bytes>> = shards
+        .iter()
+        .map(|s| {
+            s.transactions
+                .iter()
+                .map(|t| Bytes::from(t.to_vec()))
+                .collect()
+        })
+        .collect();
+    let result = reference
+        .execute(parent, hash, &header.env(), &raw)
+        .map_err(internal)?;
+    reference.finalize(hash).map_err(internal)?;
+    Ok(result.post_state_root)
 }
 
 /// For each block, the time from its publication until the first server applied it (the
