@@ -27,17 +27,19 @@ pub(crate) struct NodeArgs {
     /// (default: all, an ordinary full node).
     #[arg(long)]
     shards: Option<String>,
-    /// Follow the consensus chain served by this node (its JSON-RPC URL, e.g. a devnet's):
+    /// Follow the consensus chain served by these nodes (JSON-RPC URLs, e.g. a devnet's,
+    /// comma-separated or repeated; asked one at a time, the next when one stops answering):
     /// headers checked against their signed consensus headers and taken once final; shards by
-    /// gossip and, when missed, by request from the first `--peer` (the serving node's
-    /// gossip identity). Needs `--genesis`. Without it the server follows a `--feed` process.
+    /// gossip and, when missed, by request from the first `--peer` (a serving node's gossip
+    /// identity). Needs `--genesis`. Without it the server follows a `--feed` process.
     #[arg(
         long,
         value_name = "URL",
+        value_delimiter = ',',
         requires = "genesis",
         conflicts_with = "feed"
     )]
-    follow: Option<String>,
+    follow: Vec<String>,
     /// The chain's genesis file (with `--follow`).
     #[arg(long, value_name = "FILE")]
     genesis: Option<PathBuf>,
@@ -199,15 +201,15 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
     } else {
         StoreChoice::Etcd(EtcdConfig::new(args.etcd.clone()))
     };
-    let chain = match (&args.follow, genesis) {
-        (Some(url), Some(genesis)) => {
+    let chain = match (args.follow.is_empty(), genesis) {
+        (false, Some(genesis)) => {
             let blocks = peers.first().map(|p| p.key).context(
                 "--follow needs a --peer: the serving node's gossip identity (its shards come \
                  from there)",
             )?;
             Chain::Follow {
                 follow: Box::new(FollowConfig {
-                    node: url.clone(),
+                    nodes: args.follow.clone(),
                     genesis,
                     poll: Duration::from_millis(200),
                 }),

@@ -26,8 +26,10 @@
 //! 5. **Restart.** The follower starts from the replica's finalized head on disk (the serving
 //!    node must still serve that height's header, which must hash to the head's block).
 //!
-//! An unreachable serving node is retried every poll, with one warning when it stops
-//! answering and one line when it answers again; a progress line every 10 s says where the
+//! Several serving nodes may be given: the follower asks one, and the next when it stops
+//! answering (a node that lies can only be refused, never believed, so any of them will do);
+//! with none answering it retries every poll, with one warning when they stop answering and
+//! one line when one answers again; a progress line every 10 s says where the
 //! follower and the server are.
 
 use std::sync::Arc;
@@ -55,8 +57,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Settings of a follower.
 #[derive(Debug, Clone)]
 pub struct FollowConfig {
-    /// The serving node's URL (its JSON-RPC address; the light protocol is beside it).
-    pub node: String,
+    /// The serving nodes' URLs (their JSON-RPC addresses; the light protocol is beside them),
+    /// asked one at a time: the next when one stops answering.
+    pub nodes: Vec<String>,
     /// The chain's genesis.
     pub genesis: Genesis,
     /// Time between polls when there is nothing new.
@@ -114,7 +117,7 @@ pub fn chain_genesis(genesis: &Genesis) -> (B256, Changes) {
     )
 }
 
-/// Follows the chain served at `config.node`, handing final headers to `headers`, until
+/// Follows the chain served at `config.nodes`, handing final headers to `headers`, until
 /// `shutdown` turns true.
 pub async fn run(
     config: FollowConfig,
@@ -122,43 +125,59 @@ pub async fn run(
     headers: CheckedHeaders,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), FollowError> {
-    let upstream = Upstream::new(&config.node, REQUEST_TIMEOUT)?;
+    if config.nodes.is_empty() {
+        return Err(FollowError::Start("no node to follow".into()));
+    }
+    let upstreams = config
+        .nodes
+        .iter()
+        .map(|n| Upstream::new(n, REQUEST_TIMEOUT))
+        .collect::<Result<Vec<_>, _>>()?;
     let poll = config.poll.max(Duration::from_millis(10));
+    let mut at = 0usize;
     let mut failing = false;
     let mut follow = loop {
-        match start(&config, &state, &upstream).await {
+        let upstream = &upstreams[at];
+        match start(&config, &state, upstream).await {
             Ok(f) => break f,
             Err(FollowError::Fetch(e)) => {
                 if !failing {
-                    tracing::warn!(node = %config.node, error = %e, "follow: node unreachable; retrying");
+                    tracing::warn!(node = %upstream.base(), error = %e, "follow: node unreachable; retrying");
                     failing = true;
                 }
             }
-            Err(e) => return Err(e),
+            // One node on another chain stops a follower that has no other.
+            Err(e) if upstreams.len() == 1 => return Err(e),
+            Err(e) => {
+                tracing::error!(node = %upstream.base(), error = %e, "follow: not following this node")
+            }
         }
+        at = (at + 1) % upstreams.len();
         if sleep_or_stop(poll, &mut shutdown).await {
             return Ok(());
         }
     };
-    tracing::info!(node = %config.node, from = follow.next_height(), "follow: following the chain's final headers");
+    tracing::info!(node = %upstreams[at].base(), from = follow.next_height(), "follow: following the chain's final headers");
     let mut last_line = Instant::now();
     let mut last = follow.next_height().saturating_sub(1);
     loop {
         let mut more = false;
         if headers.len() < AHEAD {
-            match step(&mut follow, &upstream, &headers, &mut last).await {
+            let upstream = &upstreams[at];
+            match step(&mut follow, upstream, &headers, &mut last).await {
                 Ok(full) => {
                     if failing {
-                        tracing::info!(node = %config.node, "follow: node answers again");
+                        tracing::info!(node = %upstream.base(), "follow: node answers");
                     }
                     failing = false;
                     more = full;
                 }
                 Err(e) => {
                     if !failing {
-                        tracing::warn!(node = %config.node, error = %e, "follow: node unreachable; retrying");
+                        tracing::warn!(node = %upstream.base(), error = %e, "follow: node unreachable; trying the next");
                     }
                     failing = true;
+                    at = (at + 1) % upstreams.len();
                 }
             }
         }
@@ -216,7 +235,7 @@ async fn start(
             && boot.state_root != head.state_root
         {
             return Err(FollowError::GenesisStateMismatch {
-                node: config.node.clone(),
+                node: upstream.base().to_owned(),
                 ours: head.state_root,
                 theirs: boot.state_root,
             });
@@ -234,7 +253,7 @@ async fn start(
             && h.parent != head.block
         {
             return Err(FollowError::GenesisMismatch {
-                node: config.node.clone(),
+                node: upstream.base().to_owned(),
                 ours: head.block,
                 theirs: h.parent,
             });

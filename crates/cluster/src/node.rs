@@ -63,7 +63,7 @@ impl std::fmt::Debug for StoreChoice {
 /// Which chain a node's servers execute.
 #[derive(Debug, Clone)]
 pub enum Chain {
-    /// The consensus chain served by a node at `follow.node`: headers checked and final
+    /// The consensus chain served by the nodes at `follow.nodes`: headers checked and final
     /// ([`crate::follow`]), shards by gossip and by request from `blocks`.
     Follow {
         /// The follower's settings (serving node, genesis).

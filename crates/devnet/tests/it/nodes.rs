@@ -117,8 +117,9 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
         })
         .collect();
     let store: Arc<dyn CoordinationStore> = Arc::new(EmbeddedStore::new());
+    // A first serving node that is down: the follower goes on to the next.
     let follow = FollowConfig {
-        node: url.clone(),
+        nodes: vec![format!("http://127.0.0.1:{}", free_port()), url.clone()],
         genesis: devnet.genesis().clone(),
         poll: Duration::from_millis(100),
     };
@@ -245,6 +246,7 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
             peers: vec![source.clone()],
             chain: Chain::Follow {
                 follow: Box::new(FollowConfig {
+                    nodes: vec![url],
                     genesis: other,
                     ..follow
                 }),
