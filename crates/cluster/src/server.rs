@@ -143,11 +143,6 @@ impl CheckedHeaders {
         lock(&self.0).is_empty()
     }
 
-    /// The highest height held.
-    pub fn last(&self) -> Option<u64> {
-        lock(&self.0).last_key_value().map(|(n, _)| *n)
-    }
-
     /// Up to `n` headers after `height`.
     fn after(&self, height: u64, n: usize) -> Vec<ExecHeader> {
         lock(&self.0)
@@ -434,6 +429,8 @@ struct Server<N: Network> {
     early_outcomes: BTreeMap<B256, Vec<(PeerKey, ShardOutcome)>>,
     /// Blocks being built (step 6), oldest first.
     building: VecDeque<Building>,
+    /// The height of the last header refused for its shard count (logged once).
+    refused: Option<u64>,
 }
 
 fn key_hex(k: &PeerKey) -> String {
@@ -507,6 +504,7 @@ pub async fn run<N: Network>(
         started: Instant::now(),
         early_outcomes: BTreeMap::new(),
         building: VecDeque::new(),
+        refused: None,
         stall_logged: None,
         config,
         state,
@@ -707,8 +705,9 @@ impl<N: Network> Server<N> {
                 }
             }
             Message::Shard(shard)
-                if topic.as_deref() == Some(build_topic(&self.config.node).as_str())
-                    || self.building.iter().any(|b| b.request.id == shard.block) =>
+                if self.config.builder.is_some()
+                    && (topic.as_deref() == Some(build_topic(&self.config.node).as_str())
+                        || self.building.iter().any(|b| b.request.id == shard.block)) =>
             {
                 // A built shard (published by its builder, or an answer): kept under its root;
                 // only the accepted root's is ever used.
@@ -902,9 +901,9 @@ impl<N: Network> Server<N> {
                     }
                     continue;
                 }
-                let created = if b.built.contains(&shard) {
-                    // Built and written earlier, the answer lost (a store retry): read it.
-                    self.store.get(&key).await?.map(Created::Lost)
+                let value = if b.built.contains(&shard) {
+                    // Built and written earlier, its record unreadable then: read it again.
+                    self.store.get(&key).await?
                 } else {
                     let Some(candidate) = (builder.0)(&b.request, shard) else {
                         continue;
@@ -918,12 +917,12 @@ impl<N: Network> Server<N> {
                     match self.store.create_if_absent(&key, mine.as_bytes()).await? {
                         Created::Won => {
                             self.stats.builds_won.fetch_add(1, Ordering::Relaxed);
-                            Some(Created::Lost(mine.into_bytes()))
+                            Some(mine.into_bytes())
                         }
-                        lost => Some(lost),
+                        Created::Lost(theirs) => Some(theirs),
                     }
                 };
-                let Some(Created::Lost(value)) = created else {
+                let Some(value) = value else {
                     continue;
                 };
                 let Some((root, writer)) = parse_accepted(&value) else {
@@ -962,9 +961,10 @@ impl<N: Network> Server<N> {
             let index = index as u16;
             let held = self.building.iter().find_map(|b| {
                 let (accepted, _) = b.accepted.get(&index)?;
-                (accepted == root)
-                    .then(|| b.offered.get(&(index, *root)).map(|s| (b.request.id, s)))
-                    .flatten()
+                if accepted != root {
+                    return None;
+                }
+                b.offered.get(&(index, *root)).map(|s| (b.request.id, s))
             });
             let Some((id, shard)) = held else {
                 continue;
@@ -1005,11 +1005,9 @@ impl<N: Network> Server<N> {
             return Ok(());
         }
         let from = match self.prefetched {
-            Some((to, _)) if height + (RANGE_BLOCKS as u64) / 2 < to => {
+            Some((to, at)) if height + (RANGE_BLOCKS as u64) / 2 < to => {
                 let lacking = self.subscribed.iter().any(|s| !p.shards.contains_key(s));
-                let overdue = self
-                    .prefetched
-                    .is_some_and(|(_, at)| at.elapsed() > self.config.tick * 40);
+                let overdue = at.elapsed() > self.config.tick * 40;
                 if !(lacking && overdue) {
                     return Ok(());
                 }
@@ -1100,7 +1098,8 @@ impl<N: Network> Server<N> {
         }
         let Some((header, source)) = self.headers.remove(&next) else {
             // Later headers but not the next one: it was missed; ask the later one's sender.
-            if let Some((_, (_, source))) = self.headers.first_key_value()
+            if matches!(self.config.headers, HeaderSource::Gossip)
+                && let Some((_, (_, source))) = self.headers.first_key_value()
                 && self
                     .asked_headers
                     .is_none_or(|t| t.elapsed() > self.config.tick * 10)
@@ -1126,6 +1125,11 @@ impl<N: Network> Server<N> {
             return;
         }
         if header.shard_roots.len() != usize::from(self.config.shards) {
+            // A checked header comes back every tick: counted and logged once.
+            if self.refused == Some(next) {
+                return;
+            }
+            self.refused = Some(next);
             self.stats.invalid.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
                 height = next,
