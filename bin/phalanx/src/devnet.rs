@@ -163,11 +163,14 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
         println!("Validator API http://{}/eth/v1/… (OpenAPI: /eth/v1/openapi.json)", devnet.rpc_addr());
         println!("Data       {}", args.data_dir.display());
         if let Some(peer) = devnet.p2p_peer() {
-            println!("Gossip     {peer} (claims topic; executed blocks' shards)");
+            println!("Gossip     {peer} (consensus blocks, aggregates, claims; executed blocks' shards)");
             println!(
-                "Full node: phalanx node --follow http://{} --genesis {} --peer {peer} --data-dir DIR [--shards lo-hi --etcd URLS]",
-                devnet.rpc_addr(),
+                "Full node: phalanx node --genesis {} --peer {peer} --data-dir DIR [--shards lo-hi --etcd URLS]",
                 args.data_dir.join("chain").join("genesis.json").display(),
+            );
+            println!(
+                "  (or with --follow http://{} : final headers from this node's API instead of gossip)",
+                devnet.rpc_addr(),
             );
         }
         for i in args.executors - args.external_executors.min(args.executors)..args.executors {

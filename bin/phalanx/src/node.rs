@@ -1,6 +1,7 @@
-//! `phalanx node`: one server of a (clustered) full node following the consensus chain
-//! (`--follow URL --genesis FILE`), or following a `--feed` process's deterministic load; with
-//! `--feed`, that block feed.
+//! `phalanx node`: one server of a (clustered) full node following the consensus chain —
+//! from gossip (`--genesis FILE --peer KEY@ADDR`) or from a serving node's API (`--follow
+//! URL`) — or following a `--feed` process's deterministic load; with `--feed`, that block
+//! feed.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,7 +32,8 @@ pub(crate) struct NodeArgs {
     /// comma-separated or repeated; asked one at a time, the next when one stops answering):
     /// headers checked against their signed consensus headers and taken once final; shards by
     /// gossip and, when missed, by request from the first `--peer` (a serving node's gossip
-    /// identity). Needs `--genesis`. Without it the server follows a `--feed` process.
+    /// identity). Needs `--genesis`. Without it, a `--genesis` alone follows the chain from
+    /// gossip, and neither follows a `--feed` process.
     #[arg(
         long,
         value_name = "URL",
@@ -40,8 +42,11 @@ pub(crate) struct NodeArgs {
         conflicts_with = "feed"
     )]
     follow: Vec<String>,
-    /// The chain's genesis file (with `--follow`).
-    #[arg(long, value_name = "FILE")]
+    /// The chain's genesis file. Alone (no `--follow`): follow the consensus chain from
+    /// gossip — its blocks and attestations on their topics, checked and taken once final by
+    /// this server itself; missing blocks, shards and (after a restart) the head's header asked
+    /// of the first `--peer`, a node serving the chain (a devnet's `--p2p-listen` identity).
+    #[arg(long, value_name = "FILE", conflicts_with = "feed")]
     genesis: Option<PathBuf>,
     /// Shards per block (with `--follow`: the genesis's; default 8).
     #[arg(long)]
@@ -213,6 +218,16 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
                     genesis,
                     poll: Duration::from_millis(200),
                 }),
+                blocks,
+            }
+        }
+        (true, Some(genesis)) => {
+            let blocks = peers.first().map(|p| p.key).context(
+                "--genesis without --follow follows the chain from gossip and needs a --peer: \
+                 a node serving the chain's blocks (a devnet's --p2p-listen identity)",
+            )?;
+            Chain::Gossip {
+                genesis: std::sync::Arc::new(genesis),
                 blocks,
             }
         }

@@ -2,6 +2,9 @@
 //! own topic, keeps the last [`KEEP_BLOCKS`] blocks and answers sync requests for them
 //! ([`crate::wire::Request`]): a shard by block and index, headers from a height, a whole
 //! block by root, whole blocks from a height, one shard index of the blocks from a height.
+//! Given the consensus blocks too ([`Feed::publish_chain`]), it publishes them on the block
+//! topic and answers for a block and its ancestors by root: what servers following the chain
+//! from gossip ([`crate::chain`]) catch up with.
 //!
 //! The devnet runs one over its gossip network for the chain it executes (`--p2p-listen`),
 //! which `phalanx node --follow` servers take their shards from. [`run`] publishes a
@@ -9,7 +12,7 @@
 //! `phalanx node --feed` as a process; servers following it derive the same genesis from the
 //! same load settings and trust its headers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use alloy_primitives::B256;
@@ -19,8 +22,10 @@ use tokio::sync::watch;
 
 use crate::load::{Load, LoadError};
 use crate::wire::{
-    ExecHeader, HEADER_TOPIC, Message, RANGE_BLOCKS, Request, ShardMessage, shard_topic,
+    ATTESTATION_TOPIC, BLOCK_TOPIC, ChainBlock, ExecHeader, HEADER_TOPIC, Message, RANGE_BLOCKS,
+    Request, ShardMessage, shard_topic,
 };
+use phalanx_types::{Attestation, Root};
 
 /// Headers sent for one request by height.
 pub const HEADERS_PER_REQUEST: usize = 64;
@@ -34,6 +39,9 @@ pub struct Feed<N: Network> {
     net: N,
     history: BTreeMap<B256, (ExecHeader, Vec<Shard>)>,
     by_height: BTreeMap<u64, B256>,
+    /// Consensus blocks by root, and the order they came in (the oldest forgotten first).
+    chain: HashMap<Root, ChainBlock>,
+    chain_order: VecDeque<Root>,
 }
 
 impl<N: Network> Feed<N> {
@@ -43,6 +51,8 @@ impl<N: Network> Feed<N> {
             net,
             history: BTreeMap::new(),
             by_height: BTreeMap::new(),
+            chain: HashMap::new(),
+            chain_order: VecDeque::new(),
         }
     }
 
@@ -87,6 +97,42 @@ impl<N: Network> Feed<N> {
             if let Some((_, old)) = self.by_height.pop_first() {
                 self.history.remove(&old);
             }
+        }
+    }
+
+    /// Publishes a consensus block on the block topic (every block its source imports, forks
+    /// included: followers pick the final chain by attestations) and keeps it.
+    pub fn publish_chain(&mut self, block: ChainBlock) {
+        let slot = block.header.message.slot.0;
+        if let Err(e) = self.net.publish(
+            BLOCK_TOPIC,
+            Message::ChainBlock(Box::new(block.clone())).encode(),
+        ) {
+            tracing::debug!(slot, error = %e, "feed: consensus block not published");
+        }
+        self.remember_chain(block);
+    }
+
+    /// Keeps a consensus block to answer requests for it (the last [`KEEP_BLOCKS`]).
+    pub fn remember_chain(&mut self, block: ChainBlock) {
+        let root = block.root();
+        if self.chain.insert(root, block).is_none() {
+            self.chain_order.push_back(root);
+        }
+        while self.chain_order.len() > KEEP_BLOCKS {
+            if let Some(old) = self.chain_order.pop_front() {
+                self.chain.remove(&old);
+            }
+        }
+    }
+
+    /// Publishes an aggregated attestation on the attestation topic.
+    pub fn publish_attestation(&self, attestation: &Attestation) {
+        if let Err(e) = self.net.publish(
+            ATTESTATION_TOPIC,
+            Message::Attestation(attestation.clone()).encode(),
+        ) {
+            tracing::debug!(error = %e, "feed: attestation not published");
         }
     }
 
@@ -152,6 +198,18 @@ impl<N: Network> Feed<N> {
                     if let Some((header, shards)) = self.history.get(&hash) {
                         send_block(&self.net, hash, header, shards);
                     }
+                }
+            }
+            Request::CHAIN_ANCESTORS => {
+                let mut at = request.block;
+                for _ in 0..RANGE_BLOCKS {
+                    let Some(block) = self.chain.get(&at) else {
+                        break;
+                    };
+                    let _ = self
+                        .net
+                        .send(from, Message::ChainBlock(Box::new(block.clone())).encode());
+                    at = block.header.message.parent_root;
                 }
             }
             Request::SHARDS_FROM => {

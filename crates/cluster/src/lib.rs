@@ -4,12 +4,16 @@
 //! * [`ownership`]: shard ranges, responsible servers, takeover.
 //! * [`wire`]: headers, shards, outcomes and requests on the network, and their topics.
 //! * [`server`]: one server of a node, rule by rule.
-//! * [`follow`]: following the consensus chain: checked, final headers for the servers.
+//! * [`follow`]: following the consensus chain from a serving node: checked, final headers
+//!   for the servers.
+//! * [`chain`]: following the consensus chain from gossip (blocks, attestations, ancestors by
+//!   request): the same checks, no serving node's API.
 //! * [`feed`]: a block feed publishing a deterministic load (simulator, benchmark, tests).
 //! * [`node`]: one server as a process (`phalanx node`): files, network, metrics.
 //! * [`load`]: a deterministic transfer load (simulator, benchmark, tests).
 //! * [`testing`]: a real etcd cluster on loopback for tests and benchmarks.
 
+pub mod chain;
 pub mod embedded;
 pub mod etcd;
 pub mod feed;

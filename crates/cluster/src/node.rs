@@ -71,6 +71,15 @@ pub enum Chain {
         /// The peer serving the chain's shards by request.
         blocks: PeerKey,
     },
+    /// The consensus chain from gossip: blocks and attestations on their topics, checked and
+    /// shown final by the server's own follower ([`crate::chain`]); missing blocks, shards and
+    /// (after a restart) the head's header asked of `blocks`.
+    Gossip {
+        /// The chain's genesis.
+        genesis: Arc<phalanx_spec::Genesis>,
+        /// The peer serving the chain's blocks and shards by request.
+        blocks: PeerKey,
+    },
     /// The blocks of a `phalanx node --feed` process (a deterministic load, its publisher
     /// trusted): headers from the header topic.
     Feed(LoadSettings),
@@ -157,6 +166,7 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
     let state = StateStore::open(&state_path).map_err(|e| file_error(&state_path, e))?;
     let (genesis_hash, alloc) = match &config.chain {
         Chain::Follow { follow, .. } => chain_genesis(&follow.genesis),
+        Chain::Gossip { genesis, .. } => chain_genesis(genesis),
         Chain::Feed(load) => genesis(config.server.shards, *load),
     };
     match state.head().map_err(|e| NodeError::State(e.to_string()))? {
@@ -217,6 +227,13 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
                 headers,
                 shutdown.clone(),
             )))
+        }
+        Chain::Gossip { genesis, blocks } => {
+            server_config.headers = HeaderSource::Chain {
+                genesis: genesis.clone(),
+                blocks: *blocks,
+            };
+            None
         }
         Chain::Feed(_) => None,
     };

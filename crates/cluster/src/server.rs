@@ -10,9 +10,10 @@
 //!    responsible for: those of its range, and those it takes over because none of their
 //!    owners is live — and keeps until an owner has caught up. It subscribes to the topics of
 //!    those shards only, so it never downloads another shard by gossip. Its headers come
-//!    checked and final from a follower of the consensus chain ([`HeaderSource::Checked`],
-//!    [`crate::follow`]), or from the header topic of a trusted block feed
-//!    ([`HeaderSource::Gossip`]).
+//!    checked and final from a follower of the consensus chain — the server's own, fed by the
+//!    `block` and `attestation` topics ([`HeaderSource::Chain`], [`crate::chain`]), or one
+//!    reading a serving node's API ([`HeaderSource::Checked`], [`crate::follow`]) — or from
+//!    the header topic of a trusted block feed ([`HeaderSource::Gossip`]).
 //! 2. **Execute.** For the next block (its parent applied here), the server checks each shard
 //!    it is responsible for against the header's shard root, runs it against its replica of
 //!    the parent state (every read sees the parent state) and publishes the outcome, the
@@ -64,12 +65,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tree_hash::TreeHash;
 
+use crate::chain::ChainFollower;
 use crate::ownership::{self, ShardRange};
 use crate::store::{CoordinationStore, Created, LeaseId, StoreError};
 use crate::wire::{
-    BuildRequest, ExecHeader, HEADER_TOPIC, Message, RANGE_BLOCKS, Request, ShardMessage,
-    ShardOutcome, build_topic, effects_topic, shard_topic,
+    ATTESTATION_TOPIC, BLOCK_TOPIC, BuildRequest, ChainBlock, ExecHeader, HEADER_TOPIC, Message,
+    RANGE_BLOCKS, Request, ShardMessage, ShardOutcome, build_topic, effects_topic, shard_topic,
 };
+use phalanx_types::Attestation;
 use phalanx_types::consensus::Shard;
 
 /// A server's settings.
@@ -176,6 +179,17 @@ pub enum HeaderSource {
         /// The checked headers.
         headers: CheckedHeaders,
         /// Who serves blocks' shards by request.
+        blocks: PeerKey,
+    },
+    /// The consensus chain from gossip: the server subscribes to the `block` and
+    /// `attestation` topics and runs a [`ChainFollower`] itself, taking the execution headers
+    /// of the blocks it shows final; it asks `blocks`, a peer serving the chain, for missing
+    /// blocks with their ancestors, for missed shards, and (after a restart) for its head's
+    /// execution header.
+    Chain {
+        /// The chain's genesis.
+        genesis: Arc<phalanx_spec::Genesis>,
+        /// Who serves blocks and shards by request.
         blocks: PeerKey,
     },
 }
@@ -431,6 +445,12 @@ struct Server<N: Network> {
     building: VecDeque<Building>,
     /// The height of the last header refused for its shard count (logged once).
     refused: Option<u64>,
+    /// With [`HeaderSource::Chain`]: the follower, once it has its starting point.
+    follower: Option<Box<ChainFollower>>,
+    /// When the head's execution header was last asked for (a restart), and when the
+    /// follower last said where it stands.
+    chain_asked: Option<Instant>,
+    chain_logged: Instant,
 }
 
 fn key_hex(k: &PeerKey) -> String {
@@ -506,6 +526,9 @@ pub async fn run<N: Network>(
         building: VecDeque::new(),
         refused: None,
         stall_logged: None,
+        follower: None,
+        chain_asked: None,
+        chain_logged: Instant::now(),
         config,
         state,
         store,
@@ -513,8 +536,18 @@ pub async fn run<N: Network>(
         stats,
     };
     server.announce().await?;
-    if matches!(server.config.headers, HeaderSource::Gossip) {
-        server.net.subscribe(HEADER_TOPIC)?;
+    match &server.config.headers {
+        HeaderSource::Gossip => server.net.subscribe(HEADER_TOPIC)?,
+        HeaderSource::Checked { .. } => {}
+        HeaderSource::Chain { genesis, .. } => {
+            if head.number == 0 {
+                server.follower = Some(Box::new(
+                    ChainFollower::from_genesis(genesis).map_err(ServerError::State)?,
+                ));
+            }
+            server.net.subscribe(BLOCK_TOPIC)?;
+            server.net.subscribe(ATTESTATION_TOPIC)?;
+        }
     }
     server.net.subscribe(&effects_topic(&server.config.node))?;
     if server.config.builder.is_some() {
@@ -677,6 +710,28 @@ impl<N: Network> Server<N> {
                 self.stats
                     .header_bytes
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
+                if let HeaderSource::Chain { genesis, blocks } = &self.config.headers
+                    && from == *blocks
+                    && topic.is_none()
+                {
+                    // An answer to the restart's request for the head's header; the rest of
+                    // the range it came with is of no use.
+                    if self.follower.is_none() && header.hash() == self.head.1 {
+                        match ChainFollower::resume(genesis, &header, self.head.1) {
+                            Ok(f) => {
+                                tracing::info!(
+                                    height = header.number,
+                                    "chain: following from the replica's head"
+                                );
+                                self.follower = Some(Box::new(f));
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "chain: cannot follow from the replica's head")
+                            }
+                        }
+                    }
+                    return Ok(());
+                }
                 if !matches!(self.config.headers, HeaderSource::Gossip) {
                     // Headers come checked from the follower; one from the network is
                     // unasked-for.
@@ -736,6 +791,103 @@ impl<N: Network> Server<N> {
                 self.on_outcome(from, outcome);
             }
             Message::Request(request) => self.on_request(from, request)?,
+            Message::ChainBlock(block) => self.on_chain_block(from, *block),
+            Message::Attestation(attestation) => self.on_chain_attestation(from, &attestation),
+        }
+        Ok(())
+    }
+
+    /// A consensus block, gossiped or answered: to the follower (a server not following the
+    /// chain from gossip did not ask for it).
+    fn on_chain_block(&mut self, from: PeerKey, block: ChainBlock) {
+        let Some(follower) = self.follower.as_mut() else {
+            if !matches!(self.config.headers, HeaderSource::Chain { .. }) {
+                self.net.report(from, Offence::Useless);
+            }
+            return;
+        };
+        match follower.on_block(block) {
+            Ok(headers) => self.take_final(headers),
+            Err(e) => {
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                self.net.report(from, Offence::Invalid);
+                tracing::warn!(from = %from, error = %e, "chain: block refused");
+            }
+        }
+    }
+
+    /// A gossiped aggregate: to the follower.
+    fn on_chain_attestation(&mut self, from: PeerKey, attestation: &Attestation) {
+        let Some(follower) = self.follower.as_mut() else {
+            if !matches!(self.config.headers, HeaderSource::Chain { .. }) {
+                self.net.report(from, Offence::Useless);
+            }
+            return;
+        };
+        match follower.on_attestation(attestation) {
+            Ok(headers) => self.take_final(headers),
+            Err(e) => {
+                self.net.report(from, Offence::Invalid);
+                tracing::debug!(from = %from, error = %e, "chain: attestation refused");
+            }
+        }
+    }
+
+    /// Execution headers the follower showed final, to be executed in order.
+    fn take_final(&mut self, headers: Vec<ExecHeader>) {
+        let HeaderSource::Chain { blocks, .. } = &self.config.headers else {
+            return;
+        };
+        for header in headers {
+            if header.number > self.head.0 {
+                self.headers.insert(header.number, (header, *blocks));
+            }
+        }
+    }
+
+    /// With [`HeaderSource::Chain`]: asks the serving peer for what the follower lacks — the
+    /// head's execution header after a restart, else a missing block with its ancestors —
+    /// and says where the follower stands every 10 s.
+    fn follow_chain(&mut self) -> Result<(), ServerError> {
+        let HeaderSource::Chain { blocks, .. } = &self.config.headers else {
+            return Ok(());
+        };
+        let blocks = *blocks;
+        let now = Instant::now();
+        let Some(follower) = self.follower.as_mut() else {
+            if self
+                .chain_asked
+                .is_none_or(|t| now.duration_since(t) > crate::chain::RETRY)
+            {
+                self.chain_asked = Some(now);
+                let request = Request {
+                    height: self.head.0,
+                    ..Request::new(Request::HEADERS_FROM)
+                };
+                self.net.send(blocks, Message::Request(request).encode())?;
+            }
+            return Ok(());
+        };
+        if let Some(root) = follower.next_request(now) {
+            let request = Request {
+                block: root,
+                ..Request::new(Request::CHAIN_ANCESTORS)
+            };
+            self.net.send(blocks, Message::Request(request).encode())?;
+        }
+        if now.duration_since(self.chain_logged) >= Duration::from_secs(10) {
+            self.chain_logged = now;
+            let s = follower.status();
+            tracing::info!(
+                server = %self.me,
+                final_height = s.height,
+                slot = s.slot,
+                finalized_epoch = s.finalized_epoch,
+                held = s.held,
+                anchoring = s.anchoring,
+                applied = self.head.0,
+                "chain: following"
+            );
         }
         Ok(())
     }
@@ -848,6 +1000,7 @@ impl<N: Network> Server<N> {
         self.refresh_live().await?;
         self.build().await?;
         self.take_checked();
+        self.follow_chain()?;
         if self.pending.is_none() {
             self.start_next();
         }

@@ -6,14 +6,20 @@
 //! * `effects/{node}`: [`ShardOutcome`], one server's result of one shard (the node's servers);
 //! * `build/{node}`: [`BuildRequest`] from the node's producer, and the built shards the
 //!   accepted builders publish ([`ShardMessage`] whose `block` is the request's id);
+//! * `block`: [`ChainBlock`], every consensus block as its source imports it (signed header
+//!   and body, not the shards: the header commits to their roots), for servers that follow
+//!   the chain from gossip ([`crate::chain`]);
+//! * `attestation`: aggregated [`Attestation`]s, counted by those servers towards finality;
 //! * direct requests [`Request`] and answers (sync): a shard by `(block, index)`, an outcome
 //!   by `(block, shard, root)`, headers from a height, a whole block (header and every shard)
-//!   by root, whole blocks from a height, and one shard index of the blocks from a height
-//!   (a server catching up fetches only its own shards, ahead).
+//!   by root, whole blocks from a height, one shard index of the blocks from a height
+//!   (a server catching up fetches only its own shards, ahead), and a consensus block with
+//!   its ancestors by root.
 
 use alloy_primitives::{B256, Bytes};
 use phalanx_execution::changes::ShardEffects;
 use phalanx_types::consensus::Shard;
+use phalanx_types::{Attestation, BlockBody, Root, SignedBlockHeader};
 use ssz::{Decode, Encode};
 use ssz_derive::{Decode, Encode};
 use ssz_types::VariableList;
@@ -23,6 +29,35 @@ use typenum::{U1024, U16777216};
 
 /// The header topic.
 pub const HEADER_TOPIC: &str = "header";
+
+/// The consensus block topic.
+pub const BLOCK_TOPIC: &str = "block";
+
+/// The aggregated attestation topic.
+pub const ATTESTATION_TOPIC: &str = "attestation";
+
+/// A consensus block without its shards: what the `block` topic carries and what a
+/// [`Request::CHAIN_ANCESTORS`] is answered with. `header.message.body_root` commits to the
+/// body, `header.message.shard_roots` to the shards (which travel on their own topics).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct ChainBlock {
+    /// The signed header.
+    pub header: SignedBlockHeader,
+    /// The body: attestations, claims, slashings, fraud proofs, executor operations.
+    pub body: BlockBody,
+}
+
+impl ChainBlock {
+    /// The block's consensus root.
+    pub fn root(&self) -> Root {
+        self.header.message.root()
+    }
+
+    /// Whether the body is the one the header commits to.
+    pub fn body_matches(&self) -> bool {
+        self.body.tree_hash_root() == self.header.message.body_root
+    }
+}
 
 /// The topic of shard `index`.
 pub fn shard_topic(index: u16) -> String {
@@ -118,7 +153,8 @@ pub const RANGE_BLOCKS: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct Request {
     /// What is asked: [`Request::SHARD`], [`Request::OUTCOME`], [`Request::HEADERS_FROM`],
-    /// [`Request::BLOCK`], [`Request::BLOCKS_FROM`], [`Request::SHARDS_FROM`].
+    /// [`Request::BLOCK`], [`Request::BLOCKS_FROM`], [`Request::SHARDS_FROM`],
+    /// [`Request::CHAIN_ANCESTORS`].
     pub kind: u8,
     /// The block.
     pub block: B256,
@@ -143,6 +179,9 @@ impl Request {
     pub const BLOCKS_FROM: u8 = 4;
     /// Shard `index` of the blocks from `height`: up to [`RANGE_BLOCKS`] [`Message::Shard`]s.
     pub const SHARDS_FROM: u8 = 5;
+    /// Consensus block `block` by root and its ancestors, newest first: up to
+    /// [`RANGE_BLOCKS`] [`Message::ChainBlock`]s.
+    pub const CHAIN_ANCESTORS: u8 = 6;
 
     /// A request of `kind` with every other field zero.
     pub fn new(kind: u8) -> Self {
@@ -169,6 +208,10 @@ pub enum Message {
     Request(Request),
     /// Build the shards of a block (node-internal, when the node produces).
     Build(BuildRequest),
+    /// A consensus block (gossip, or an answer).
+    ChainBlock(Box<ChainBlock>),
+    /// An aggregated attestation (gossip).
+    Attestation(Attestation),
 }
 
 /// A message that could not be decoded.
@@ -185,6 +228,8 @@ impl Message {
             Message::Outcome(m) => (2, m.as_ssz_bytes()),
             Message::Request(m) => (3, m.as_ssz_bytes()),
             Message::Build(m) => (4, m.as_ssz_bytes()),
+            Message::ChainBlock(m) => (5, m.as_ssz_bytes()),
+            Message::Attestation(m) => (6, m.as_ssz_bytes()),
         };
         let mut out = Vec::with_capacity(1 + body.len());
         out.push(tag);
@@ -204,6 +249,8 @@ impl Message {
             2 => Message::Outcome(ShardOutcome::from_ssz_bytes(body).map_err(err)?),
             3 => Message::Request(Request::from_ssz_bytes(body).map_err(err)?),
             4 => Message::Build(BuildRequest::from_ssz_bytes(body).map_err(err)?),
+            5 => Message::ChainBlock(Box::new(ChainBlock::from_ssz_bytes(body).map_err(err)?)),
+            6 => Message::Attestation(Attestation::from_ssz_bytes(body).map_err(err)?),
             t => return Err(DecodeError(format!("unknown tag {t}"))),
         })
     }

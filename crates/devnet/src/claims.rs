@@ -394,12 +394,7 @@ pub(crate) struct GossipCounts {
 /// light clients on the network receive every claim the devnet has.
 pub(crate) async fn gossip_task(
     mut feed: phalanx_cluster::feed::Feed<phalanx_net::p2p::Libp2pNetwork>,
-    mut blocks: Option<
-        mpsc::UnboundedReceiver<(
-            phalanx_execution::header::ExecHeader,
-            Vec<phalanx_types::Shard>,
-        )>,
-    >,
+    mut blocks: Option<mpsc::UnboundedReceiver<crate::ToP2p>>,
     shared: Arc<Shared>,
     mut to_publish: mpsc::UnboundedReceiver<SignedClaim>,
     mut shutdown: watch::Receiver<bool>,
@@ -432,14 +427,19 @@ pub(crate) async fn gossip_task(
                 }
                 continue;
             }
-            // Executed blocks: their shards to the nodes following the chain.
-            Some((header, shards)) = async {
+            // Executed blocks' shards, consensus blocks and aggregates, to the nodes
+            // following the chain.
+            Some(out) = async {
                 match blocks.as_mut() {
                     Some(b) => b.recv().await,
                     None => std::future::pending().await,
                 }
             } => {
-                feed.publish(header, shards);
+                match out {
+                    crate::ToP2p::Executed(header, shards) => feed.publish(header, shards),
+                    crate::ToP2p::Imported(block) => feed.publish_chain(*block),
+                    crate::ToP2p::Attestation(a) => feed.publish_attestation(&a),
+                }
                 continue;
             }
             e = feed.net_mut().recv() => match e { Some(e) => e, None => return },

@@ -48,7 +48,7 @@ use phalanx_cluster::embedded::EmbeddedStore;
 use phalanx_cluster::feed::Feed;
 use phalanx_cluster::ownership::layout;
 use phalanx_cluster::server::{self, ServerConfig, ServerStats};
-use phalanx_cluster::wire::ExecHeader;
+use phalanx_cluster::wire::{ChainBlock, ExecHeader};
 use phalanx_consensus::Registry;
 use phalanx_execution::rpc::RpcError;
 use phalanx_execution::store::{Head, StateStore, StateView};
@@ -110,8 +110,10 @@ pub struct DevnetConfig {
     /// `.1` (the devnet catches it, proves it wrong on chain, and the chain slashes it).
     pub lying_executor: Option<(u32, u64)>,
     /// Where the devnet joins the chain's gossip network (a libp2p multiaddr, e.g.
-    /// `/ip4/127.0.0.1/tcp/9000`), taking executors' claims on its claims topic; `None`: no
-    /// gossip, claims only by HTTP. Its identity key is `data_dir/p2p.key`.
+    /// `/ip4/127.0.0.1/tcp/9000`), taking executors' claims on its claims topic and
+    /// publishing every consensus block it imports, the aggregates it sees and every executed
+    /// block's shards, and answering sync requests for them; `None`: no gossip, claims only
+    /// by HTTP. Its identity key is `data_dir/p2p.key`.
     pub p2p_listen: Option<String>,
 }
 
@@ -858,16 +860,27 @@ impl Devnet {
         );
         // With a gossip network, the same blocks go to other nodes there (`phalanx node
         // --follow`): shards on their topics, and by request.
+        // And every consensus block it imports, with the aggregates it sees, so they can follow
+        // the chain from gossip alone (`phalanx node --genesis`).
         let (p2p_blocks, p2p_blocks_rx) = if config.p2p_listen.is_some() {
             let (tx, rx) = mpsc::unbounded_channel();
             (Some(tx), Some(rx))
         } else {
             (None, None)
         };
+        let known_chain: Vec<ChainBlock> = if config.p2p_listen.is_some() {
+            chain
+                .ancestry(chain.status().head.0)
+                .into_iter()
+                .map(|f| chain_block(&f.block))
+                .collect()
+        } else {
+            Vec::new()
+        };
         tasks.push(tokio::spawn(feed_task(
             feed,
             blocks_rx,
-            p2p_blocks,
+            p2p_blocks.clone(),
             shutdown.clone(),
         )));
 
@@ -897,6 +910,8 @@ impl Devnet {
                 genesis_ms: genesis.genesis_time.saturating_mul(1000),
                 last_head: None,
                 last_finalized: None,
+                p2p: p2p_blocks,
+                gossiped: std::collections::HashMap::new(),
             };
             std::thread::Builder::new()
                 .name("devnet-chain".into())
@@ -988,12 +1003,15 @@ impl Devnet {
             net.subscribe(phalanx_light::wire::CLAIMS_TOPIC)
                 .map_err(|e| DevnetError::Config(e.to_string()))?;
             p2p_peer = net.peer_string();
-            tracing::info!(peer = ?p2p_peer, "devnet: on the gossip network (claims topic; executed blocks' shards)");
+            tracing::info!(peer = ?p2p_peer, "devnet: on the gossip network (consensus blocks, aggregates, claims; executed blocks' shards)");
             let (publish, to_publish) = mpsc::unbounded_channel();
             *lock(&shared.light_feed.publish) = Some(publish);
             let mut p2p_feed = Feed::new(net);
             for (header, shards, _, _) in &resumed {
                 p2p_feed.remember(header.clone(), shards.clone());
+            }
+            for block in known_chain {
+                p2p_feed.remember_chain(block);
             }
             tasks.push(tokio::spawn(claims::gossip_task(
                 p2p_feed,
@@ -1119,10 +1137,29 @@ pub async fn run(config: DevnetConfig, shutdown: watch::Receiver<bool>) -> Resul
     Ok(())
 }
 
+/// What the devnet publishes on the chain's gossip network (`--p2p-listen`).
+#[derive(Debug)]
+pub(crate) enum ToP2p {
+    /// An executed block: its shards on their topics, kept for sync requests.
+    Executed(ExecHeader, Vec<Shard>),
+    /// A consensus block validator 0 imported (forks included), on the block topic.
+    Imported(Box<ChainBlock>),
+    /// An aggregate first seen in a block on the canonical chain, on the attestation topic.
+    Attestation(phalanx_types::Attestation),
+}
+
+/// The consensus block without its shards, as the block topic carries it.
+fn chain_block(block: &phalanx_types::SignedBlock) -> ChainBlock {
+    ChainBlock {
+        header: block.header.clone(),
+        body: block.body.clone(),
+    }
+}
+
 async fn feed_task(
     mut feed: Feed<phalanx_net::memory::MemoryNetwork>,
     mut blocks: mpsc::UnboundedReceiver<(ExecHeader, Vec<Shard>)>,
-    p2p: Option<mpsc::UnboundedSender<(ExecHeader, Vec<Shard>)>>,
+    p2p: Option<mpsc::UnboundedSender<ToP2p>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -1131,7 +1168,7 @@ async fn feed_task(
             b = blocks.recv() => match b {
                 Some((header, shards)) => {
                     if let Some(p2p) = &p2p {
-                        let _ = p2p.send((header.clone(), shards.clone()));
+                        let _ = p2p.send(ToP2p::Executed(header.clone(), shards.clone()));
                     }
                     feed.publish(header, shards);
                 }
@@ -1173,6 +1210,10 @@ struct ChainLoop {
     genesis_ms: u64,
     last_head: Option<B256>,
     last_finalized: Option<u64>,
+    /// To the chain's gossip network, when the devnet is on one.
+    p2p: Option<mpsc::UnboundedSender<ToP2p>>,
+    /// Aggregates already published there, with their target epoch (forgotten once final).
+    gossiped: std::collections::HashMap<B256, u64>,
 }
 
 impl ChainLoop {
@@ -1263,6 +1304,9 @@ impl ChainLoop {
             self.chain.advance(now_ms);
             self.take_ops();
             for block in self.chain.take_imported() {
+                if let Some(p2p) = &self.p2p {
+                    let _ = p2p.send(ToP2p::Imported(Box::new(chain_block(&block))));
+                }
                 if let Err(e) = self.log.append(&block)
                     && !log_failed
                 {
@@ -1352,10 +1396,25 @@ impl ChainLoop {
         }
         if self.last_head != Some(status.head.0) {
             self.last_head = Some(status.head.0);
+            let attestations = self.chain.attestations_since(status.finalized.epoch);
+            if let Some(p2p) = &self.p2p {
+                let finalized = status.finalized.epoch.0;
+                self.gossiped.retain(|_, target| *target > finalized);
+                for a in &attestations {
+                    use tree_hash::TreeHash as _;
+                    if self
+                        .gossiped
+                        .insert(a.tree_hash_root(), a.data.target.epoch.0)
+                        .is_none()
+                    {
+                        let _ = p2p.send(ToP2p::Attestation(a.clone()));
+                    }
+                }
+            }
             claims::record_attestations(
                 &self.shared.light_feed,
                 status.finalized.epoch,
-                self.chain.attestations_since(status.finalized.epoch),
+                attestations,
             );
             self.record_proposers(status, true);
             let e = HeadEvent {

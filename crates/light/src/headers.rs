@@ -304,6 +304,72 @@ impl HeaderChain {
         signed: &SignedBlockHeader,
         served: &ExecHeader,
     ) -> Result<Root, HeaderCheckError> {
+        let next = self.next(signed)?;
+        if next.derived != *served {
+            return Err(HeaderCheckError::NotDerived {
+                number: served.number,
+                served: served.hash(),
+                derived: next.derived.hash(),
+            });
+        }
+        Ok(self.commit(signed, next).0)
+    }
+
+    /// Rules 1–3 for the next block, and its execution header derived (rule 4) rather than
+    /// compared with a served one: what a node that takes consensus blocks from gossip
+    /// executes. On success the chain moves to it; returns its consensus root and execution
+    /// header.
+    pub fn extend(
+        &mut self,
+        signed: &SignedBlockHeader,
+    ) -> Result<(Root, ExecHeader), HeaderCheckError> {
+        let next = self.next(signed)?;
+        Ok(self.commit(signed, next))
+    }
+
+    /// The last verified block's consensus root; `None` at a checkpoint after genesis until
+    /// [`HeaderChain::anchor`] or the next block names it.
+    pub fn root(&self) -> Option<Root> {
+        self.tip.root
+    }
+
+    /// At a checkpoint after genesis, whose execution header is `checkpoint`: names the
+    /// consensus block it was derived from, `signed`, if it derives exactly that header (the
+    /// checkpoint is trusted, so its own signatures need no check). Then the next block must
+    /// build on it (rule 1's parent link holds from the first block on).
+    pub fn anchor(
+        &mut self,
+        signed: &SignedBlockHeader,
+        checkpoint: &ExecHeader,
+    ) -> Result<Root, HeaderCheckError> {
+        if checkpoint.hash() != self.tip.hash {
+            return Err(HeaderCheckError::Checkpoint {
+                got: checkpoint.hash(),
+                expected: self.tip.hash,
+            });
+        }
+        let derived = derive(
+            &signed.message,
+            self.tip.mix,
+            (checkpoint.number.saturating_sub(1), checkpoint.parent),
+            &self.spec,
+            self.genesis_time,
+            &self.registry,
+        );
+        if derived != *checkpoint {
+            return Err(HeaderCheckError::NotDerived {
+                number: checkpoint.number,
+                served: checkpoint.hash(),
+                derived: derived.hash(),
+            });
+        }
+        let root = signed.message.root();
+        self.tip.root = Some(root);
+        Ok(root)
+    }
+
+    /// Rules 1–4 for `signed` on the tip, without moving it.
+    fn next(&mut self, signed: &SignedBlockHeader) -> Result<Next, HeaderCheckError> {
         let header = &signed.message;
         let slot = header.slot;
         if slot <= self.tip.slot {
@@ -354,24 +420,33 @@ impl HeaderChain {
             self.genesis_time,
             &self.registry,
         );
-        if derived != *served {
-            return Err(HeaderCheckError::NotDerived {
-                number: served.number,
-                served: served.hash(),
-                derived: derived.hash(),
-            });
-        }
-        if scheduled.is_none() {
+        Ok(Next {
+            derived,
+            mix,
+            scheduled: scheduled.is_some(),
+        })
+    }
+
+    /// Moves the tip to `signed`, checked by [`HeaderChain::next`].
+    fn commit(&mut self, signed: &SignedBlockHeader, next: Next) -> (Root, ExecHeader) {
+        if !next.scheduled {
             self.unscheduled += 1;
         }
-        let root = header.root();
+        let root = signed.message.root();
         self.tip = Tip {
-            height: derived.number,
-            hash: derived.hash(),
+            height: next.derived.number,
+            hash: next.derived.hash(),
             root: Some(root),
-            slot,
-            mix,
+            slot: signed.message.slot,
+            mix: next.mix,
         };
-        Ok(root)
+        (root, next.derived)
     }
+}
+
+/// A block checked on the tip, not yet moved to.
+struct Next {
+    derived: ExecHeader,
+    mix: B256,
+    scheduled: bool,
 }

@@ -443,6 +443,18 @@ fn roots_log(path: &std::path::Path) -> std::collections::BTreeMap<u64, String> 
 /// resumes from its disk and goes on matching.
 #[test]
 fn node_process_follows_a_devnet_and_resumes_after_kill_9() {
+    node_process_follows(false);
+}
+
+/// The same with `phalanx node --genesis … --peer …` alone: the chain from gossip (consensus
+/// blocks and aggregates on their topics, checked and finalized by the node itself), no
+/// serving node's API; after the `kill -9` it finds its head's consensus block again.
+#[test]
+fn node_process_follows_a_devnet_from_gossip_alone_and_resumes_after_kill_9() {
+    node_process_follows(true);
+}
+
+fn node_process_follows(gossip: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (port, p2p_port, node_port) = (free_port(), free_port(), free_port());
     let mut devnet = start_with(
@@ -463,9 +475,12 @@ fn node_process_follows_a_devnet_and_resumes_after_kill_9() {
     let peer = format!("{}@/ip4/127.0.0.1/tcp/{p2p_port}", hex::encode(key.0));
     let node_dir = dir.path().join("node");
     let node = || {
-        phalanx()
-            .args(["node", "--follow", &format!("http://127.0.0.1:{port}")])
-            .arg("--genesis")
+        let mut cmd = phalanx();
+        cmd.arg("node");
+        if !gossip {
+            cmd.args(["--follow", &format!("http://127.0.0.1:{port}")]);
+        }
+        cmd.arg("--genesis")
             .arg(dir.path().join("chain").join("genesis.json"))
             .args(["--peer", &peer, "--listen"])
             .arg(format!("/ip4/127.0.0.1/tcp/{node_port}"))

@@ -7,7 +7,7 @@
 //! block.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use phalanx_cluster::node::{self, Chain, NodeConfig, NodeError, StoreChoice};
 use phalanx_cluster::ownership::layout;
 use phalanx_cluster::server::ServerConfig;
 use phalanx_devnet::{Devnet, DevnetConfig};
+use phalanx_net::PeerKey;
 use phalanx_net::p2p::Peer;
 use tokio::sync::watch;
 
@@ -63,97 +64,22 @@ fn gossiped_shards(path: &Path) -> Vec<u16> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clustered_node_follows_the_chain_over_gossip() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = DevnetConfig::new(dir.path().join("devnet"));
-    config.slot_seconds = Some(1);
-    config.rpc = "127.0.0.1:0".parse().unwrap();
-    config.dv_validators = 0;
-    config.servers = 1;
-    config.replication = 1;
-    config.load = 20;
-    config.p2p_listen = Some("/ip4/127.0.0.1/tcp/0".into());
-    let devnet = Devnet::start(config).await.unwrap();
-    let source: Peer = devnet.p2p_peer().unwrap().parse().unwrap();
-    let url = format!("http://{}", devnet.rpc_addr());
-    let (stop, shutdown) = watch::channel(false);
-    // The node joins late: the first blocks are history, no longer on gossip, synced by
-    // request (`PHALANX_LATE=60 … -- --nocapture` measures the catch-up; docs/benchmarks.md).
-    let late: u64 = std::env::var("PHALANX_LATE").map_or(LATE, |v| v.parse().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while roots(&dir.path().join("devnet/servers/s0/roots.log"))
-        .keys()
-        .last()
-        .copied()
-        .unwrap_or(0)
-        < late
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the devnet did not reach height {late}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let started = Instant::now();
-
-    // The node's servers: identities and addresses first, so each can dial the others.
-    let ranges = layout(SERVERS, SHARDS, 2);
-    let servers: Vec<_> = (0..SERVERS as usize)
-        .map(|i| {
-            let data = dir.path().join(format!("server-{i}"));
-            std::fs::create_dir_all(&data).unwrap();
-            let key = phalanx_net::p2p::public_key(&node::identity(&data).unwrap()).unwrap();
-            let address = format!("/ip4/127.0.0.1/tcp/{}", free_port());
-            (data, key, address)
-        })
-        .collect();
-    let store: Arc<dyn CoordinationStore> = Arc::new(EmbeddedStore::new());
-    // A first serving node that is down: the follower goes on to the next.
-    let follow = FollowConfig {
-        nodes: vec![format!("http://127.0.0.1:{}", free_port()), url.clone()],
-        genesis: devnet.genesis().clone(),
-        poll: Duration::from_millis(100),
-    };
-    let mut tasks = Vec::new();
-    for (i, (data, _, address)) in servers.iter().enumerate() {
-        let mut peers = vec![source.clone()];
-        peers.extend(servers[..i].iter().map(|(_, key, address)| Peer {
-            key: *key,
-            address: Some(address.clone()),
-        }));
-        let config = NodeConfig {
-            server: ServerConfig::new("follower", ranges[i], SHARDS),
-            data_dir: data.clone(),
-            store: StoreChoice::Given(store.clone()),
-            listen: address.clone(),
-            peers,
-            chain: Chain::Follow {
-                follow: Box::new(follow.clone()),
-                blocks: source.key,
-            },
-        };
-        tasks.push(tokio::spawn(node::run(config, shutdown.clone())));
-    }
-
-    // Every server reaches HEIGHTS blocks past its start, a height at which the load has moved the state, with
-    // the devnet's block and root at every height up to there.
-    let devnet_log = dir.path().join("devnet/servers/s0/roots.log");
+/// Waits until every server in `dirs` has applied at least `at_least` blocks, a height at which
+/// the load has moved the state, and is within one block of the devnet; returns the lowest
+/// server's height. Fails if a task stops or after 180 s.
+async fn caught_up(
+    dirs: &[std::path::PathBuf],
+    devnet_log: &Path,
+    at_least: u64,
+    tasks: &[tokio::task::JoinHandle<Result<(), NodeError>>],
+) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(180);
-    let target = loop {
-        let reference = roots(&devnet_log);
-        let lowest = servers
+    loop {
+        let reference = roots(devnet_log);
+        let lowest = dirs
             .iter()
-            .map(|(data, _, _)| {
-                roots(&data.join("roots.log"))
+            .map(|d| {
+                roots(&d.join("roots.log"))
                     .keys()
                     .last()
                     .copied()
@@ -168,35 +94,33 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
                 .len()
                 > 1
         };
-        if lowest >= late + HEIGHTS
+        if lowest >= at_least
             && moved(lowest)
             && lowest + 1 >= reference.keys().last().copied().unwrap_or(0)
         {
-            eprintln!(
-                "started at devnet height {late}, caught up with it at {lowest} after {:?}",
-                started.elapsed()
-            );
-            break lowest;
+            return lowest;
         }
-        for t in &tasks {
+        for t in tasks {
             assert!(!t.is_finished(), "a server stopped");
         }
         assert!(
             Instant::now() < deadline,
-            "the node did not reach height {} with a moved state: {:?}, devnet at {:?}",
-            late + HEIGHTS,
-            servers
-                .iter()
-                .map(|(d, _, _)| roots(&d.join("roots.log")).keys().last().copied())
+            "the node did not reach height {at_least} with a moved state: {:?}, devnet at {:?}",
+            dirs.iter()
+                .map(|d| roots(&d.join("roots.log")).keys().last().copied())
                 .collect::<Vec<_>>(),
             reference.keys().last()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    let reference = roots(&devnet_log);
-    for (i, (data, _, _)) in servers.iter().enumerate() {
+    }
+}
+
+/// Every server in `dirs` has the devnet's block and state root at every height up to `to`.
+fn same_roots(dirs: &[std::path::PathBuf], devnet_log: &Path, to: u64) {
+    let reference = roots(devnet_log);
+    for (i, data) in dirs.iter().enumerate() {
         let ours = roots(&data.join("roots.log"));
-        for h in 1..=target {
+        for h in 1..=to {
             assert_eq!(
                 ours.get(&h),
                 reference.get(&h),
@@ -204,6 +128,116 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
             );
         }
     }
+}
+
+/// A devnet on loopback with a gossip network (1 s slots, one server, a load), once it has
+/// executed `height` blocks.
+async fn devnet_at(dir: &Path, height: u64) -> Devnet {
+    let mut config = DevnetConfig::new(dir.join("devnet"));
+    config.slot_seconds = Some(1);
+    config.rpc = "127.0.0.1:0".parse().unwrap();
+    config.dv_validators = 0;
+    config.servers = 1;
+    config.replication = 1;
+    config.load = 20;
+    config.p2p_listen = Some("/ip4/127.0.0.1/tcp/0".into());
+    let devnet = Devnet::start(config).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while roots(&dir.join("devnet/servers/s0/roots.log"))
+        .keys()
+        .last()
+        .copied()
+        .unwrap_or(0)
+        < height
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the devnet did not reach height {height}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    devnet
+}
+
+/// The node's servers' data folders, identities and addresses (made first, so each can dial
+/// the others).
+fn identities(dir: &Path) -> Vec<(PathBuf, PeerKey, String)> {
+    (0..SERVERS as usize)
+        .map(|i| {
+            let data = dir.join(format!("server-{i}"));
+            std::fs::create_dir_all(&data).unwrap();
+            let key = phalanx_net::p2p::public_key(&node::identity(&data).unwrap()).unwrap();
+            let address = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+            (data, key, address)
+        })
+        .collect()
+}
+
+/// Server `i`'s peers: the serving node, and the servers before it.
+fn peers_of(i: usize, source: &Peer, servers: &[(PathBuf, PeerKey, String)]) -> Vec<Peer> {
+    let mut peers = vec![source.clone()];
+    peers.extend(servers[..i].iter().map(|(_, key, address)| Peer {
+        key: *key,
+        address: Some(address.clone()),
+    }));
+    peers
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clustered_node_follows_the_chain_over_gossip() {
+    let dir = tempfile::tempdir().unwrap();
+    // The node joins late: the first blocks are history, no longer on gossip, synced by
+    // request (`PHALANX_LATE=60 … -- --nocapture` measures the catch-up; docs/benchmarks.md).
+    let late: u64 = std::env::var("PHALANX_LATE").map_or(LATE, |v| v.parse().unwrap());
+    let devnet = devnet_at(dir.path(), late).await;
+    let source: Peer = devnet.p2p_peer().unwrap().parse().unwrap();
+    let url = format!("http://{}", devnet.rpc_addr());
+    let (stop, shutdown) = watch::channel(false);
+    let started = Instant::now();
+    let ranges = layout(SERVERS, SHARDS, 2);
+    let servers = identities(dir.path());
+    let store: Arc<dyn CoordinationStore> = Arc::new(EmbeddedStore::new());
+    // A first serving node that is down: the follower goes on to the next.
+    let follow = FollowConfig {
+        nodes: vec![format!("http://127.0.0.1:{}", free_port()), url.clone()],
+        genesis: devnet.genesis().clone(),
+        poll: Duration::from_millis(100),
+    };
+    let mut tasks = Vec::new();
+    for (i, (data, _, address)) in servers.iter().enumerate() {
+        let peers = peers_of(i, &source, &servers);
+        let config = NodeConfig {
+            server: ServerConfig::new("follower", ranges[i], SHARDS),
+            data_dir: data.clone(),
+            store: StoreChoice::Given(store.clone()),
+            listen: address.clone(),
+            peers,
+            chain: Chain::Follow {
+                follow: Box::new(follow.clone()),
+                blocks: source.key,
+            },
+        };
+        tasks.push(tokio::spawn(node::run(config, shutdown.clone())));
+    }
+
+    // Every server reaches HEIGHTS blocks past its start, a height at which the load has moved
+    // the state, with the devnet's block and root at every height up to there.
+    let devnet_log = dir.path().join("devnet/servers/s0/roots.log");
+    let dirs: Vec<_> = servers.iter().map(|(d, _, _)| d.clone()).collect();
+    let target = caught_up(&dirs, &devnet_log, late + HEIGHTS, &tasks).await;
+    eprintln!(
+        "started at devnet height {late}, caught up with it at {target} after {:?}",
+        started.elapsed()
+    );
+    same_roots(&dirs, &devnet_log, target);
 
     // Metrics are written each second: wait for one more write, then check the ranges.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -266,5 +300,77 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
         "{result:?}"
     );
     assert!(roots(&data.join("roots.log")).is_empty());
+    drop(devnet);
+}
+
+/// `phalanx node --genesis FILE --peer …` (no `--follow`): the same three servers take the
+/// chain from gossip alone — consensus blocks and aggregates on their topics, the blocks from
+/// before they started by asking for ancestors — check and finalize them themselves, and end
+/// with the devnet's roots at every height; a server stopped and started again finds its
+/// head's consensus block (anchored to the replica's head header) and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clustered_node_follows_the_chain_from_gossip_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // `PHALANX_LATE=60 … -- --nocapture` measures the catch-up by ancestor requests.
+    let late: u64 = std::env::var("PHALANX_LATE").map_or(LATE, |v| v.parse().unwrap());
+    let devnet = devnet_at(dir.path(), late).await;
+    let source: Peer = devnet.p2p_peer().unwrap().parse().unwrap();
+    let started = Instant::now();
+    let ranges = layout(SERVERS, SHARDS, 2);
+    let servers = identities(dir.path());
+    let store: Arc<dyn CoordinationStore> = Arc::new(EmbeddedStore::new());
+    let genesis = Arc::new(devnet.genesis().clone());
+    let config = |i: usize| NodeConfig {
+        server: ServerConfig::new("gossip", ranges[i], SHARDS),
+        data_dir: servers[i].0.clone(),
+        store: StoreChoice::Given(store.clone()),
+        listen: servers[i].2.clone(),
+        peers: peers_of(i, &source, &servers),
+        chain: Chain::Gossip {
+            genesis: genesis.clone(),
+            blocks: source.key,
+        },
+    };
+    // Server 0 has its own stop, to be restarted.
+    let (stop0, shutdown0) = watch::channel(false);
+    let (stop, shutdown) = watch::channel(false);
+    let mut tasks = vec![tokio::spawn(node::run(config(0), shutdown0))];
+    for i in 1..SERVERS as usize {
+        tasks.push(tokio::spawn(node::run(config(i), shutdown.clone())));
+    }
+    let devnet_log = dir.path().join("devnet/servers/s0/roots.log");
+    let dirs: Vec<_> = servers.iter().map(|(d, _, _)| d.clone()).collect();
+    let target = caught_up(&dirs, &devnet_log, late + HEIGHTS, &tasks).await;
+    eprintln!(
+        "started at devnet height {late}, caught up with it at {target} after {:?}",
+        started.elapsed()
+    );
+    same_roots(&dirs, &devnet_log, target);
+
+    // Server 0 stops; the chain moves on; started again from its disk it follows from its
+    // head (which is after genesis: the anchoring path).
+    stop0.send(true).unwrap();
+    let first = tasks.remove(0);
+    tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("server 0 did not stop")
+        .unwrap()
+        .unwrap();
+    let stopped_at = roots(&dirs[0].join("roots.log"))
+        .keys()
+        .last()
+        .copied()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (stop0, shutdown0) = watch::channel(false);
+    tasks.insert(0, tokio::spawn(node::run(config(0), shutdown0)));
+    let target = caught_up(&dirs, &devnet_log, stopped_at + 3, &tasks).await;
+    same_roots(&dirs, &devnet_log, target);
+    eprintln!("server 0 stopped at {stopped_at}, back and caught up at {target}");
+    stop.send(true).unwrap();
+    stop0.send(true).unwrap();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
     drop(devnet);
 }

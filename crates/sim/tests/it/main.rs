@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may panic
 
 mod chain;
+mod chain_follow;
 mod cluster;
 mod executor_ops;
 mod light;
