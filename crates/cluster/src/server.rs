@@ -800,10 +800,7 @@ impl<N: Network> Server<N> {
     /// A consensus block, gossiped or answered: to the follower (a server not following the
     /// chain from gossip did not ask for it).
     fn on_chain_block(&mut self, from: PeerKey, block: ChainBlock) {
-        let Some(follower) = self.follower.as_mut() else {
-            if !matches!(self.config.headers, HeaderSource::Chain { .. }) {
-                self.net.report(from, Offence::Useless);
-            }
+        let Some(follower) = self.chain_follower(from) else {
             return;
         };
         match follower.on_block(block) {
@@ -818,10 +815,7 @@ impl<N: Network> Server<N> {
 
     /// A gossiped aggregate: to the follower.
     fn on_chain_attestation(&mut self, from: PeerKey, attestation: &Attestation) {
-        let Some(follower) = self.follower.as_mut() else {
-            if !matches!(self.config.headers, HeaderSource::Chain { .. }) {
-                self.net.report(from, Offence::Useless);
-            }
+        let Some(follower) = self.chain_follower(from) else {
             return;
         };
         match follower.on_attestation(attestation) {
@@ -831,6 +825,16 @@ impl<N: Network> Server<N> {
                 tracing::debug!(from = %from, error = %e, "chain: attestation refused");
             }
         }
+    }
+
+    /// The follower a chain message goes to; `None` while it waits for its starting point,
+    /// or — the sender scored down — when this server does not follow the chain from gossip
+    /// (it never asked for the message).
+    fn chain_follower(&mut self, from: PeerKey) -> Option<&mut ChainFollower> {
+        if self.follower.is_none() && !matches!(self.config.headers, HeaderSource::Chain { .. }) {
+            self.net.report(from, Offence::Useless);
+        }
+        self.follower.as_deref_mut()
     }
 
     /// Execution headers the follower showed final, to be executed in order.

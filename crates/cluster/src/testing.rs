@@ -1,11 +1,40 @@
 //! A real etcd cluster on loopback for tests and benchmarks: `n` `etcd` processes (Debian's
 //! `etcd-server`, installed by `./scripts/test`) with their data in a temporary folder,
-//! killed when dropped.
+//! killed when dropped; and [`ask_feed`], one sync request to a block source in process.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// Sends `request` from `me` to `feed` over their in-process hub, lets the feed answer, and
+/// returns every message that came back (waiting 100 ms after the last).
+pub async fn ask_feed(
+    feed: &mut crate::feed::Feed<phalanx_net::memory::MemoryNetwork>,
+    me: &mut phalanx_net::memory::MemoryNetwork,
+    request: crate::wire::Request,
+) -> Vec<crate::wire::Message> {
+    use crate::wire::Message;
+    use phalanx_net::{NetEvent, Network};
+    let to = feed.net_mut().local();
+    if me.send(to, Message::Request(request).encode()).is_err() {
+        return Vec::new();
+    }
+    let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(5), feed.net_mut().recv()).await
+    else {
+        return Vec::new();
+    };
+    feed.answer(event);
+    let mut got = Vec::new();
+    while let Ok(Some(NetEvent::Direct { data, .. })) =
+        tokio::time::timeout(Duration::from_millis(100), me.recv()).await
+    {
+        if let Ok(m) = Message::decode(&data) {
+            got.push(m);
+        }
+    }
+    got
+}
 
 /// Why a local etcd cluster could not start.
 #[derive(Debug, thiserror::Error)]

@@ -869,9 +869,12 @@ impl Devnet {
             (None, None)
         };
         let known_chain: Vec<ChainBlock> = if config.p2p_listen.is_some() {
-            chain
-                .ancestry(chain.status().head.0)
-                .into_iter()
+            let ancestry = chain.ancestry(chain.status().head.0);
+            let skip = ancestry
+                .len()
+                .saturating_sub(phalanx_cluster::feed::KEEP_BLOCKS);
+            ancestry[skip..]
+                .iter()
                 .map(|f| chain_block(&f.block))
                 .collect()
         } else {

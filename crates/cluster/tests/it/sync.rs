@@ -2,37 +2,14 @@
 //! from a height, one shard index of the blocks from a height, headers from a height — each
 //! answer exactly the blocks kept, in height order, and nothing for what is not kept.
 
-use std::time::Duration;
-
 use alloy_primitives::B256;
 use phalanx_cluster::feed::Feed;
 use phalanx_cluster::load::Load;
+use phalanx_cluster::testing::ask_feed;
 use phalanx_cluster::wire::{ExecHeader, Message, RANGE_BLOCKS, Request, ShardMessage};
-use phalanx_net::memory::{MemoryHub, MemoryNetwork};
-use phalanx_net::{NetEvent, Network, PeerKey};
+use phalanx_net::PeerKey;
+use phalanx_net::memory::MemoryHub;
 use phalanx_types::Shard;
-
-/// Sends `request` to the feed, lets it answer, and returns what came back.
-async fn ask(
-    feed: &mut Feed<MemoryNetwork>,
-    me: &mut MemoryNetwork,
-    request: Request,
-) -> Vec<Message> {
-    me.send(PeerKey([0xfe; 32]), Message::Request(request).encode())
-        .unwrap();
-    let event = tokio::time::timeout(Duration::from_secs(5), feed.net_mut().recv())
-        .await
-        .unwrap()
-        .unwrap();
-    feed.answer(event);
-    let mut got = Vec::new();
-    while let Ok(Some(NetEvent::Direct { data, .. })) =
-        tokio::time::timeout(Duration::from_millis(100), me.recv()).await
-    {
-        got.push(Message::decode(&data).unwrap());
-    }
-    got
-}
 
 #[tokio::test]
 async fn a_block_source_answers_sync_by_root_and_by_range() {
@@ -65,14 +42,14 @@ async fn a_block_source_answers_sync_by_root_and_by_range() {
         block: blocks[4].0.hash(),
         ..Request::new(Request::BLOCK)
     };
-    assert_eq!(ask(&mut feed, &mut me, block).await, whole(4));
+    assert_eq!(ask_feed(&mut feed, &mut me, block).await, whole(4));
 
     // An unknown root: nothing.
     let unknown = Request {
         block: B256::repeat_byte(7),
         ..Request::new(Request::BLOCK)
     };
-    assert!(ask(&mut feed, &mut me, unknown).await.is_empty());
+    assert!(ask_feed(&mut feed, &mut me, unknown).await.is_empty());
 
     // Blocks from a height: RANGE_BLOCKS of them, in height order (heights start at 1).
     let from = Request {
@@ -80,7 +57,7 @@ async fn a_block_source_answers_sync_by_root_and_by_range() {
         ..Request::new(Request::BLOCKS_FROM)
     };
     let expected: Vec<Message> = (2..2 + RANGE_BLOCKS).flat_map(whole).collect();
-    assert_eq!(ask(&mut feed, &mut me, from).await, expected);
+    assert_eq!(ask_feed(&mut feed, &mut me, from).await, expected);
 
     // Shard 1 of the blocks from a height near the end: only those kept.
     let tail = Request {
@@ -92,7 +69,7 @@ async fn a_block_source_answers_sync_by_root_and_by_range() {
         .map(|b| shard_msg(b, 1))
         .collect();
     assert_eq!(expected.len(), 6);
-    assert_eq!(ask(&mut feed, &mut me, tail).await, expected);
+    assert_eq!(ask_feed(&mut feed, &mut me, tail).await, expected);
 
     // A shard index the blocks do not have: nothing.
     let beyond = Request {
@@ -100,7 +77,7 @@ async fn a_block_source_answers_sync_by_root_and_by_range() {
         height: 1,
         ..Request::new(Request::SHARDS_FROM)
     };
-    assert!(ask(&mut feed, &mut me, beyond).await.is_empty());
+    assert!(ask_feed(&mut feed, &mut me, beyond).await.is_empty());
 
     // Headers from a height: the headers alone.
     let headers = Request {
@@ -111,5 +88,5 @@ async fn a_block_source_answers_sync_by_root_and_by_range() {
         .iter()
         .map(|(h, _)| Message::Header(h.clone()))
         .collect();
-    assert_eq!(ask(&mut feed, &mut me, headers).await, expected);
+    assert_eq!(ask_feed(&mut feed, &mut me, headers).await, expected);
 }

@@ -235,10 +235,10 @@ fn a_block_that_does_not_verify_is_never_taken_and_a_good_copy_is() {
 #[tokio::test]
 async fn a_block_source_answers_a_block_with_its_ancestors() {
     use phalanx_cluster::feed::Feed;
+    use phalanx_cluster::testing::ask_feed;
     use phalanx_cluster::wire::{Message, Request};
+    use phalanx_net::PeerKey;
     use phalanx_net::memory::MemoryHub;
-    use phalanx_net::{NetEvent, Network, PeerKey};
-    use std::time::Duration;
 
     let (chain, _, blocks) = live(6, false);
     let hub = MemoryHub::new();
@@ -252,23 +252,14 @@ async fn a_block_source_answers_a_block_with_its_ancestors() {
             block: root,
             ..Request::new(Request::CHAIN_ANCESTORS)
         };
-        me.send(PeerKey([0xfe; 32]), Message::Request(request).encode())
-            .unwrap();
-        let event = tokio::time::timeout(Duration::from_secs(5), feed.net_mut().recv())
+        ask_feed(&mut feed, &mut me, request)
             .await
-            .unwrap()
-            .unwrap();
-        feed.answer(event);
-        let mut got = Vec::new();
-        while let Ok(Some(NetEvent::Direct { data, .. })) =
-            tokio::time::timeout(Duration::from_millis(100), me.recv()).await
-        {
-            match Message::decode(&data).unwrap() {
-                Message::ChainBlock(b) => got.push(*b),
+            .into_iter()
+            .map(|m| match m {
+                Message::ChainBlock(b) => *b,
                 other => panic!("answered with {other:?}"),
-            }
-        }
-        got
+            })
+            .collect::<Vec<_>>()
     };
     let head = chain.status().head.0;
     let canonical: Vec<Root> = chain.ancestry(head).iter().rev().map(|f| f.root).collect();
