@@ -22,10 +22,10 @@ use tokio::sync::watch;
 
 use crate::load::{Load, LoadError};
 use crate::wire::{
-    ATTESTATION_TOPIC, BLOCK_TOPIC, ChainBlock, ExecHeader, HEADER_TOPIC, Message, RANGE_BLOCKS,
-    Request, ShardMessage, shard_topic,
+    ATTESTATION_TOPIC, BLOCK_TOPIC, ChainBlock, DECLARATION_TOPIC, ExecHeader, HEADER_TOPIC,
+    Message, RANGE_BLOCKS, Request, SLASHING_TOPIC, ShardMessage, shard_topic,
 };
-use phalanx_types::{Attestation, Root};
+use phalanx_types::{Attestation, Evidence, Root, SignedDeclaration};
 
 /// Headers sent for one request by height.
 pub const HEADERS_PER_REQUEST: usize = 64;
@@ -133,6 +133,22 @@ impl<N: Network> Feed<N> {
             Message::Attestation(attestation.clone()).encode(),
         ) {
             tracing::debug!(error = %e, "feed: attestation not published");
+        }
+    }
+
+    /// Publishes a proposer's signed declaration on the declaration topic.
+    pub fn publish_declaration(&self, declaration: &SignedDeclaration) {
+        let message = Message::Declaration(declaration.clone()).encode();
+        if let Err(e) = self.net.publish(DECLARATION_TOPIC, message) {
+            tracing::debug!(error = %e, "feed: declaration not published");
+        }
+    }
+
+    /// Publishes slashing evidence on the slashing topic.
+    pub fn publish_evidence(&self, evidence: &Evidence) {
+        let message = Message::Slashing(Box::new(evidence.clone())).encode();
+        if let Err(e) = self.net.publish(SLASHING_TOPIC, message) {
+            tracing::debug!(error = %e, "feed: slashing evidence not published");
         }
     }
 

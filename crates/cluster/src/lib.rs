@@ -15,6 +15,7 @@
 
 pub mod chain;
 pub mod embedded;
+pub mod equivocation;
 pub mod etcd;
 pub mod feed;
 pub mod follow;

@@ -33,11 +33,13 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::embedded::EmbeddedStore;
+use crate::equivocation::Judge;
 use crate::etcd::{EtcdConfig, EtcdStore};
 use crate::follow::{FollowConfig, FollowError, chain_genesis};
 use crate::load::Load;
 use crate::server::{self, CheckedHeaders, HeaderSource, ServerConfig, ServerError, ServerStats};
 use crate::store::{CoordinationStore, StoreError};
+use crate::wire::{DECLARATION_TOPIC, SLASHING_TOPIC};
 
 /// Which coordination store the node's servers share.
 #[derive(Clone)]
@@ -191,7 +193,15 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
         peers: config.peers.clone(),
         closed: false,
     };
-    let net = Libp2pNetwork::start(net_config.clone()).await?;
+    // Following the chain from gossip, the server also watches the declaration and slashing
+    // topics; the same judgement decides what this peer relays there.
+    let judge = match &config.chain {
+        Chain::Gossip { genesis, .. } => Some(Arc::new(
+            Judge::from_genesis(genesis).map_err(NodeError::State)?,
+        )),
+        _ => None,
+    };
+    let net = start_net(&net_config, judge.as_ref()).await?;
     let me = p2p::public_key(&secret)?;
     tracing::info!(
         key = %hex::encode(me.0),
@@ -242,7 +252,7 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
         state,
         store,
         net,
-        net_config,
+        (net_config, judge),
         stats.clone(),
         shutdown,
     ));
@@ -289,7 +299,7 @@ async fn serve(
     state: Arc<StateStore>,
     store: Arc<dyn CoordinationStore>,
     net: Libp2pNetwork,
-    net_config: p2p::Config,
+    (net_config, judge): (p2p::Config, Option<Arc<Judge>>),
     stats: Arc<ServerStats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
@@ -308,11 +318,27 @@ async fn serve(
             Err(ServerError::Store(e)) if !*shutdown.borrow() => {
                 tracing::error!(error = %e, "coordination store unavailable; the server starts again in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                net = Libp2pNetwork::start(net_config.clone()).await?;
+                net = start_net(&net_config, judge.as_ref()).await?;
             }
             other => return other.map_err(NodeError::from),
         }
     }
+}
+
+/// Starts the server's network; with a `judge`, declarations and slashing evidence are relayed
+/// only when they check out ([`crate::equivocation`], rule 1).
+async fn start_net(
+    config: &p2p::Config,
+    judge: Option<&Arc<Judge>>,
+) -> Result<Libp2pNetwork, NodeError> {
+    let net = Libp2pNetwork::start(config.clone()).await?;
+    if let Some(judge) = judge {
+        for topic in [DECLARATION_TOPIC, SLASHING_TOPIC] {
+            let judge = judge.clone();
+            net.set_validator(topic, Arc::new(move |bytes: &[u8]| judge.verdict(bytes)))?;
+        }
+    }
+    Ok(net)
 }
 
 /// A node server's Prometheus metrics (`phalanx_node_*`).
@@ -325,6 +351,7 @@ struct NodeMetrics {
     alarms: Counter,
     accepts_won: Counter,
     invalid: Counter,
+    evidence: Counter,
     header_bytes: Counter,
     effect_bytes: Counter,
     shard_bytes: Family<ShardLabel, Counter>,
@@ -366,6 +393,11 @@ impl NodeMetrics {
             "invalid_messages",
             "Messages that did not decode or check out",
             m.invalid.clone(),
+        );
+        r.register(
+            "slashing_evidence",
+            "Slashing evidence taken as new: double declarations found here, or evidence heard",
+            m.evidence.clone(),
         );
         r.register(
             "header_bytes_received",
@@ -413,6 +445,7 @@ impl Reporter {
         raise(&m.alarms, get(&stats.alarms));
         raise(&m.accepts_won, get(&stats.accepts_won));
         raise(&m.invalid, get(&stats.invalid));
+        raise(&m.evidence, get(&stats.evidence));
         raise(&m.header_bytes, get(&stats.header_bytes));
         raise(&m.effect_bytes, get(&stats.effect_bytes));
         let (gossip, fetched) = stats.shard_bytes_by_index();

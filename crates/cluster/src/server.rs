@@ -66,14 +66,16 @@ use tokio::time::Instant;
 use tree_hash::TreeHash;
 
 use crate::chain::ChainFollower;
+use crate::equivocation::{self, Judge, Watch};
 use crate::ownership::{self, ShardRange};
 use crate::store::{CoordinationStore, Created, LeaseId, StoreError};
 use crate::wire::{
-    ATTESTATION_TOPIC, BLOCK_TOPIC, BuildRequest, ChainBlock, ExecHeader, HEADER_TOPIC, Message,
-    RANGE_BLOCKS, Request, ShardMessage, ShardOutcome, build_topic, effects_topic, shard_topic,
+    ATTESTATION_TOPIC, BLOCK_TOPIC, BuildRequest, ChainBlock, DECLARATION_TOPIC, ExecHeader,
+    HEADER_TOPIC, Message, RANGE_BLOCKS, Request, SLASHING_TOPIC, ShardMessage, ShardOutcome,
+    build_topic, effects_topic, shard_topic,
 };
-use phalanx_types::Attestation;
 use phalanx_types::consensus::Shard;
+use phalanx_types::{Attestation, Evidence};
 
 /// A server's settings.
 #[derive(Debug, Clone)]
@@ -254,6 +256,9 @@ pub struct ServerStats {
     pub broadcast: AtomicU64,
     /// Messages that did not decode or check out.
     pub invalid: AtomicU64,
+    /// Slashing evidence this server's equivocation watch took as new: found here (a double
+    /// declaration heard, then published) or heard on the slashing topic.
+    pub evidence: AtomicU64,
     /// Bytes received on the header topic.
     pub header_bytes: AtomicU64,
     /// Bytes of shards received by gossip (subscribed topics), by shard index.
@@ -447,6 +452,9 @@ struct Server<N: Network> {
     refused: Option<u64>,
     /// With [`HeaderSource::Chain`]: the follower, once it has its starting point.
     follower: Option<Box<ChainFollower>>,
+    /// With [`HeaderSource::Chain`]: the equivocation watch over the declaration and
+    /// slashing topics.
+    watch: Option<Watch>,
     /// When the head's execution header was last asked for (a restart), and when the
     /// follower last said where it stands.
     chain_asked: Option<Instant>,
@@ -527,6 +535,7 @@ pub async fn run<N: Network>(
         refused: None,
         stall_logged: None,
         follower: None,
+        watch: None,
         chain_asked: None,
         chain_logged: Instant::now(),
         config,
@@ -545,8 +554,17 @@ pub async fn run<N: Network>(
                     ChainFollower::from_genesis(genesis).map_err(ServerError::State)?,
                 ));
             }
-            server.net.subscribe(BLOCK_TOPIC)?;
-            server.net.subscribe(ATTESTATION_TOPIC)?;
+            server.watch = Some(Watch::new(Arc::new(
+                Judge::from_genesis(genesis).map_err(ServerError::State)?,
+            )));
+            for topic in [
+                BLOCK_TOPIC,
+                ATTESTATION_TOPIC,
+                DECLARATION_TOPIC,
+                SLASHING_TOPIC,
+            ] {
+                server.net.subscribe(topic)?;
+            }
         }
     }
     server.net.subscribe(&effects_topic(&server.config.node))?;
@@ -793,8 +811,49 @@ impl<N: Network> Server<N> {
             Message::Request(request) => self.on_request(from, request)?,
             Message::ChainBlock(block) => self.on_chain_block(from, *block),
             Message::Attestation(attestation) => self.on_chain_attestation(from, &attestation),
+            Message::Declaration(d) => {
+                let heard = self.watch.as_mut().map(|w| w.on_declaration(d));
+                self.on_watched(from, heard);
+            }
+            Message::Slashing(e) => {
+                let heard = self.watch.as_mut().map(|w| w.on_evidence(*e));
+                self.on_watched(from, heard);
+            }
         }
         Ok(())
+    }
+
+    /// What the equivocation watch made of a declaration or of evidence: new evidence found
+    /// here is published on the slashing topic; a refused message scores its sender down
+    /// (as does either from a server that does not follow the chain and never asked).
+    fn on_watched(
+        &mut self,
+        from: PeerKey,
+        heard: Option<Result<Option<Evidence>, equivocation::Refused>>,
+    ) {
+        match heard {
+            None => self.net.report(from, Offence::Useless),
+            Some(Err(e)) => {
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                self.net.report(from, Offence::Invalid);
+                tracing::warn!(from = %from, error = %e, "chain: declaration or evidence refused");
+            }
+            Some(Ok(None)) => {}
+            Some(Ok(Some(evidence))) => {
+                self.stats.evidence.fetch_add(1, Ordering::Relaxed);
+                if let Evidence::Declaration(d) = &evidence {
+                    tracing::warn!(
+                        validator = d.declaration_1.message.proposer_index.0,
+                        slot = d.declaration_1.message.slot.0,
+                        "chain: a validator declared two producers for one slot; evidence published"
+                    );
+                    let message = Message::Slashing(Box::new(evidence)).encode();
+                    if let Err(e) = self.net.publish(SLASHING_TOPIC, message) {
+                        tracing::warn!(error = %e, "chain: slashing evidence not published");
+                    }
+                }
+            }
+        }
     }
 
     /// A consensus block, gossiped or answered: to the follower (a server not following the
@@ -869,6 +928,17 @@ impl<N: Network> Server<N> {
                     ..Request::new(Request::HEADERS_FROM)
                 };
                 self.net.send(blocks, Message::Request(request).encode())?;
+            }
+            if now.duration_since(self.chain_logged) >= Duration::from_secs(10) {
+                self.chain_logged = now;
+                tracing::warn!(
+                    server = %self.me,
+                    height = self.head.0,
+                    peer = %blocks,
+                    "chain: the serving peer has not sent the replica head's execution header \
+                     yet; if it no longer keeps that height, follow a serving node's API \
+                     instead (--follow URL)"
+                );
             }
             return Ok(());
         };

@@ -10,6 +10,10 @@
 //!   and body, not the shards: the header commits to their roots), for servers that follow
 //!   the chain from gossip ([`crate::chain`]);
 //! * `attestation`: aggregated [`Attestation`]s, counted by those servers towards finality;
+//! * `declaration`: every [`SignedDeclaration`] a proposer makes, public so that anyone who
+//!   hears two conflicting ones for a slot can prove it;
+//! * `slashing`: [`Evidence`] of a double declaration or a double/surround vote, for the
+//!   chain's producers to carry in a block;
 //! * direct requests [`Request`] and answers (sync): a shard by `(block, index)`, an outcome
 //!   by `(block, shard, root)`, headers from a height, a whole block (header and every shard)
 //!   by root, whole blocks from a height, one shard index of the blocks from a height
@@ -19,7 +23,7 @@
 use alloy_primitives::{B256, Bytes};
 use phalanx_execution::changes::ShardEffects;
 use phalanx_types::consensus::Shard;
-use phalanx_types::{Attestation, BlockBody, Root, SignedBlockHeader};
+use phalanx_types::{Attestation, BlockBody, Evidence, Root, SignedBlockHeader, SignedDeclaration};
 use ssz::{Decode, Encode};
 use ssz_derive::{Decode, Encode};
 use ssz_types::VariableList;
@@ -35,6 +39,12 @@ pub const BLOCK_TOPIC: &str = "block";
 
 /// The aggregated attestation topic.
 pub const ATTESTATION_TOPIC: &str = "attestation";
+
+/// The topic of proposers' signed declarations.
+pub const DECLARATION_TOPIC: &str = "declaration";
+
+/// The slashing evidence topic.
+pub const SLASHING_TOPIC: &str = "slashing";
 
 /// A consensus block without its shards: what the `block` topic carries and what a
 /// [`Request::CHAIN_ANCESTORS`] is answered with. `header.message.body_root` commits to the
@@ -212,6 +222,10 @@ pub enum Message {
     ChainBlock(Box<ChainBlock>),
     /// An aggregated attestation (gossip).
     Attestation(Attestation),
+    /// A proposer's signed declaration (gossip).
+    Declaration(SignedDeclaration),
+    /// Slashing evidence (gossip).
+    Slashing(Box<Evidence>),
 }
 
 /// A message that could not be decoded.
@@ -230,6 +244,8 @@ impl Message {
             Message::Build(m) => (4, m.as_ssz_bytes()),
             Message::ChainBlock(m) => (5, m.as_ssz_bytes()),
             Message::Attestation(m) => (6, m.as_ssz_bytes()),
+            Message::Declaration(m) => (7, m.as_ssz_bytes()),
+            Message::Slashing(m) => (8, m.as_ssz_bytes()),
         };
         let mut out = Vec::with_capacity(1 + body.len());
         out.push(tag);
@@ -251,6 +267,8 @@ impl Message {
             4 => Message::Build(BuildRequest::from_ssz_bytes(body).map_err(err)?),
             5 => Message::ChainBlock(Box::new(ChainBlock::from_ssz_bytes(body).map_err(err)?)),
             6 => Message::Attestation(Attestation::from_ssz_bytes(body).map_err(err)?),
+            7 => Message::Declaration(SignedDeclaration::from_ssz_bytes(body).map_err(err)?),
+            8 => Message::Slashing(Box::new(Evidence::from_ssz_bytes(body).map_err(err)?)),
             t => return Err(DecodeError(format!("unknown tag {t}"))),
         })
     }

@@ -16,10 +16,15 @@
 //! Evidence that does not show an offence (other slots, other validators, the same message
 //! twice, a bad signature, an unknown validator) is skipped: it changes nothing and does not
 //! make the block invalid.
+//!
+//! The same rules judge evidence before it reaches a block: a node takes [`Evidence`] from the
+//! `slashing` gossip topic only if [`offender`] names someone, and builds it itself from two
+//! declarations heard on the `declaration` topic ([`double_declaration`]).
 
 use phalanx_crypto::{PublicKey, SignatureBytes};
 use phalanx_types::{
-    AttesterSlashing, BlockBody, DeclarationSlashing, Root, SigningContext, ValidatorIndex,
+    AttesterSlashing, BlockBody, DeclarationSlashing, Evidence, Root, SignedDeclaration,
+    SigningContext, ValidatorIndex,
 };
 
 use crate::registry::Registry;
@@ -66,6 +71,34 @@ pub fn attester_offender(
     (verify(signing.signing_root(&a.data), &key, &a.signature)
         && verify(signing.signing_root(&b.data), &key, &b.signature))
     .then_some(*va)
+}
+
+/// Rule 1 or 2, whichever `e` is evidence for: the validator it shows offending, if it does.
+pub fn offender(
+    e: &Evidence,
+    registry: &Registry,
+    signing: &SigningContext,
+    verify: &mut dyn FnMut(Root, &PublicKey, &SignatureBytes) -> bool,
+) -> Option<ValidatorIndex> {
+    match e {
+        Evidence::Declaration(d) => declaration_offender(d, registry, signing, verify),
+        Evidence::Attester(a) => attester_offender(a, registry, signing, verify),
+    }
+}
+
+/// Rule 1's shape without the signatures: `second` is evidence with `first` if both are by
+/// one proposer for one slot and differ (the signatures are [`declaration_offender`]'s job).
+pub fn double_declaration(
+    first: &SignedDeclaration,
+    second: &SignedDeclaration,
+) -> Option<DeclarationSlashing> {
+    let (a, b) = (&first.message, &second.message);
+    (a.slot == b.slot && a.proposer_index == b.proposer_index && a != b).then(|| {
+        DeclarationSlashing {
+            declaration_1: first.clone(),
+            declaration_2: second.clone(),
+        }
+    })
 }
 
 /// Rules 1–3 for a whole body: slashes every offender its evidence shows in `registry` and

@@ -50,3 +50,62 @@ pub fn signed_block(
         shards: VariableList::new(shards)?,
     })
 }
+
+/// Evidence that `validator` (with `key`) voted twice for target `epoch` (≥ 1): two signed
+/// votes at the epoch's first slot that differ only in their head.
+pub fn double_vote(
+    signing: &SigningContext,
+    slots_per_epoch: u64,
+    validator: ValidatorIndex,
+    key: &SecretKey,
+    epoch: u64,
+) -> AttesterSlashing {
+    let vote = |head: u8| {
+        let data = AttestationData {
+            slot: Epoch(epoch).start_slot(slots_per_epoch),
+            committee_index: 0,
+            head_root: B256::repeat_byte(head),
+            source: Checkpoint {
+                epoch: Epoch(epoch.saturating_sub(1)),
+                root: B256::repeat_byte(0x01),
+            },
+            target: Checkpoint {
+                epoch: Epoch(epoch),
+                root: B256::repeat_byte(0x02),
+            },
+        };
+        IndexedAttestation {
+            attesting_indices: VariableList::new(vec![validator]).unwrap_or_default(),
+            signature: signing.sign(&data, key),
+            data,
+        }
+    };
+    AttesterSlashing {
+        attestation_1: vote(0xa1),
+        attestation_2: vote(0xa2),
+    }
+}
+
+/// A declaration by `proposer` (with `key`) for `slot`, naming `producer` on `parent`.
+pub fn signed_declaration(
+    signing: &SigningContext,
+    slots_per_epoch: u64,
+    slot: u64,
+    proposer: ValidatorIndex,
+    key: &SecretKey,
+    parent: Root,
+    producer: ProducerIndex,
+) -> SignedDeclaration {
+    let message = Declaration {
+        slot: Slot(slot),
+        proposer_index: proposer,
+        parent_root: parent,
+        producer,
+        fee_split_bps: 5_000,
+        randao_reveal: signing.sign(&Slot(slot).epoch(slots_per_epoch), key),
+    };
+    SignedDeclaration {
+        signature: signing.sign(&message, key),
+        message,
+    }
+}

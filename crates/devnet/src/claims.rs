@@ -23,7 +23,8 @@ use alloy_primitives::{B256, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use phalanx_cluster::wire::ExecHeader;
+use phalanx_cluster::equivocation::{Heard, Watch};
+use phalanx_cluster::wire::{DECLARATION_TOPIC, ExecHeader, SLASHING_TOPIC};
 use phalanx_consensus::executors::ExecutorRegistry;
 use phalanx_crypto::SecretKey;
 use phalanx_execution::changes::Changes;
@@ -67,6 +68,9 @@ pub(crate) enum ChainOp {
         phalanx_types::SignedExecutorDeposit,
         oneshot::Sender<Result<(), String>>,
     ),
+    /// Slashing evidence from the gossip network (already judged by the rules block import
+    /// applies), to be carried in a block.
+    Evidence(Box<phalanx_types::Evidence>),
     /// An executor exit, answered likewise.
     Exit(
         phalanx_types::SignedExecutorExit,
@@ -380,6 +384,11 @@ pub(crate) struct GossipCounts {
     pub(crate) accepted: std::sync::atomic::AtomicU64,
     /// Refused (the author scored down).
     pub(crate) refused: std::sync::atomic::AtomicU64,
+    /// New slashing evidence handed to the chain's producers: heard on the slashing topic, or
+    /// made here from two conflicting declarations heard on the declaration topic.
+    pub(crate) evidence: std::sync::atomic::AtomicU64,
+    /// Declarations and evidence refused (their authors scored down).
+    pub(crate) slashing_refused: std::sync::atomic::AtomicU64,
 }
 
 /// The devnet on the chain's gossip network: every claim on [`CLAIMS_TOPIC`] is checked as a
@@ -397,6 +406,7 @@ pub(crate) async fn gossip_task(
     mut blocks: Option<mpsc::UnboundedReceiver<crate::ToP2p>>,
     shared: Arc<Shared>,
     mut to_publish: mpsc::UnboundedReceiver<SignedClaim>,
+    mut watchdog: Watch,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use std::sync::atomic::Ordering;
@@ -417,6 +427,16 @@ pub(crate) async fn gossip_task(
     });
     if let Err(e) = feed.net_mut().set_validator(CLAIMS_TOPIC, validator) {
         tracing::warn!(error = %e, "devnet: gossip validation not set");
+    }
+    // Declarations and slashing evidence: relayed only when they check out
+    // (`phalanx_cluster::equivocation`, rule 1).
+    for topic in [DECLARATION_TOPIC, SLASHING_TOPIC] {
+        let judge = watchdog.judge().clone();
+        let validator: phalanx_net::p2p::Validator =
+            Arc::new(move |data: &[u8]| judge.verdict(data));
+        if let Err(e) = feed.net_mut().set_validator(topic, validator) {
+            tracing::warn!(error = %e, topic, "devnet: gossip validation not set");
+        }
     }
     loop {
         let event = tokio::select! {
@@ -439,6 +459,18 @@ pub(crate) async fn gossip_task(
                     crate::ToP2p::Executed(header, shards) => feed.publish(header, shards),
                     crate::ToP2p::Imported(block) => feed.publish_chain(*block),
                     crate::ToP2p::Attestation(a) => feed.publish_attestation(&a),
+                    crate::ToP2p::Declaration(d) => {
+                        feed.publish_declaration(&d);
+                        // A validator of this node that someone heard declaring otherwise.
+                        if let Some(e) = watchdog.remember(d) {
+                            take_evidence(&shared, &feed, e, true);
+                        }
+                    }
+                    crate::ToP2p::Evidence(e) => {
+                        if let Ok(Some(e)) = watchdog.on_evidence(e) {
+                            feed.publish_evidence(&e);
+                        }
+                    }
                 }
                 continue;
             }
@@ -451,6 +483,10 @@ pub(crate) async fn gossip_task(
                 continue;
             }
             phalanx_net::NetEvent::Gossip { from, topic, data } => {
+                if topic == DECLARATION_TOPIC || topic == SLASHING_TOPIC {
+                    on_equivocation(&shared, &mut feed, &mut watchdog, from, &data);
+                    continue;
+                }
                 if topic != CLAIMS_TOPIC {
                     continue;
                 }
@@ -471,6 +507,56 @@ pub(crate) async fn gossip_task(
                 feed.net_mut().report(from, offence);
             }
         }
+    }
+}
+
+/// A declaration or slashing evidence from the gossip network, by the equivocation watch
+/// (`phalanx_cluster::equivocation`): refused ones score their author down; new evidence goes
+/// to the chain's producers, and evidence made here from two declarations is published.
+fn on_equivocation(
+    shared: &Shared,
+    feed: &mut phalanx_cluster::feed::Feed<phalanx_net::p2p::Libp2pNetwork>,
+    watchdog: &mut Watch,
+    from: phalanx_net::PeerKey,
+    data: &[u8],
+) {
+    use std::sync::atomic::Ordering;
+    match watchdog.judge().message(data) {
+        Err(why) => {
+            shared
+                .gossip
+                .slashing_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %from, reason = %why, "devnet: gossiped declaration or evidence refused");
+            feed.net_mut().report(from, Offence::Invalid);
+        }
+        Ok(heard) => {
+            let made_here = matches!(heard, Heard::Declaration(_));
+            if let Some(e) = watchdog.on_heard(heard) {
+                take_evidence(shared, feed, e, made_here);
+            }
+        }
+    }
+}
+
+/// New slashing evidence: to the chain's producers, and on the slashing topic when it was
+/// made here (heard evidence is relayed by gossip itself).
+fn take_evidence(
+    shared: &Shared,
+    feed: &phalanx_cluster::feed::Feed<phalanx_net::p2p::Libp2pNetwork>,
+    evidence: phalanx_types::Evidence,
+    publish: bool,
+) {
+    use std::sync::atomic::Ordering;
+    shared.gossip.evidence.fetch_add(1, Ordering::Relaxed);
+    if publish {
+        feed.publish_evidence(&evidence);
+    }
+    let sent = lock(&shared.chain_ops)
+        .as_ref()
+        .is_some_and(|ops| ops.send(ChainOp::Evidence(Box::new(evidence))).is_ok());
+    if !sent {
+        tracing::debug!("devnet: the chain is stopping; slashing evidence dropped");
     }
 }
 

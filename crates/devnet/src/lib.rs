@@ -863,6 +863,8 @@ impl Devnet {
         // And every consensus block it imports, with the aggregates it sees, so they can follow
         // the chain from gossip alone (`phalanx node --genesis`).
         let (p2p_blocks, p2p_blocks_rx) = if config.p2p_listen.is_some() {
+            // Its validators' declarations and the evidence it finds go there too.
+            chain.publish();
             let (tx, rx) = mpsc::unbounded_channel();
             (Some(tx), Some(rx))
         } else {
@@ -1003,10 +1005,16 @@ impl Devnet {
             .await
             .map_err(|e| DevnetError::Config(format!("--p2p-listen {listen}: {e}")))?;
             use phalanx_net::Network as _;
-            net.subscribe(phalanx_light::wire::CLAIMS_TOPIC)
-                .map_err(|e| DevnetError::Config(e.to_string()))?;
+            for topic in [
+                phalanx_light::wire::CLAIMS_TOPIC,
+                phalanx_cluster::wire::DECLARATION_TOPIC,
+                phalanx_cluster::wire::SLASHING_TOPIC,
+            ] {
+                net.subscribe(topic)
+                    .map_err(|e| DevnetError::Config(e.to_string()))?;
+            }
             p2p_peer = net.peer_string();
-            tracing::info!(peer = ?p2p_peer, "devnet: on the gossip network (consensus blocks, aggregates, claims; executed blocks' shards)");
+            tracing::info!(peer = ?p2p_peer, "devnet: on the gossip network (consensus blocks, aggregates, declarations, slashing evidence, claims; executed blocks' shards)");
             let (publish, to_publish) = mpsc::unbounded_channel();
             *lock(&shared.light_feed.publish) = Some(publish);
             let mut p2p_feed = Feed::new(net);
@@ -1016,11 +1024,14 @@ impl Devnet {
             for block in known_chain {
                 p2p_feed.remember_chain(block);
             }
+            let judge = phalanx_cluster::equivocation::Judge::from_genesis(&genesis)
+                .map_err(DevnetError::Genesis)?;
             tasks.push(tokio::spawn(claims::gossip_task(
                 p2p_feed,
                 p2p_blocks_rx,
                 shared.clone(),
                 to_publish,
+                phalanx_cluster::equivocation::Watch::new(Arc::new(judge)),
                 shutdown.clone(),
             )));
         }
@@ -1149,6 +1160,10 @@ pub(crate) enum ToP2p {
     Imported(Box<ChainBlock>),
     /// An aggregate first seen in a block on the canonical chain, on the attestation topic.
     Attestation(phalanx_types::Attestation),
+    /// A declaration one of the chain's validators signed, on the declaration topic.
+    Declaration(phalanx_types::SignedDeclaration),
+    /// Slashing evidence validator 0's view found, on the slashing topic.
+    Evidence(phalanx_types::Evidence),
 }
 
 /// The consensus block without its shards, as the block topic carries it.
@@ -1246,6 +1261,19 @@ impl ChainLoop {
                             "devnet: wrong-claim proof refused by the chain"),
                     }
                 }
+                claims::ChainOp::Evidence(e) => match self.chain.submit_evidence(*e) {
+                    Ok(true) => {
+                        tracing::info!(
+                            "devnet: slashing evidence from the network handed to the producers"
+                        )
+                    }
+                    Ok(false) => tracing::debug!(
+                        "devnet: slashing evidence against a validator already slashed, or pooled"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "devnet: slashing evidence refused by the chain")
+                    }
+                },
                 claims::ChainOp::Deposit(d, answer) => {
                     let result = self.chain.submit_deposit(d).map_err(|e| e.to_string());
                     match &result {
@@ -1306,6 +1334,15 @@ impl ChainLoop {
                 .saturating_sub(self.genesis_time.saturating_mul(1000));
             self.chain.advance(now_ms);
             self.take_ops();
+            if let Some(p2p) = &self.p2p {
+                let out = self.chain.take_published();
+                for d in out.declarations {
+                    let _ = p2p.send(ToP2p::Declaration(d));
+                }
+                for e in out.evidence {
+                    let _ = p2p.send(ToP2p::Evidence(e));
+                }
+            }
             for block in self.chain.take_imported() {
                 if let Some(p2p) = &self.p2p {
                     let _ = p2p.send(ToP2p::Imported(Box::new(chain_block(&block))));

@@ -84,6 +84,8 @@ pub(crate) fn status_json(shared: &Shared) -> Value {
             "executors_exited": c.executors_exited,
             "claims_gossip_accepted": shared.gossip.accepted.load(Ordering::Relaxed),
             "claims_gossip_refused": shared.gossip.refused.load(Ordering::Relaxed),
+            "slashing_gossip_evidence": shared.gossip.evidence.load(Ordering::Relaxed),
+            "slashing_gossip_refused": shared.gossip.slashing_refused.load(Ordering::Relaxed),
         })
     });
     let recent: Vec<Value> = {
@@ -290,6 +292,18 @@ fn metrics_text(shared: &Shared) -> String {
         "claims_gossip_refused",
         "Claims received on the gossip topic and refused (their authors scored down)",
         shared.gossip.refused.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut registry,
+        "slashing_gossip_evidence",
+        "New slashing evidence taken from the gossip network (heard, or made from two conflicting declarations heard)",
+        shared.gossip.evidence.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut registry,
+        "slashing_gossip_refused",
+        "Declarations and slashing evidence received by gossip and refused (their authors scored down)",
+        shared.gossip.slashing_refused.load(Ordering::Relaxed),
     );
     gauge(
         &mut registry,

@@ -51,6 +51,9 @@ use ssz_types::VariableList;
 use crate::net::{Links, Partition, Queue};
 
 mod claims;
+mod evidence;
+
+pub use evidence::{EvidenceError, Published};
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -147,6 +150,8 @@ enum Msg {
     Deposit(Arc<SignedExecutorDeposit>),
     /// An executor exit, on its way to producers' pools.
     Exit(Arc<SignedExecutorExit>),
+    /// Slashing evidence heard from outside, on its way to every pool.
+    Evidence(Arc<Evidence>),
 }
 
 #[derive(Debug)]
@@ -214,6 +219,9 @@ struct Sim {
     outcomes: Option<Box<dyn OutcomeSource>>,
     /// Blocks validator 0 imported, in order, while someone records them (the devnet's log).
     imported: Option<Vec<Arc<SignedBlock>>>,
+    /// Declarations and evidence to publish, while someone publishes them (the devnet on
+    /// libp2p).
+    published: Option<Published>,
     /// Validators whose keys are held outside the chain (a distributed validator): their
     /// views compute the duties, someone else signs them.
     external: HashSet<usize>,
@@ -360,6 +368,7 @@ impl Sim {
             shard_source: None,
             outcomes: None,
             imported: None,
+            published: None,
             external: HashSet::new(),
             external_duties: Vec::new(),
             external_proposals: HashMap::new(),
@@ -683,11 +692,13 @@ impl Sim {
                 ));
             }
             let to = self.config.validators + producer;
+            self.announce(&declaration);
             self.send(now, v, to, Msg::Declaration(Arc::new(declaration)));
             if !honest {
                 // Equivocation: a second, different declaration for the same slot.
                 let other = (producer + 1) % self.config.producers;
                 let second = self.declare(v, slot, head, other, 4_000);
+                self.announce(&second);
                 self.send(
                     now,
                     v,
@@ -788,6 +799,9 @@ impl Sim {
             Msg::Fraud(proof) => self.on_fraud_proof(to, &proof),
             Msg::Deposit(d) => self.on_deposit(to, &d),
             Msg::Exit(x) => self.on_exit(to, &x),
+            Msg::Evidence(e) => {
+                self.pool(to, &e);
+            }
             Msg::Request(root) => {
                 if let Some(block) = self.views[to].blocks.get(&root).cloned() {
                     self.send(now, to, from, Msg::Block(block));
@@ -1010,19 +1024,13 @@ impl Sim {
             None => {
                 view.declarations_seen.insert(slot, declaration.clone());
             }
-            Some(first)
-                if first.message.proposer_index == declaration.message.proposer_index
-                    && first.message != declaration.message =>
-            {
-                let evidence = DeclarationSlashing {
-                    declaration_1: first.clone(),
-                    declaration_2: declaration.clone(),
-                };
-                if !view.declaration_evidence.contains(&evidence) {
-                    view.declaration_evidence.push(evidence);
+            Some(first) => {
+                if let Some(evidence) =
+                    phalanx_consensus::slashing::double_declaration(first, declaration)
+                {
+                    self.found(node, Evidence::Declaration(evidence));
                 }
             }
-            Some(_) => {}
         }
     }
 
@@ -1081,9 +1089,7 @@ impl Sim {
                     attestation_1: indexed(&first),
                     attestation_2: indexed(&vote),
                 };
-                if !view.attester_evidence.contains(&slashing) {
-                    view.attester_evidence.push(slashing);
-                }
+                self.found(node, Evidence::Attester(slashing));
             }
             Ok(VoteOutcome::Duplicate) | Err(_) => {}
         }
@@ -1171,6 +1177,7 @@ impl Sim {
                     message,
                     signature: signed.signature,
                 };
+                self.announce(&declaration);
                 self.send(
                     now,
                     v,
@@ -1660,6 +1667,28 @@ impl LiveChain {
     /// `Ok(false)`: the executor is already slashed, nothing to do.
     pub fn submit_fraud_proof(&mut self, proof: FraudProof) -> Result<bool, BodyError> {
         self.sim.submit_fraud_proof(self.now, proof)
+    }
+
+    /// Slashing evidence from the network, to be carried in a block: judged against validator
+    /// 0's registry by the rules block import applies, then gossiped to every pool.
+    /// `Ok(false)`: nothing new (the validator is slashed, or the evidence already pooled).
+    pub fn submit_evidence(&mut self, evidence: Evidence) -> Result<bool, EvidenceError> {
+        self.sim.submit_evidence(self.now, evidence)
+    }
+
+    /// Starts keeping what validator 0's node publishes on a public network: its validators'
+    /// declarations and the slashing evidence its view finds ([`LiveChain::take_published`]).
+    pub fn publish(&mut self) {
+        self.sim.published.get_or_insert_with(Published::default);
+    }
+
+    /// What to publish since the last call (empty unless [`LiveChain::publish`] was called).
+    pub fn take_published(&mut self) -> Published {
+        self.sim
+            .published
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Fault injection: the last `n` validators equivocate (two declarations per proposal,

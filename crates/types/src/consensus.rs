@@ -258,6 +258,17 @@ container! {
     }
 }
 
+/// Slashing evidence of either kind, as one message (the `slashing` gossip topic): an SSZ
+/// union, selector 0 for a double declaration, 1 for a double or surround vote.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[ssz(enum_behaviour = "union")]
+pub enum Evidence {
+    /// Two declarations for one slot.
+    Declaration(DeclarationSlashing),
+    /// An FFG double or surround vote.
+    Attester(AttesterSlashing),
+}
+
 container! {
     /// Evidence against a producer or an executor that only execution can judge: consensus
     /// passes `payload` to a verifier the execution side implements.

@@ -5,4 +5,5 @@
 mod fork_choice;
 mod fraud;
 mod proposer;
+mod slashing;
 mod validity;

@@ -195,3 +195,192 @@ async fn claims_travel_by_gossip_and_spammers_are_banned() {
     let mut devnet = devnet;
     devnet.shutdown().await;
 }
+
+/// What a watcher on the declaration, slashing and block topics heard.
+#[derive(Default)]
+struct Heard {
+    declarations: Vec<phalanx_types::SignedDeclaration>,
+    evidence: Vec<phalanx_types::Evidence>,
+    carried: Vec<phalanx_types::Evidence>,
+}
+
+impl Heard {
+    async fn take(&mut self, net: &mut Libp2pNetwork, for_at_most: Duration) {
+        use phalanx_cluster::wire::Message;
+        let Ok(Some(phalanx_net::NetEvent::Gossip { data, .. })) =
+            tokio::time::timeout(for_at_most, net.recv()).await
+        else {
+            return;
+        };
+        match Message::decode(&data) {
+            Ok(Message::Declaration(d)) => self.declarations.push(d),
+            Ok(Message::Slashing(e)) => self.evidence.push(*e),
+            Ok(Message::ChainBlock(b)) => {
+                let body = &b.body;
+                self.carried.extend(
+                    body.declaration_slashings
+                        .iter()
+                        .cloned()
+                        .map(phalanx_types::Evidence::Declaration),
+                );
+                self.carried.extend(
+                    body.attester_slashings
+                        .iter()
+                        .cloned()
+                        .map(phalanx_types::Evidence::Attester),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Listens until `done` or `secs` pass.
+    async fn until(
+        &mut self,
+        net: &mut Libp2pNetwork,
+        secs: u64,
+        what: &str,
+        done: impl Fn(&Self) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !done(self) {
+            assert!(Instant::now() < deadline, "{what}: never happened");
+            self.take(net, Duration::from_millis(500)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declarations_and_slashing_evidence_travel_by_gossip() {
+    use phalanx_cluster::equivocation::Judge;
+    use phalanx_cluster::wire::{BLOCK_TOPIC, DECLARATION_TOPIC, Message, SLASHING_TOPIC};
+    use phalanx_types::{Evidence, ProducerIndex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = DevnetConfig::new(dir.path().to_path_buf());
+    config.slot_seconds = Some(1);
+    config.rpc = "127.0.0.1:0".parse().unwrap();
+    config.dv_validators = 0;
+    config.executors = 0;
+    config.p2p_listen = Some("/ip4/127.0.0.1/tcp/0".into());
+    let seed = config.seed.clone();
+    let devnet = Devnet::start(config).await.unwrap();
+    let genesis = devnet.genesis().clone();
+    let judge = Judge::from_genesis(&genesis).unwrap();
+    let signing = genesis.signing_context();
+    let spe = genesis.spec.slots_per_epoch;
+    // The devnet's validator keys come from its seed.
+    let (_, keys) = phalanx_spec::devnet::generate(&phalanx_spec::devnet::DevnetParams::new(
+        seed,
+        genesis.spec.clone(),
+    ))
+    .unwrap();
+    let key = |v: u64| &keys.validators[v as usize].1;
+
+    let peer: Peer = devnet.p2p_peer().unwrap().parse().unwrap();
+    let mut watcher = Libp2pNetwork::start(Config {
+        secret: [9; 32],
+        listen: "/ip4/127.0.0.1/tcp/0".into(),
+        peers: vec![peer.clone()],
+        closed: false,
+    })
+    .await
+    .unwrap();
+    for topic in [DECLARATION_TOPIC, SLASHING_TOPIC, BLOCK_TOPIC] {
+        watcher.subscribe(topic).unwrap();
+    }
+    let mut heard = Heard::default();
+
+    // The devnet's validators' declarations, each signed by its proposer.
+    heard
+        .until(&mut watcher, 60, "two declarations", |h| {
+            h.declarations.len() >= 2
+        })
+        .await;
+    for d in &heard.declarations {
+        judge.declaration(d).unwrap();
+    }
+    let before = status(&devnet).await;
+    assert_eq!(count(&before, "slashed_validators"), 0, "{before}");
+
+    // Forged evidence (the second vote signed by another key) is refused and never carried.
+    let first = heard.declarations[0].clone();
+    let v = first.message.proposer_index;
+    let w = phalanx_types::ValidatorIndex(if v.0 == 1 { 2 } else { 1 });
+    let mut forged = phalanx_consensus::testing::double_vote(&signing, spe, w, key(w.0), 1);
+    forged.attestation_2.signature = signing.sign(&forged.attestation_2.data, key(v.0));
+    let forged = Evidence::Attester(forged);
+    watcher
+        .publish(
+            SLASHING_TOPIC,
+            Message::Slashing(Box::new(forged.clone())).encode(),
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(&status(&devnet).await, "slashing_gossip_refused") < 1 {
+        assert!(Instant::now() < deadline, "forged evidence not refused");
+        heard.take(&mut watcher, Duration::from_millis(100)).await;
+    }
+
+    // Validator `v` is heard declaring a second producer for a slot it declared: the devnet
+    // proves it on the slashing topic, and a block carries the proof.
+    let mut second = first.message.clone();
+    second.producer = ProducerIndex((second.producer.0 + 1) % 2);
+    let second = phalanx_types::SignedDeclaration {
+        signature: signing.sign(&second, key(v.0)),
+        message: second,
+    };
+    watcher
+        .publish(
+            DECLARATION_TOPIC,
+            Message::Declaration(second.clone()).encode(),
+        )
+        .unwrap();
+    let proof = Evidence::Declaration(phalanx_types::DeclarationSlashing {
+        declaration_1: first,
+        declaration_2: second,
+    });
+    assert_eq!(judge.evidence(&proof), Ok(v));
+    heard
+        .until(
+            &mut watcher,
+            30,
+            "the double declaration proven and carried",
+            |h| h.evidence.contains(&proof) && h.carried.contains(&proof),
+        )
+        .await;
+
+    // A double vote by `w`, heard as evidence: carried too.
+    let votes = Evidence::Attester(phalanx_consensus::testing::double_vote(
+        &signing,
+        spe,
+        w,
+        key(w.0),
+        1,
+    ));
+    watcher
+        .publish(
+            SLASHING_TOPIC,
+            Message::Slashing(Box::new(votes.clone())).encode(),
+        )
+        .unwrap();
+    heard
+        .until(&mut watcher, 30, "the double vote carried", |h| {
+            h.carried.contains(&votes)
+        })
+        .await;
+    assert!(!heard.carried.contains(&forged), "forged evidence carried");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = status(&devnet).await;
+        if count(&now, "slashed_validators") == 2 {
+            assert_eq!(count(&now, "slashing_gossip_evidence"), 2, "{now}");
+            assert_eq!(count(&now, "slashing_gossip_refused"), 1, "{now}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not both slashed: {now}");
+        heard.take(&mut watcher, Duration::from_millis(200)).await;
+    }
+    let mut devnet = devnet;
+    devnet.shutdown().await;
+}

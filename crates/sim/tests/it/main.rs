@@ -5,6 +5,7 @@
 mod chain;
 mod chain_follow;
 mod cluster;
+mod evidence;
 mod executor_ops;
 mod light;
 mod live;
