@@ -356,6 +356,21 @@ impl ForkChoice {
         &self.best_justified
     }
 
+    /// The FFG source for a vote in `epoch` on the chain ending at `head`: the justified
+    /// checkpoint with the highest epoch before `epoch` on that chain (genesis at worst);
+    /// `None` in epoch 0. Unlike [`ForkChoice::justified`] it never names the epoch being
+    /// voted in, so a checkpoint justified mid-epoch does not leave the epoch's later
+    /// attesters without a vote.
+    pub fn source_for(&self, head: Root, epoch: Epoch) -> Option<Checkpoint> {
+        // Only checkpoints from the finalized one on can be on the head's chain and matter.
+        self.justified
+            .iter()
+            .filter(|c| c.epoch >= self.finalized.epoch && c.epoch < epoch)
+            .filter(|c| self.is_ancestor(c.root, head))
+            .max_by_key(|c| (c.epoch, c.root))
+            .cloned()
+    }
+
     /// The finalized checkpoint.
     pub fn finalized(&self) -> &Checkpoint {
         &self.finalized

@@ -164,7 +164,13 @@ enum Event {
 /// One node's view of the chain.
 struct View {
     fc: ForkChoice,
+    /// Every validator slashing this view has imported, on any branch: keys, fork-choice
+    /// weight (a slashed validator's votes weigh nothing anywhere), evidence not to carry.
     registry: Registry,
+    /// The registry as each imported block left it (shared while unchanged): whom the chain
+    /// through that block schedules to propose. Every view computes the same schedule for the
+    /// same chain, whichever branches it has seen slashings on.
+    registries: HashMap<Root, Arc<Registry>>,
     blocks: HashMap<Root, Arc<SignedBlock>>,
     mixes: HashMap<Root, B256>,
     orphans: HashMap<Root, Vec<Arc<SignedBlock>>>,
@@ -308,6 +314,7 @@ impl Sim {
             .map(|_| View {
                 fc: ForkChoice::new(genesis_root, stakes.clone(), spec.slots_per_epoch),
                 registry: registry.clone(),
+                registries: HashMap::from([(genesis_root, Arc::new(registry.clone()))]),
                 blocks: HashMap::new(),
                 mixes: HashMap::from([(genesis_root, genesis_mix(genesis_root))]),
                 orphans: HashMap::new(),
@@ -532,7 +539,17 @@ impl Sim {
         // The proposers of epoch e come from the mix at the end of epoch e-1.
         let _ = seed;
         let seed = self.seed(node, head, self.epoch(slot));
-        proposer(&self.views[node].registry, seed, Slot(slot))
+        proposer(&self.registry_at(node, head), seed, Slot(slot))
+    }
+
+    /// The registry as block `root` left it in `node`'s view (genesis's for an unknown root).
+    fn registry_at(&self, node: usize, root: Root) -> Arc<Registry> {
+        let view = &self.views[node];
+        view.registries
+            .get(&root)
+            .or_else(|| view.registries.get(&self.genesis_root))
+            .cloned()
+            .unwrap_or_else(|| Arc::new(view.registry.clone()))
     }
 
     /// The committee of `slot`, in bit order.
@@ -738,7 +755,12 @@ impl Sim {
             let fc = &self.views[v].fc;
             let head = fc.head();
             let target = fc.checkpoint(head, epoch);
-            let source = fc.justified().clone();
+            // The highest justified checkpoint before this epoch: one justified during the
+            // epoch (by the votes of its earlier committees) does not leave the later
+            // committees without a vote, as it did when the source was the best justified.
+            let Some(source) = fc.source_for(head, epoch) else {
+                continue;
+            };
             if target.epoch <= source.epoch {
                 continue;
             }
@@ -840,8 +862,13 @@ impl Sim {
         if !self.verify(d, &key, &signed.signature) {
             return;
         }
+        // Evidence against validators the chain being built on has not slashed yet.
+        let included: HashSet<u64> = self
+            .registry_at(node, d.parent_root)
+            .slashed_validators()
+            .map(|v| v.0)
+            .collect();
         let view = &self.views[node];
-        let included: HashSet<u64> = view.registry.slashed_validators().map(|v| v.0).collect();
         let declaration_slashings: Vec<DeclarationSlashing> = view
             .declaration_evidence
             .iter()
@@ -926,16 +953,16 @@ impl Sim {
         let Some(expected) = self.proposer_of(node, parent, slot) else {
             return;
         };
-        let slashed_count = self.views[node].registry.slashed_validators().count();
+        let registry = self.registry_at(node, parent);
+        let slashed_count = registry.slashed_validators().count();
         let cache_key = (root, expected.0, slashed_count);
         let valid = match self.block_cache.get(&cache_key) {
             Some(v) => *v,
             None => {
-                let view = &self.views[node];
                 let ctx = ChainContext {
                     spec: &self.spec,
                     signing: self.signing,
-                    registry: &view.registry,
+                    registry: &registry,
                 };
                 let v = check_block(&ctx, expected, &block).is_ok();
                 self.block_cache.insert(cache_key, v);
@@ -1003,14 +1030,24 @@ impl Sim {
                 .entry((root, *sig, key.to_bytes()))
                 .or_insert_with(|| phalanx_consensus::slashing::verify_signature(root, key, sig))
         };
+        let root = block.root();
+        let mut registry = self.registry_at(node, block.header.message.parent_root);
         let view = &mut self.views[node];
-        let newly = phalanx_consensus::slashing::apply_slashings(
-            &block.body,
-            &mut view.registry,
-            &self.signing,
-            &mut verify,
-        );
-        for v in newly {
+        let on_chain = if block.body.declaration_slashings.is_empty()
+            && block.body.attester_slashings.is_empty()
+        {
+            Vec::new()
+        } else {
+            phalanx_consensus::slashing::apply_slashings(
+                &block.body,
+                Arc::make_mut(&mut registry),
+                &self.signing,
+                &mut verify,
+            )
+        };
+        view.registries.insert(root, registry);
+        for v in on_chain {
+            view.registry.slash_validator(v);
             view.fc.zero_stake(v);
         }
         self.sig_cache = cache;
@@ -1823,7 +1860,7 @@ impl LiveChain {
         let duties = (epoch.start_slot(spe).0..epoch.start_slot(spe).0 + spe)
             .filter(|s| *s > 0)
             .filter_map(|s| {
-                proposer(&self.sim.views[0].registry, seed, Slot(s)).map(|v| (Slot(s), v))
+                proposer(&self.sim.registry_at(0, head), seed, Slot(s)).map(|v| (Slot(s), v))
             })
             .collect();
         Some((self.sim.seed_block(0, head, epoch), duties))

@@ -174,3 +174,27 @@ fn inconsistent_votes_and_blocks_are_refused() {
         Err(ForkChoiceError::UnknownValidator(99))
     ));
 }
+
+#[test]
+fn the_source_for_an_epoch_is_the_best_justified_before_it_on_the_heads_chain() {
+    let mut fc = tree();
+    let g = cp(0, genesis());
+    assert_eq!(
+        fc.source_for(r(3), Epoch(0)),
+        None,
+        "nothing before epoch 0"
+    );
+    // Epoch 1 justified on a ← b ← c during epoch 1.
+    let e1 = cp(1, r(2));
+    for v in 0..4 {
+        fc.on_attestation(ValidatorIndex(v), &vote(r(2), g.clone(), e1.clone()))
+            .unwrap();
+    }
+    assert_eq!(fc.justified(), &e1);
+    // Epoch 1's later attesters still vote from genesis (a source in epoch 1 would leave
+    // them no target); epoch 2's vote from epoch 1.
+    assert_eq!(fc.source_for(r(3), Epoch(1)), Some(g.clone()));
+    assert_eq!(fc.source_for(r(3), Epoch(2)), Some(e1));
+    // On the fork, epoch 1's checkpoint is not an ancestor: genesis it is.
+    assert_eq!(fc.source_for(r(0x11), Epoch(2)), Some(g));
+}

@@ -7,7 +7,8 @@
 //!   a double or surround vote) are kept for publishing, in order.
 //! * **In.** Evidence from the network is judged against validator 0's registry by the rules
 //!   block import applies (`phalanx_consensus::slashing::offender`): evidence that shows no
-//!   offence is refused; against a validator already slashed or already pooled it is not new;
+//!   offence is refused; against a validator the head's chain has slashed, or already pooled,
+//!   it is not new;
 //!   otherwise it is gossiped to every node's evidence pool, from which producers carry it
 //!   (at most [`POOL`] pieces of each kind per view).
 
@@ -96,7 +97,11 @@ impl Sim {
             &mut verify_signature,
         )
         .ok_or(EvidenceError::NoOffence)?;
-        if view.registry.validator(v).is_some_and(|x| x.slashed) || !self.pool(0, &evidence) {
+        let slashed = self
+            .registry_at(0, view.fc.head())
+            .validator(v)
+            .is_some_and(|x| x.slashed);
+        if slashed || !self.pool(0, &evidence) {
             return Ok(false);
         }
         self.gossip(now, 0, Msg::Evidence(Arc::new(evidence)));

@@ -141,3 +141,27 @@ fn bad_configurations_are_errors() {
         .is_err()
     );
 }
+
+#[test]
+fn a_slashing_on_one_branch_does_not_split_the_views() {
+    // Three equivocators, lossy and jittery links: forks carry slashings that other branches
+    // lack. Each view once kept one registry for all branches, so a view that had imported a
+    // slashing on one branch expected another proposer on every branch and refused the
+    // other branch's valid blocks for good: the views split in two, finality stopped at
+    // epoch 0 and 54 of 96 slots were missed. The proposer schedule is now the registry as
+    // the parent block left it, the same in every view.
+    let report = run(Config {
+        slots: 96,
+        equivocators: 3,
+        loss: 0.01,
+        jitter_ms: 200,
+        ..Config::default()
+    })
+    .unwrap();
+    assert_eq!(report.slashed, vec![13, 14, 15], "{report:?}");
+    assert!(report.max_epochs_without_finality <= 2, "{report:?}");
+    assert!(report.finalized_epoch >= 9, "{report:?}");
+    assert!(report.missed_slots <= 8, "{report:?}");
+    assert_eq!(report.safety_violations, 0);
+    assert_eq!(report.slashable_signed_by_honest, 0);
+}

@@ -134,3 +134,39 @@ fn submissions_are_checked_before_they_are_relayed() {
     late.slot = duty.slot + 10;
     assert!(matches!(chain.submit(late), Err(SubmitError::Stale { .. })));
 }
+
+#[test]
+fn every_validators_vote_reaches_the_block_bodies() {
+    // The FFG source is the highest checkpoint justified *before* the vote's epoch: a target
+    // justified by an epoch's earlier committees does not make its later ones skip their
+    // vote, so the bodies carry every validator's vote and a follower counting only bodies
+    // finalizes even with 4 validators (3 of 4 is over two thirds, 2 of 4 is not).
+    let (mut chain, _) = chain();
+    let spe = ChainSpec::preset("devnet").unwrap().slots_per_epoch;
+    let end = 6 * spe * chain.slot_ms();
+    let mut now = 0;
+    while now < end {
+        now += 50;
+        chain.advance(now);
+    }
+    let mut voters: std::collections::BTreeMap<u64, std::collections::BTreeSet<u64>> =
+        Default::default();
+    for b in chain.ancestry(chain.status().head.0) {
+        for a in b.block.body.attestations.iter() {
+            let members = phalanx_consensus::committee::committee(4, a.data.slot, spe);
+            let signers = phalanx_consensus::committee::attesters(&members, a).unwrap();
+            voters
+                .entry(a.data.target.epoch.0)
+                .or_default()
+                .extend(signers.iter().map(|v| v.0));
+        }
+    }
+    for epoch in 1..=4 {
+        assert_eq!(
+            voters.get(&epoch).map(|v| v.len()),
+            Some(4),
+            "epoch {epoch}: the bodies carry the votes of {:?}",
+            voters.get(&epoch)
+        );
+    }
+}
