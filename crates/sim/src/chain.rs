@@ -531,13 +531,7 @@ impl Sim {
     }
 
     fn proposer_of(&self, node: usize, head: Root, slot: u64) -> Option<ValidatorIndex> {
-        let seed = self.seed(
-            node,
-            head,
-            self.epoch(slot.saturating_sub(0)).prev().max(Epoch(0)),
-        );
-        // The proposers of epoch e come from the mix at the end of epoch e-1.
-        let _ = seed;
+        // The proposers of epoch e come from the mix at the end of epoch e-1 (`seed`).
         let seed = self.seed(node, head, self.epoch(slot));
         proposer(&self.registry_at(node, head), seed, Slot(slot))
     }
