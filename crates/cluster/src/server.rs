@@ -811,14 +811,8 @@ impl<N: Network> Server<N> {
             Message::Request(request) => self.on_request(from, request)?,
             Message::ChainBlock(block) => self.on_chain_block(from, *block),
             Message::Attestation(attestation) => self.on_chain_attestation(from, &attestation),
-            Message::Declaration(d) => {
-                let heard = self.watch.as_mut().map(|w| w.on_declaration(d));
-                self.on_watched(from, heard);
-            }
-            Message::Slashing(e) => {
-                let heard = self.watch.as_mut().map(|w| w.on_evidence(*e));
-                self.on_watched(from, heard);
-            }
+            Message::Declaration(d) => self.on_watched(from, |w| w.on_declaration(d)),
+            Message::Slashing(e) => self.on_watched(from, |w| w.on_evidence(*e)),
         }
         Ok(())
     }
@@ -829,17 +823,20 @@ impl<N: Network> Server<N> {
     fn on_watched(
         &mut self,
         from: PeerKey,
-        heard: Option<Result<Option<Evidence>, equivocation::Refused>>,
+        judge: impl FnOnce(&mut Watch) -> Result<Option<Evidence>, equivocation::Refused>,
     ) {
-        match heard {
-            None => self.net.report(from, Offence::Useless),
-            Some(Err(e)) => {
+        let Some(watch) = self.watch.as_mut() else {
+            self.net.report(from, Offence::Useless);
+            return;
+        };
+        match judge(watch) {
+            Err(e) => {
                 self.stats.invalid.fetch_add(1, Ordering::Relaxed);
                 self.net.report(from, Offence::Invalid);
                 tracing::warn!(from = %from, error = %e, "chain: declaration or evidence refused");
             }
-            Some(Ok(None)) => {}
-            Some(Ok(Some(evidence))) => {
+            Ok(None) => {}
+            Ok(Some(evidence)) => {
                 self.stats.evidence.fetch_add(1, Ordering::Relaxed);
                 if let Evidence::Declaration(d) = &evidence {
                     tracing::warn!(
