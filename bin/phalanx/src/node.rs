@@ -73,6 +73,10 @@ pub(crate) struct NodeArgs {
     /// A shard with no accepted outcome this long after its header gets one more server (ms).
     #[arg(long, default_value_t = 2000)]
     accept_timeout_ms: u64,
+    /// Threads that execute this server's shards and apply its blocks, off the async runtime
+    /// that keeps its lease and network (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    exec_threads: usize,
     /// Print this server's identity key (made if absent) and exit.
     #[arg(long)]
     print_identity: bool,
@@ -240,6 +244,10 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
     server.lease_ttl = Duration::from_millis(args.lease_ms);
     server.accept_timeout = Duration::from_millis(args.accept_timeout_ms.max(1));
     server.corrupt = args.corrupt;
+    server.threads = Some(match args.exec_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    });
     let config = NodeConfig {
         server,
         data_dir: args.data_dir.clone(),

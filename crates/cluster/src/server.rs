@@ -48,7 +48,13 @@
 //!    shards leave the node while any owner lives. A block whose shards are not all accepted
 //!    in time is asked for again (same id: what was accepted stays accepted).
 //!
-//! Execution runs inline on the server's task; the node runs one task per server.
+//! Where execution and apply run ([`ServerConfig::threads`]): with `None`, inline on the
+//! server's task (its shards in parallel on the process's rayon pool) — the deterministic
+//! simulator needs that, as its clock must not move while a block executes; with `Some(n)`,
+//! on the server's own pool of `n` threads while the task awaits the result, so a busy server
+//! never holds a worker of the async runtime (a server task woken by another's message sits
+//! behind the waker's worker until that worker is free: two servers in one process ran their
+//! blocks one after the other).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,9 +108,11 @@ pub struct ServerConfig {
     /// Append `height block-hash state-root applied-unix-ms` here (synced) for each block
     /// applied, before it is made final: the log always holds every height the state does.
     pub roots_log: Option<std::path::PathBuf>,
-    /// Threads this server's execution and apply may use (its own pool); `None` shares the
-    /// process-wide pool. Servers of one node in one process (the devnet, the benchmark) get
-    /// one pool each, as separate machines would have their own cores.
+    /// Threads this server's execution and apply may use: its own pool, which runs them off
+    /// the async runtime while the server's task awaits; `None` runs them inline on the task
+    /// over the process-wide pool (deterministic under a paused clock). Servers of one node
+    /// in one process (the benchmark) get one pool each, as separate machines would have their
+    /// own cores.
     pub threads: Option<usize>,
     /// Where the headers this server executes come from.
     pub headers: HeaderSource,
@@ -520,6 +528,9 @@ pub async fn run<N: Network>(
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(n.max(1))
                     .thread_name(|i| format!("server-exec-{i}"))
+                    // A panic in a job drops its result channel: the server stops with an
+                    // error instead of the process aborting.
+                    .panic_handler(|_| tracing::error!("a panic in a server's execution thread"))
                     .build()
                     .map_err(|e| ServerError::State(format!("thread pool: {e}")))?,
             ),
@@ -590,11 +601,22 @@ pub async fn run<N: Network>(
     Ok(())
 }
 
-/// Runs `f` in a server's own thread pool, if it has one.
-fn in_pool<T: Send>(pool: &Option<rayon::ThreadPool>, f: impl FnOnce() -> T + Send) -> T {
+/// Runs `f` on a server's own thread pool while the caller awaits it, or inline when the
+/// server has none (see [`ServerConfig::threads`]).
+async fn off_runtime<T: Send + 'static>(
+    pool: &Option<rayon::ThreadPool>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ServerError> {
     match pool {
-        Some(pool) => pool.install(f),
-        None => f(),
+        None => Ok(f()),
+        Some(pool) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            pool.spawn(move || {
+                let _ = tx.send(f());
+            });
+            rx.await
+                .map_err(|_| ServerError::State("an execution thread panicked".into()))
+        }
     }
 }
 
@@ -1079,10 +1101,10 @@ impl<N: Network> Server<N> {
         if self.pending.is_some() {
             // Reading what is already accepted first spares re-running it (catch-up).
             self.accept().await?;
-            self.execute()?;
+            self.execute().await?;
             self.accept().await?;
             self.fetch_missing()?;
-            self.apply()?;
+            self.apply().await?;
             self.report_stall();
         }
         Ok(())
@@ -1389,8 +1411,9 @@ impl<N: Network> Server<N> {
         }
     }
 
-    /// Step 2 for every shard this server is now responsible for and has not run.
-    fn execute(&mut self) -> Result<(), ServerError> {
+    /// Step 2 for every shard this server is now responsible for and has not run: its shards
+    /// of the block run in parallel.
+    async fn execute(&mut self) -> Result<(), ServerError> {
         let Some(p) = &self.pending else {
             return Ok(());
         };
@@ -1416,6 +1439,7 @@ impl<N: Network> Server<N> {
                 }
             }
         }
+        let mut jobs = Vec::new();
         for shard in todo {
             if !catch_up.contains(&shard)
                 && !self.subscribed.contains(&shard)
@@ -1426,24 +1450,41 @@ impl<N: Network> Server<N> {
                 lock(&self.stats.subscribed).insert(shard);
                 tracing::debug!(server = %self.me, shard, "running a stuck shard as an extra");
             }
-            let Some(p) = &self.pending else {
-                break;
-            };
-            let Some(message) = p.shards.get(&shard) else {
-                continue;
-            };
-            let expected = p.header.shard_roots.get(shard as usize).copied();
-            if expected != Some(message.shard.tree_hash_root()) {
+            if let Some(message) = self.pending.as_ref().and_then(|p| p.shards.get(&shard)) {
+                jobs.push((shard, message.clone()));
+            }
+        }
+        let Some(p) = &self.pending else {
+            return Ok(());
+        };
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let (header, hash) = (p.header.clone(), p.hash);
+        let (state, corrupt) = (self.state.clone(), self.config.corrupt);
+        let ran = off_runtime(&self.pool, move || {
+            use rayon::prelude::*;
+            jobs.into_par_iter()
+                .map(|(shard, message)| {
+                    let expected = header.shard_roots.get(shard as usize).copied();
+                    if expected != Some(message.shard.tree_hash_root()) {
+                        return (shard, Ok(None));
+                    }
+                    let ran = run_shard(&state, corrupt, &header, hash, shard, &message);
+                    (shard, ran.map(Some))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        for (shard, ran) in ran {
+            let Some((outcome, receipts)) = ran? else {
                 self.stats.invalid.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(shard, "shard does not match its header root; dropped");
                 if let Some(p) = &mut self.pending {
                     p.shards.remove(&shard);
                 }
                 continue;
-            }
-            let (state, corrupt) = (&self.state, self.config.corrupt);
-            let (outcome, receipts) =
-                in_pool(&self.pool, || run_shard(state, corrupt, p, shard, message))?;
+            };
             let root = outcome.root();
             self.stats.executed.fetch_add(1, Ordering::Relaxed);
             self.net.publish(
@@ -1627,7 +1668,7 @@ impl<N: Network> Server<N> {
     }
 
     /// Step 5.
-    fn apply(&mut self) -> Result<(), ServerError> {
+    async fn apply(&mut self) -> Result<(), ServerError> {
         let Some(p) = &self.pending else {
             return Ok(());
         };
@@ -1640,7 +1681,7 @@ impl<N: Network> Server<N> {
                 return Ok(());
             };
             match p.outcomes.get(&(shard, *root)) {
-                Some(o) => outcomes.push(o.clone()),
+                Some(o) => outcomes.push((*root, o.clone())),
                 None => return Ok(()),
             }
         }
@@ -1649,21 +1690,25 @@ impl<N: Network> Server<N> {
         };
         let results: Vec<Result<ShardResult, VoidReason>> = outcomes
             .iter()
-            .map(|o| o.to_result(p.header.shard_gas_limit))
+            .map(|(_, o)| o.to_result(p.header.shard_gas_limit))
             .collect();
         let env = p.header.env();
-        let state = &self.state;
-        let result = in_pool(&self.pool, || {
-            state.apply(p.header.parent, p.hash, &env, results)
+        let (state, log) = (self.state.clone(), self.config.roots_log.clone());
+        let (parent, hash, number) = (p.header.parent, p.hash, p.header.number);
+        let result = off_runtime(&self.pool, move || {
+            let result = state
+                .apply(parent, hash, &env, results)
+                .map_err(|e| ServerError::State(e.to_string()))?;
+            if let Some(path) = &log {
+                log_root(path, number, hash, result.post_state_root)
+                    .map_err(|e| ServerError::State(format!("{}: {e}", path.display())))?;
+            }
+            state
+                .finalize(hash)
+                .map_err(|e| ServerError::State(e.to_string()))?;
+            Ok::<_, ServerError>(result)
         })
-        .map_err(|e| ServerError::State(e.to_string()))?;
-        if let Some(path) = &self.config.roots_log {
-            log_root(path, p.header.number, p.hash, result.post_state_root)
-                .map_err(|e| ServerError::State(format!("{}: {e}", path.display())))?;
-        }
-        self.state
-            .finalize(p.hash)
-            .map_err(|e| ServerError::State(e.to_string()))?;
+        .await??;
         self.head = (p.header.number, p.hash);
         self.stats.record_applied(
             p.header.number,
@@ -1694,8 +1739,8 @@ impl<N: Network> Server<N> {
             void = result.void.is_some(),
             "block applied"
         );
-        for o in outcomes {
-            self.kept.insert((p.hash, o.shard, o.root()), o);
+        for (root, o) in outcomes {
+            self.kept.insert((p.hash, o.shard, root), o);
         }
         self.kept_order.push_back(p.hash);
         while self.kept_order.len() > self.config.keep_blocks {
@@ -1802,13 +1847,14 @@ fn corrupt(outcome: &mut ShardOutcome) {
 fn run_shard(
     state: &StateStore,
     corrupt_effects: bool,
-    p: &Pending,
+    header: &ExecHeader,
+    hash: B256,
     shard: u16,
     message: &ShardMessage,
 ) -> Result<(ShardOutcome, Vec<Receipt>), ServerError> {
-    let env = p.header.env();
+    let env = header.env();
     let view = state
-        .view(p.header.parent)
+        .view(header.parent)
         .map_err(|e| ServerError::State(e.to_string()))?;
     let txs: Vec<Bytes> = message
         .shard
@@ -1823,7 +1869,7 @@ fn run_shard(
         .as_ref()
         .map(|r| r.receipts.clone())
         .unwrap_or_default();
-    let mut outcome = outcome_of(p.hash, shard, result)?;
+    let mut outcome = outcome_of(hash, shard, result)?;
     if corrupt_effects {
         corrupt(&mut outcome);
     }
