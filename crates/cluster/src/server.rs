@@ -406,6 +406,8 @@ struct Pending {
     extras: BTreeSet<u16>,
     /// Receipts of the shards this server ran, by (shard, root).
     receipts: BTreeMap<(u16, B256), Vec<Receipt>>,
+    /// Every shard has had an outcome (the server was nudged for it).
+    covered: bool,
 }
 
 /// One block being built by the node (step 6).
@@ -467,6 +469,9 @@ struct Server<N: Network> {
     /// follower last said where it stands.
     chain_asked: Option<Instant>,
     chain_logged: Instant,
+    /// An event made the next step possible (the next header, this server's shards, an
+    /// outcome for every shard): take it now rather than at the next tick.
+    nudge: bool,
 }
 
 fn key_hex(k: &PeerKey) -> String {
@@ -549,6 +554,7 @@ pub async fn run<N: Network>(
         watch: None,
         chain_asked: None,
         chain_logged: Instant::now(),
+        nudge: false,
         config,
         state,
         store,
@@ -591,7 +597,15 @@ pub async fn run<N: Network>(
                 if *shutdown.borrow() { break; }
             }
             event = server.net.recv() => match event {
-                Some(event) => server.on_event(event)?,
+                Some(event) => {
+                    server.on_event(event)?;
+                    if std::mem::take(&mut server.nudge) {
+                        if server.pending.is_none() {
+                            server.start_next();
+                        }
+                        server.advance().await?;
+                    }
+                }
                 None => return Err(ServerError::Net(phalanx_net::NetError::Closed)),
             },
             _ = tick.tick() => server.on_tick().await?,
@@ -780,6 +794,11 @@ impl<N: Network> Server<N> {
                     return Ok(());
                 }
                 if header.number > self.head.0 {
+                    // (A building server starts a block on its tick, after `build` has read
+                    // which candidates were accepted: it broadcasts those it holds.)
+                    self.nudge |= self.pending.is_none()
+                        && header.number == self.head.0 + 1
+                        && self.config.builder.is_none();
                     self.headers.insert(header.number, (header, from));
                 }
             }
@@ -989,6 +1008,11 @@ impl<N: Network> Server<N> {
         match &mut self.pending {
             Some(p) if p.hash == shard.block => {
                 p.shards.insert(shard.index, shard);
+                // Every shard this server runs is here: run them together now.
+                self.nudge |= self
+                    .subscribed
+                    .iter()
+                    .all(|s| p.shards.contains_key(s) || p.mine.contains_key(s));
             }
             _ => {
                 let early = self.early_shards.entry(shard.block).or_default();
@@ -1044,6 +1068,18 @@ impl<N: Network> Server<N> {
             );
         }
         p.outcomes.entry((outcome.shard, root)).or_insert(outcome);
+        // An outcome for every shard: the block may be accepted and applied now (once).
+        if !p.covered
+            && (0..self.config.shards).all(|s| {
+                p.outcomes
+                    .range((s, B256::ZERO)..=(s, B256::repeat_byte(0xff)))
+                    .next()
+                    .is_some()
+            })
+        {
+            p.covered = true;
+            self.nudge = true;
+        }
     }
 
     fn on_request(&mut self, from: PeerKey, request: Request) -> Result<(), ServerError> {
@@ -1098,6 +1134,12 @@ impl<N: Network> Server<N> {
             self.start_next();
         }
         self.prefetch()?;
+        self.advance().await
+    }
+
+    /// Steps 2–5 of the pending block, as far as they go now (each tick, and when an event
+    /// nudges the server).
+    async fn advance(&mut self) -> Result<(), ServerError> {
         if self.pending.is_some() {
             // Reading what is already accepted first spares re-running it (catch-up).
             self.accept().await?;
@@ -1399,6 +1441,7 @@ impl<N: Network> Server<N> {
             accepted: BTreeMap::new(),
             asked: BTreeMap::new(),
             extras: BTreeSet::new(),
+            covered: false,
         };
         for shard in self.early_shards.remove(&hash).unwrap_or_default() {
             pending.shards.insert(shard.index, shard);
