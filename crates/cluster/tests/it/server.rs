@@ -14,6 +14,25 @@ use phalanx_execution::store::StateStore;
 use phalanx_net::memory::MemoryHub;
 use phalanx_net::{Network, PeerKey};
 
+/// Answers the servers' requests until every one of them applied `height` (30 s at most).
+async fn serve_until_applied<N: Network>(
+    feed: &mut Feed<N>,
+    servers: &[Arc<ServerStats>],
+    height: u64,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while servers.iter().any(|s| s.head() < height) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "block {height} not applied by every server"
+        );
+        tokio::select! {
+            e = feed.net_mut().recv() => if let Some(e) = e { feed.answer(e) },
+            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_sending_garbage_is_banned_and_blocks_still_apply() {
     let shards = 2;
@@ -46,17 +65,7 @@ async fn a_peer_sending_garbage_is_banned_and_blocks_still_apply() {
     for height in 1..=3u64 {
         let (header, shard_list) = load.next_block(4).unwrap();
         feed.publish(header, shard_list);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while stats.head() < height {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "block {height} not applied"
-            );
-            tokio::select! {
-                e = feed.net_mut().recv() => if let Some(e) = e { feed.answer(e) },
-                () = tokio::time::sleep(Duration::from_millis(5)) => {}
-            }
-        }
+        serve_until_applied(&mut feed, std::slice::from_ref(&stats), height).await;
     }
     // 4 × 30 points ban the sender; the other 16 messages never reach the server.
     assert_eq!(stats.invalid.load(Ordering::Relaxed), 4);
@@ -120,17 +129,8 @@ async fn servers_with_their_own_pools_run_their_ranges_and_agree_with_a_lone_exe
             .post_state_root;
         reference.finalize(header.hash()).unwrap();
         feed.publish(header, shard_list);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while servers.iter().any(|(s, _)| s.head() < height) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "block {height} not applied by both servers"
-            );
-            tokio::select! {
-                e = feed.net_mut().recv() => if let Some(e) = e { feed.answer(e) },
-                () = tokio::time::sleep(Duration::from_millis(5)) => {}
-            }
-        }
+        let stats: Vec<_> = servers.iter().map(|(s, _)| s.clone()).collect();
+        serve_until_applied(&mut feed, &stats, height).await;
         for (i, (stats, _)) in servers.iter().enumerate() {
             assert_eq!(stats.root(height), Some(expected), "server {i} at {height}");
         }
