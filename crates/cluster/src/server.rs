@@ -291,6 +291,30 @@ pub struct ServerStats {
     pub receipts: Mutex<BTreeMap<u64, ShardReceipts>>,
     /// Store round trips of accepted-key writes, microseconds (for the benchmark).
     pub accept_rtt_us: Mutex<Vec<u64>>,
+    /// Time spent in each step's own work, summed over blocks (for the benchmark).
+    pub phases: Phases,
+}
+
+/// Microseconds a server spent in each step's own work, summed over every block: what the
+/// benchmark divides into a per-block table. Measured on the thread that does the work (the
+/// server's pool, or its task when it has none).
+#[derive(Debug, Default)]
+pub struct Phases {
+    /// Step 2: checking and executing its shards, hashing and encoding their outcomes.
+    pub execute_us: AtomicU64,
+    /// Step 5: turning the accepted outcomes into shard results (the merge's input).
+    pub merge_us: AtomicU64,
+    /// Step 5: merging the results (conflict rule) and computing the new state root.
+    pub apply_us: AtomicU64,
+    /// Step 5: writing the block's state to disk.
+    pub finalize_us: AtomicU64,
+}
+
+impl Phases {
+    fn add(counter: &AtomicU64, since: std::time::Instant) {
+        let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        counter.fetch_add(us, Ordering::Relaxed);
+    }
 }
 
 impl ServerStats {
@@ -398,6 +422,8 @@ struct Pending {
     shards: BTreeMap<u16, ShardMessage>,
     mine: BTreeMap<u16, B256>,
     outcomes: BTreeMap<(u16, B256), ShardOutcome>,
+    /// The effects root of each held outcome (hashed with it once, for the merge).
+    effects_roots: BTreeMap<(u16, B256), B256>,
     votes: BTreeMap<(u16, B256), BTreeSet<PeerKey>>,
     accepted: BTreeMap<u16, (B256, PeerKey)>,
     asked: BTreeMap<(u8, u16), Instant>,
@@ -597,18 +623,22 @@ pub async fn run<N: Network>(
                 if *shutdown.borrow() { break; }
             }
             event = server.net.recv() => match event {
-                Some(event) => {
-                    server.on_event(event)?;
-                    if std::mem::take(&mut server.nudge) {
-                        if server.pending.is_none() {
-                            server.start_next();
-                        }
-                        server.advance().await?;
-                    }
-                }
+                Some(event) => server.on_event(event)?,
                 None => return Err(ServerError::Net(phalanx_net::NetError::Closed)),
             },
             _ = tick.tick() => server.on_tick().await?,
+            // (A branch among the others: the tick and the network still get their turns
+            // while one step makes the next possible, as when catching up.)
+            () = std::future::ready(()), if server.nudge => {
+                server.nudge = false;
+                // What already arrived first: outcomes gossiped while this server was busy
+                // are not asked for again.
+                server.drain()?;
+                if server.pending.is_none() {
+                    server.start_next();
+                }
+                server.advance().await?;
+            }
         }
     }
     let _ = server.store.revoke(server.lease).await;
@@ -1029,7 +1059,7 @@ impl<N: Network> Server<N> {
     }
 
     fn on_outcome(&mut self, from: PeerKey, outcome: ShardOutcome) {
-        let root = outcome.root();
+        let (root, effects_root) = outcome.roots();
         if outcome.shard >= self.config.shards {
             self.stats.invalid.fetch_add(1, Ordering::Relaxed);
             self.net.report(from, Offence::Invalid);
@@ -1067,6 +1097,7 @@ impl<N: Network> Server<N> {
                 from,
             );
         }
+        p.effects_roots.insert((outcome.shard, root), effects_root);
         p.outcomes.entry((outcome.shard, root)).or_insert(outcome);
         // An outcome for every shard: the block may be accepted and applied now (once).
         if !p.covered
@@ -1137,6 +1168,20 @@ impl<N: Network> Server<N> {
         self.advance().await
     }
 
+    /// Handles the events already queued, without waiting for more (at most a bounded
+    /// number, so a flood cannot hold the server).
+    fn drain(&mut self) -> Result<(), ServerError> {
+        use futures::FutureExt as _;
+        for _ in 0..4096 {
+            match self.net.recv().now_or_never() {
+                Some(Some(event)) => self.on_event(event)?,
+                Some(None) => return Err(ServerError::Net(phalanx_net::NetError::Closed)),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
     /// Steps 2–5 of the pending block, as far as they go now (each tick, and when an event
     /// nudges the server).
     async fn advance(&mut self) -> Result<(), ServerError> {
@@ -1144,6 +1189,9 @@ impl<N: Network> Server<N> {
             // Reading what is already accepted first spares re-running it (catch-up).
             self.accept().await?;
             self.execute().await?;
+            // What arrived while it executed (others' outcomes) before reading what was
+            // accepted: an accepted outcome already here is not asked for.
+            self.drain()?;
             self.accept().await?;
             self.fetch_missing()?;
             self.apply().await?;
@@ -1437,6 +1485,7 @@ impl<N: Network> Server<N> {
             shards: BTreeMap::new(),
             mine: BTreeMap::new(),
             outcomes: BTreeMap::new(),
+            effects_roots: BTreeMap::new(),
             votes: BTreeMap::new(),
             accepted: BTreeMap::new(),
             asked: BTreeMap::new(),
@@ -1505,22 +1554,33 @@ impl<N: Network> Server<N> {
         }
         let (header, hash) = (p.header.clone(), p.hash);
         let (state, corrupt) = (self.state.clone(), self.config.corrupt);
+        let stats = self.stats.clone();
         let ran = off_runtime(&self.pool, move || {
             use rayon::prelude::*;
-            jobs.into_par_iter()
+            let started = std::time::Instant::now();
+            let ran = jobs
+                .into_par_iter()
                 .map(|(shard, message)| {
                     let expected = header.shard_roots.get(shard as usize).copied();
                     if expected != Some(message.shard.tree_hash_root()) {
                         return (shard, Ok(None));
                     }
-                    let ran = run_shard(&state, corrupt, &header, hash, shard, &message);
-                    (shard, ran.map(Some))
+                    let ran = run_shard(&state, corrupt, &header, hash, shard, &message).map(
+                        |(outcome, receipts)| {
+                            let roots = outcome.roots();
+                            let encoded = Message::Outcome(outcome.clone()).encode();
+                            Some((outcome, receipts, roots, encoded))
+                        },
+                    );
+                    (shard, ran)
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            Phases::add(&stats.phases.execute_us, started);
+            ran
         })
         .await?;
         for (shard, ran) in ran {
-            let Some((outcome, receipts)) = ran? else {
+            let Some((outcome, receipts, (root, effects_root), encoded)) = ran? else {
                 self.stats.invalid.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(shard, "shard does not match its header root; dropped");
                 if let Some(p) = &mut self.pending {
@@ -1528,12 +1588,9 @@ impl<N: Network> Server<N> {
                 }
                 continue;
             };
-            let root = outcome.root();
             self.stats.executed.fetch_add(1, Ordering::Relaxed);
-            self.net.publish(
-                &effects_topic(&self.config.node),
-                Message::Outcome(outcome.clone()).encode(),
-            )?;
+            self.net
+                .publish(&effects_topic(&self.config.node), encoded)?;
             let me = self.me;
             if let Some(p) = &mut self.pending {
                 if let Some((accepted, _)) = p.accepted.get(&shard)
@@ -1544,6 +1601,7 @@ impl<N: Network> Server<N> {
                 p.mine.insert(shard, root);
                 p.receipts.insert((shard, root), receipts);
                 p.votes.entry((shard, root)).or_default().insert(me);
+                p.effects_roots.insert((shard, root), effects_root);
                 p.outcomes.entry((shard, root)).or_insert(outcome);
             }
         }
@@ -1718,41 +1776,64 @@ impl<N: Network> Server<N> {
         if p.accepted.len() < self.config.shards as usize {
             return Ok(());
         }
-        let mut outcomes = Vec::with_capacity(self.config.shards as usize);
-        for shard in 0..self.config.shards {
-            let Some((root, _)) = p.accepted.get(&shard) else {
-                return Ok(());
-            };
-            match p.outcomes.get(&(shard, *root)) {
-                Some(o) => outcomes.push((*root, o.clone())),
-                None => return Ok(()),
-            }
+        let complete = (0..self.config.shards).all(|shard| {
+            p.accepted
+                .get(&shard)
+                .is_some_and(|(root, _)| p.outcomes.contains_key(&(shard, *root)))
+        });
+        if !complete {
+            return Ok(());
         }
         let Some(mut p) = self.pending.take() else {
             return Ok(());
         };
-        let results: Vec<Result<ShardResult, VoidReason>> = outcomes
-            .iter()
-            .map(|(_, o)| o.to_result(p.header.shard_gas_limit))
-            .collect();
+        // (root, effects root, outcome) of each shard's accepted outcome, in shard order.
+        let mut outcomes = Vec::with_capacity(self.config.shards as usize);
+        for shard in 0..self.config.shards {
+            if let Some((root, _)) = p.accepted.get(&shard)
+                && let Some(o) = p.outcomes.remove(&(shard, *root))
+            {
+                let effects_root = p.effects_roots.get(&(shard, *root)).copied();
+                outcomes.push((*root, effects_root, o));
+            }
+        }
         let env = p.header.env();
         let (state, log) = (self.state.clone(), self.config.roots_log.clone());
         let (parent, hash, number) = (p.header.parent, p.hash, p.header.number);
+        let gas_limit = p.header.shard_gas_limit;
+        let (stats, accepted) = (self.stats.clone(), outcomes);
         let result = off_runtime(&self.pool, move || {
+            let started = std::time::Instant::now();
+            let results: Vec<Result<ShardResult, VoidReason>> = accepted
+                .iter()
+                .map(|(_, effects_root, o)| match effects_root {
+                    Some(r) => o.to_result_with(gas_limit, *r),
+                    None => o.to_result(gas_limit),
+                })
+                .collect();
+            Phases::add(&stats.phases.merge_us, started);
+            let started = std::time::Instant::now();
             let result = state
                 .apply(parent, hash, &env, results)
                 .map_err(|e| ServerError::State(e.to_string()))?;
+            Phases::add(&stats.phases.apply_us, started);
             if let Some(path) = &log {
                 log_root(path, number, hash, result.post_state_root)
                     .map_err(|e| ServerError::State(format!("{}: {e}", path.display())))?;
             }
+            let started = std::time::Instant::now();
             state
                 .finalize(hash)
                 .map_err(|e| ServerError::State(e.to_string()))?;
-            Ok::<_, ServerError>(result)
+            Phases::add(&stats.phases.finalize_us, started);
+            Ok::<_, ServerError>((result, accepted))
         })
         .await??;
+        let (result, outcomes) = result;
         self.head = (p.header.number, p.hash);
+        // The next header is already here: start it now, not at the next event or tick.
+        self.nudge |=
+            self.config.builder.is_none() && self.headers.contains_key(&(self.head.0 + 1));
         self.stats.record_applied(
             p.header.number,
             p.hash,
@@ -1782,7 +1863,7 @@ impl<N: Network> Server<N> {
             void = result.void.is_some(),
             "block applied"
         );
-        for (root, o) in outcomes {
+        for (root, _, o) in outcomes {
             self.kept.insert((p.hash, o.shard, root), o);
         }
         self.kept_order.push_back(p.hash);

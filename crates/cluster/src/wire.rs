@@ -135,10 +135,39 @@ impl ShardOutcome {
         self.tree_hash_root()
     }
 
+    /// [`ShardOutcome::root`] and the root of its effects, the effects hashed once (the
+    /// merge needs the second; the container root is the derived one, field by field).
+    pub fn roots(&self) -> (B256, B256) {
+        let effects = self.effects.tree_hash_root();
+        let mut hasher = tree_hash::MerkleHasher::with_leaves(6);
+        for field in [
+            self.block.tree_hash_root(),
+            self.shard.tree_hash_root(),
+            self.void.tree_hash_root(),
+            self.void_tx.tree_hash_root(),
+            effects,
+            self.codes.tree_hash_root(),
+        ] {
+            // Six leaves into a hasher sized for six: neither call can fail.
+            let _ = hasher.write(field.as_slice());
+        }
+        (hasher.finish().unwrap_or_default(), effects)
+    }
+
     /// Back to the execution layer's form.
     pub fn to_result(
         &self,
         shard_gas_limit: u64,
+    ) -> Result<phalanx_execution::block::ShardResult, phalanx_execution::block::VoidReason> {
+        self.to_result_with(shard_gas_limit, self.effects.root())
+    }
+
+    /// [`ShardOutcome::to_result`] with the effects root already known (from
+    /// [`ShardOutcome::roots`]).
+    pub fn to_result_with(
+        &self,
+        shard_gas_limit: u64,
+        effects_root: B256,
     ) -> Result<phalanx_execution::block::ShardResult, phalanx_execution::block::VoidReason> {
         use phalanx_execution::block::{ShardResult, VoidReason};
         if self.void {
@@ -148,8 +177,9 @@ impl ShardOutcome {
                 limit: shard_gas_limit,
             });
         }
-        Ok(ShardResult::from_effects(
+        Ok(ShardResult::from_effects_with_root(
             &self.effects,
+            effects_root,
             self.codes.iter().map(|c| Bytes::from(c.to_vec())),
         ))
     }
@@ -271,5 +301,58 @@ impl Message {
             8 => Message::Slashing(Box::new(Evidence::from_ssz_bytes(body).map_err(err)?)),
             t => return Err(DecodeError(format!("unknown tag {t}"))),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy_primitives::{Address, U256};
+    use phalanx_execution::changes::Changes;
+
+    use super::*;
+
+    fn outcome(seed: u8) -> ShardOutcome {
+        let mut changes = Changes::default();
+        for i in 0..3u8 {
+            changes.fund(
+                Address::repeat_byte(seed.wrapping_add(i)),
+                U256::from(u64::from(seed) * 1000 + u64::from(i)),
+            );
+        }
+        ShardOutcome {
+            block: B256::repeat_byte(seed),
+            shard: u16::from(seed),
+            void: false,
+            void_tx: 0,
+            effects: ShardEffects::new(&changes, 21_000 * 3, U256::from(seed)).expect("effects"),
+            codes: VariableList::new(vec![VariableList::new(vec![seed; 5]).expect("code")])
+                .expect("codes"),
+        }
+    }
+
+    /// The root hashed field by field is the derived container root, and the effects root
+    /// beside it is the effects' own; every field moves the root.
+    #[test]
+    fn roots_are_the_derived_root_and_the_effects_root() {
+        let base = outcome(7);
+        assert_eq!(base.roots(), (base.tree_hash_root(), base.effects.root()));
+        let mut variants = vec![base.clone(); 6];
+        variants[0].block = B256::repeat_byte(8);
+        variants[1].shard = 8;
+        variants[2].void = true;
+        variants[3].void_tx = 1;
+        variants[4].effects = outcome(8).effects;
+        variants[5].codes = outcome(8).codes;
+        for v in &variants {
+            assert_eq!(v.roots(), (v.tree_hash_root(), v.effects.root()));
+            assert_ne!(v.roots().0, base.roots().0);
+        }
+        let (with, without) = (
+            base.to_result_with(30_000_000, base.roots().1)
+                .expect("not void"),
+            base.to_result(30_000_000).expect("not void"),
+        );
+        assert_eq!(with.effects_root, without.effects_root);
+        assert_eq!(with.changes, without.changes);
     }
 }

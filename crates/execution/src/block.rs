@@ -209,12 +209,22 @@ impl ShardResult {
     /// node that own it, or taken from a proof of execution): no receipts; `codes` are the
     /// contract codes published beside the effects (none are needed for the state root).
     pub fn from_effects(effects: &ShardEffects, codes: impl IntoIterator<Item = Bytes>) -> Self {
+        Self::from_effects_with_root(effects, effects.root(), codes)
+    }
+
+    /// [`ShardResult::from_effects`] when `effects_root` (`effects.root()`) is already known:
+    /// the caller hashed the effects when it received them.
+    pub fn from_effects_with_root(
+        effects: &ShardEffects,
+        effects_root: B256,
+        codes: impl IntoIterator<Item = Bytes>,
+    ) -> Self {
         Self {
             receipts: Vec::new(),
             gas_used: effects.gas_used,
             fees: effects.fees(),
             changes: effects.to_changes(codes),
-            effects_root: effects.root(),
+            effects_root,
         }
     }
 }

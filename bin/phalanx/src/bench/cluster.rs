@@ -52,6 +52,11 @@ pub(crate) struct Args {
     /// server's execution inline on the process's shared pool.
     #[arg(long = "threads-per-server", default_value_t = 1)]
     threads_per_server: usize,
+    /// Blocks published ahead of the last one every server has applied (0: each block waits
+    /// for the one before to be applied everywhere; 1: the next block's header and shards are
+    /// already there when a server finishes one, as when a node works through a backlog).
+    #[arg(long, default_value_t = 1)]
+    ahead: u64,
     /// Print one JSON object instead of lines.
     #[arg(long)]
     json: bool,
@@ -69,6 +74,33 @@ struct Run {
     effect_bytes_per_block: u64,
     accept_rtt_p50_us: u64,
     accept_rtt_p99_us: u64,
+    /// Per server per block, ms: where a block's time went (the rest of `ms_per_block` is
+    /// waiting: for shards, for the other servers' outcomes, for the store).
+    phases_ms: PhasesMs,
+}
+
+#[derive(Debug, Serialize)]
+struct PhasesMs {
+    execute: f64,
+    merge: f64,
+    apply: f64,
+    finalize: f64,
+}
+
+impl PhasesMs {
+    fn of(stats: &[Arc<ServerStats>], blocks: u64) -> Self {
+        let per = |f: fn(&ServerStats) -> &std::sync::atomic::AtomicU64| {
+            let us: u64 = stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum();
+            let ms = us as f64 / 1000.0 / (stats.len().max(1) as f64 * blocks.max(1) as f64);
+            (ms * 10.0).round() / 10.0
+        };
+        Self {
+            execute: per(|s| &s.phases.execute_us),
+            merge: per(|s| &s.phases.merge_us),
+            apply: per(|s| &s.phases.apply_us),
+            finalize: per(|s| &s.phases.finalize_us),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -97,6 +129,26 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 type Blocks = Vec<(ExecHeader, Vec<Shard>)>;
+
+/// Waits until every server has applied `height`, answering the servers' requests meanwhile.
+async fn wait_applied<N: Network>(
+    feed: &mut Feed<N>,
+    stats: &[Arc<ServerStats>],
+    height: u64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stats.iter().any(|s| s.head() < height) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "block {height} not applied by every server within 120 s"
+        );
+        tokio::select! {
+            e = feed.net_mut().recv() => if let Some(e) = e { feed.answer(e) },
+            _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+        }
+    }
+    Ok(())
+}
 
 async fn run_one(
     args: &Args,
@@ -145,20 +197,11 @@ async fn run_one(
     tokio::time::sleep(Duration::from_millis(700)).await;
     let started = Instant::now();
     for (i, (header, shards)) in blocks.iter().enumerate() {
+        // Height i+1 goes out once every server has applied height i - ahead.
+        wait_applied(&mut feed, &stats, (i as u64).saturating_sub(args.ahead)).await?;
         feed.publish(header.clone(), shards.clone());
-        let height = i as u64 + 1;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while stats.iter().any(|s| s.head() < height) {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "block {height} not applied by every server within 120 s"
-            );
-            tokio::select! {
-                e = feed.net_mut().recv() => if let Some(e) = e { feed.answer(e) },
-                _ = tokio::time::sleep(Duration::from_millis(1)) => {}
-            }
-        }
     }
+    wait_applied(&mut feed, &stats, blocks.len() as u64).await?;
     let elapsed = started.elapsed();
     let _ = stop.send(true);
     for t in tasks {
@@ -273,6 +316,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             effect_bytes_per_block: effect_bytes / args.blocks,
             accept_rtt_p50_us: percentile(&rtt, 0.5),
             accept_rtt_p99_us: percentile(&rtt, 0.99),
+            phases_ms: PhasesMs::of(&stats, args.blocks),
         };
         if !args.json {
             println!(
@@ -287,6 +331,15 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                 run.effect_bytes_per_block,
                 run.accept_rtt_p50_us,
                 run.accept_rtt_p99_us
+            );
+            let ph = &run.phases_ms;
+            println!(
+                "    per server per block: execute {:.1} ms, merge {:.1} ms, apply {:.1} ms, finalize {:.1} ms, waiting {:.1} ms",
+                ph.execute,
+                ph.merge,
+                ph.apply,
+                ph.finalize,
+                (run.ms_per_block - ph.execute - ph.merge - ph.apply - ph.finalize).max(0.0)
             );
         }
         runs.push(run);

@@ -1082,6 +1082,16 @@ fn bench_cluster_reports_its_figures() {
     assert_eq!(runs[1]["servers"], 2);
     for run in runs {
         assert!(run["tx_per_s"].as_f64().unwrap() > 0.0, "{report}");
+        // Every server executed, applied and committed each block, one step after another:
+        // its steps' times fit in the block's.
+        let phases = &run["phases_ms"];
+        let steps = ["execute", "merge", "apply", "finalize"].map(|k| phases[k].as_f64().unwrap());
+        assert!(
+            steps[0] > 0.0 && steps[2] > 0.0 && steps[3] > 0.0,
+            "{report}"
+        );
+        let ms_per_block = run["ms_per_block"].as_f64().unwrap();
+        assert!(steps.iter().sum::<f64>() <= ms_per_block + 0.5, "{report}");
     }
     // A lone server receives no one's effects; two servers exchange theirs.
     assert_eq!(runs[0]["effect_bytes_per_block"], 0, "{report}");
