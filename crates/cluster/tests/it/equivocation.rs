@@ -9,11 +9,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use alloy_primitives::B256;
-use phalanx_cluster::embedded::EmbeddedStore;
 use phalanx_cluster::equivocation::{Heard, Judge, MAX_HEARD, Refused, Watch};
 use phalanx_cluster::follow::chain_genesis;
 use phalanx_cluster::ownership::ShardRange;
-use phalanx_cluster::server::{self, HeaderSource, ServerConfig, ServerStats};
+use phalanx_cluster::server::{HeaderSource, ServerConfig};
 use phalanx_cluster::wire::{DECLARATION_TOPIC, Message, SLASHING_TOPIC};
 use phalanx_consensus::testing::{double_vote, signed_declaration};
 use phalanx_execution::store::StateStore;
@@ -24,6 +23,8 @@ use phalanx_spec::devnet::{self, DevnetKeys, DevnetParams};
 use phalanx_spec::{ChainSpec, Genesis};
 use phalanx_types::signing::SigningContext;
 use phalanx_types::{Evidence, ProducerIndex, SignedDeclaration, ValidatorIndex};
+
+use crate::LoneServer;
 
 struct Chain {
     genesis: Genesis,
@@ -187,16 +188,8 @@ async fn a_server_following_the_chain_proves_a_double_declaration_it_hears() {
     };
     config.tick = Duration::from_millis(10);
     let me = PeerKey([0x11; 32]);
-    let stats = Arc::new(ServerStats::default());
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(server::run(
-        config,
-        Arc::new(state),
-        Arc::new(EmbeddedStore::new()),
-        hub.join(me),
-        stats.clone(),
-        shutdown,
-    ));
+    let server = LoneServer::spawn(config, state, &hub, me);
+    let stats = server.stats.clone();
     let mut peer = hub.join(PeerKey([0x22; 32]));
     peer.subscribe(SLASHING_TOPIC).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -242,6 +235,5 @@ async fn a_server_following_the_chain_proves_a_double_declaration_it_hears() {
     assert_eq!((proof.declaration_1, proof.declaration_2), (first, second));
     assert_eq!(stats.evidence.load(Ordering::Relaxed), 1);
     assert_eq!(stats.invalid.load(Ordering::Relaxed), 1);
-    let _ = stop.send(true);
-    task.await.unwrap().unwrap();
+    server.stop().await;
 }

@@ -14,6 +14,8 @@ use phalanx_execution::store::StateStore;
 use phalanx_net::memory::MemoryHub;
 use phalanx_net::{Network, PeerKey};
 
+use crate::LoneServer;
+
 /// Answers the servers' requests until every one of them applied `height` (30 s at most).
 async fn serve_until_applied<N: Network>(
     feed: &mut Feed<N>,
@@ -46,16 +48,8 @@ async fn a_peer_sending_garbage_is_banned_and_blocks_still_apply() {
     config.agreement = 1;
     config.tick = Duration::from_millis(10);
     let me = PeerKey([0x11; 32]);
-    let stats = Arc::new(ServerStats::default());
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(server::run(
-        config,
-        Arc::new(state),
-        Arc::new(EmbeddedStore::new()),
-        hub.join(me),
-        stats.clone(),
-        shutdown,
-    ));
+    let server = LoneServer::spawn(config, state, &hub, me);
+    let stats = server.stats.clone();
     let rogue = hub.join(PeerKey([0x66; 32]));
     let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -69,8 +63,7 @@ async fn a_peer_sending_garbage_is_banned_and_blocks_still_apply() {
     }
     // 4 × 30 points ban the sender; the other 16 messages never reach the server.
     assert_eq!(stats.invalid.load(Ordering::Relaxed), 4);
-    let _ = stop.send(true);
-    task.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 /// Two servers that each run their shards on their own thread pool (off the async runtime,
