@@ -421,9 +421,8 @@ struct Pending {
     arrived: Instant,
     shards: BTreeMap<u16, ShardMessage>,
     mine: BTreeMap<u16, B256>,
-    outcomes: BTreeMap<(u16, B256), ShardOutcome>,
-    /// The effects root of each held outcome (hashed with it once, for the merge).
-    effects_roots: BTreeMap<(u16, B256), B256>,
+    /// Each held outcome with its effects root (hashed with it once, for the merge).
+    outcomes: BTreeMap<(u16, B256), (ShardOutcome, B256)>,
     votes: BTreeMap<(u16, B256), BTreeSet<PeerKey>>,
     accepted: BTreeMap<u16, (B256, PeerKey)>,
     asked: BTreeMap<(u8, u16), Instant>,
@@ -1097,8 +1096,9 @@ impl<N: Network> Server<N> {
                 from,
             );
         }
-        p.effects_roots.insert((outcome.shard, root), effects_root);
-        p.outcomes.entry((outcome.shard, root)).or_insert(outcome);
+        p.outcomes
+            .entry((outcome.shard, root))
+            .or_insert((outcome, effects_root));
         // An outcome for every shard: the block may be accepted and applied now (once).
         if !p.covered
             && (0..self.config.shards).all(|s| {
@@ -1123,7 +1123,8 @@ impl<N: Network> Server<N> {
                     .or_else(|| {
                         self.pending
                             .as_ref()
-                            .and_then(|p| p.outcomes.get(&(request.index, request.root)).cloned())
+                            .and_then(|p| p.outcomes.get(&(request.index, request.root)))
+                            .map(|(o, _)| o.clone())
                     });
                 if let Some(outcome) = answer {
                     self.net.send(from, Message::Outcome(outcome).encode())?;
@@ -1485,7 +1486,6 @@ impl<N: Network> Server<N> {
             shards: BTreeMap::new(),
             mine: BTreeMap::new(),
             outcomes: BTreeMap::new(),
-            effects_roots: BTreeMap::new(),
             votes: BTreeMap::new(),
             accepted: BTreeMap::new(),
             asked: BTreeMap::new(),
@@ -1601,8 +1601,9 @@ impl<N: Network> Server<N> {
                 p.mine.insert(shard, root);
                 p.receipts.insert((shard, root), receipts);
                 p.votes.entry((shard, root)).or_default().insert(me);
-                p.effects_roots.insert((shard, root), effects_root);
-                p.outcomes.entry((shard, root)).or_insert(outcome);
+                p.outcomes
+                    .entry((shard, root))
+                    .or_insert((outcome, effects_root));
             }
         }
         Ok(())
@@ -1791,9 +1792,8 @@ impl<N: Network> Server<N> {
         let mut outcomes = Vec::with_capacity(self.config.shards as usize);
         for shard in 0..self.config.shards {
             if let Some((root, _)) = p.accepted.get(&shard)
-                && let Some(o) = p.outcomes.remove(&(shard, *root))
+                && let Some((o, effects_root)) = p.outcomes.remove(&(shard, *root))
             {
-                let effects_root = p.effects_roots.get(&(shard, *root)).copied();
                 outcomes.push((*root, effects_root, o));
             }
         }
@@ -1806,10 +1806,7 @@ impl<N: Network> Server<N> {
             let started = std::time::Instant::now();
             let results: Vec<Result<ShardResult, VoidReason>> = accepted
                 .iter()
-                .map(|(_, effects_root, o)| match effects_root {
-                    Some(r) => o.to_result_with(gas_limit, *r),
-                    None => o.to_result(gas_limit),
-                })
+                .map(|(_, effects_root, o)| o.to_result(gas_limit, *effects_root))
                 .collect();
             Phases::add(&stats.phases.merge_us, started);
             let started = std::time::Instant::now();

@@ -154,17 +154,9 @@ impl ShardOutcome {
         (hasher.finish().unwrap_or_default(), effects)
     }
 
-    /// Back to the execution layer's form.
+    /// Back to the execution layer's form, with the effects root from
+    /// [`ShardOutcome::roots`].
     pub fn to_result(
-        &self,
-        shard_gas_limit: u64,
-    ) -> Result<phalanx_execution::block::ShardResult, phalanx_execution::block::VoidReason> {
-        self.to_result_with(shard_gas_limit, self.effects.root())
-    }
-
-    /// [`ShardOutcome::to_result`] with the effects root already known (from
-    /// [`ShardOutcome::roots`]).
-    pub fn to_result_with(
         &self,
         shard_gas_limit: u64,
         effects_root: B256,
@@ -347,12 +339,15 @@ mod tests {
             assert_eq!(v.roots(), (v.tree_hash_root(), v.effects.root()));
             assert_ne!(v.roots().0, base.roots().0);
         }
-        let (with, without) = (
-            base.to_result_with(30_000_000, base.roots().1)
-                .expect("not void"),
-            base.to_result(30_000_000).expect("not void"),
+        // The merge's input: what the effects and codes alone give.
+        let result = base
+            .to_result(30_000_000, base.roots().1)
+            .expect("not void");
+        let expected = phalanx_execution::block::ShardResult::from_effects(
+            &base.effects,
+            base.codes.iter().map(|c| Bytes::from(c.to_vec())),
         );
-        assert_eq!(with.effects_root, without.effects_root);
-        assert_eq!(with.changes, without.changes);
+        assert_eq!(result.effects_root, expected.effects_root);
+        assert_eq!(result.changes, expected.changes);
     }
 }
