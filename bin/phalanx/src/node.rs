@@ -77,6 +77,12 @@ pub(crate) struct NodeArgs {
     /// that keeps its lease and network (0: one per core).
     #[arg(long, default_value_t = 0)]
     exec_threads: usize,
+    /// While a backlog waits (catching up), applied blocks are written to disk in one
+    /// commit per this many; at the chain's head every block is written when applied. A
+    /// crash loses at most these from disk: they are applied again after the restart.
+    #[arg(long, default_value_t = phalanx_cluster::server::DEFAULT_PERSIST_BLOCKS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    persist_blocks: u64,
     /// Print this server's identity key (made if absent) and exit.
     #[arg(long)]
     print_identity: bool,
@@ -244,6 +250,7 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
     server.lease_ttl = Duration::from_millis(args.lease_ms);
     server.accept_timeout = Duration::from_millis(args.accept_timeout_ms.max(1));
     server.corrupt = args.corrupt;
+    server.persist_blocks = args.persist_blocks;
     server.threads = Some(match args.exec_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,

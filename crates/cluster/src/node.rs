@@ -9,7 +9,9 @@
 //! - `state.redb`: the state replica; a restarted server resumes from its finalized head.
 //! - `roots.log`: one line `height block-hash state-root applied-unix-ms` per applied block,
 //!   appended and synced before the block is made final, so it holds every height the state
-//!   does, also after a crash, and two servers can be compared height by height.
+//!   does, also after a crash, and two servers can be compared height by height. A block
+//!   applied but not yet on disk when the server crashed (a backlog is written every
+//!   `--persist-blocks`) is applied again after the restart and listed again, same root.
 //! - `metrics.prom`: Prometheus text format, rehead each second (node_exporter's textfile
 //!   collector reads it).
 //!
@@ -345,6 +347,8 @@ async fn start_net(
 #[derive(Debug, Default)]
 struct NodeMetrics {
     head: Gauge,
+    persisted: Gauge,
+    commits: Counter,
     applied: Counter,
     executed: Counter,
     takeovers: Counter,
@@ -368,6 +372,16 @@ impl NodeMetrics {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("phalanx_node");
         r.register("head", "Height of the last applied block", m.head.clone());
+        r.register(
+            "persisted",
+            "Height of the last block made final on disk",
+            m.persisted.clone(),
+        );
+        r.register(
+            "state_commits",
+            "State commits (each makes one or more applied blocks final)",
+            m.commits.clone(),
+        );
         r.register("applied_blocks", "Blocks applied", m.applied.clone());
         r.register(
             "executed_shards",
@@ -439,6 +453,9 @@ impl Reporter {
         let m = &self.metrics;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         m.head.set(i64::try_from(self.head).unwrap_or(i64::MAX));
+        m.persisted
+            .set(i64::try_from(get(&stats.persisted)).unwrap_or(i64::MAX));
+        raise(&m.commits, get(&stats.commits));
         raise(&m.applied, get(&stats.applied));
         raise(&m.executed, get(&stats.executed));
         raise(&m.takeovers, get(&stats.takeovers));

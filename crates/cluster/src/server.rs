@@ -114,6 +114,16 @@ pub struct ServerConfig {
     /// in one process (the benchmark) get one pool each, as separate machines would have their
     /// own cores.
     pub threads: Option<usize>,
+    /// Applied blocks are made final (written to disk in one transaction, fsync included)
+    /// as soon as no next header is waiting (at the chain's head: every block), otherwise
+    /// once this many are held in memory or the oldest of them has waited
+    /// `persist_interval`, and on shutdown. So a backlog is written in batches, one commit
+    /// per `persist_blocks` (default 8). A crash loses at most these from disk; the
+    /// restarted server applies them again from the headers and accepted outcomes its peers
+    /// hold, as it catches up on any block it missed.
+    pub persist_blocks: u64,
+    /// See `persist_blocks`.
+    pub persist_interval: Duration,
     /// Where the headers this server executes come from.
     pub headers: HeaderSource,
     /// What this server builds shards from when its node produces (step 6); `None`: it
@@ -204,6 +214,9 @@ pub enum HeaderSource {
     },
 }
 
+/// [`ServerConfig::persist_blocks`] unless told otherwise.
+pub const DEFAULT_PERSIST_BLOCKS: u64 = 8;
+
 impl ServerConfig {
     /// Defaults: 2 s lease, 2 s accept timeout, 50 ms tick.
     pub fn new(node: &str, range: ShardRange, shards: u16) -> Self {
@@ -219,6 +232,8 @@ impl ServerConfig {
             roots_log: None,
             threads: None,
             agreement: 2,
+            persist_blocks: DEFAULT_PERSIST_BLOCKS,
+            persist_interval: Duration::from_secs(1),
             headers: HeaderSource::Gossip,
             builder: None,
         }
@@ -293,6 +308,10 @@ pub struct ServerStats {
     pub accept_rtt_us: Mutex<Vec<u64>>,
     /// Time spent in each step's own work, summed over blocks (for the benchmark).
     pub phases: Phases,
+    /// The height last made final on disk (see [`ServerConfig::persist_blocks`]).
+    pub persisted: AtomicU64,
+    /// State commits: each made one or more applied blocks final.
+    pub commits: AtomicU64,
 }
 
 /// Microseconds a server spent in each step's own work, summed over every block: what the
@@ -306,7 +325,8 @@ pub struct Phases {
     pub merge_us: AtomicU64,
     /// Step 5: merging the results (conflict rule) and computing the new state root.
     pub apply_us: AtomicU64,
-    /// Step 5: writing the block's state to disk.
+    /// Step 5: writing the applied blocks' state to disk (once per commit; see
+    /// [`ServerConfig::persist_blocks`]).
     pub finalize_us: AtomicU64,
 }
 
@@ -466,6 +486,9 @@ struct Server<N: Network> {
     taken_over: BTreeSet<u16>,
     /// The applied head: height and block hash.
     head: (u64, B256),
+    /// The height last made final on disk, and since when a later one waits.
+    persisted: u64,
+    unpersisted_since: Option<Instant>,
     headers: BTreeMap<u64, (ExecHeader, PeerKey)>,
     /// Shards that arrived before their header.
     early_shards: BTreeMap<B256, Vec<ShardMessage>>,
@@ -540,6 +563,7 @@ pub async fn run<N: Network>(
         .map_err(|e| ServerError::State(e.to_string()))?
         .ok_or_else(|| ServerError::State("the state has no genesis".into()))?;
     let me = net.local();
+    stats.persisted.store(head.number, Ordering::Relaxed);
     let lease = store.grant_lease(config.lease_ttl).await?;
     let mut server = Server {
         me,
@@ -550,6 +574,8 @@ pub async fn run<N: Network>(
         subscribed: BTreeSet::new(),
         taken_over: BTreeSet::new(),
         head: (head.number, head.block),
+        persisted: head.number,
+        unpersisted_since: None,
         headers: BTreeMap::new(),
         early_shards: BTreeMap::new(),
         pending: None,
@@ -616,32 +642,47 @@ pub async fn run<N: Network>(
     tracing::info!(server = %me, range = %server.config.range, head = server.head.0, "server up");
     let mut tick = tokio::time::interval(server.config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() { break; }
-            }
-            event = server.net.recv() => match event {
-                Some(event) => server.on_event(event)?,
-                None => return Err(ServerError::Net(phalanx_net::NetError::Closed)),
-            },
-            _ = tick.tick() => server.on_tick().await?,
-            // (A branch among the others: the tick and the network still get their turns
-            // while one step makes the next possible, as when catching up.)
-            () = std::future::ready(()), if server.nudge => {
-                server.nudge = false;
-                // What already arrived first: outcomes gossiped while this server was busy
-                // are not asked for again.
-                server.drain()?;
-                if server.pending.is_none() {
-                    server.start_next();
+    let served = async {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { return Ok(()); }
                 }
-                server.advance().await?;
+                event = server.net.recv() => match event {
+                    Some(event) => server.on_event(event)?,
+                    None => return Err(ServerError::Net(phalanx_net::NetError::Closed)),
+                },
+                _ = tick.tick() => server.on_tick().await?,
+                // (A branch among the others: the tick and the network still get their turns
+                // while one step makes the next possible, as when catching up.)
+                () = std::future::ready(()), if server.nudge => {
+                    server.nudge = false;
+                    // What already arrived first: outcomes gossiped while this server was busy
+                    // are not asked for again.
+                    server.drain()?;
+                    if server.pending.is_none() {
+                        server.start_next();
+                    }
+                    server.advance().await?;
+                }
             }
         }
     }
-    let _ = server.store.revoke(server.lease).await;
-    Ok(())
+    .await;
+    // What was applied is kept, after an error too: a stop loses nothing from disk.
+    let persisted = server.persist().await;
+    match served {
+        Ok(()) => {
+            let _ = server.store.revoke(server.lease).await;
+            persisted
+        }
+        Err(e) => {
+            if let Err(p) = persisted {
+                tracing::error!(server = %me, error = %p, "cannot write the applied blocks to disk");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Runs `f` on a server's own thread pool while the caller awaits it, or inline when the
@@ -1166,7 +1207,40 @@ impl<N: Network> Server<N> {
             self.start_next();
         }
         self.prefetch()?;
-        self.advance().await
+        self.advance().await?;
+        if self
+            .unpersisted_since
+            .is_some_and(|t| t.elapsed() >= self.config.persist_interval)
+        {
+            self.persist().await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the applied head final on disk (with every applied block below it).
+    async fn persist(&mut self) -> Result<(), ServerError> {
+        if self.persisted >= self.head.0 {
+            return Ok(());
+        }
+        let (state, stats, block) = (self.state.clone(), self.stats.clone(), self.head.1);
+        off_runtime(&self.pool, move || {
+            let started = std::time::Instant::now();
+            state
+                .finalize(block)
+                .map_err(|e| ServerError::State(e.to_string()))?;
+            Phases::add(&stats.phases.finalize_us, started);
+            Ok::<_, ServerError>(())
+        })
+        .await??;
+        self.mark_persisted(self.head.0);
+        Ok(())
+    }
+
+    fn mark_persisted(&mut self, height: u64) {
+        self.persisted = height;
+        self.unpersisted_since = None;
+        self.stats.persisted.store(height, Ordering::Relaxed);
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Handles the events already queued, without waiting for more (at most a bounded
@@ -1802,6 +1876,10 @@ impl<N: Network> Server<N> {
         let (parent, hash, number) = (p.header.parent, p.hash, p.header.number);
         let gas_limit = p.header.shard_gas_limit;
         let (stats, accepted) = (self.stats.clone(), outcomes);
+        // Final on disk now when `persist_blocks` are waiting, or when no next block is here
+        // (at the chain's head every block is; only a backlog is written in batches).
+        let persist = number >= self.persisted + self.config.persist_blocks.max(1)
+            || !self.headers.contains_key(&(number + 1));
         let result = off_runtime(&self.pool, move || {
             let started = std::time::Instant::now();
             let results: Vec<Result<ShardResult, VoidReason>> = accepted
@@ -1818,16 +1896,23 @@ impl<N: Network> Server<N> {
                 log_root(path, number, hash, result.post_state_root)
                     .map_err(|e| ServerError::State(format!("{}: {e}", path.display())))?;
             }
-            let started = std::time::Instant::now();
-            state
-                .finalize(hash)
-                .map_err(|e| ServerError::State(e.to_string()))?;
-            Phases::add(&stats.phases.finalize_us, started);
+            if persist {
+                let started = std::time::Instant::now();
+                state
+                    .finalize(hash)
+                    .map_err(|e| ServerError::State(e.to_string()))?;
+                Phases::add(&stats.phases.finalize_us, started);
+            }
             Ok::<_, ServerError>((result, accepted))
         })
         .await??;
         let (result, outcomes) = result;
         self.head = (p.header.number, p.hash);
+        if persist {
+            self.mark_persisted(self.head.0);
+        } else {
+            self.unpersisted_since.get_or_insert_with(Instant::now);
+        }
         // The next header is already here: start it now, not at the next event or tick.
         self.nudge |=
             self.config.builder.is_none() && self.headers.contains_key(&(self.head.0 + 1));

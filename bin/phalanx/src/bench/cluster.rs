@@ -57,6 +57,11 @@ pub(crate) struct Args {
     /// already there when a server finishes one, as when a node works through a backlog).
     #[arg(long, default_value_t = 1)]
     ahead: u64,
+    /// Blocks a server applies before writing them to disk in one commit while more are
+    /// waiting (the node's `--persist-blocks`; 1: a commit, fsync included, per block).
+    #[arg(long = "persist-blocks", default_value_t = server::DEFAULT_PERSIST_BLOCKS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    persist_blocks: u64,
     /// Print one JSON object instead of lines.
     #[arg(long)]
     json: bool,
@@ -174,6 +179,7 @@ async fn run_one(
         config.agreement = setting.agreement;
         config.threads = (args.threads_per_server > 0).then_some(args.threads_per_server);
         config.tick = Duration::from_millis(5);
+        config.persist_blocks = args.persist_blocks;
         // Nobody is killed here: a lease long enough that a server busy with a block is never
         // taken for dead (a takeover would run its shards twice and spoil the figure).
         config.lease_ttl = Duration::from_secs(3);

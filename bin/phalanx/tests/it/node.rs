@@ -80,11 +80,29 @@ impl Proc {
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
-    /// height → (state root, applied unix ms), from `roots.log`.
+    /// height → (state root, first applied unix ms), from `roots.log`. A height applied
+    /// again after a crash (it was not on disk yet) must show the same root.
     fn roots(&self) -> BTreeMap<u64, (B256, u64)> {
-        read_log(&self.dir.join("roots.log"), |w| {
-            Some((w.get(2)?.parse().ok()?, w.get(3)?.parse().ok()?))
-        })
+        let mut roots = BTreeMap::new();
+        let text = std::fs::read_to_string(self.dir.join("roots.log")).unwrap_or_default();
+        for line in text.lines() {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            let parsed = (|| {
+                let h: u64 = w.first()?.parse().ok()?;
+                let root: B256 = w.get(2)?.parse().ok()?;
+                Some((h, root, w.get(3)?.parse::<u64>().ok()?))
+            })();
+            let Some((h, root, at)) = parsed else {
+                continue;
+            };
+            let (first, _) = roots.entry(h).or_insert((root, at));
+            assert_eq!(
+                *first, root,
+                "{}: height {h} applied twice, two roots",
+                self.name
+            );
+        }
+        roots
     }
 
     fn head(&self) -> u64 {

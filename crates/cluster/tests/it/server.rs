@@ -1,5 +1,6 @@
-//! A server under garbage from a peer: it counts the first bad messages, the network bans the
-//! sender, the rest never reach the server, and blocks are still executed and applied.
+//! A server under garbage from a peer (it counts the first bad messages, the network bans the
+//! sender, the rest never reach the server, and blocks are still executed and applied),
+//! servers on their own pools, and when applied blocks are made final on disk.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,10 +10,12 @@ use phalanx_cluster::embedded::EmbeddedStore;
 use phalanx_cluster::feed::Feed;
 use phalanx_cluster::load::Load;
 use phalanx_cluster::ownership::ShardRange;
-use phalanx_cluster::server::{self, ServerConfig, ServerStats};
+use phalanx_cluster::server::{self, CheckedHeaders, HeaderSource, ServerConfig, ServerStats};
+use phalanx_cluster::wire::ExecHeader;
 use phalanx_execution::store::StateStore;
 use phalanx_net::memory::MemoryHub;
 use phalanx_net::{Network, PeerKey};
+use phalanx_types::consensus::Shard;
 
 use crate::LoneServer;
 
@@ -141,4 +144,123 @@ async fn servers_with_their_own_pools_run_their_ranges_and_agree_with_a_lone_exe
     for (_, task) in servers {
         task.await.unwrap().unwrap();
     }
+}
+
+/// A server on `state` that takes its headers from `headers` and the blocks' shards from the
+/// feed `blocks`, making applied blocks final every `persist_blocks` while more wait.
+fn backlog_server(
+    state: Arc<StateStore>,
+    headers: &CheckedHeaders,
+    blocks: PeerKey,
+    persist_blocks: u64,
+    hub: &MemoryHub,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> (
+    Arc<ServerStats>,
+    tokio::task::JoinHandle<Result<(), server::ServerError>>,
+) {
+    let mut config = ServerConfig::new("backlog", ShardRange { lo: 0, hi: 1 }, 2);
+    config.agreement = 1;
+    config.tick = Duration::from_millis(10);
+    config.persist_blocks = persist_blocks;
+    // Only the rule under test makes blocks final, never the clock.
+    config.persist_interval = Duration::from_secs(3600);
+    config.headers = HeaderSource::Checked {
+        headers: headers.clone(),
+        blocks,
+    };
+    let stats = Arc::new(ServerStats::default());
+    let task = tokio::spawn(server::run(
+        config,
+        state,
+        Arc::new(EmbeddedStore::new()),
+        hub.join(PeerKey([0x31; 32])),
+        stats.clone(),
+        shutdown,
+    ));
+    (stats, task)
+}
+
+/// Persistence: a backlog is made final in one commit per `persist_blocks`, what is left of
+/// it when the server stops, and a block at once when no header follows it; a crash (the
+/// task dropped, nothing flushed) loses only the blocks not yet final, which the restarted
+/// server applies again to the same roots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_made_final_in_batches_and_a_crash_loses_only_what_is_applied_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let mut load = Load::new(2, 3, 5);
+    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
+    StateStore::open(&path)
+        .unwrap()
+        .init_genesis(genesis.0, &genesis.1)
+        .unwrap();
+    let blocks: Vec<_> = (0..10).map(|_| load.next_block(3).unwrap()).collect();
+    let hub = MemoryHub::new();
+    let feed_key = PeerKey([0xfe; 32]);
+    let mut feed = Feed::new(hub.join(feed_key));
+    for (header, shards) in &blocks[..9] {
+        feed.remember(header.clone(), shards.clone());
+    }
+
+    // Headers 1–10 known from the start, the shards of 1–9 only: 1–9 are applied while the
+    // next header waits, so nothing is made final (persist_blocks 100) — then a crash.
+    let headers = from_start(&blocks);
+    let state = Arc::new(StateStore::open(&path).unwrap());
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let (stats, task) = backlog_server(state.clone(), &headers, feed_key, 100, &hub, shutdown);
+    serve_until_applied(&mut feed, std::slice::from_ref(&stats), 9).await;
+    let roots: Vec<_> = (1..=9).map(|h| stats.root(h).unwrap()).collect();
+    assert_eq!(stats.commits.load(Ordering::Relaxed), 0);
+    assert_eq!(state.head().unwrap().unwrap().number, 0);
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    drop(state);
+
+    // Reopened: the disk holds the genesis only. Restarted with persist_blocks 4, still
+    // without block 10's shards: 1–9 applied again with the same roots, final at 4 and 8 (a
+    // commit each, the next header waiting), 9 only when the server is stopped.
+    let state = Arc::new(StateStore::open(&path).unwrap());
+    assert_eq!(state.head().unwrap().unwrap().number, 0);
+    let headers = from_start(&blocks);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let (stats, task) = backlog_server(state.clone(), &headers, feed_key, 4, &hub, shutdown);
+    serve_until_applied(&mut feed, std::slice::from_ref(&stats), 9).await;
+    for h in 1..=9u64 {
+        assert_eq!(stats.root(h), Some(roots[h as usize - 1]), "height {h}");
+    }
+    assert_eq!(stats.commits.load(Ordering::Relaxed), 2);
+    assert_eq!(state.head().unwrap().unwrap().number, 8);
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    assert_eq!(stats.commits.load(Ordering::Relaxed), 3);
+    drop(state);
+
+    // Reopened at 9; with block 10's shards it is applied and final at once (no header after
+    // it).
+    let state = Arc::new(StateStore::open(&path).unwrap());
+    let head = state.head().unwrap().unwrap();
+    assert_eq!((head.number, Some(head.state_root)), (9, Some(roots[8])));
+    feed.remember(blocks[9].0.clone(), blocks[9].1.clone());
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let headers = from_start(&blocks);
+    let (stats, task) = backlog_server(state.clone(), &headers, feed_key, 4, &hub, shutdown);
+    serve_until_applied(&mut feed, std::slice::from_ref(&stats), 10).await;
+    assert_eq!(stats.commits.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.persisted.load(Ordering::Relaxed), 10);
+    let head = state.head().unwrap().unwrap();
+    assert_eq!((head.number, head.block), (10, blocks[9].0.hash()));
+    assert_eq!(Some(head.state_root), stats.root(10));
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+}
+
+/// Every block's header, as a follower starting from the genesis hands them over (a server
+/// drops those at or below its head).
+fn from_start(blocks: &[(ExecHeader, Vec<Shard>)]) -> CheckedHeaders {
+    let headers = CheckedHeaders::default();
+    for (header, _) in blocks {
+        headers.push(header.clone());
+    }
+    headers
 }
