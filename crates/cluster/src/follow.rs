@@ -183,13 +183,14 @@ pub async fn run(
         }
         if last_line.elapsed() >= Duration::from_secs(10) {
             last_line = Instant::now();
-            let applied = state
+            // The replica's height on disk (a server catching up writes every few blocks).
+            let on_disk = state
                 .head()
                 .map_err(|e| FollowError::State(e.to_string()))?
                 .map_or(0, |h| h.number);
             tracing::info!(
                 final_height = last,
-                applied,
+                on_disk,
                 waiting = headers.len(),
                 unfinalized = follow.unfinalized(),
                 finalized_epoch = follow.finalized_epoch(),
