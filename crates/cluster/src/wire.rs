@@ -21,7 +21,7 @@
 //!   its ancestors by root.
 
 use alloy_primitives::{B256, Bytes};
-use phalanx_execution::changes::ShardEffects;
+use phalanx_execution::changes::{ShardEffects, container_root};
 use phalanx_types::consensus::Shard;
 use phalanx_types::{Attestation, BlockBody, Evidence, Root, SignedBlockHeader, SignedDeclaration};
 use ssz::{Decode, Encode};
@@ -139,19 +139,15 @@ impl ShardOutcome {
     /// merge needs the second; the container root is the derived one, field by field).
     pub fn roots(&self) -> (B256, B256) {
         let effects = self.effects.tree_hash_root();
-        let mut hasher = tree_hash::MerkleHasher::with_leaves(6);
-        for field in [
+        let root = container_root(&[
             self.block.tree_hash_root(),
             self.shard.tree_hash_root(),
             self.void.tree_hash_root(),
             self.void_tx.tree_hash_root(),
             effects,
             self.codes.tree_hash_root(),
-        ] {
-            // Six leaves into a hasher sized for six: neither call can fail.
-            let _ = hasher.write(field.as_slice());
-        }
-        (hasher.finish().unwrap_or_default(), effects)
+        ]);
+        (root, effects)
     }
 
     /// Back to the execution layer's form, with the effects root from

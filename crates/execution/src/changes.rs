@@ -251,8 +251,7 @@ impl TreeHash for AccountEffect {
         } else {
             self.storage.tree_hash_root()
         };
-        let mut hasher = tree_hash::MerkleHasher::with_leaves(7);
-        for field in [
+        container_root(&[
             self.address.tree_hash_root(),
             self.fields_kind.tree_hash_root(),
             self.nonce.tree_hash_root(),
@@ -260,12 +259,19 @@ impl TreeHash for AccountEffect {
             self.code_hash.tree_hash_root(),
             self.storage_cleared.tree_hash_root(),
             storage,
-        ] {
-            // Seven leaves into a hasher sized for seven: neither call can fail.
-            let _ = hasher.write(field.as_slice());
-        }
-        hasher.finish().unwrap_or_default()
+        ])
     }
+}
+
+/// The SSZ root of a container from its fields' roots, in field order: what
+/// `#[derive(TreeHash)]` computes, for containers that reuse a field's root computed elsewhere.
+pub fn container_root(fields: &[B256]) -> B256 {
+    let mut hasher = tree_hash::MerkleHasher::with_leaves(fields.len());
+    for field in fields {
+        // As many leaves as the hasher was sized for: neither call can fail.
+        let _ = hasher.write(field.as_slice());
+    }
+    hasher.finish().unwrap_or_default()
 }
 
 /// A shard's effects, in canonical SSZ form: its root is the shard's effects root.
