@@ -20,7 +20,9 @@
 //!    shard's effects, on the node's effects topic.
 //! 3. **Accept.** A responsible server writes `root ‖ its key` under the create-if-absent key
 //!    `/phalanx/{node}/accepted/{block}/{shard}` once **two** published outcomes (its own and
-//!    another server's) have the same root; a shard with a single live owner (or taken over
+//!    another server's) have the same root (a winning writer says so on the effects topic,
+//!    [`crate::wire::AcceptedNote`], so a server that read the key too early reads it again
+//!    at once rather than at its next tick); a shard with a single live owner (or taken over
 //!    by one server) gets a second executor chosen as in a takeover, so only a node with one
 //!    live server accepts a lone result. The first value written is the accepted one. A server whose
 //!    own outcome, or any published outcome, differs from the accepted root raises an
@@ -61,7 +63,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alloy_primitives::{B256, Bytes, U256};
+use alloy_primitives::{B256, U256};
 use phalanx_execution::block::{self, Receipt, ShardResult, VoidReason};
 use phalanx_execution::changes::ShardEffects;
 use phalanx_execution::store::StateStore;
@@ -76,9 +78,9 @@ use crate::equivocation::{self, Judge, Watch};
 use crate::ownership::{self, ShardRange};
 use crate::store::{CoordinationStore, Created, LeaseId, StoreError};
 use crate::wire::{
-    ATTESTATION_TOPIC, BLOCK_TOPIC, BuildRequest, ChainBlock, DECLARATION_TOPIC, ExecHeader,
-    HEADER_TOPIC, Message, RANGE_BLOCKS, Request, SLASHING_TOPIC, ShardMessage, ShardOutcome,
-    build_topic, effects_topic, shard_topic,
+    ATTESTATION_TOPIC, AcceptedNote, BLOCK_TOPIC, BuildRequest, ChainBlock, DECLARATION_TOPIC,
+    ExecHeader, HEADER_TOPIC, Message, RANGE_BLOCKS, Request, SLASHING_TOPIC, ShardMessage,
+    ShardOutcome, build_topic, effects_topic, shard_topic,
 };
 use phalanx_types::consensus::Shard;
 use phalanx_types::{Attestation, Evidence};
@@ -328,6 +330,13 @@ pub struct Phases {
     /// Step 5: writing the applied blocks' state to disk (once per commit; see
     /// [`ServerConfig::persist_blocks`]).
     pub finalize_us: AtomicU64,
+    /// Waiting, from the end of this server's execution of a block to an outcome for every
+    /// shard being here.
+    pub wait_outcomes_us: AtomicU64,
+    /// Waiting, from then (or the end of execution, if later) to every shard accepted — a
+    /// second agreeing outcome where `agreement` is 2, and the store's write or read — and
+    /// the block's apply starting.
+    pub wait_accepts_us: AtomicU64,
 }
 
 impl Phases {
@@ -453,6 +462,10 @@ struct Pending {
     receipts: BTreeMap<(u16, B256), Vec<Receipt>>,
     /// Every shard has had an outcome (the server was nudged for it).
     covered: bool,
+    /// When this server's execution of its shards last ended, and when every shard first
+    /// had an outcome (the waiting figures of [`Phases`]).
+    ran_at: Option<Instant>,
+    covered_at: Option<Instant>,
 }
 
 /// One block being built by the node (step 6).
@@ -526,8 +539,19 @@ fn key_hex(k: &PeerKey) -> String {
     hex::encode(k.0)
 }
 
-fn accepted_key(node: &str, block: B256, shard: u16) -> String {
+/// The store key under which the accepted outcome of `(block, shard)` is written (step 3).
+pub fn accepted_key(node: &str, block: B256, shard: u16) -> String {
     format!("/phalanx/{node}/accepted/{block:x}/{shard}")
+}
+
+/// An accepted-result record, as [`parse_accepted`] reads it: `root hex : writer key hex`.
+pub fn accepted_value(root: B256, writer: &PeerKey) -> String {
+    format!("{root:x}:{}", key_hex(writer))
+}
+
+/// The store key under which `server` lists itself live (step 1).
+pub fn live_key(node: &str, server: &PeerKey) -> String {
+    format!("{}{}", live_prefix(node), key_hex(server))
 }
 
 /// The store key under which the accepted builder of shard `shard` of build `id` is written.
@@ -706,7 +730,7 @@ async fn off_runtime<T: Send + 'static>(
 
 impl<N: Network> Server<N> {
     async fn announce(&mut self) -> Result<(), StoreError> {
-        let key = format!("{}{}", live_prefix(&self.config.node), key_hex(&self.me));
+        let key = live_key(&self.config.node, &self.me);
         let value = format!("{}@{}", self.config.range, self.head.0);
         self.store
             .put(&key, value.as_bytes(), Some(self.lease))
@@ -924,6 +948,18 @@ impl<N: Network> Server<N> {
             Message::Attestation(attestation) => self.on_chain_attestation(from, &attestation),
             Message::Declaration(d) => self.on_watched(from, |w| w.on_declaration(d)),
             Message::Slashing(e) => self.on_watched(from, |w| w.on_evidence(*e)),
+            Message::Accepted(note) => {
+                if note.shard >= self.config.shards {
+                    self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                    self.net.report(from, Offence::Invalid);
+                } else if let Some(p) = &self.pending
+                    && p.hash == note.block
+                    && !p.accepted.contains_key(&note.shard)
+                {
+                    // Read the store now (a false note costs that one read).
+                    self.nudge = true;
+                }
+            }
         }
         Ok(())
     }
@@ -1150,6 +1186,7 @@ impl<N: Network> Server<N> {
             })
         {
             p.covered = true;
+            p.covered_at = Some(Instant::now());
             self.nudge = true;
         }
     }
@@ -1324,7 +1361,7 @@ impl<N: Network> Server<N> {
                     let b = &mut self.building[i];
                     b.built.insert(shard);
                     b.offered.insert((shard, root), candidate);
-                    let mine = format!("{root:x}:{}", key_hex(&self.me));
+                    let mine = accepted_value(root, &self.me);
                     match self.store.create_if_absent(&key, mine.as_bytes()).await? {
                         Created::Won => {
                             self.stats.builds_won.fetch_add(1, Ordering::Relaxed);
@@ -1565,6 +1602,8 @@ impl<N: Network> Server<N> {
             asked: BTreeMap::new(),
             extras: BTreeSet::new(),
             covered: false,
+            ran_at: None,
+            covered_at: None,
         };
         for shard in self.early_shards.remove(&hash).unwrap_or_default() {
             pending.shards.insert(shard.index, shard);
@@ -1653,6 +1692,9 @@ impl<N: Network> Server<N> {
             ran
         })
         .await?;
+        if let Some(p) = &mut self.pending {
+            p.ran_at = Some(Instant::now());
+        }
         for (shard, ran) in ran {
             let Some((outcome, receipts, (root, effects_root), encoded)) = ran? else {
                 self.stats.invalid.fetch_add(1, Ordering::Relaxed);
@@ -1710,7 +1752,7 @@ impl<N: Network> Server<N> {
             let seen_any = p.votes.keys().any(|(s, _)| *s == shard);
             let value = match write {
                 Some(root) => {
-                    let mine = format!("{root:x}:{}", key_hex(&self.me));
+                    let mine = accepted_value(root, &self.me);
                     let started = std::time::Instant::now();
                     let created = self.store.create_if_absent(&key, mine.as_bytes()).await?;
                     let mut rtt = lock(&self.stats.accept_rtt_us);
@@ -1721,6 +1763,10 @@ impl<N: Network> Server<N> {
                     match created {
                         Created::Won => {
                             self.stats.accepts_won.fetch_add(1, Ordering::Relaxed);
+                            drop(rtt);
+                            let note = Message::Accepted(AcceptedNote { block: hash, shard });
+                            self.net
+                                .publish(&effects_topic(&self.config.node), note.encode())?;
                             Some(mine.into_bytes())
                         }
                         Created::Lost(v) => Some(v),
@@ -1862,6 +1908,17 @@ impl<N: Network> Server<N> {
         let Some(mut p) = self.pending.take() else {
             return Ok(());
         };
+        if let Some(ran) = p.ran_at {
+            let covered = p.covered_at.unwrap_or(ran).max(ran);
+            let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+            let phases = &self.stats.phases;
+            phases
+                .wait_outcomes_us
+                .fetch_add(us(covered - ran), Ordering::Relaxed);
+            phases
+                .wait_accepts_us
+                .fetch_add(us(covered.elapsed()), Ordering::Relaxed);
+        }
         // (root, effects root, outcome) of each shard's accepted outcome, in shard order.
         let mut outcomes = Vec::with_capacity(self.config.shards as usize);
         for shard in 0..self.config.shards {
@@ -2058,18 +2115,19 @@ fn run_shard(
     shard: u16,
     message: &ShardMessage,
 ) -> Result<(ShardOutcome, Vec<Receipt>), ServerError> {
+    use rayon::prelude::*;
     let env = header.env();
     let view = state
         .view(header.parent)
         .map_err(|e| ServerError::State(e.to_string()))?;
-    let txs: Vec<Bytes> = message
+    // (Decoded from the message's own bytes: no copy of the transactions.)
+    let prepared: Vec<_> = message
         .shard
         .transactions
-        .iter()
-        .map(|t| Bytes::from(t.to_vec()))
+        .par_iter()
+        .map(|raw| block::prepare_tx(raw))
         .collect();
-    let prepared = block::prepare(std::slice::from_ref(&txs));
-    let result = block::run_shard(&view, &env, &env.exec_env(), shard as usize, &prepared[0])
+    let result = block::run_shard(&view, &env, &env.exec_env(), shard as usize, &prepared)
         .map_err(|e| ServerError::State(e.to_string()))?;
     let receipts = result
         .as_ref()

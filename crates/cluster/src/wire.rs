@@ -3,7 +3,9 @@
 //!
 //! * `header`: [`ExecHeader`], the ordered block as execution needs it (every server);
 //! * `shard/{i}`: [`ShardMessage`] for shard `i` (only the servers responsible for `i`);
-//! * `effects/{node}`: [`ShardOutcome`], one server's result of one shard (the node's servers);
+//! * `effects/{node}`: [`ShardOutcome`], one server's result of one shard, and
+//!   [`AcceptedNote`], a server's word that it wrote a shard's accepted key (the node's
+//!   servers);
 //! * `build/{node}`: [`BuildRequest`] from the node's producer, and the built shards the
 //!   accepted builders publish ([`ShardMessage`] whose `block` is the request's id);
 //! * `block`: [`ChainBlock`], every consensus block as its source imports it (signed header
@@ -244,6 +246,20 @@ pub enum Message {
     Declaration(SignedDeclaration),
     /// Slashing evidence (gossip).
     Slashing(Box<Evidence>),
+    /// A server wrote a shard's accepted key (node-internal gossip).
+    Accepted(AcceptedNote),
+}
+
+/// A server's word, on its node's effects topic, that its write of `(block, shard)`'s
+/// accepted key won: the node's other servers read the key now instead of at their next
+/// tick. It names no root — what was accepted is read from the coordination store only, so a
+/// false note costs one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct AcceptedNote {
+    /// The block.
+    pub block: B256,
+    /// The shard index.
+    pub shard: u16,
 }
 
 /// A message that could not be decoded.
@@ -264,6 +280,7 @@ impl Message {
             Message::Attestation(m) => (6, m.as_ssz_bytes()),
             Message::Declaration(m) => (7, m.as_ssz_bytes()),
             Message::Slashing(m) => (8, m.as_ssz_bytes()),
+            Message::Accepted(m) => (9, m.as_ssz_bytes()),
         };
         let mut out = Vec::with_capacity(1 + body.len());
         out.push(tag);
@@ -287,6 +304,7 @@ impl Message {
             6 => Message::Attestation(Attestation::from_ssz_bytes(body).map_err(err)?),
             7 => Message::Declaration(SignedDeclaration::from_ssz_bytes(body).map_err(err)?),
             8 => Message::Slashing(Box::new(Evidence::from_ssz_bytes(body).map_err(err)?)),
+            9 => Message::Accepted(AcceptedNote::from_ssz_bytes(body).map_err(err)?),
             t => return Err(DecodeError(format!("unknown tag {t}"))),
         })
     }
@@ -345,5 +363,18 @@ mod tests {
         );
         assert_eq!(result.effects_root, expected.effects_root);
         assert_eq!(result.changes, expected.changes);
+    }
+
+    /// The accepted note goes through the wire unchanged; a cut one is a typed error.
+    #[test]
+    fn an_accepted_note_round_trips_and_a_cut_one_is_refused() {
+        let note = AcceptedNote {
+            block: B256::repeat_byte(3),
+            shard: 513,
+        };
+        let bytes = Message::Accepted(note).encode();
+        assert_eq!(bytes.len(), 1 + 32 + 2);
+        assert!(matches!(Message::decode(&bytes), Ok(Message::Accepted(n)) if n == note));
+        assert!(Message::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 }

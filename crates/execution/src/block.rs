@@ -258,21 +258,22 @@ pub fn shard_txs(shard: &phalanx_types::Shard) -> Vec<Bytes> {
 pub fn prepare(shards: &[Vec<Bytes>]) -> Vec<Vec<(B256, Prepared)>> {
     shards
         .par_iter()
-        .map(|txs| {
-            txs.par_iter()
-                .map(|raw| {
-                    let hash = alloy_primitives::keccak256(raw);
-                    let prepared = phalanx_types::transaction::decode(raw)
-                        .map_err(|e| SkipReason::Undecodable(e.to_string()))
-                        .and_then(|tx| match tx.recover_signer() {
-                            Ok(sender) => Ok((tx, sender)),
-                            Err(_) => Err(SkipReason::BadSignature),
-                        });
-                    (hash, prepared)
-                })
-                .collect()
-        })
+        .map(|txs| txs.par_iter().map(|raw| prepare_tx(raw)).collect())
         .collect()
+}
+
+/// Step 1 for one transaction: its hash, and the decoded transaction with its recovered
+/// sender (or why it is skipped). It reads no state, so it may run before the parent block
+/// is applied.
+pub fn prepare_tx(raw: &[u8]) -> (B256, Prepared) {
+    let hash = alloy_primitives::keccak256(raw);
+    let prepared = phalanx_types::transaction::decode(raw)
+        .map_err(|e| SkipReason::Undecodable(e.to_string()))
+        .and_then(|tx| match tx.recover_signer() {
+            Ok(sender) => Ok((tx, sender)),
+            Err(_) => Err(SkipReason::BadSignature),
+        });
+    (hash, prepared)
 }
 
 /// Step 2–4 for one shard. Returns the shard's result, or the gas-limit void reason.

@@ -62,6 +62,11 @@ pub(crate) struct Args {
     #[arg(long = "persist-blocks", default_value_t = server::DEFAULT_PERSIST_BLOCKS,
           value_parser = clap::value_parser!(u64).range(1..))]
     persist_blocks: u64,
+    /// Runs of each configuration, taken in turn (1 server, 2 servers, …, then again): each
+    /// row is the median run, with the range of tx/s beside it — on a shared machine one
+    /// run's figure moves by tens of percent.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
     /// Print one JSON object instead of lines.
     #[arg(long)]
     json: bool,
@@ -73,7 +78,9 @@ struct Run {
     replication: u16,
     agreement: usize,
     store: &'static str,
+    /// The median run's (see `--repeat`), and the slowest and fastest run's.
     tx_per_s: f64,
+    tx_per_s_range: (f64, f64),
     speedup: f64,
     ms_per_block: f64,
     effect_bytes_per_block: u64,
@@ -90,6 +97,10 @@ struct PhasesMs {
     merge: f64,
     apply: f64,
     finalize: f64,
+    /// Waiting after its execution: until every shard had an outcome, then until every shard
+    /// was accepted (a second agreeing outcome where agreement is 2, the store).
+    wait_outcomes: f64,
+    wait_accepts: f64,
 }
 
 impl PhasesMs {
@@ -104,6 +115,8 @@ impl PhasesMs {
             merge: per(|s| &s.phases.merge_us),
             apply: per(|s| &s.phases.apply_us),
             finalize: per(|s| &s.phases.finalize_us),
+            wait_outcomes: per(|s| &s.phases.wait_outcomes_us),
+            wait_accepts: per(|s| &s.phases.wait_accepts_us),
         }
     }
 }
@@ -115,6 +128,7 @@ struct Report {
     txs_per_block: usize,
     blocks: u64,
     cores: usize,
+    repeat: u32,
     runs: Vec<Run>,
 }
 
@@ -285,11 +299,25 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     let txs = usize::from(args.shards) * args.txs_per_shard;
+    let mut measured: Vec<Vec<(Duration, Vec<Arc<ServerStats>>)>> =
+        settings.iter().map(|_| Vec::new()).collect();
+    for round in 0..args.repeat {
+        if args.repeat > 1 {
+            eprintln!("bench cluster: round {} of {}", round + 1, args.repeat);
+        }
+        for (setting, runs) in settings.iter().zip(&mut measured) {
+            runs.push(rt.block_on(run_one(args, setting, &genesis, &blocks))?);
+        }
+    }
+    let rate = |elapsed: Duration| (txs as f64 * args.blocks as f64) / elapsed.as_secs_f64();
+    let round1 = |x: f64| (x * 10.0).round() / 10.0;
     let mut runs = Vec::new();
     let mut baseline = None;
-    for setting in &settings {
-        let (elapsed, stats) = rt.block_on(run_one(args, setting, &genesis, &blocks))?;
-        let tx_per_s = (txs as f64 * args.blocks as f64) / elapsed.as_secs_f64();
+    for (setting, mut all) in settings.iter().zip(measured) {
+        all.sort_by_key(|(elapsed, _)| *elapsed);
+        let range = (round1(rate(all[all.len() - 1].0)), round1(rate(all[0].0)));
+        let (elapsed, stats) = all.swap_remove(all.len() / 2);
+        let tx_per_s = rate(elapsed);
         let base = *baseline.get_or_insert(tx_per_s);
         let mut rtt: Vec<u64> = stats
             .iter()
@@ -315,7 +343,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             } else {
                 "embedded"
             },
-            tx_per_s: (tx_per_s * 10.0).round() / 10.0,
+            tx_per_s: round1(tx_per_s),
+            tx_per_s_range: range,
             speedup: (tx_per_s / base * 100.0).round() / 100.0,
             ms_per_block: (elapsed.as_secs_f64() * 1000.0 / args.blocks as f64 * 10.0).round()
                 / 10.0,
@@ -325,8 +354,16 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             phases_ms: PhasesMs::of(&stats, args.blocks),
         };
         if !args.json {
+            let spread = if args.repeat > 1 {
+                format!(
+                    " [median of {}; {:.0}–{:.0}]",
+                    args.repeat, run.tx_per_s_range.0, run.tx_per_s_range.1
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "{} server(s), R={}, agreement {}, {} store: {:.0} tx/s ({:.2}×), {:.1} ms/block, {} effect bytes/block/server, accept round trip p50 {} µs p99 {} µs",
+                "{} server(s), R={}, agreement {}, {} store: {:.0} tx/s{spread} ({:.2}×), {:.1} ms/block, {} effect bytes/block/server, accept round trip p50 {} µs p99 {} µs",
                 run.servers,
                 run.replication,
                 run.agreement,
@@ -345,7 +382,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                 ph.merge,
                 ph.apply,
                 ph.finalize,
-                (run.ms_per_block - ph.execute - ph.merge - ph.apply - ph.finalize).max(0.0)
+                (run.ms_per_block - ph.execute - ph.merge - ph.apply - ph.finalize).max(0.0),
+            );
+            println!(
+                "    waiting after execution: {:.1} ms until every shard had an outcome, then {:.1} ms until every shard was accepted",
+                ph.wait_outcomes, ph.wait_accepts,
             );
         }
         runs.push(run);
@@ -356,6 +397,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         txs_per_block: txs,
         blocks: args.blocks,
         cores,
+        repeat: args.repeat,
         runs,
     };
     if args.json {

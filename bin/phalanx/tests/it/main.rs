@@ -1073,9 +1073,12 @@ fn bench_cluster_reports_its_figures() {
         "5",
         "--etcd",
         "false",
+        "--repeat",
+        "3",
         "--json",
     ]);
     let runs = report["runs"].as_array().unwrap();
+    assert_eq!(report["repeat"], 3, "{report}");
     // 1 and 2 servers sharding, then 2 servers with two agreeing executors per shard.
     assert_eq!(runs.len(), 3, "{report}");
     assert_eq!(runs[0]["servers"], 1);
@@ -1092,7 +1095,21 @@ fn bench_cluster_reports_its_figures() {
         );
         let ms_per_block = run["ms_per_block"].as_f64().unwrap();
         assert!(steps.iter().sum::<f64>() <= ms_per_block + 0.5, "{report}");
+        // ... and so does what it waited for after its execution.
+        let waits =
+            phases["wait_outcomes"].as_f64().unwrap() + phases["wait_accepts"].as_f64().unwrap();
+        assert!(
+            steps.iter().sum::<f64>() + waits <= ms_per_block + 0.5,
+            "{report}"
+        );
+        // The row is the median of the three runs: within their range.
+        let tx_per_s = run["tx_per_s"].as_f64().unwrap();
+        let range = run["tx_per_s_range"].as_array().unwrap();
+        let (slowest, fastest) = (range[0].as_f64().unwrap(), range[1].as_f64().unwrap());
+        assert!(slowest <= tx_per_s && tx_per_s <= fastest, "{report}");
     }
+    // A lone server waits for no other server's outcomes.
+    assert_eq!(runs[0]["phases_ms"]["wait_outcomes"], 0.0, "{report}");
     // A lone server receives no one's effects; two servers exchange theirs.
     assert_eq!(runs[0]["effect_bytes_per_block"], 0, "{report}");
     assert!(

@@ -264,3 +264,123 @@ fn from_start(blocks: &[(ExecHeader, Vec<Shard>)]) -> CheckedHeaders {
     }
     headers
 }
+
+/// Step 3's note: a server that read a shard's accepted key before its owner wrote it reads
+/// it again when the owner says it won — not at its next tick (30 s here, so the block would
+/// wait that long) — and the server's own winning write is announced the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_note_makes_a_server_read_the_key_again_at_once() {
+    use phalanx_cluster::CoordinationStore;
+    use phalanx_cluster::server::{accepted_key, accepted_value, live_key, outcome_of};
+    use phalanx_cluster::wire::{Message, effects_topic};
+    use phalanx_execution::block;
+    use tree_hash::TreeHash;
+
+    let shards = 2;
+    let mut load = Load::new(shards, 5, 13);
+    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
+    let reference = StateStore::in_memory().unwrap();
+    reference.init_genesis(genesis.0, &genesis.1).unwrap();
+    let state = StateStore::in_memory().unwrap();
+    state.init_genesis(genesis.0, &genesis.1).unwrap();
+    let hub = MemoryHub::new();
+    let store = Arc::new(EmbeddedStore::new());
+    let node = "note";
+    // The other server, played here: live, owner of shard 1.
+    let other = PeerKey([0x77; 32]);
+    let lease = store.grant_lease(Duration::from_secs(120)).await.unwrap();
+    store
+        .put(&live_key(node, &other), b"1-1@0", Some(lease))
+        .await
+        .unwrap();
+    let mut other_net = hub.join(other);
+    other_net.subscribe(&effects_topic(node)).unwrap();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let mut config = ServerConfig::new(node, ShardRange { lo: 0, hi: 0 }, shards);
+    config.agreement = 1;
+    config.tick = Duration::from_secs(30);
+    config.accept_timeout = Duration::from_secs(120);
+    config.lease_ttl = Duration::from_secs(120);
+    let me = PeerKey([0x21; 32]);
+    let stats = Arc::new(ServerStats::default());
+    let task = tokio::spawn(server::run(
+        config,
+        Arc::new(state),
+        store.clone(),
+        hub.join(me),
+        stats.clone(),
+        shutdown,
+    ));
+    let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (header, shard_list) = load.next_block(5).unwrap();
+    let hash = header.hash();
+    // Shard 1's outcome, run here against the parent state.
+    let txs = block::shard_txs(&shard_list[1]);
+    let view = reference.view(header.parent).unwrap();
+    let env = header.env();
+    let prepared = block::prepare(std::slice::from_ref(&txs));
+    let result = block::run_shard(&view, &env, &env.exec_env(), 1, &prepared[0]).unwrap();
+    let outcome = outcome_of(hash, 1, result).unwrap();
+    let root = outcome.tree_hash_root();
+    feed.publish(header.clone(), shard_list.clone());
+
+    // The server runs shard 0, wins its key and says so.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout_at(deadline, other_net.recv())
+            .await
+            .expect("the server's note on shard 0")
+            .unwrap();
+        if let phalanx_net::NetEvent::Gossip { data, .. } = event
+            && let Ok(Message::Accepted(note)) = Message::decode(&data)
+        {
+            assert_eq!((note.block, note.shard), (hash, 0));
+            break;
+        }
+    }
+    // Shard 1's outcome arrives before its key is written: the server reads the key, finds
+    // nothing, and waits.
+    other_net
+        .publish(&effects_topic(node), Message::Outcome(outcome).encode())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stats.head(), 0, "applied without shard 1 accepted");
+    // The owner writes the key and says so: applied at once.
+    store
+        .create_if_absent(
+            &accepted_key(node, hash, 1),
+            accepted_value(root, &other).as_bytes(),
+        )
+        .await
+        .unwrap();
+    let note = phalanx_cluster::wire::AcceptedNote {
+        block: hash,
+        shard: 1,
+    };
+    other_net
+        .publish(&effects_topic(node), Message::Accepted(note).encode())
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while stats.head() < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not applied within 5 s of the note (the next tick is 30 s away)"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let raw: Vec<Vec<alloy_primitives::Bytes>> = shard_list.iter().map(block::shard_txs).collect();
+    let expected = reference
+        .execute(header.parent, hash, &header.env(), &raw)
+        .unwrap()
+        .post_state_root;
+    assert_eq!(stats.root(1), Some(expected));
+    assert_eq!(
+        stats.executed.load(Ordering::Relaxed),
+        1,
+        "it ran shard 0 only"
+    );
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+}
