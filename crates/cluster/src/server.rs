@@ -1260,15 +1260,7 @@ impl<N: Network> Server<N> {
             return Ok(());
         }
         let (state, stats, block) = (self.state.clone(), self.stats.clone(), self.head.1);
-        off_runtime(&self.pool, move || {
-            let started = std::time::Instant::now();
-            state
-                .finalize(block)
-                .map_err(|e| ServerError::State(e.to_string()))?;
-            Phases::add(&stats.phases.finalize_us, started);
-            Ok::<_, ServerError>(())
-        })
-        .await??;
+        off_runtime(&self.pool, move || finalize(&state, &stats, block)).await??;
         self.mark_persisted(self.head.0);
         Ok(())
     }
@@ -1755,15 +1747,16 @@ impl<N: Network> Server<N> {
                     let mine = accepted_value(root, &self.me);
                     let started = std::time::Instant::now();
                     let created = self.store.create_if_absent(&key, mine.as_bytes()).await?;
-                    let mut rtt = lock(&self.stats.accept_rtt_us);
-                    rtt.push(started.elapsed().as_micros() as u64);
-                    if rtt.len() > 2 * STATS_HEIGHTS {
-                        rtt.drain(..STATS_HEIGHTS);
+                    {
+                        let mut rtt = lock(&self.stats.accept_rtt_us);
+                        rtt.push(started.elapsed().as_micros() as u64);
+                        if rtt.len() > 2 * STATS_HEIGHTS {
+                            rtt.drain(..STATS_HEIGHTS);
+                        }
                     }
                     match created {
                         Created::Won => {
                             self.stats.accepts_won.fetch_add(1, Ordering::Relaxed);
-                            drop(rtt);
                             let note = Message::Accepted(AcceptedNote { block: hash, shard });
                             self.net
                                 .publish(&effects_topic(&self.config.node), note.encode())?;
@@ -1954,11 +1947,7 @@ impl<N: Network> Server<N> {
                     .map_err(|e| ServerError::State(format!("{}: {e}", path.display())))?;
             }
             if persist {
-                let started = std::time::Instant::now();
-                state
-                    .finalize(hash)
-                    .map_err(|e| ServerError::State(e.to_string()))?;
-                Phases::add(&stats.phases.finalize_us, started);
+                finalize(&state, &stats, hash)?;
             }
             Ok::<_, ServerError>((result, accepted))
         })
@@ -2104,6 +2093,16 @@ fn corrupt(outcome: &mut ShardOutcome) {
         }
         None => outcome.effects.gas_used += 1,
     }
+}
+
+/// Makes `block` final on disk with every applied block below it, timed as `finalize`.
+fn finalize(state: &StateStore, stats: &ServerStats, block: B256) -> Result<(), ServerError> {
+    let started = std::time::Instant::now();
+    state
+        .finalize(block)
+        .map_err(|e| ServerError::State(e.to_string()))?;
+    Phases::add(&stats.phases.finalize_us, started);
+    Ok(())
 }
 
 /// Step 2 for one shard: run it against the parent state.

@@ -263,8 +263,7 @@ pub fn prepare(shards: &[Vec<Bytes>]) -> Vec<Vec<(B256, Prepared)>> {
 }
 
 /// Step 1 for one transaction: its hash, and the decoded transaction with its recovered
-/// sender (or why it is skipped). It reads no state, so it may run before the parent block
-/// is applied.
+/// sender (or why it is skipped).
 pub fn prepare_tx(raw: &[u8]) -> (B256, Prepared) {
     let hash = alloy_primitives::keccak256(raw);
     let prepared = phalanx_types::transaction::decode(raw)
