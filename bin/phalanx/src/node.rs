@@ -83,6 +83,12 @@ pub(crate) struct NodeArgs {
     #[arg(long, default_value_t = phalanx_cluster::server::DEFAULT_PERSIST_BLOCKS,
           value_parser = clap::value_parser!(u64).range(1..))]
     persist_blocks: u64,
+    /// Serve JSON-RPC state reads from this server's replica on this address (e.g.
+    /// `127.0.0.1:8545`): `eth_getBalance`, `eth_getTransactionCount`, `eth_getCode`,
+    /// `eth_getStorageAt`, `eth_getProof`, `eth_blockNumber`, `eth_chainId`. Any server of a
+    /// node answers for any account. Not served by default.
+    #[arg(long, value_name = "ADDR", conflicts_with = "feed")]
+    rpc: Option<std::net::SocketAddr>,
     /// Print this server's identity key (made if absent) and exit.
     #[arg(long)]
     print_identity: bool,
@@ -262,6 +268,7 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
         listen: args.listen.clone(),
         peers,
         chain,
+        rpc: args.rpc,
     };
     eprintln!(
         "node: server of {} owning shards {range} of {}, data in {}",

@@ -10,6 +10,7 @@
 //!   request): the same checks, no serving node's API.
 //! * [`feed`]: a block feed publishing a deterministic load (simulator, benchmark, tests).
 //! * [`node`]: one server as a process (`phalanx node`): files, network, metrics.
+//! * [`rpc`]: a server's JSON-RPC endpoint: state reads from its replica.
 //! * [`load`]: a deterministic transfer load (simulator, benchmark, tests).
 //! * [`testing`]: a real etcd cluster on loopback for tests and benchmarks.
 
@@ -22,6 +23,7 @@ pub mod follow;
 pub mod load;
 pub mod node;
 pub mod ownership;
+pub mod rpc;
 pub mod server;
 pub mod store;
 pub mod testing;

@@ -1,7 +1,8 @@
 //! One server of a node as a process (`phalanx node`): its identity key, its state replica on
 //! disk, its coordination store (embedded or etcd), the chain's libp2p network, the chain it
 //! executes ([`Chain`]: the consensus chain's checked, final headers from a follower, or a
-//! block feed), and what an operator reads back: a roots log and Prometheus metrics.
+//! block feed), and what an operator reads back: a roots log, Prometheus metrics and, with
+//! an address to serve it on, JSON-RPC state reads ([`crate::rpc`]).
 //!
 //! Files in the data folder:
 //!
@@ -113,6 +114,8 @@ pub struct NodeConfig {
     pub peers: Vec<Peer>,
     /// The chain.
     pub chain: Chain,
+    /// Where to serve JSON-RPC state reads ([`crate::rpc`]); `None`: not served.
+    pub rpc: Option<std::net::SocketAddr>,
 }
 
 /// Why a node could not run.
@@ -132,6 +135,14 @@ pub enum NodeError {
     /// The network.
     #[error(transparent)]
     Net(#[from] phalanx_net::NetError),
+    /// The JSON-RPC endpoint.
+    #[error("json-rpc on {addr}: {reason}")]
+    Rpc {
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
     /// The coordination store.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -173,6 +184,11 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
         Chain::Gossip { genesis, .. } => chain_genesis(genesis),
         Chain::Feed(load) => genesis(config.server.shards, *load),
     };
+    let chain_id = match &config.chain {
+        Chain::Follow { follow, .. } => follow.genesis.spec.chain_id,
+        Chain::Gossip { genesis, .. } => genesis.spec.chain_id,
+        Chain::Feed(_) => crate::load::CHAIN_ID,
+    };
     match state.head().map_err(|e| NodeError::State(e.to_string()))? {
         None => {
             state
@@ -184,6 +200,27 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
         }
     }
     let state = Arc::new(state);
+    let rpc = match config.rpc {
+        Some(addr) => {
+            let failed = |e: std::io::Error| NodeError::Rpc {
+                addr,
+                reason: e.to_string(),
+            };
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
+            let bound = listener.local_addr().map_err(failed)?;
+            tracing::info!(addr = %bound, "json-rpc state reads served");
+            let reads = crate::rpc::Reads {
+                state: state.clone(),
+                chain_id,
+            };
+            Some(AbortOnDrop(tokio::spawn(crate::rpc::serve(
+                listener,
+                reads,
+                shutdown.clone(),
+            ))))
+        }
+        None => None,
+    };
     let store: Arc<dyn CoordinationStore> = match &config.store {
         StoreChoice::Embedded => Arc::new(EmbeddedStore::new()),
         StoreChoice::Etcd(c) => Arc::new(EtcdStore::connect(c.clone()).await?),
@@ -288,7 +325,18 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
     if let Err(e) = reporter.report(&stats) {
         tracing::warn!(error = %e, "cannot write the roots log or metrics");
     }
+    drop(rpc);
     result
+}
+
+/// A task stopped when its handle is dropped (the JSON-RPC endpoint, whichever way [`run`]
+/// returns).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How often the roots log and metrics are head.

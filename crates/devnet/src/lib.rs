@@ -50,8 +50,7 @@ use phalanx_cluster::ownership::layout;
 use phalanx_cluster::server::{self, ServerConfig, ServerStats};
 use phalanx_cluster::wire::{ChainBlock, ExecHeader};
 use phalanx_consensus::Registry;
-use phalanx_execution::rpc::RpcError;
-use phalanx_execution::store::{Head, StateStore, StateView};
+use phalanx_execution::store::{Head, StateStore};
 use phalanx_net::memory::MemoryHub;
 use phalanx_net::{Network, PeerKey};
 use phalanx_sim::chain::{LiveChain, LiveStatus};
@@ -256,23 +255,6 @@ impl Shared {
 
     pub(crate) fn executed(&self) -> Option<Head> {
         self.best().map(|(_, h)| h)
-    }
-
-    pub(crate) fn head_view(&self) -> Result<StateView, RpcError> {
-        let (state, head) = self
-            .best()
-            .ok_or_else(|| RpcError::server("no state yet"))?;
-        state
-            .view(head.block)
-            .map_err(|e| RpcError::server(e.to_string()))
-    }
-
-    /// The hash of the executed block at `number`.
-    pub(crate) fn block_hash(&self, number: u64) -> Result<B256, RpcError> {
-        self.blocks()
-            .get(&number)
-            .map(|b| b.header.hash())
-            .ok_or_else(|| RpcError::server(format!("block {number} is not known")))
     }
 
     /// Indexes a block fed to execution (for JSON-RPC).

@@ -21,12 +21,11 @@
 
 use std::sync::Arc;
 
-use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_primitives::{Address, B256, Bytes};
 use axum::extract::State;
 use axum::routing::post;
-use phalanx_execution::reader::StateReader;
 use phalanx_execution::rpc::{
-    self, BlockTag, CallObject, RpcError, outcome_result, param, quantity,
+    self, CallObject, HeadState, RpcError, outcome_result, param, quantity,
 };
 use serde_json::{Value, json};
 
@@ -54,24 +53,12 @@ async fn handle(State(shared): State<Arc<Shared>>, body: String) -> axum::Json<V
     axum::Json(answer)
 }
 
-/// Checks a block tag or number names the executed head.
-fn at_head(shared: &Shared, params: &[Value], i: usize) -> Result<(), RpcError> {
-    let head = shared.executed().map_or(0, |h| h.number);
-    match rpc::block_tag(params, i)? {
-        BlockTag::Head => Ok(()),
-        BlockTag::Number(n) if n == head => Ok(()),
-        BlockTag::Number(n) => Err(RpcError::server(format!(
-            "state at block {n} is not kept: this node keeps the executed head ({head})"
-        ))),
-        BlockTag::Earliest => Err(RpcError::server(format!(
-            "state at block 0 is not kept: this node keeps the executed head ({head})"
-        ))),
-    }
-}
-
 pub(crate) fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcError> {
     if let Some(answer) = crate::filters::call(shared, method, params) {
         return answer;
+    }
+    if rpc::STATE_METHODS.contains(&method) {
+        return head_state(shared, method, |state| state.call(method, params));
     }
     let chain_id = shared.chain_id;
     match method {
@@ -82,93 +69,6 @@ pub(crate) fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Va
         "eth_blockNumber" => Ok(quantity(shared.executed().map_or(0, |h| h.number))),
         "eth_gasPrice" => Ok(quantity(2 * crate::exec::BASEFEE)),
         "eth_maxPriorityFeePerGas" => Ok(quantity(crate::exec::BASEFEE)),
-        "eth_getBalance" | "eth_getTransactionCount" | "eth_getCode" => {
-            let address: Address = param(params, 0, "address")?;
-            at_head(shared, params, 1)?;
-            let view = shared.head_view()?;
-            let account = view
-                .account(address)
-                .map_err(|e| RpcError::server(e.to_string()))?;
-            match method {
-                "eth_getBalance" => Ok(quantity(account.map_or(U256::ZERO, |a| a.balance))),
-                "eth_getTransactionCount" => {
-                    let nonce = account.map_or(0, |a| a.nonce);
-                    let pending = params.get(1).and_then(Value::as_str) == Some("pending");
-                    Ok(quantity(if pending {
-                        shared.pool.pending_nonce(address, nonce)
-                    } else {
-                        nonce
-                    }))
-                }
-                _ => {
-                    let code = match account {
-                        Some(a) => view
-                            .code(a.code_hash)
-                            .map_err(|e| RpcError::server(e.to_string()))?,
-                        None => Bytes::new(),
-                    };
-                    Ok(json!(code))
-                }
-            }
-        }
-        "eth_getProof" => {
-            // EIP-1186. Any executed block: the trie keeps every root's nodes, so proofs of
-            // past states are served although reads of them (eth_getBalance…) are not.
-            let address: Address = param(params, 0, "address")?;
-            let raw: Vec<String> = param(params, 1, "storage keys")?;
-            if raw.len() > 1024 {
-                return Err(RpcError::params("at most 1024 storage keys".to_string()));
-            }
-            let slots = raw
-                .iter()
-                .map(|k| rpc::storage_key(k))
-                .collect::<Result<Vec<U256>, RpcError>>()?;
-            let (state, head) = shared
-                .best()
-                .ok_or_else(|| RpcError::server("no state yet".to_string()))?;
-            let block = match rpc::block_tag(params, 2)? {
-                BlockTag::Head => head.block,
-                BlockTag::Earliest => shared.block_hash(0)?,
-                BlockTag::Number(n) if n > head.number => {
-                    return Err(RpcError::server(format!(
-                        "block {n} is not executed yet (head {})",
-                        head.number
-                    )));
-                }
-                BlockTag::Number(n) => shared.block_hash(n)?,
-            };
-            let proof = state
-                .proof(block, address, &slots)
-                .map_err(|e| RpcError::server(e.to_string()))?;
-            // Keys echoed as given, as geth does.
-            let storage: Vec<Value> = raw
-                .iter()
-                .zip(&proof.storage)
-                .map(|(key, (_, value, nodes))| {
-                    json!({"key": key, "value": quantity(*value), "proof": nodes})
-                })
-                .collect();
-            let account = proof.account;
-            Ok(json!({
-                "address": address,
-                "accountProof": proof.account_proof,
-                "balance": quantity(account.map_or(U256::ZERO, |a| a.balance)),
-                "codeHash": account.map_or(B256::ZERO, |a| a.code_hash),
-                "nonce": quantity(account.map_or(0, |a| a.nonce)),
-                "storageHash": account.map_or(phalanx_trie::EMPTY_ROOT, |a| a.storage_root),
-                "storageProof": storage,
-            }))
-        }
-        "eth_getStorageAt" => {
-            let address: Address = param(params, 0, "address")?;
-            let slot: U256 = param(params, 1, "slot")?;
-            at_head(shared, params, 2)?;
-            let view = shared.head_view()?;
-            let value = view
-                .storage(address, slot)
-                .map_err(|e| RpcError::server(e.to_string()))?;
-            Ok(json!(B256::from(value)))
-        }
         "eth_getBlockByNumber" => {
             let tag: String = param(params, 0, "block")?;
             let full = params.get(1).and_then(Value::as_bool).unwrap_or(false);
@@ -196,9 +96,11 @@ pub(crate) fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Va
         "eth_accounts" => Ok(json!([])),
         "eth_call" | "eth_estimateGas" => {
             let object: CallObject = param(params, 0, "transaction object")?;
-            at_head(shared, params, 1)?;
+            let view = head_state(shared, method, |state| {
+                state.at_head(params, 1)?;
+                state.view()
+            })?;
             let request = object.request();
-            let view = shared.head_view()?;
             let header = shared
                 .head_header()
                 .ok_or_else(|| RpcError::server("no executed block yet"))?;
@@ -235,6 +137,24 @@ pub(crate) fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Va
             "method {other} is not available on this node"
         ))),
     }
+}
+
+/// Runs `read` on the state of the server with the highest executed head, whose `pending`
+/// nonces count what the pool holds.
+fn head_state<T>(
+    shared: &Shared,
+    method: &str,
+    read: impl FnOnce(&HeadState<'_>) -> Result<T, RpcError>,
+) -> Result<T, RpcError> {
+    let (store, head) = shared
+        .best()
+        .ok_or_else(|| RpcError::server(format!("no state yet to answer {method}")))?;
+    let pending = |address: Address, nonce: u64| shared.pool.pending_nonce(address, nonce);
+    read(&HeadState {
+        store,
+        head,
+        pending_nonce: Some(&pending),
+    })
 }
 
 /// A transaction as JSON-RPC shows it; `at` is its block header and index once in a block.

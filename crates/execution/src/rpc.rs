@@ -6,11 +6,16 @@
 //! Error codes: -32700 parse, -32600 invalid request, -32601 unknown method, -32602 bad
 //! params, -32000 server (anything the node cannot answer, with a message saying why), 3 a
 //! reverted call (with the revert data).
+//!
+//! [`HeadState`] answers the state reads every phalanx full node serves alike (the devnet's
+//! endpoint and each `phalanx node` server's), from one state store at its executed head.
 
-use alloy_primitives::{Address, Bytes, U256};
+use alloy_primitives::{Address, B256, Bytes, U256};
 use serde_json::{Value, json};
 
 use crate::call::{CallOutcome, CallRequest};
+use crate::reader::StateReader;
+use crate::store::{Head, StateStore, StateView};
 
 /// A JSON-RPC error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +167,146 @@ pub fn storage_key(k: &str) -> Result<U256, RpcError> {
         .then(|| U256::from_str_radix(if digits.is_empty() { "0" } else { digits }, 16).ok())
         .flatten()
         .ok_or_else(|| RpcError::params(format!("storage key {k:?} is not 32-byte hex")))
+}
+
+/// The methods [`HeadState::call`] answers.
+pub const STATE_METHODS: [&str; 5] = [
+    "eth_getBalance",
+    "eth_getTransactionCount",
+    "eth_getCode",
+    "eth_getStorageAt",
+    "eth_getProof",
+];
+
+/// A node's state as its reads see it: the store and its executed head. Reads of accounts,
+/// code and storage are answered at the head only (the store keeps the head's flat state);
+/// `eth_getProof` at any finalized block (the trie keeps every root's nodes: what a light
+/// client verifies against the root it believes).
+pub struct HeadState<'a> {
+    /// The state.
+    pub store: &'a StateStore,
+    /// Its executed head.
+    pub head: Head,
+    /// The nonce a `pending` `eth_getTransactionCount` reports, from the head's nonce (a
+    /// node with a transaction pool counts what it holds); `None`: the head's nonce.
+    pub pending_nonce: Option<&'a dyn Fn(Address, u64) -> u64>,
+}
+
+impl HeadState<'_> {
+    /// Checks the block parameter `i` names the head.
+    pub fn at_head(&self, params: &[Value], i: usize) -> Result<(), RpcError> {
+        let head = self.head.number;
+        match block_tag(params, i)? {
+            BlockTag::Head => Ok(()),
+            BlockTag::Number(n) if n == head => Ok(()),
+            BlockTag::Number(n) => Err(RpcError::server(format!(
+                "state at block {n} is not kept: this node keeps the executed head ({head})"
+            ))),
+            BlockTag::Earliest => Err(RpcError::server(format!(
+                "state at block 0 is not kept: this node keeps the executed head ({head})"
+            ))),
+        }
+    }
+
+    /// The state after the head.
+    pub fn view(&self) -> Result<StateView, RpcError> {
+        self.store
+            .view(self.head.block)
+            .map_err(|e| RpcError::server(e.to_string()))
+    }
+
+    /// Answers one of [`STATE_METHODS`] (another method is -32601).
+    pub fn call(&self, method: &str, params: &[Value]) -> Result<Value, RpcError> {
+        let failed = |e: crate::StateError| RpcError::server(e.to_string());
+        match method {
+            "eth_getBalance" | "eth_getTransactionCount" | "eth_getCode" => {
+                let address: Address = param(params, 0, "address")?;
+                self.at_head(params, 1)?;
+                let view = self.view()?;
+                let account = view.account(address).map_err(failed)?;
+                match method {
+                    "eth_getBalance" => Ok(quantity(account.map_or(U256::ZERO, |a| a.balance))),
+                    "eth_getTransactionCount" => {
+                        let nonce = account.map_or(0, |a| a.nonce);
+                        let pending = params.get(1).and_then(Value::as_str) == Some("pending");
+                        Ok(quantity(match self.pending_nonce {
+                            Some(count) if pending => count(address, nonce),
+                            _ => nonce,
+                        }))
+                    }
+                    _ => {
+                        let code = match account {
+                            Some(a) => view.code(a.code_hash).map_err(failed)?,
+                            None => Bytes::new(),
+                        };
+                        Ok(json!(code))
+                    }
+                }
+            }
+            "eth_getStorageAt" => {
+                let address: Address = param(params, 0, "address")?;
+                let slot: U256 = param(params, 1, "slot")?;
+                self.at_head(params, 2)?;
+                let value = self.view()?.storage(address, slot).map_err(failed)?;
+                Ok(json!(B256::from(value)))
+            }
+            "eth_getProof" => self.proof(params),
+            other => Err(RpcError::unknown_method(format!(
+                "method {other} is not a state read"
+            ))),
+        }
+    }
+
+    /// EIP-1186 `eth_getProof` at any finalized block up to the head.
+    fn proof(&self, params: &[Value]) -> Result<Value, RpcError> {
+        let failed = |e: crate::StateError| RpcError::server(e.to_string());
+        let address: Address = param(params, 0, "address")?;
+        let raw: Vec<String> = param(params, 1, "storage keys")?;
+        if raw.len() > 1024 {
+            return Err(RpcError::params("at most 1024 storage keys".to_string()));
+        }
+        let slots = raw
+            .iter()
+            .map(|k| storage_key(k))
+            .collect::<Result<Vec<U256>, RpcError>>()?;
+        let head = self.head.number;
+        let at = |n: u64| {
+            self.store
+                .finalized_block(n)
+                .map_err(failed)?
+                .ok_or_else(|| RpcError::server(format!("block {n} is not known")))
+        };
+        let block = match block_tag(params, 2)? {
+            BlockTag::Head => self.head.block,
+            BlockTag::Number(n) if n == head => self.head.block,
+            BlockTag::Number(n) if n > head => {
+                return Err(RpcError::server(format!(
+                    "block {n} is not executed yet (head {head})"
+                )));
+            }
+            BlockTag::Number(n) => at(n)?,
+            BlockTag::Earliest => at(0)?,
+        };
+        let proof = self.store.proof(block, address, &slots).map_err(failed)?;
+        // Keys echoed as given, as geth does.
+        let storage: Vec<Value> = raw
+            .iter()
+            .zip(&proof.storage)
+            .map(|(key, (_, value, nodes))| {
+                json!({"key": key, "value": quantity(*value), "proof": nodes})
+            })
+            .collect();
+        let account = proof.account;
+        Ok(json!({
+            "address": address,
+            "accountProof": proof.account_proof,
+            "balance": quantity(account.map_or(U256::ZERO, |a| a.balance)),
+            "codeHash": account.map_or(B256::ZERO, |a| a.code_hash),
+            "nonce": quantity(account.map_or(0, |a| a.nonce)),
+            "storageHash": account.map_or(phalanx_trie::EMPTY_ROOT, |a| a.storage_root),
+            "storageProof": storage,
+        }))
+    }
 }
 
 /// The JSON-RPC transaction object of `eth_call` and `eth_estimateGas` (fee fields are

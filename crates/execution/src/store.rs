@@ -32,6 +32,8 @@ const ACCOUNTS: TableDefinition<'_, &[u8; 20], &[u8]> = TableDefinition::new("ac
 const STORAGE: TableDefinition<'_, &[u8; 52], &[u8; 32]> = TableDefinition::new("storage");
 const CODE: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("code");
 const BLOCKS: TableDefinition<'_, &[u8; 32], &[u8; 40]> = TableDefinition::new("blocks");
+/// Height → hash of the finalized block there (what `eth_getProof` by number needs).
+const HEIGHTS: TableDefinition<'_, u64, &[u8; 32]> = TableDefinition::new("finalized_heights");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 
 fn db_err(e: impl std::fmt::Display) -> StateError {
@@ -196,6 +198,7 @@ impl StateStore {
             txn.open_table(STORAGE).map_err(db_err)?;
             txn.open_table(CODE).map_err(db_err)?;
             txn.open_table(BLOCKS).map_err(db_err)?;
+            txn.open_table(HEIGHTS).map_err(db_err)?;
             txn.open_table(META).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
@@ -307,6 +310,17 @@ impl StateStore {
             .map(|v| B256::from_slice(&v.value()[8..])))
     }
 
+    /// The hash of the finalized block at height `number` (`None` above the head, or for a
+    /// height finalized by a build before this index existed).
+    pub fn finalized_block(&self, number: u64) -> Result<Option<B256>, StateError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let heights = txn.open_table(HEIGHTS).map_err(db_err)?;
+        Ok(heights
+            .get(number)
+            .map_err(db_err)?
+            .map(|v| B256::from(*v.value())))
+    }
+
     /// Executes `block` (height `number`) on the state after `parent` and keeps its result as
     /// an unfinalized overlay.
     pub fn execute(
@@ -407,6 +421,7 @@ impl StateStore {
             let mut storage = txn.open_table(STORAGE).map_err(db_err)?;
             let mut code = txn.open_table(CODE).map_err(db_err)?;
             let mut blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+            let mut heights = txn.open_table(HEIGHTS).map_err(db_err)?;
             let mut meta = txn.open_table(META).map_err(db_err)?;
             for (hash, overlay) in chain {
                 for (h, n) in &overlay.nodes {
@@ -444,6 +459,7 @@ impl StateStore {
                 entry[..8].copy_from_slice(&overlay.number.to_be_bytes());
                 entry[8..].copy_from_slice(overlay.state_root.as_slice());
                 blocks.insert(&hash.0, &entry).map_err(db_err)?;
+                heights.insert(overlay.number, &hash.0).map_err(db_err)?;
             }
             meta.insert("head", head.encode().as_slice())
                 .map_err(db_err)?;

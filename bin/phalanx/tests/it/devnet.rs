@@ -456,7 +456,8 @@ fn node_process_follows_a_devnet_from_gossip_alone_and_resumes_after_kill_9() {
 
 fn node_process_follows(gossip: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let (port, p2p_port, node_port) = (free_port(), free_port(), free_port());
+    let (port, p2p_port, node_port, node_rpc) =
+        (free_port(), free_port(), free_port(), free_port());
     let mut devnet = start_with(
         dir.path(),
         port,
@@ -484,6 +485,7 @@ fn node_process_follows(gossip: bool) {
             .arg(dir.path().join("chain").join("genesis.json"))
             .args(["--peer", &peer, "--listen"])
             .arg(format!("/ip4/127.0.0.1/tcp/{node_port}"))
+            .args(["--rpc", &format!("127.0.0.1:{node_rpc}")])
             .arg("--data-dir")
             .arg(&node_dir)
             .stdout(Stdio::null())
@@ -526,6 +528,25 @@ fn node_process_follows(gossip: bool) {
             matching(first + 3)
         },
     );
+    // Its JSON-RPC answers from the replica it resumed: every genesis account's proof at the
+    // node's head is the devnet's at that height.
+    let at = poll(
+        &mut devnet,
+        Duration::from_secs(30),
+        "the node's rpc",
+        || height(node_rpc).filter(|h| *h >= first + 3),
+    );
+    let genesis = dir.path().join("chain").join("genesis.json");
+    let alloc: Value = serde_json::from_str(&std::fs::read_to_string(&genesis).unwrap()).unwrap();
+    let accounts = alloc["alloc"].as_object().unwrap();
+    assert!(!accounts.is_empty());
+    let tag = format!("{at:#x}");
+    for who in accounts.keys() {
+        let theirs = rpc(port, "eth_getProof", json!([who, [], tag])).unwrap();
+        let ours = rpc(node_rpc, "eth_getProof", json!([who, [], tag])).unwrap();
+        assert!(theirs["accountProof"].is_array(), "{who}: {theirs}");
+        assert_eq!(ours, theirs, "{who} at {at}");
+    }
     n.kill().unwrap();
     n.wait().unwrap();
     devnet.kill().unwrap();

@@ -3,14 +3,18 @@
 //! headers against their signed consensus headers, tally finality themselves, take their
 //! shards by gossip from the devnet (the blocks from before the node started by range
 //! requests), execute them and end with the devnet's block and state root at every height —
-//! and no server receives a shard outside its range by gossip. A node given a genesis file with another allocation is refused before it runs a
+//! and no server receives a shard outside its range by gossip; each server's JSON-RPC answers
+//! `eth_getProof` about every account the chain touched as the devnet does, whichever
+//! server ran the shard that touched it. A node given a genesis file with another allocation is refused before it runs a
 //! block.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use alloy_primitives::Address;
 use phalanx_cluster::CoordinationStore;
 use phalanx_cluster::embedded::EmbeddedStore;
 use phalanx_cluster::follow::{FollowConfig, FollowError};
@@ -20,6 +24,7 @@ use phalanx_cluster::server::ServerConfig;
 use phalanx_devnet::{Devnet, DevnetConfig};
 use phalanx_net::PeerKey;
 use phalanx_net::p2p::Peer;
+use serde_json::{Value, json};
 use tokio::sync::watch;
 
 const SHARDS: u16 = 8;
@@ -183,6 +188,125 @@ fn peers_of(i: usize, source: &Peer, servers: &[(PathBuf, PeerKey, String)]) -> 
     peers
 }
 
+async fn rpc(addr: SocketAddr, body: &Value) -> Value {
+    let (code, answer) = crate::api::request(addr, "POST", "/", &body.to_string()).await;
+    assert_eq!(code, 200, "{answer}");
+    serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"))
+}
+
+async fn rpc_call(addr: SocketAddr, method: &str, params: Value) -> Value {
+    rpc(
+        addr,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+    )
+    .await
+}
+
+/// `eth_blockNumber` of the endpoint at `addr`, once it is at least `height` (30 s at most).
+async fn head_at_least(addr: SocketAddr, height: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = rpc_call(addr, "eth_blockNumber", json!([])).await;
+        let head = u64::from_str_radix(
+            answer["result"].as_str().unwrap().trim_start_matches("0x"),
+            16,
+        )
+        .unwrap();
+        if head >= height {
+            return head;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} stays at {head} < {height}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every server's JSON-RPC (`phalanx node --rpc`) answers as the devnet does about every
+/// account the chain touched up to `height` (the genesis accounts, every transaction's sender
+/// and recipient): the same `eth_getProof` at `height` — balance, nonce and the proof from
+/// that height's state root — whichever server ran the shard that touched it; the same chain
+/// id; a method it does not serve is -32601. Returns how many accounts were compared and how
+/// many of them sent a transaction.
+async fn reads_match_the_devnet(
+    servers: &[SocketAddr],
+    devnet: SocketAddr,
+    genesis: &phalanx_spec::Genesis,
+    height: u64,
+) -> (usize, usize) {
+    head_at_least(devnet, height).await;
+    let mut accounts: BTreeSet<Address> = genesis.alloc.keys().copied().collect();
+    for h in 1..=height {
+        let block = rpc_call(
+            devnet,
+            "eth_getBlockByNumber",
+            json!([format!("{h:#x}"), true]),
+        )
+        .await;
+        for tx in block["result"]["transactions"].as_array().unwrap() {
+            for field in ["from", "to"] {
+                if let Some(a) = tx[field].as_str() {
+                    accounts.insert(a.parse().unwrap());
+                }
+            }
+        }
+    }
+    let proofs = Value::Array(
+        accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                json!({"jsonrpc": "2.0", "id": i, "method": "eth_getProof",
+                       "params": [a, [], format!("{height:#x}")]})
+            })
+            .collect(),
+    );
+    let expected = rpc(devnet, &proofs).await;
+    for answer in expected.as_array().unwrap() {
+        assert!(
+            answer["result"]["accountProof"].is_array(),
+            "devnet: {answer}"
+        );
+    }
+    let moved = expected
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["result"]["nonce"] != json!("0x0"))
+        .count();
+    assert!(
+        moved > 0,
+        "no account sent a transaction by height {height}"
+    );
+    let chain_id = rpc_call(devnet, "eth_chainId", json!([])).await["result"].clone();
+    for (i, server) in servers.iter().enumerate() {
+        head_at_least(*server, height).await;
+        assert_eq!(
+            rpc_call(*server, "eth_chainId", json!([])).await["result"],
+            chain_id,
+            "server {i}"
+        );
+        let got = rpc(*server, &proofs).await;
+        assert_eq!(got.as_array().unwrap().len(), accounts.len(), "server {i}");
+        for (ours, theirs) in got
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(expected.as_array().unwrap())
+        {
+            assert_eq!(ours, theirs, "server {i}: eth_getProof at {height}");
+        }
+        let unserved = rpc_call(*server, "eth_sendRawTransaction", json!(["0x00"])).await;
+        assert_eq!(
+            unserved["error"]["code"],
+            json!(-32601),
+            "server {i}: {unserved}"
+        );
+    }
+    (accounts.len(), moved)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -211,6 +335,9 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
         genesis: devnet.genesis().clone(),
         poll: Duration::from_millis(100),
     };
+    let rpcs: Vec<SocketAddr> = (0..SERVERS)
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+        .collect();
     let mut tasks = Vec::new();
     for (i, (data, _, address)) in servers.iter().enumerate() {
         let peers = peers_of(i, &source, &servers);
@@ -224,6 +351,7 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
                 follow: Box::new(follow.clone()),
                 blocks: source.key,
             },
+            rpc: Some(rpcs[i]),
         };
         tasks.push(tokio::spawn(node::run(config, shutdown.clone())));
     }
@@ -238,6 +366,13 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
         started.elapsed()
     );
     same_roots(&dirs, &devnet_log, target);
+    let (accounts, moved) =
+        reads_match_the_devnet(&rpcs, devnet.rpc_addr(), devnet.genesis(), target).await;
+    eprintln!(
+        "{} servers answer eth_getProof at height {target} as the devnet does for {accounts} \
+         accounts ({moved} of them senders)",
+        rpcs.len()
+    );
 
     // Metrics are written each second: wait for one more write, then check the ranges.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -286,6 +421,7 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
                 }),
                 blocks: source.key,
             },
+            rpc: None,
         },
         shutdown,
     );
@@ -330,6 +466,7 @@ async fn a_clustered_node_follows_the_chain_from_gossip_alone() {
             genesis: genesis.clone(),
             blocks: source.key,
         },
+        rpc: None,
     };
     // Server 0 has its own stop, to be restarted.
     let (stop0, shutdown0) = watch::channel(false);

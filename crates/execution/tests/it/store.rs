@@ -76,6 +76,12 @@ fn finalized_state_survives_a_restart_and_forks_are_dropped() {
     );
     assert_eq!(view.account(signer(0).address()).unwrap().unwrap().nonce, 2);
     assert_ne!(root2, root_fork);
+    // Every finalized height is indexed on disk, the losing fork's never; no height above
+    // the head.
+    for n in 0..=2 {
+        assert_eq!(st.finalized_block(n).unwrap(), Some(block_hash(n)));
+    }
+    assert_eq!(st.finalized_block(3).unwrap(), None);
     // Execution continues from disk.
     let b3 = vec![vec![transfer(&signer(0), 2, a, 1)]];
     let r3 = st
