@@ -1660,59 +1660,107 @@ impl<N: Network> Server<N> {
         let (header, hash) = (p.header.clone(), p.hash);
         let (state, corrupt) = (self.state.clone(), self.config.corrupt);
         let stats = self.stats.clone();
-        let ran = off_runtime(&self.pool, move || {
+        // Each shard's outcome comes back as soon as it has run: it is published while this
+        // server runs the others, and the network is heard meanwhile, so the other servers'
+        // outcomes are decoded and checked during this server's execution, not after it.
+        let expected = jobs.len();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // In order: as the shards are listed (inline, so the simulator stays deterministic);
+        // otherwise each as it finishes.
+        let in_order = self.pool.is_none();
+        let run = move || {
             use rayon::prelude::*;
             let started = std::time::Instant::now();
-            let ran = jobs
-                .into_par_iter()
-                .map(|(shard, message)| {
-                    let expected = header.shard_roots.get(shard as usize).copied();
-                    if expected != Some(message.shard.tree_hash_root()) {
-                        return (shard, Ok(None));
-                    }
-                    let ran = run_shard(&state, corrupt, &header, hash, shard, &message).map(
+            let one = |(shard, message): (u16, ShardMessage)| {
+                let expected = header.shard_roots.get(shard as usize).copied();
+                let ran = if expected != Some(message.shard.tree_hash_root()) {
+                    Ok(None)
+                } else {
+                    run_shard(&state, corrupt, &header, hash, shard, &message).map(
                         |(outcome, receipts)| {
                             let roots = outcome.roots();
                             let encoded = Message::Outcome(outcome.clone()).encode();
                             Some((outcome, receipts, roots, encoded))
                         },
-                    );
-                    (shard, ran)
-                })
-                .collect::<Vec<_>>();
+                    )
+                };
+                (shard, ran)
+            };
+            if in_order {
+                let ran: Vec<_> = jobs.into_par_iter().map(one).collect();
+                for r in ran {
+                    let _ = tx.send(r);
+                }
+            } else {
+                jobs.into_par_iter().for_each_with(tx, |tx, job| {
+                    let _ = tx.send(one(job));
+                });
+            }
             Phases::add(&stats.phases.execute_us, started);
-            ran
-        })
-        .await?;
+        };
+        match &self.pool {
+            Some(pool) => pool.spawn(run),
+            None => run(),
+        }
+        let mut received = 0;
+        while received < expected {
+            tokio::select! {
+                biased;
+                ran = rx.recv() => {
+                    let Some((shard, ran)) = ran else {
+                        return Err(ServerError::State("an execution thread panicked".into()));
+                    };
+                    received += 1;
+                    self.record_run(hash, shard, ran)?;
+                }
+                event = self.net.recv() => match event {
+                    Some(event) => self.on_event(event)?,
+                    None => return Err(ServerError::Net(phalanx_net::NetError::Closed)),
+                },
+            }
+        }
         if let Some(p) = &mut self.pending {
             p.ran_at = Some(Instant::now());
         }
-        for (shard, ran) in ran {
-            let Some((outcome, receipts, (root, effects_root), encoded)) = ran? else {
-                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(shard, "shard does not match its header root; dropped");
-                if let Some(p) = &mut self.pending {
-                    p.shards.remove(&shard);
-                }
-                continue;
-            };
-            self.stats.executed.fetch_add(1, Ordering::Relaxed);
-            self.net
-                .publish(&effects_topic(&self.config.node), encoded)?;
-            let me = self.me;
-            if let Some(p) = &mut self.pending {
-                if let Some((accepted, _)) = p.accepted.get(&shard)
-                    && *accepted != root
-                {
-                    alarm(&self.stats, me, p.hash, shard, *accepted, root, me);
-                }
-                p.mine.insert(shard, root);
-                p.receipts.insert((shard, root), receipts);
-                p.votes.entry((shard, root)).or_default().insert(me);
-                p.outcomes
-                    .entry((shard, root))
-                    .or_insert((outcome, effects_root));
+        Ok(())
+    }
+
+    /// One shard this server ran for block `hash` (step 2): its outcome published and
+    /// counted as this server's vote, or the shard dropped if it did not match its header.
+    fn record_run(
+        &mut self,
+        hash: B256,
+        shard: u16,
+        ran: Result<Option<Ran>, ServerError>,
+    ) -> Result<(), ServerError> {
+        let Some((outcome, receipts, (root, effects_root), encoded)) = ran? else {
+            self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(shard, "shard does not match its header root; dropped");
+            if let Some(p) = &mut self.pending
+                && p.hash == hash
+            {
+                p.shards.remove(&shard);
             }
+            return Ok(());
+        };
+        self.stats.executed.fetch_add(1, Ordering::Relaxed);
+        self.net
+            .publish(&effects_topic(&self.config.node), encoded)?;
+        let me = self.me;
+        if let Some(p) = &mut self.pending
+            && p.hash == hash
+        {
+            if let Some((accepted, _)) = p.accepted.get(&shard)
+                && *accepted != root
+            {
+                alarm(&self.stats, me, p.hash, shard, *accepted, root, me);
+            }
+            p.mine.insert(shard, root);
+            p.receipts.insert((shard, root), receipts);
+            p.votes.entry((shard, root)).or_default().insert(me);
+            p.outcomes
+                .entry((shard, root))
+                .or_insert((outcome, effects_root));
         }
         Ok(())
     }
@@ -2094,6 +2142,10 @@ fn corrupt(outcome: &mut ShardOutcome) {
         None => outcome.effects.gas_used += 1,
     }
 }
+
+/// One shard a server ran: its outcome, receipts, (outcome root, effects root) and the
+/// outcome encoded for the effects topic.
+type Ran = (ShardOutcome, Vec<Receipt>, (B256, B256), Vec<u8>);
 
 /// Makes `block` final on disk with every applied block below it, timed as `finalize`.
 fn finalize(state: &StateStore, stats: &ServerStats, block: B256) -> Result<(), ServerError> {
