@@ -34,6 +34,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::embedded::EmbeddedStore;
 use crate::equivocation::Judge;
@@ -213,7 +214,7 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
                 state: state.clone(),
                 chain_id,
             };
-            Some(AbortOnDrop(tokio::spawn(crate::rpc::serve(
+            Some(AbortOnDropHandle::new(tokio::spawn(crate::rpc::serve(
                 listener,
                 reads,
                 shutdown.clone(),
@@ -325,18 +326,10 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
     if let Err(e) = reporter.report(&stats) {
         tracing::warn!(error = %e, "cannot write the roots log or metrics");
     }
+    // The endpoint stops with the server, whichever way `run` returns (its handle aborts the
+    // task when dropped).
     drop(rpc);
     result
-}
-
-/// A task stopped when its handle is dropped (the JSON-RPC endpoint, whichever way [`run`]
-/// returns).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// How often the roots log and metrics are head.

@@ -55,12 +55,9 @@ pub async fn serve(
 }
 
 async fn handle(State(reads): State<Reads>, body: String) -> axum::Json<Value> {
-    let answer = tokio::task::spawn_blocking(move || {
-        rpc::dispatch(&body, |method, params| call(&reads, method, params))
-    })
-    .await
-    .unwrap_or_else(|e| RpcError::server(format!("internal error: {e}")).response(Value::Null));
-    axum::Json(answer)
+    axum::Json(
+        rpc::dispatch_blocking(body, move |method, params| call(&reads, method, params)).await,
+    )
 }
 
 /// Answers one request.

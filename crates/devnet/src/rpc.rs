@@ -45,12 +45,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, body: String) -> axum::Json<Value> {
-    let answer = tokio::task::spawn_blocking(move || {
-        rpc::dispatch(&body, |method, params| call(&shared, method, params))
-    })
-    .await
-    .unwrap_or_else(|e| RpcError::server(format!("internal error: {e}")).response(Value::Null));
-    axum::Json(answer)
+    axum::Json(
+        rpc::dispatch_blocking(body, move |method, params| call(&shared, method, params)).await,
+    )
 }
 
 pub(crate) fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Value, RpcError> {

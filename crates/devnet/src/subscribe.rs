@@ -86,13 +86,10 @@ async fn serve(mut socket: WebSocket, shared: Arc<Shared>) {
                     }
                 };
                 let (shared, subs) = (shared.clone(), subs.clone());
-                let answer = tokio::task::spawn_blocking(move || {
-                    rpc::dispatch(&text, |method, params| call(&shared, &subs, method, params))
+                let answer = rpc::dispatch_blocking(text, move |method, params| {
+                    call(&shared, &subs, method, params)
                 })
-                .await
-                .unwrap_or_else(|e| {
-                    RpcError::server(format!("internal error: {e}")).response(Value::Null)
-                });
+                .await;
                 if socket.send(Message::Text(answer.to_string().into())).await.is_err() {
                     break;
                 }

@@ -87,6 +87,17 @@ pub fn dispatch(body: &str, call: impl Fn(&str, &[Value]) -> Result<Value, RpcEr
     }
 }
 
+/// [`dispatch`] on tokio's blocking pool (reads touch the disk), as an HTTP handler answers: a
+/// handler that panics answers -32000 "internal error" instead of dropping the connection.
+pub async fn dispatch_blocking(
+    body: String,
+    call: impl Fn(&str, &[Value]) -> Result<Value, RpcError> + Send + 'static,
+) -> Value {
+    tokio::task::spawn_blocking(move || dispatch(&body, call))
+        .await
+        .unwrap_or_else(|e| RpcError::server(format!("internal error: {e}")).response(Value::Null))
+}
+
 fn one(request: &Value, call: &impl Fn(&str, &[Value]) -> Result<Value, RpcError>) -> Value {
     let id = request.get("id").cloned().unwrap_or(Value::Null);
     let Some(method) = request.get("method").and_then(Value::as_str) else {

@@ -60,12 +60,9 @@ async fn handle(
     axum::extract::State(serving): axum::extract::State<Serving>,
     body: String,
 ) -> axum::Json<Value> {
-    let answer = tokio::task::spawn_blocking(move || {
-        rpc::dispatch(&body, |method, params| call(&serving, method, params))
-    })
-    .await
-    .unwrap_or_else(|e| RpcError::server(format!("internal error: {e}")).response(Value::Null));
-    axum::Json(answer)
+    axum::Json(
+        rpc::dispatch_blocking(body, move |method, params| call(&serving, method, params)).await,
+    )
 }
 
 fn lock(client: &Mutex<LightClient>) -> std::sync::MutexGuard<'_, LightClient> {
