@@ -9,11 +9,13 @@
 //!   reorg needs no unwinding: abandoned overlays are simply dropped.
 //! * **Finalizing** a block writes its overlay chain into the database in one transaction
 //!   (redb commits are durable and atomic: a crash leaves either the old or the new state,
-//!   never a mix) and drops every overlay that does not descend from it.
+//!   never a mix) and drops every overlay that does not descend from it. The chain is first
+//!   folded (`Flat`): each account and slot is written once with its newest value, and every
+//!   table's keys go in in order.
 //! * The state root is updated incrementally: each block re-hashes only the trie nodes on
 //!   the paths it touched.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -124,6 +126,47 @@ impl Overlay {
                 .map(|(k, v)| (*k, v.clone()))
                 .collect(),
         }
+    }
+}
+
+/// An overlay chain (oldest first) folded into the writes that finalizing it makes: each
+/// account and slot once, newest value winning, keys in order so the B-tree inserts touch
+/// neighbouring pages. A block that clears an account's storage (self-destruct, re-creation)
+/// drops the slot writes of the blocks before it; `cleared` then removes the persisted slots.
+#[derive(Debug, Default)]
+struct Flat<'a> {
+    nodes: BTreeMap<B256, &'a [u8]>,
+    codes: BTreeMap<B256, &'a Bytes>,
+    cleared: BTreeSet<Address>,
+    storage: BTreeMap<(Address, U256), U256>,
+    accounts: BTreeMap<Address, Option<TrieAccount>>,
+}
+
+impl<'a> Flat<'a> {
+    fn of(chain: &'a [(B256, Arc<Overlay>)]) -> Self {
+        let mut flat = Self::default();
+        for (_, overlay) in chain {
+            flat.nodes
+                .extend(overlay.nodes.iter().map(|(h, n)| (*h, n.as_slice())));
+            flat.codes
+                .extend(overlay.codes.iter().map(|(h, c)| (*h, c)));
+            for address in &overlay.cleared {
+                let earlier: Vec<_> = flat
+                    .storage
+                    .range((*address, U256::ZERO)..=(*address, U256::MAX))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in earlier {
+                    flat.storage.remove(&key);
+                }
+                flat.cleared.insert(*address);
+            }
+            flat.storage
+                .extend(overlay.storage.iter().map(|(k, v)| (*k, *v)));
+            flat.accounts
+                .extend(overlay.accounts.iter().map(|(a, r)| (*a, *r)));
+        }
+        flat
     }
 }
 
@@ -423,38 +466,39 @@ impl StateStore {
             let mut blocks = txn.open_table(BLOCKS).map_err(db_err)?;
             let mut heights = txn.open_table(HEIGHTS).map_err(db_err)?;
             let mut meta = txn.open_table(META).map_err(db_err)?;
-            for (hash, overlay) in chain {
-                for (h, n) in &overlay.nodes {
-                    nodes.insert(&h.0, n.as_slice()).map_err(db_err)?;
-                }
-                for (h, c) in &overlay.codes {
-                    code.insert(&h.0, c.as_ref()).map_err(db_err)?;
-                }
-                for address in &overlay.cleared {
-                    let lo = storage_key(*address, U256::ZERO);
-                    let hi = storage_key(*address, U256::MAX);
+            let flat = Flat::of(chain);
+            for (h, n) in &flat.nodes {
+                nodes.insert(&h.0, *n).map_err(db_err)?;
+            }
+            for (h, c) in &flat.codes {
+                code.insert(&h.0, c.as_ref()).map_err(db_err)?;
+            }
+            for address in &flat.cleared {
+                let lo = storage_key(*address, U256::ZERO);
+                let hi = storage_key(*address, U256::MAX);
+                storage
+                    .retain_in::<&[u8; 52], _>(&lo..=&hi, |_, _| false)
+                    .map_err(db_err)?;
+            }
+            for ((address, slot), value) in &flat.storage {
+                let key = storage_key(*address, *slot);
+                if value.is_zero() {
+                    storage.remove(&key).map_err(db_err)?;
+                } else {
                     storage
-                        .retain_in::<&[u8; 52], _>(&lo..=&hi, |_, _| false)
+                        .insert(&key, &value.to_be_bytes::<32>())
                         .map_err(db_err)?;
                 }
-                for ((address, slot), value) in &overlay.storage {
-                    let key = storage_key(*address, *slot);
-                    if value.is_zero() {
-                        storage.remove(&key).map_err(db_err)?;
-                    } else {
-                        storage
-                            .insert(&key, &value.to_be_bytes::<32>())
-                            .map_err(db_err)?;
-                    }
-                }
-                for (address, record) in &overlay.accounts {
-                    match record {
-                        Some(a) => accounts
-                            .insert(&address.0.0, encode_account(a).as_slice())
-                            .map_err(db_err)?,
-                        None => accounts.remove(&address.0.0).map_err(db_err)?,
-                    };
-                }
+            }
+            for (address, record) in &flat.accounts {
+                match record {
+                    Some(a) => accounts
+                        .insert(&address.0.0, encode_account(a).as_slice())
+                        .map_err(db_err)?,
+                    None => accounts.remove(&address.0.0).map_err(db_err)?,
+                };
+            }
+            for (hash, overlay) in chain {
                 let mut entry = [0u8; 40];
                 entry[..8].copy_from_slice(&overlay.number.to_be_bytes());
                 entry[8..].copy_from_slice(overlay.state_root.as_slice());
@@ -598,5 +642,77 @@ impl NodeSource for StateView {
             .get(&hash.0)
             .map(|v| v.map(|v| v.value().to_vec()))
             .map_err(|e| TrieError::Store(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overlay(
+        accounts: &[(Address, Option<u64>)],
+        storage: &[(Address, u64, u64)],
+        cleared: &[Address],
+    ) -> Arc<Overlay> {
+        Arc::new(Overlay {
+            parent: B256::ZERO,
+            number: 0,
+            state_root: B256::ZERO,
+            accounts: accounts
+                .iter()
+                .map(|(a, nonce)| {
+                    let record = nonce.map(|nonce| TrieAccount {
+                        nonce,
+                        ..TrieAccount::default()
+                    });
+                    (*a, record)
+                })
+                .collect(),
+            storage: storage
+                .iter()
+                .map(|(a, slot, value)| ((*a, U256::from(*slot)), U256::from(*value)))
+                .collect(),
+            cleared: cleared.iter().copied().collect(),
+            nodes: HashMap::new(),
+            codes: HashMap::new(),
+        })
+    }
+
+    #[test]
+    fn a_chain_folds_to_its_last_writes_and_a_clear_drops_earlier_slots() {
+        let (a, b) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        let chain = vec![
+            (
+                B256::repeat_byte(1),
+                overlay(
+                    &[(a, Some(1)), (b, Some(1))],
+                    &[(a, 1, 10), (b, 1, 10)],
+                    &[],
+                ),
+            ),
+            (
+                B256::repeat_byte(2),
+                overlay(&[(a, Some(2))], &[(a, 2, 20)], &[a]),
+            ),
+            (
+                B256::repeat_byte(3),
+                overlay(&[(b, None)], &[(a, 3, 30), (b, 1, 0)], &[]),
+            ),
+        ];
+        let flat = Flat::of(&chain);
+        let nonces: Vec<_> = flat
+            .accounts
+            .iter()
+            .map(|(addr, r)| (*addr, r.map(|r| r.nonce)))
+            .collect();
+        assert_eq!(nonces, vec![(a, Some(2)), (b, None)]);
+        assert_eq!(flat.cleared, BTreeSet::from([a]));
+        // Slot 1 of `a` was written before the clear, slots 2 and 3 at and after it.
+        let storage: Vec<_> = flat
+            .storage
+            .iter()
+            .map(|((addr, slot), v)| (*addr, slot.to::<u64>(), v.to::<u64>()))
+            .collect();
+        assert_eq!(storage, vec![(a, 2, 20), (a, 3, 30), (b, 1, 0)]);
     }
 }
