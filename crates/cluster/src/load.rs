@@ -1,14 +1,19 @@
 //! A deterministic transfer load for the simulator, the benchmark and tests: funded senders,
 //! each bound to one shard, paying recipients of their own shard, so shards never conflict.
 //! Blocks are chained [`ExecHeader`]s with signed EIP-1559 transfers.
+//!
+//! With [`Load::with_work`], each transaction is instead a call to a compute contract
+//! ([`WORK_CONTRACT`], in genesis) that hashes 32 bytes of memory `work` times and writes no
+//! storage: heavier execution per transaction with the same state writes as a transfer (the
+//! sender's nonce and balance), so shards still never conflict.
 
 use std::collections::BTreeMap;
 
 use alloy_consensus::{SignableTransaction, TxEip1559};
-use alloy_primitives::{Address, B256, TxKind, U256, keccak256};
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256, address, keccak256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
-use phalanx_execution::changes::Changes;
+use phalanx_execution::changes::{AccountChange, AccountFields, Changes};
 use phalanx_types::consensus::Shard;
 use ssz_types::VariableList;
 use tree_hash::TreeHash;
@@ -19,6 +24,39 @@ use crate::wire::ExecHeader;
 pub const CHAIN_ID: u64 = 7331;
 const BASEFEE: u64 = 1_000_000_000;
 
+/// Where the compute contract of [`Load::with_work`] lives.
+pub const WORK_CONTRACT: Address = address!("00000000000000000000000000000000000c0de0");
+
+/// The compute contract's runtime code: `n` = the first calldata word; while `n != 0`:
+/// `mem[0..32] = keccak256(mem[0..32]); n -= 1`; then stop (about 90 gas per round).
+const WORK_CODE: [u8; 26] = [
+    0x60, 0x00, // PUSH1 0
+    0x35, // CALLDATALOAD            [n]
+    0x5b, // JUMPDEST (pc 3)
+    0x80, // DUP1                    [n n]
+    0x15, // ISZERO                  [n n==0]
+    0x60, 0x18, // PUSH1 24 (end)
+    0x57, // JUMPI                   [n]
+    0x60, 0x20, // PUSH1 32 (size)
+    0x60, 0x00, // PUSH1 0 (offset)
+    0x20, // KECCAK256               [n h]
+    0x60, 0x00, // PUSH1 0
+    0x52, // MSTORE                  [n]
+    0x60, 0x01, // PUSH1 1
+    0x90, // SWAP1                   [1 n]
+    0x03, // SUB                     [n-1]
+    0x60, 0x03, // PUSH1 3
+    0x56, // JUMP
+    0x5b, // JUMPDEST (pc 24)
+    0x00, // STOP
+];
+
+/// Gas a call with `work` rounds is given: the intrinsic cost and calldata, then a margin
+/// over the ~90 gas a round costs.
+fn work_gas(work: u64) -> u64 {
+    30_000 + work.saturating_mul(120)
+}
+
 /// Senders and their nonces, and the chain's last header.
 pub struct Load {
     shards: u16,
@@ -26,6 +64,8 @@ pub struct Load {
     recipients: Vec<Vec<Address>>,
     head: ExecHeader,
     cursor: usize,
+    /// Rounds of the compute contract per transaction; 0: plain transfers.
+    work: u64,
 }
 
 impl std::fmt::Debug for Load {
@@ -98,7 +138,16 @@ impl Load {
             recipients,
             head,
             cursor: 0,
+            work: 0,
         }
+    }
+
+    /// Makes every transaction a call to [`WORK_CONTRACT`] running `work` rounds (0: plain
+    /// transfers). The contract is in the genesis allocation only when `work > 0`, so the
+    /// transfer load's genesis is unchanged.
+    pub fn with_work(mut self, work: u64) -> Self {
+        self.work = work;
+        self
     }
 
     /// The genesis header (height 0, no shards).
@@ -116,11 +165,40 @@ impl Load {
         for (_, address, _) in self.senders.iter().flatten() {
             changes.fund(*address, U256::from(10u64).pow(U256::from(21u64)));
         }
+        if self.work > 0 {
+            let code = Bytes::from_static(&WORK_CODE);
+            let code_hash = keccak256(&code);
+            let fields = AccountFields {
+                nonce: 1,
+                balance: U256::ZERO,
+                code_hash,
+            };
+            changes.accounts.insert(
+                WORK_CONTRACT,
+                AccountChange {
+                    fields: Some(Some(fields)),
+                    ..Default::default()
+                },
+            );
+            changes.codes.insert(code_hash, code);
+        }
         changes
     }
 
     /// The next block: `per_shard` transfers in each shard.
     pub fn next_block(&mut self, per_shard: usize) -> Result<(ExecHeader, Vec<Shard>), LoadError> {
+        let gas = if self.work > 0 {
+            work_gas(self.work)
+        } else {
+            21_000
+        };
+        let needed = gas.saturating_mul(per_shard as u64);
+        if needed > self.head.shard_gas_limit {
+            return Err(LoadError(format!(
+                "{per_shard} transactions of {gas} gas need {needed} gas, over the shard gas limit of {}",
+                self.head.shard_gas_limit
+            )));
+        }
         let mut shards = Vec::with_capacity(self.shards as usize);
         for i in 0..self.shards as usize {
             let mut txs = Vec::with_capacity(per_shard);
@@ -128,16 +206,24 @@ impl Load {
             for j in 0..per_shard.min(count) {
                 let recipient = self.recipients[i][(self.cursor + j) % 4];
                 let (key, _, nonce) = &mut self.senders[i][(self.cursor + j) % count];
+                let (to, gas_limit, value, input) = if self.work > 0 {
+                    let rounds = U256::from(self.work).to_be_bytes::<32>();
+                    let input = Bytes::copy_from_slice(&rounds);
+                    (WORK_CONTRACT, work_gas(self.work), U256::ZERO, input)
+                } else {
+                    let value = U256::from(1_000u64 + j as u64);
+                    (recipient, 21_000, value, Bytes::new())
+                };
                 let tx = TxEip1559 {
                     chain_id: CHAIN_ID,
                     nonce: *nonce,
-                    gas_limit: 21_000,
+                    gas_limit,
                     max_fee_per_gas: u128::from(BASEFEE) * 2,
                     max_priority_fee_per_gas: 1_000_000,
-                    to: TxKind::Call(recipient),
-                    value: U256::from(1_000u64 + j as u64),
+                    to: TxKind::Call(to),
+                    value,
                     access_list: Default::default(),
-                    input: Default::default(),
+                    input,
                 };
                 let sig = key
                     .sign_hash_sync(&tx.signature_hash())
@@ -163,3 +249,57 @@ impl Load {
 
 /// Every shard of `blocks` by block hash, for a block source that answers requests.
 pub type History = BTreeMap<B256, (ExecHeader, Vec<Shard>)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phalanx_execution::block::TxStatus;
+    use phalanx_execution::store::StateStore;
+
+    /// Gas each transaction of one block of `load` used, executed on a fresh store.
+    fn gas_per_tx(load: Load) -> Vec<u64> {
+        let mut load = load;
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("s.redb")).unwrap();
+        let genesis = load.genesis_header().hash();
+        store.init_genesis(genesis, &load.genesis_alloc()).unwrap();
+        let (header, shards) = load.next_block(3).unwrap();
+        let raw: Vec<Vec<Bytes>> = shards
+            .iter()
+            .map(|s| {
+                s.transactions
+                    .iter()
+                    .map(|t| Bytes::from(t.to_vec()))
+                    .collect()
+            })
+            .collect();
+        let result = store
+            .execute(genesis, header.hash(), &header.env(), &raw)
+            .unwrap();
+        assert_eq!(result.void, None);
+        result
+            .shards
+            .iter()
+            .flat_map(|s| &s.receipts)
+            .map(|r| {
+                assert_eq!(r.status, TxStatus::Success);
+                r.gas_used
+            })
+            .collect()
+    }
+
+    #[test]
+    fn work_calls_run_the_contract_loop_in_every_shard() {
+        let transfers = gas_per_tx(Load::new(2, 3, 1));
+        assert_eq!(transfers, vec![21_000; 6]);
+        let light = gas_per_tx(Load::new(2, 3, 1).with_work(10));
+        let heavy = gas_per_tx(Load::new(2, 3, 1).with_work(1_000));
+        assert_eq!(light.len(), 6);
+        assert_eq!(heavy.len(), 6);
+        for (l, h) in light.iter().zip(&heavy) {
+            // 990 more rounds of the loop, each at least a keccak (36 gas) and a jump.
+            assert!(h - l >= 990 * 80, "{l} vs {h}");
+            assert!(*h <= work_gas(1_000), "{h}");
+        }
+    }
+}

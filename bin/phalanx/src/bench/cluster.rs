@@ -43,6 +43,11 @@ pub(crate) struct Args {
     /// Blocks per run.
     #[arg(long, default_value_t = 12)]
     blocks: u64,
+    /// Make every transaction a call to a compute contract hashing 32 bytes this many times
+    /// (about 90 gas a round; no storage writes, so no more state than a transfer): heavier
+    /// execution per transaction. 0: plain transfers, the load.
+    #[arg(long, default_value_t = 0)]
+    work: u64,
     /// Also measure the accepted-key round trip on a local 3-member etcd cluster (needs
     /// `etcd` on PATH and a build with the `etcd` feature).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -126,6 +131,8 @@ struct Report {
     threads_per_server: usize,
     shards: u16,
     txs_per_block: usize,
+    /// Keccak rounds per transaction (`--work`; 0: transfers).
+    work: u64,
     blocks: u64,
     cores: usize,
     repeat: u32,
@@ -240,11 +247,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         "--blocks and --shards must be at least 1"
     );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut load = Load::new(args.shards, args.txs_per_shard.max(1), 1);
+    let mut load = Load::new(args.shards, args.txs_per_shard.max(1), 1).with_work(args.work);
     let genesis = (load.genesis_header().hash(), load.genesis_alloc());
     eprintln!(
-        "bench cluster: signing {} blocks of {} × {} transfers",
-        args.blocks, args.shards, args.txs_per_shard
+        "bench cluster: signing {} blocks of {} × {} {}",
+        args.blocks,
+        args.shards,
+        args.txs_per_shard,
+        if args.work > 0 {
+            format!("calls of {} keccak rounds", args.work)
+        } else {
+            "transfers".to_string()
+        }
     );
     let blocks: Blocks = (0..args.blocks)
         .map(|_| load.next_block(args.txs_per_shard))
@@ -395,6 +409,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         threads_per_server: args.threads_per_server,
         shards: args.shards,
         txs_per_block: txs,
+        work: args.work,
         blocks: args.blocks,
         cores,
         repeat: args.repeat,
