@@ -247,6 +247,19 @@ impl Load {
     }
 }
 
+/// The shards' transactions as the state store executes them (`StateStore::execute`).
+pub fn raw_transactions(shards: &[Shard]) -> Vec<Vec<Bytes>> {
+    shards
+        .iter()
+        .map(|s| {
+            s.transactions
+                .iter()
+                .map(|t| Bytes::from(t.to_vec()))
+                .collect()
+        })
+        .collect()
+}
+
 /// Every shard of `blocks` by block hash, for a block source that answers requests.
 pub type History = BTreeMap<B256, (ExecHeader, Vec<Shard>)>;
 
@@ -264,17 +277,13 @@ mod tests {
         let genesis = load.genesis_header().hash();
         store.init_genesis(genesis, &load.genesis_alloc()).unwrap();
         let (header, shards) = load.next_block(3).unwrap();
-        let raw: Vec<Vec<Bytes>> = shards
-            .iter()
-            .map(|s| {
-                s.transactions
-                    .iter()
-                    .map(|t| Bytes::from(t.to_vec()))
-                    .collect()
-            })
-            .collect();
         let result = store
-            .execute(genesis, header.hash(), &header.env(), &raw)
+            .execute(
+                genesis,
+                header.hash(),
+                &header.env(),
+                &raw_transactions(&shards),
+            )
             .unwrap();
         assert_eq!(result.void, None);
         result

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use alloy_primitives::{B256, Bytes};
+use alloy_primitives::B256;
 use phalanx_cluster::CoordinationStore;
 use phalanx_cluster::embedded::EmbeddedStore;
 use phalanx_cluster::feed::Feed;
@@ -503,15 +503,7 @@ fn reference_run(
     shards: &[Shard],
 ) -> Result<B256, ClusterSimError> {
     let hash = header.hash();
-    let raw: Vec<Vec<Bytes>> = shards
-        .iter()
-        .map(|s| {
-            s.transactions
-                .iter()
-                .map(|t| Bytes::from(t.to_vec()))
-                .collect()
-        })
-        .collect();
+    let raw = phalanx_cluster::load::raw_transactions(shards);
     let result = reference
         .execute(parent, hash, &header.env(), &raw)
         .map_err(internal)?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alloy_primitives::{B256, Bytes};
+use alloy_primitives::B256;
 use phalanx_cluster::load::Load;
 use phalanx_cluster::ownership::{ShardRange, layout};
 use phalanx_cluster::testing::LocalEtcd;
@@ -167,15 +167,7 @@ fn reference_roots() -> BTreeMap<u64, B256> {
     let mut roots = BTreeMap::new();
     for _ in 0..BLOCKS {
         let (header, shards) = load.next_block(TXS).unwrap();
-        let raw: Vec<Vec<Bytes>> = shards
-            .iter()
-            .map(|s| {
-                s.transactions
-                    .iter()
-                    .map(|t| Bytes::from(t.to_vec()))
-                    .collect()
-            })
-            .collect();
+        let raw = phalanx_cluster::load::raw_transactions(&shards);
         let result = state
             .execute(parent, header.hash(), &header.env(), &raw)
             .unwrap();

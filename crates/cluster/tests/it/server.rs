@@ -110,15 +110,7 @@ async fn servers_with_their_own_pools_run_their_ranges_and_agree_with_a_lone_exe
     let blocks = 4u64;
     for height in 1..=blocks {
         let (header, shard_list) = load.next_block(6).unwrap();
-        let raw: Vec<Vec<alloy_primitives::Bytes>> = shard_list
-            .iter()
-            .map(|s| {
-                s.transactions
-                    .iter()
-                    .map(|t| alloy_primitives::Bytes::from(t.to_vec()))
-                    .collect()
-            })
-            .collect();
+        let raw = phalanx_cluster::load::raw_transactions(&shard_list);
         let expected = reference
             .execute(header.parent, header.hash(), &header.env(), &raw)
             .unwrap()
