@@ -185,45 +185,45 @@ impl Load {
         changes
     }
 
-    /// The next block: `per_shard` transfers in each shard.
+    /// The next block: `per_shard` transactions (at most one per sender) in each shard.
     pub fn next_block(&mut self, per_shard: usize) -> Result<(ExecHeader, Vec<Shard>), LoadError> {
-        let gas = if self.work > 0 {
-            work_gas(self.work)
+        // Every call carries the same calldata (the round count) and gas limit.
+        let (gas, input) = if self.work > 0 {
+            let rounds = U256::from(self.work).to_be_bytes::<32>();
+            (work_gas(self.work), Bytes::copy_from_slice(&rounds))
         } else {
-            21_000
+            (21_000, Bytes::new())
         };
-        let needed = gas.saturating_mul(per_shard as u64);
+        let txs_per_shard = per_shard.min(self.senders.first().map_or(0, Vec::len));
+        let needed = gas.saturating_mul(txs_per_shard as u64);
         if needed > self.head.shard_gas_limit {
             return Err(LoadError(format!(
-                "{per_shard} transactions of {gas} gas need {needed} gas, over the shard gas limit of {}",
+                "{txs_per_shard} transactions of {gas} gas need {needed} gas, over the shard gas limit of {}",
                 self.head.shard_gas_limit
             )));
         }
         let mut shards = Vec::with_capacity(self.shards as usize);
         for i in 0..self.shards as usize {
-            let mut txs = Vec::with_capacity(per_shard);
+            let mut txs = Vec::with_capacity(txs_per_shard);
             let count = self.senders[i].len();
-            for j in 0..per_shard.min(count) {
+            for j in 0..txs_per_shard {
                 let recipient = self.recipients[i][(self.cursor + j) % 4];
                 let (key, _, nonce) = &mut self.senders[i][(self.cursor + j) % count];
-                let (to, gas_limit, value, input) = if self.work > 0 {
-                    let rounds = U256::from(self.work).to_be_bytes::<32>();
-                    let input = Bytes::copy_from_slice(&rounds);
-                    (WORK_CONTRACT, work_gas(self.work), U256::ZERO, input)
+                let (to, value) = if self.work > 0 {
+                    (WORK_CONTRACT, U256::ZERO)
                 } else {
-                    let value = U256::from(1_000u64 + j as u64);
-                    (recipient, 21_000, value, Bytes::new())
+                    (recipient, U256::from(1_000u64 + j as u64))
                 };
                 let tx = TxEip1559 {
                     chain_id: CHAIN_ID,
                     nonce: *nonce,
-                    gas_limit,
+                    gas_limit: gas,
                     max_fee_per_gas: u128::from(BASEFEE) * 2,
                     max_priority_fee_per_gas: 1_000_000,
                     to: TxKind::Call(to),
                     value,
                     access_list: Default::default(),
-                    input,
+                    input: input.clone(),
                 };
                 let sig = key
                     .sign_hash_sync(&tx.signature_hash())
