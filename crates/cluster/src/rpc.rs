@@ -9,16 +9,20 @@
 //! before it.
 //!
 //! Methods: `web3_clientVersion`, `net_version`, `eth_chainId`, `eth_blockNumber` (the head
-//! reads are answered at), and the state reads of [`phalanx_execution::rpc::HeadState`]:
+//! reads are answered at), the state reads of [`phalanx_execution::rpc::HeadState`]:
 //! `eth_getBalance`, `eth_getTransactionCount`, `eth_getCode`, `eth_getStorageAt`,
-//! `eth_getProof`. Anything else is -32601 naming what is served: blocks, receipts, calls and
+//! `eth_getProof`, and `eth_call` and `eth_estimateGas` at the head, in the environment of
+//! the head's block as the state store keeps it on disk with the head (number, timestamp,
+//! `PREVRANDAO`, gas limit; no `BLOCKHASH` answers, as on the devnet's endpoint), so a
+//! restarted server answers calls at once. At genesis, where no block ran, a call is an
+//! error that says so. Anything else is -32601 naming what is served: blocks, receipts and
 //! transactions are the devnet's endpoint's (a server keeps no block bodies or pool, and a
 //! shard's receipts stay with the servers that ran it).
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use phalanx_execution::rpc::{self, HeadState, RpcError, quantity};
+use phalanx_execution::rpc::{self, CallObject, HeadState, RpcError, param, quantity};
 use phalanx_execution::store::StateStore;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -74,6 +78,36 @@ pub fn call(reads: &Reads, method: &str, params: &[Value]) -> Result<Value, RpcE
         "net_version" => Ok(json!(reads.chain_id.to_string())),
         "eth_chainId" => Ok(quantity(reads.chain_id)),
         "eth_blockNumber" => Ok(quantity(head()?.number)),
+        "eth_call" | "eth_estimateGas" => {
+            let object: CallObject = param(params, 0, "transaction object")?;
+            let (head, env) = reads
+                .state
+                .head_env()
+                .map_err(|e| RpcError::server(e.to_string()))?
+                .ok_or_else(|| RpcError::server("no state yet"))?;
+            let env = env.ok_or_else(|| {
+                RpcError::server(if head.number == 0 {
+                    "the head is genesis, where no block ran: calls run in the head block's \
+                     environment, so they are answered once a block is applied"
+                        .to_string()
+                } else {
+                    format!(
+                        "the environment of the head's block ({}) is not stored (written by an \
+                         older build); calls are answered once the next block is final",
+                        head.number
+                    )
+                })
+            })?;
+            let state = HeadState {
+                store: &reads.state,
+                head,
+                pending_nonce: None,
+            };
+            state.at_head(params, 1)?;
+            let view = state.view()?;
+            rpc::run_call(&view, &env.exec_env(), method, &object.request())
+                .unwrap_or_else(|e| Err(RpcError::server(e.to_string())))
+        }
         m if rpc::STATE_METHODS.contains(&m) => HeadState {
             store: &reads.state,
             head: head()?,
@@ -81,9 +115,87 @@ pub fn call(reads: &Reads, method: &str, params: &[Value]) -> Result<Value, RpcE
         }
         .call(method, params),
         other => Err(RpcError::unknown_method(format!(
-            "method {other} is not served by a node server (state reads only: {}; blocks, \
-             receipts, calls and transactions are served by the chain's full nodes)",
+            "method {other} is not served by a node server (state reads and calls only: {}, \
+             eth_call, eth_estimateGas; blocks, receipts and transactions are served by the \
+             chain's full nodes)",
             rpc::STATE_METHODS.join(", ")
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{Load, raw_transactions};
+    use alloy_primitives::{Address, U256};
+
+    fn ask(reads: &Reads, method: &str, params: Value) -> Result<Value, RpcError> {
+        let params = params.as_array().cloned().unwrap_or_default();
+        call(reads, method, &params)
+    }
+
+    fn word(answer: &Value, i: usize) -> U256 {
+        let hex = answer.as_str().unwrap().trim_start_matches("0x");
+        U256::from_str_radix(&hex[i * 64..(i + 1) * 64], 16).unwrap()
+    }
+
+    #[test]
+    fn calls_run_at_the_head_in_its_blocks_environment_also_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let mut load = Load::new(2, 3, 1);
+        let alloc = load.genesis_alloc();
+        let rich = *alloc.accounts.keys().next().unwrap();
+        let (header, shards) = load.next_block(3).unwrap();
+        // Init code returning NUMBER and TIMESTAMP; then BALANCE of `rich`.
+        let env_code = "0x435f524260205260405ff3";
+        let balance_code = format!("0x73{}315f5260205ff3", hex::encode(rich));
+        let expected_balance = {
+            let state = Arc::new(StateStore::open(&path).unwrap());
+            let genesis = load.genesis_header().hash();
+            state.init_genesis(genesis, &alloc).unwrap();
+            let reads = Reads {
+                state: state.clone(),
+                chain_id: header.chain_id,
+            };
+            let at_genesis = ask(&reads, "eth_call", json!([{"data": env_code}])).unwrap_err();
+            assert!(at_genesis.message.contains("genesis"), "{at_genesis:?}");
+            state
+                .execute(
+                    genesis,
+                    header.hash(),
+                    &header.env(),
+                    &raw_transactions(&shards),
+                )
+                .unwrap();
+            state.finalize(header.hash()).unwrap();
+            let balance = ask(&reads, "eth_getBalance", json!([rich, "latest"])).unwrap();
+            U256::from_str_radix(balance.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+        };
+        assert!(!expected_balance.is_zero());
+        // A restarted server: the head's environment comes back from disk.
+        let reads = Reads {
+            state: Arc::new(StateStore::open(&path).unwrap()),
+            chain_id: header.chain_id,
+        };
+        let env = ask(&reads, "eth_call", json!([{"data": env_code}, "latest"])).unwrap();
+        assert_eq!(word(&env, 0), U256::from(header.number));
+        assert_eq!(word(&env, 1), U256::from(header.timestamp));
+        let balance = ask(&reads, "eth_call", json!([{"input": balance_code}])).unwrap();
+        assert_eq!(word(&balance, 0), expected_balance);
+        let gas = ask(
+            &reads,
+            "eth_estimateGas",
+            json!([{"from": rich, "to": Address::repeat_byte(0x77), "value": "0x1"}]),
+        )
+        .unwrap();
+        assert_eq!(gas, json!("0x5208"));
+        // A revert is geth's error 3 with the revert data; a past block is refused.
+        let reverted = ask(&reads, "eth_call", json!([{"data": "0x5f5ffd"}])).unwrap_err();
+        assert_eq!(reverted.code, 3);
+        let past = ask(&reads, "eth_call", json!([{"data": env_code}, "0x0"])).unwrap_err();
+        assert!(past.message.contains("not kept"), "{past:?}");
+        let bad = ask(&reads, "eth_call", json!([{"data": "0xzz"}])).unwrap_err();
+        assert_eq!(bad.code, -32602);
     }
 }

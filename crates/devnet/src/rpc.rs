@@ -24,9 +24,7 @@ use std::sync::Arc;
 use alloy_primitives::{Address, B256, Bytes};
 use axum::extract::State;
 use axum::routing::post;
-use phalanx_execution::rpc::{
-    self, CallObject, HeadState, RpcError, outcome_result, param, quantity,
-};
+use phalanx_execution::rpc::{self, CallObject, HeadState, RpcError, param, quantity};
 use serde_json::{Value, json};
 
 use phalanx_cluster::wire::ExecHeader;
@@ -102,18 +100,8 @@ pub(crate) fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Va
                 .head_header()
                 .ok_or_else(|| RpcError::server("no executed block yet"))?;
             let env = header.env().exec_env();
-            if method == "eth_call" {
-                match phalanx_execution::call::call(&view, &env, &request) {
-                    Ok(outcome) => outcome_result(outcome),
-                    Err(e) => Err(RpcError::server(e.to_string())),
-                }
-            } else {
-                match phalanx_execution::call::estimate_gas(&view, &env, &request) {
-                    Ok(Ok(gas)) => Ok(quantity(gas)),
-                    Ok(Err(failed)) => outcome_result(failed).map(|_| Value::Null),
-                    Err(e) => Err(RpcError::server(e.to_string())),
-                }
-            }
+            rpc::run_call(&view, &env, method, &request)
+                .unwrap_or_else(|e| Err(RpcError::server(e.to_string())))
         }
         "eth_getTransactionByHash" => {
             let hash: B256 = param(params, 0, "transaction hash")?;

@@ -47,7 +47,7 @@ use crate::reader::StateReader;
 pub const MAX_SHARDS: usize = phalanx_types::limits::MAX_SHARDS;
 
 /// Everything about a block that execution needs besides its shards.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockEnv {
     /// Height.
     pub number: u64,

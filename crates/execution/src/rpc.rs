@@ -13,7 +13,8 @@
 use alloy_primitives::{Address, B256, Bytes, U256};
 use serde_json::{Value, json};
 
-use crate::call::{CallOutcome, CallRequest};
+use crate::call::{CallError, CallOutcome, CallRequest};
+use crate::evm::ExecEnv;
 use crate::reader::StateReader;
 use crate::store::{Head, StateStore, StateView};
 
@@ -342,6 +343,25 @@ impl CallObject {
             data: self.input.or(self.data).unwrap_or_default(),
             gas: self.gas.map(|g| g.to::<u64>()),
         }
+    }
+}
+
+/// Runs `eth_call` or, for `eth_estimateGas`, the gas estimate of `request` over `state` in
+/// `env`: the answer (or the error geth gives for a call that fails, as
+/// [`outcome_result`]); `Err` when the state could not be read.
+pub fn run_call<R: StateReader>(
+    state: &R,
+    env: &ExecEnv,
+    method: &str,
+    request: &CallRequest,
+) -> Result<Result<Value, RpcError>, CallError> {
+    if method == "eth_call" {
+        crate::call::call(state, env, request).map(outcome_result)
+    } else {
+        crate::call::estimate_gas(state, env, request).map(|r| match r {
+            Ok(gas) => Ok(quantity(gas)),
+            Err(failed) => outcome_result(failed).map(|_| Value::Null),
+        })
     }
 }
 

@@ -86,11 +86,75 @@ impl Head {
     }
 }
 
+/// The block environment stored with the head (`head_env` in the meta table): what a call
+/// at the head runs in. Fixed layout, big-endian: number, timestamp, chain id, base fee (8
+/// bytes each), `PREVRANDAO` (32), shard and block gas limits (8 each), validator's and
+/// producer's reward addresses (20 each), fee split (2). `BLOCKHASH` answers are not kept.
+const ENV_LEN: usize = 122;
+
+fn encode_env(env: &BlockEnv) -> [u8; ENV_LEN] {
+    let mut out = [0u8; ENV_LEN];
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        out[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(&env.number.to_be_bytes());
+    put(&env.timestamp.to_be_bytes());
+    put(&env.chain_id.to_be_bytes());
+    put(&env.basefee.to_be_bytes());
+    put(env.prevrandao.as_slice());
+    put(&env.shard_gas_limit.to_be_bytes());
+    put(&env.block_gas_limit.to_be_bytes());
+    put(env.validator_reward.as_slice());
+    put(env.producer_reward.as_slice());
+    put(&env.fee_split_bps.to_be_bytes());
+    out
+}
+
+fn decode_env(bytes: &[u8]) -> Result<BlockEnv, StateError> {
+    if bytes.len() != ENV_LEN {
+        return Err(StateError::Database(format!(
+            "head block environment of {} bytes, not {ENV_LEN}",
+            bytes.len()
+        )));
+    }
+    let u64_at = |b: &[u8]| {
+        let mut n = [0u8; 8];
+        n.copy_from_slice(b);
+        u64::from_be_bytes(n)
+    };
+    let mut rest = bytes;
+    let mut take = |n: usize| {
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        head
+    };
+    Ok(BlockEnv {
+        number: u64_at(take(8)),
+        timestamp: u64_at(take(8)),
+        chain_id: u64_at(take(8)),
+        basefee: u64_at(take(8)),
+        prevrandao: B256::from_slice(take(32)),
+        shard_gas_limit: u64_at(take(8)),
+        block_gas_limit: u64_at(take(8)),
+        validator_reward: Address::from_slice(take(20)),
+        producer_reward: Address::from_slice(take(20)),
+        fee_split_bps: {
+            let b = take(2);
+            u16::from_be_bytes([b[0], b[1]])
+        },
+        block_hashes: BTreeMap::new(),
+    })
+}
+
 /// An executed, unfinalized block.
 #[derive(Debug)]
 struct Overlay {
     parent: B256,
     number: u64,
+    /// The environment the block ran in (`None` for genesis), without `BLOCKHASH` answers.
+    env: Option<BlockEnv>,
     state_root: B256,
     accounts: BTreeMap<Address, Option<TrieAccount>>,
     storage: HashMap<(Address, U256), U256>,
@@ -100,7 +164,7 @@ struct Overlay {
 }
 
 impl Overlay {
-    fn new(parent: B256, number: u64, result: &BlockResult) -> Self {
+    fn new(parent: B256, env: Option<&BlockEnv>, result: &BlockResult) -> Self {
         let mut storage = HashMap::new();
         let mut cleared = HashSet::new();
         for (address, change) in &result.changes.accounts {
@@ -113,7 +177,11 @@ impl Overlay {
         }
         Self {
             parent,
-            number,
+            number: env.map_or(0, |e| e.number),
+            env: env.map(|e| BlockEnv {
+                block_hashes: BTreeMap::new(),
+                ..e.clone()
+            }),
             state_root: result.post_state_root,
             accounts: result.applied.accounts.clone(),
             storage,
@@ -172,6 +240,8 @@ impl<'a> Flat<'a> {
 
 struct Inner {
     head: Option<Head>,
+    /// The environment of the head's block (`None` at genesis).
+    head_env: Option<BlockEnv>,
     overlays: HashMap<B256, Arc<Overlay>>,
 }
 
@@ -245,18 +315,24 @@ impl StateStore {
             txn.open_table(META).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
-        let head = {
+        let (head, head_env) = {
             let read = db.begin_read().map_err(db_err)?;
             let meta = read.open_table(META).map_err(db_err)?;
-            match meta.get("head").map_err(db_err)? {
+            let head = match meta.get("head").map_err(db_err)? {
                 Some(v) => Some(Head::decode(v.value())?),
                 None => None,
-            }
+            };
+            let env = match meta.get("head_env").map_err(db_err)? {
+                Some(v) => Some(decode_env(v.value())?),
+                None => None,
+            };
+            (head, env)
         };
         Ok(Self {
             db,
             inner: RwLock::new(Inner {
                 head,
+                head_env,
                 overlays: HashMap::new(),
             }),
         })
@@ -277,6 +353,15 @@ impl StateStore {
     /// The last finalized block, if a genesis was written.
     pub fn head(&self) -> Result<Option<Head>, StateError> {
         Ok(self.read_inner()?.head)
+    }
+
+    /// The last finalized block with the environment its block ran in, read together: what a
+    /// call at the head (`eth_call`) runs in. The environment is `None` at genesis (no block
+    /// ran) and for a head written by a build that did not keep it; it has no `BLOCKHASH`
+    /// answers.
+    pub fn head_env(&self) -> Result<Option<(Head, Option<BlockEnv>)>, StateError> {
+        let inner = self.read_inner()?;
+        Ok(inner.head.map(|h| (h, inner.head_env.clone())))
     }
 
     /// Writes the genesis state (`alloc` as changes to the empty state) as finalized block 0.
@@ -300,14 +385,16 @@ impl StateStore {
             post_state_root: applied.root,
             applied,
         };
-        let overlay = Overlay::new(B256::ZERO, 0, &result);
+        let overlay = Overlay::new(B256::ZERO, None, &result);
         let head = Head {
             block,
             number: 0,
             state_root: result.post_state_root,
         };
         self.persist(&[(block, Arc::new(overlay))], head)?;
-        self.write_inner()?.head = Some(head);
+        let mut inner = self.write_inner()?;
+        inner.head = Some(head);
+        inner.head_env = None;
         Ok(head.state_root)
     }
 
@@ -375,7 +462,7 @@ impl StateStore {
     ) -> Result<BlockResult, ExecError> {
         let view = self.view(parent)?;
         let result = execute_block(&view, &view, view.root, env, shards)?;
-        let overlay = Overlay::new(parent, env.number, &result);
+        let overlay = Overlay::new(parent, Some(env), &result);
         self.write_inner()?
             .overlays
             .insert(block, Arc::new(overlay));
@@ -394,7 +481,7 @@ impl StateStore {
     ) -> Result<BlockResult, ExecError> {
         let view = self.view(parent)?;
         let result = finish_block(&view, &view, view.root, env, outcomes)?;
-        let overlay = Overlay::new(parent, env.number, &result);
+        let overlay = Overlay::new(parent, Some(env), &result);
         self.write_inner()?
             .overlays
             .insert(block, Arc::new(overlay));
@@ -425,6 +512,7 @@ impl StateStore {
         self.persist(&chain, head)?;
         let mut inner = self.write_inner()?;
         inner.head = Some(head);
+        inner.head_env = chain.last().and_then(|(_, o)| o.env.clone());
         for (hash, _) in &chain {
             inner.overlays.remove(hash);
         }
@@ -507,6 +595,11 @@ impl StateStore {
             }
             meta.insert("head", head.encode().as_slice())
                 .map_err(db_err)?;
+            match chain.last().and_then(|(_, o)| o.env.as_ref()) {
+                Some(env) => meta.insert("head_env", encode_env(env).as_slice()),
+                None => meta.remove("head_env"),
+            }
+            .map_err(db_err)?;
         }
         txn.commit().map_err(db_err)
     }
@@ -649,6 +742,37 @@ impl NodeSource for StateView {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_head_environment_round_trips_and_a_wrong_length_is_an_error() {
+        let env = BlockEnv {
+            number: 0x0102_0304_0506_0708,
+            timestamp: 1_700_000_002,
+            chain_id: 7_777,
+            basefee: 1_000_000_007,
+            prevrandao: B256::repeat_byte(5),
+            shard_gas_limit: 30_000_000,
+            block_gas_limit: 240_000_001,
+            block_hashes: BTreeMap::from([(1, B256::repeat_byte(9))]),
+            validator_reward: Address::repeat_byte(0xaa),
+            producer_reward: Address::repeat_byte(0xbb),
+            fee_split_bps: 0x1234,
+        };
+        let back = decode_env(&encode_env(&env)).unwrap();
+        assert_eq!(
+            back,
+            BlockEnv {
+                block_hashes: BTreeMap::new(),
+                ..env
+            }
+        );
+        for len in [0, ENV_LEN - 1, ENV_LEN + 1] {
+            assert!(matches!(
+                decode_env(&vec![0u8; len]),
+                Err(StateError::Database(_))
+            ));
+        }
+    }
+
     fn overlay(
         accounts: &[(Address, Option<u64>)],
         storage: &[(Address, u64, u64)],
@@ -657,6 +781,7 @@ mod tests {
         Arc::new(Overlay {
             parent: B256::ZERO,
             number: 0,
+            env: None,
             state_root: B256::ZERO,
             accounts: accounts
                 .iter()

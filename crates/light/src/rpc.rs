@@ -147,15 +147,7 @@ fn call(serving: &Serving, method: &str, params: &[Value]) -> Result<Value, RpcE
             let env = block_env(serving, height)?.exec_env();
             let state = ProvenState::new(serving, height, root);
             let request = object.request();
-            let result = if method == "eth_call" {
-                phalanx_execution::call::call(&state, &env, &request).map(rpc::outcome_result)
-            } else {
-                phalanx_execution::call::estimate_gas(&state, &env, &request).map(|r| match r {
-                    Ok(gas) => Ok(quantity(gas)),
-                    Err(failed) => rpc::outcome_result(failed).map(|_| Value::Null),
-                })
-            };
-            match result {
+            match rpc::run_call(&state, &env, method, &request) {
                 Ok(answer) => answer,
                 // A read the call needed that could not be verified says so.
                 Err(e) => Err(match state.failure() {

@@ -547,6 +547,16 @@ fn node_process_follows(gossip: bool) {
         assert!(theirs["accountProof"].is_array(), "{who}: {theirs}");
         assert_eq!(ours, theirs, "{who} at {at}");
     }
+    // And it runs calls at its head, in that block's environment: init code returning NUMBER.
+    let before = height(node_rpc).unwrap();
+    let number = rpc(node_rpc, "eth_call", json!([{"data": "0x435f5260205ff3"}])).unwrap();
+    let after = height(node_rpc).unwrap();
+    let number =
+        u64::from_str_radix(number.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert!(
+        (before..=after).contains(&number),
+        "eth_call's NUMBER {number} outside the heads {before}..={after}"
+    );
     n.kill().unwrap();
     n.wait().unwrap();
     devnet.kill().unwrap();

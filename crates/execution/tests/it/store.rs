@@ -15,6 +15,8 @@ fn finalized_state_survives_a_restart_and_forks_are_dropped() {
     let (root2, root_fork) = {
         let st = StateStore::open(&path).unwrap();
         st.init_genesis(block_hash(0), &genesis(4, 1)).unwrap();
+        let (head, env0) = st.head_env().unwrap().unwrap();
+        assert_eq!((head.number, env0), (0, None), "no block ran at genesis");
         let b1 = vec![vec![transfer(&signer(0), 0, a, 10)]];
         st.execute(block_hash(0), block_hash(1), &env(1), &b1)
             .unwrap();
@@ -68,6 +70,8 @@ fn finalized_state_survives_a_restart_and_forks_are_dropped() {
         (head.block, head.number, head.state_root),
         (block_hash(2), 2, root2)
     );
+    // The environment block 2 ran in (what a call at the head runs in) came back from disk.
+    assert_eq!(st.head_env().unwrap(), Some((head, Some(env(2)))));
     let view = st.view(block_hash(2)).unwrap();
     assert_eq!(view.account(a).unwrap().unwrap().balance, U256::from(20));
     assert_eq!(
