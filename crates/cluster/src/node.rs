@@ -396,6 +396,7 @@ struct NodeMetrics {
     alarms: Counter,
     accepts_won: Counter,
     invalid: Counter,
+    foreign: Counter,
     evidence: Counter,
     header_bytes: Counter,
     effect_bytes: Counter,
@@ -448,6 +449,11 @@ impl NodeMetrics {
             "invalid_messages",
             "Messages that did not decode or check out",
             m.invalid.clone(),
+        );
+        r.register(
+            "foreign_messages",
+            "Outcomes and accepted notes from peers that are not live servers of this node, dropped",
+            m.foreign.clone(),
         );
         r.register(
             "slashing_evidence",
@@ -503,6 +509,7 @@ impl Reporter {
         raise(&m.alarms, get(&stats.alarms));
         raise(&m.accepts_won, get(&stats.accepts_won));
         raise(&m.invalid, get(&stats.invalid));
+        raise(&m.foreign, get(&stats.foreign));
         raise(&m.evidence, get(&stats.evidence));
         raise(&m.header_bytes, get(&stats.header_bytes));
         raise(&m.effect_bytes, get(&stats.effect_bytes));

@@ -281,6 +281,9 @@ pub struct ServerStats {
     pub broadcast: AtomicU64,
     /// Messages that did not decode or check out.
     pub invalid: AtomicU64,
+    /// Outcomes and accepted notes from peers that are not live servers of this node (not
+    /// listed in its coordination store): dropped with no vote, no alarm and no score.
+    pub foreign: AtomicU64,
     /// Slashing evidence this server's equivocation watch took as new: found here (a double
     /// declaration heard, then published) or heard on the slashing topic.
     pub evidence: AtomicU64,
@@ -952,6 +955,8 @@ impl<N: Network> Server<N> {
                 if note.shard >= self.config.shards {
                     self.stats.invalid.fetch_add(1, Ordering::Relaxed);
                     self.net.report(from, Offence::Invalid);
+                } else if !self.is_member(&from) {
+                    self.foreign(from, "accepted note");
                 } else if let Some(p) = &self.pending
                     && p.hash == note.block
                     && !p.accepted.contains_key(&note.shard)
@@ -1134,13 +1139,34 @@ impl<N: Network> Server<N> {
         }
     }
 
+    /// Whether `peer` is this server or a live server of its node (listed in the store as
+    /// of the last tick): only they publish outcomes and accepted notes on the node's effects
+    /// topic, and only their outcomes count as votes (step 3).
+    fn is_member(&self, peer: &PeerKey) -> bool {
+        *peer == self.me || self.live.contains_key(peer)
+    }
+
+    /// A message on the node's own channel from a peer outside it: dropped and counted, not
+    /// scored (a server whose listing this one has not read yet sends the same).
+    fn foreign(&self, from: PeerKey, what: &'static str) {
+        self.stats.foreign.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(server = %self.me, from = %from, what, "dropped: not from a live server of this node");
+    }
+
     fn on_outcome(&mut self, from: PeerKey, outcome: ShardOutcome) {
-        let (root, effects_root) = outcome.roots();
         if outcome.shard >= self.config.shards {
             self.stats.invalid.fetch_add(1, Ordering::Relaxed);
             self.net.report(from, Offence::Invalid);
             return;
         }
+        // Any peer can publish on a gossip topic: an outcome from outside the node would
+        // otherwise be a vote (a corrupting server's result accepted with a stranger's echo)
+        // and a false alarm at will.
+        if !self.is_member(&from) {
+            self.foreign(from, "outcome");
+            return;
+        }
+        let (root, effects_root) = outcome.roots();
         let p = match &mut self.pending {
             Some(p) if p.hash == outcome.block => p,
             _ => {

@@ -376,3 +376,117 @@ async fn an_accepted_note_makes_a_server_read_the_key_again_at_once() {
     let _ = stop.send(true);
     task.await.unwrap().unwrap();
 }
+
+/// Only the node's own servers vote. A stranger on the network echoes a corrupting server's
+/// outcomes on the node's effects topic: were its copies votes, the corrupting server would
+/// find a second "agreeing" outcome and write its result as accepted. They are dropped and
+/// counted instead, so with one honest server beside the corrupting one nothing is accepted;
+/// once a second honest server starts, the two agree and every server applies the honest
+/// root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_from_outside_the_node_are_no_votes() {
+    use phalanx_cluster::CoordinationStore;
+    use phalanx_cluster::server::accepted_key;
+    use phalanx_cluster::wire::{Message, effects_topic};
+
+    let shards = 2;
+    let node = "collude";
+    let mut load = Load::new(shards, 4, 17);
+    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
+    let reference = StateStore::in_memory().unwrap();
+    reference.init_genesis(genesis.0, &genesis.1).unwrap();
+    let hub = MemoryHub::new();
+    let store = Arc::new(EmbeddedStore::new());
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let spawn = |key: u8, corrupt: bool| {
+        let state = StateStore::in_memory().unwrap();
+        state.init_genesis(genesis.0, &genesis.1).unwrap();
+        let mut config = ServerConfig::new(node, ShardRange { lo: 0, hi: 1 }, shards);
+        config.agreement = 2;
+        config.corrupt = corrupt;
+        config.tick = Duration::from_millis(10);
+        config.lease_ttl = Duration::from_secs(3);
+        config.accept_timeout = Duration::from_secs(30);
+        let stats = Arc::new(ServerStats::default());
+        let task = tokio::spawn(server::run(
+            config,
+            Arc::new(state),
+            store.clone(),
+            hub.join(PeerKey([key; 32])),
+            stats.clone(),
+            shutdown.clone(),
+        ));
+        (stats, task)
+    };
+    let corrupting = PeerKey([0x41; 32]);
+    let mut servers = vec![spawn(0x41, true), spawn(0x42, false)];
+    let mut stranger = hub.join(PeerKey([0x66; 32]));
+    stranger.subscribe(&effects_topic(node)).unwrap();
+    let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (header, shard_list) = load.next_block(4).unwrap();
+    let hash = header.hash();
+    let raw = phalanx_cluster::load::raw_transactions(&shard_list);
+    let expected = reference
+        .execute(header.parent, hash, &header.env(), &raw)
+        .unwrap()
+        .post_state_root;
+    feed.publish(header.clone(), shard_list.clone());
+
+    // The stranger echoes every outcome of the corrupting server while the feed answers.
+    let mut echoed = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while tokio::time::Instant::now() < until {
+        tokio::select! {
+            e = feed.net_mut().recv() => if let Some(e) = e { feed.answer(e) },
+            e = stranger.recv() => {
+                if let Some(phalanx_net::NetEvent::Gossip { from, topic, data }) = e
+                    && from == corrupting
+                    && matches!(Message::decode(&data), Ok(Message::Outcome(_)))
+                {
+                    stranger.publish(&topic, data).unwrap();
+                    echoed += 1;
+                }
+            }
+            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+    }
+    assert_eq!(
+        echoed, shards,
+        "the corrupting server published an outcome per shard"
+    );
+    for shard in 0..shards {
+        assert_eq!(
+            store.get(&accepted_key(node, hash, shard)).await.unwrap(),
+            None,
+            "shard {shard}: one honest server and one corrupting one never agree"
+        );
+    }
+    for (i, (stats, _)) in servers.iter().enumerate() {
+        assert_eq!(stats.head(), 0, "server {i} applied nothing");
+        assert!(
+            stats.foreign.load(Ordering::Relaxed) >= u64::from(shards),
+            "server {i} dropped the stranger's copies"
+        );
+    }
+
+    // A second honest server: two agreeing outcomes per shard, the honest root everywhere.
+    // (It joins after the block's gossip: the feed sends it again.)
+    servers.push(spawn(0x43, false));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    feed.publish(header, shard_list);
+    let stats: Vec<_> = servers.iter().map(|(s, _)| s.clone()).collect();
+    serve_until_applied(&mut feed, &stats, 1).await;
+    for (i, s) in stats.iter().enumerate() {
+        assert_eq!(s.root(1), Some(expected), "server {i}");
+    }
+    assert!(
+        stats[1].alarms.load(Ordering::Relaxed) >= 1,
+        "the corrupting server's outcome, from inside the node, still raises the alarm"
+    );
+    let _ = stop.send(true);
+    for (_, task) in servers {
+        task.await.unwrap().unwrap();
+    }
+}
