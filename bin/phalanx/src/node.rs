@@ -85,10 +85,15 @@ pub(crate) struct NodeArgs {
     persist_blocks: u64,
     /// Serve JSON-RPC state reads from this server's replica on this address (e.g.
     /// `127.0.0.1:8545`): `eth_getBalance`, `eth_getTransactionCount`, `eth_getCode`,
-    /// `eth_getStorageAt`, `eth_getProof`, `eth_blockNumber`, `eth_chainId`. Any server of a
-    /// node answers for any account. Not served by default.
+    /// `eth_getStorageAt`, `eth_getProof`, `eth_call`, `eth_estimateGas`, `eth_blockNumber`,
+    /// `eth_chainId`. Any server of a node answers for any account. Not served by default.
     #[arg(long, value_name = "ADDR", conflicts_with = "feed")]
     rpc: Option<std::net::SocketAddr>,
+    /// Keep the state trie of only the last N finalized heights, dropping older trie nodes
+    /// every N heights (bounded disk, and commits that do not slow down as history grows);
+    /// `eth_getProof` at an older height is then an error. 0 keeps every height (an archive).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_states: u64,
     /// Print this server's identity key (made if absent) and exit.
     #[arg(long)]
     print_identity: bool,
@@ -269,6 +274,7 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
         peers,
         chain,
         rpc: args.rpc,
+        keep_states: args.keep_states,
     };
     eprintln!(
         "node: server of {} owning shards {range} of {}, data in {}",

@@ -117,6 +117,9 @@ pub struct NodeConfig {
     pub chain: Chain,
     /// Where to serve JSON-RPC state reads ([`crate::rpc`]); `None`: not served.
     pub rpc: Option<std::net::SocketAddr>,
+    /// Finalized states whose trie the replica keeps (0: every one, an archive;
+    /// [`StateStore::keep_states`]).
+    pub keep_states: u64,
 }
 
 /// Why a node could not run.
@@ -179,7 +182,9 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
     let dir = &config.data_dir;
     let secret = identity(dir)?;
     let state_path = dir.join("state.redb");
-    let state = StateStore::open(&state_path).map_err(|e| file_error(&state_path, e))?;
+    let state = StateStore::open(&state_path)
+        .map_err(|e| file_error(&state_path, e))?
+        .keep_states(config.keep_states);
     let (genesis_hash, alloc) = match &config.chain {
         Chain::Follow { follow, .. } => chain_genesis(&follow.genesis),
         Chain::Gossip { genesis, .. } => chain_genesis(genesis),
@@ -261,6 +266,7 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
         metrics_path: dir.join("metrics.prom"),
         registry,
         metrics,
+        state: state.clone(),
     };
     let mut server_config = config.server.clone();
     server_config.roots_log = Some(dir.join("roots.log"));
@@ -401,6 +407,7 @@ struct NodeMetrics {
     header_bytes: Counter,
     effect_bytes: Counter,
     shard_bytes: Family<ShardLabel, Counter>,
+    trie_nodes: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -418,6 +425,11 @@ impl NodeMetrics {
             "persisted",
             "Height of the last block made final on disk",
             m.persisted.clone(),
+        );
+        r.register(
+            "trie_nodes",
+            "Trie nodes in the replica's database (bounded by --keep-states; an archive's grow)",
+            m.trie_nodes.clone(),
         );
         r.register(
             "state_commits",
@@ -492,6 +504,7 @@ struct Reporter {
     head: u64,
     registry: Registry,
     metrics: NodeMetrics,
+    state: Arc<StateStore>,
 }
 
 impl Reporter {
@@ -502,6 +515,12 @@ impl Reporter {
         m.head.set(i64::try_from(self.head).unwrap_or(i64::MAX));
         m.persisted
             .set(i64::try_from(get(&stats.persisted)).unwrap_or(i64::MAX));
+        match self.state.trie_nodes() {
+            Ok(n) => {
+                m.trie_nodes.set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot count the replica's trie nodes"),
+        };
         raise(&m.commits, get(&stats.commits));
         raise(&m.applied, get(&stats.applied));
         raise(&m.executed, get(&stats.executed));

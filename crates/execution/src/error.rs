@@ -19,6 +19,19 @@ pub enum StateError {
     /// The block whose state was asked for is not held.
     #[error("state of block {0} is not held (unknown, pruned or on an abandoned fork)")]
     UnknownBlock(B256),
+    /// The state after a finalized height older than the ones a pruning store keeps.
+    #[error(
+        "the state after height {number} is pruned: this node keeps the trie of its last {keep} \
+         finalized heights (head {head}); an archive node (keeping every state) can prove it"
+    )]
+    Pruned {
+        /// The height asked for.
+        number: u64,
+        /// States kept.
+        keep: u64,
+        /// The finalized head.
+        head: u64,
+    },
     /// The database failed.
     #[error("state database: {0}")]
     Database(String),

@@ -14,6 +14,14 @@
 //!   table's keys go in in order.
 //! * The state root is updated incrementally: each block re-hashes only the trie nodes on
 //!   the paths it touched.
+//! * **Pruning** (opt-in, [`StateStore::keep_states`]): a store that keeps `k` states drops,
+//!   in the commit that finalizes a block every `k` heights, every trie node that none of
+//!   the last `k` finalized state roots reaches (account trie and the storage tries its
+//!   accounts name) — marked by walking those tries inside the commit's own write
+//!   transaction, so no commit or reader sees a half-pruned table. Unfinalized overlays only
+//!   reach nodes of the head's trie or their own, and readers keep their snapshot. If any
+//!   kept trie cannot be walked whole, nothing is dropped. Proofs of an older height are then
+//!   [`StateError::Pruned`]; flat state, block and height records are kept whatever `k`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -268,6 +276,35 @@ fn overlay_chain(
 pub struct StateStore {
     db: redb::Database,
     inner: RwLock<Inner>,
+    /// States whose trie is kept (`None`: every one, an archive) and the height of the last
+    /// sweep.
+    prune: Option<(u64, std::sync::Mutex<Option<u64>>)>,
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sweep {
+    /// Trie nodes dropped.
+    pub dropped: u64,
+    /// Trie nodes kept (those the kept states reach).
+    pub kept: u64,
+    /// The oldest height whose trie is kept.
+    pub from: u64,
+}
+
+/// Trie nodes of a table of the write transaction, as a trie source.
+struct TableNodes<'a, T>(&'a T);
+
+impl<T: redb::ReadableTable<&'static [u8; 32], &'static [u8]>> NodeSource for TableNodes<'_, T> {
+    fn node(&self, hash: &B256) -> Result<Option<Vec<u8>>, TrieError> {
+        self.0
+            .get(&hash.0)
+            .map(|v| v.map(|v| v.value().to_vec()))
+            .map_err(|e| TrieError::Malformed {
+                hash: *hash,
+                reason: format!("state database: {e}"),
+            })
+    }
 }
 
 /// An account with its proofs, as `eth_getProof` returns it.
@@ -335,7 +372,29 @@ impl StateStore {
                 head_env,
                 overlays: HashMap::new(),
             }),
+            prune: None,
         })
+    }
+
+    /// Keeps the trie nodes of the last `states` finalized heights only, sweeping the rest
+    /// once every `states` heights in the commit that makes a block final (module docs); 0
+    /// keeps every height (the default: an archive, every finalized root provable). Flat
+    /// state, blocks and heights are never dropped.
+    pub fn keep_states(mut self, states: u64) -> Self {
+        self.prune = (states > 0).then(|| (states, std::sync::Mutex::new(None)));
+        self
+    }
+
+    /// The states whose trie this store keeps (`None`: every one).
+    pub fn kept_states(&self) -> Option<u64> {
+        self.prune.as_ref().map(|(k, _)| *k)
+    }
+
+    /// Trie nodes on disk.
+    pub fn trie_nodes(&self) -> Result<u64, StateError> {
+        use redb::ReadableTableMetadata as _;
+        let txn = self.db.begin_read().map_err(db_err)?;
+        txn.open_table(NODES).map_err(db_err)?.len().map_err(db_err)
     }
 
     fn read_inner(&self) -> Result<std::sync::RwLockReadGuard<'_, Inner>, StateError> {
@@ -600,12 +659,62 @@ impl StateStore {
                 None => meta.remove("head_env"),
             }
             .map_err(db_err)?;
+            if let Some((keep, swept)) = &self.prune {
+                let mut swept = swept
+                    .lock()
+                    .map_err(|_| StateError::Database("prune lock poisoned".into()))?;
+                if swept.is_none_or(|at| head.number >= at + keep) {
+                    let started = std::time::Instant::now();
+                    match sweep(&mut nodes, &blocks, &heights, head, *keep)? {
+                        Some(s) => tracing::info!(
+                            height = head.number,
+                            dropped = s.dropped,
+                            kept = s.kept,
+                            from = s.from,
+                            ms = started.elapsed().as_millis() as u64,
+                            "state: pruned the trie nodes no kept state reaches"
+                        ),
+                        None => tracing::warn!(
+                            height = head.number,
+                            "state: a kept trie could not be walked whole; nothing pruned"
+                        ),
+                    }
+                    *swept = Some(head.number);
+                }
+            }
         }
         txn.commit().map_err(db_err)
     }
 
     /// Proof of `address` and `slots` against the state root after `block`.
     pub fn proof(
+        &self,
+        block: B256,
+        address: Address,
+        slots: &[U256],
+    ) -> Result<AccountProof, StateError> {
+        self.proof_at(block, address, slots).map_err(|e| match e {
+            StateError::Trie(TrieError::MissingNode(_)) => self.pruned(block).unwrap_or(e),
+            e => e,
+        })
+    }
+
+    /// Why the trie of finalized `block` is incomplete when pruning explains it.
+    fn pruned(&self, block: B256) -> Option<StateError> {
+        let keep = self.kept_states()?;
+        let head = self.head().ok()??;
+        let txn = self.db.begin_read().ok()?;
+        let blocks = txn.open_table(BLOCKS).ok()?;
+        let entry = blocks.get(&block.0).ok()??;
+        let number = u64::from_be_bytes(entry.value()[..8].try_into().ok()?);
+        (number + keep <= head.number).then_some(StateError::Pruned {
+            number,
+            keep,
+            head: head.number,
+        })
+    }
+
+    fn proof_at(
         &self,
         block: B256,
         address: Address,
@@ -650,6 +759,73 @@ impl StateStore {
         drop(inner);
         self.snapshot(chain, EMPTY_ROOT)
     }
+}
+
+/// Drops every trie node that the state roots of heights `head - keep + 1 ..= head` do not
+/// reach (with their accounts' storage tries). A kept root that is itself absent (pruned
+/// under a smaller `keep`, or not kept by an older build) is passed over; any other node
+/// missing below a kept root aborts the sweep with nothing dropped (`None`).
+fn sweep(
+    nodes: &mut redb::Table<'_, &'static [u8; 32], &'static [u8]>,
+    blocks: &redb::Table<'_, &'static [u8; 32], &'static [u8; 40]>,
+    heights: &redb::Table<'_, u64, &'static [u8; 32]>,
+    head: Head,
+    keep: u64,
+) -> Result<Option<Sweep>, StateError> {
+    use redb::{ReadableTable as _, ReadableTableMetadata as _};
+    let from = head.number.saturating_sub(keep.saturating_sub(1));
+    let mut roots = vec![head.state_root];
+    for number in from..head.number {
+        let Some(hash) = heights.get(number).map_err(db_err)? else {
+            continue;
+        };
+        if let Some(entry) = blocks.get(hash.value()).map_err(db_err)? {
+            roots.push(B256::from_slice(&entry.value()[8..]));
+        }
+    }
+    let mut marked = HashSet::new();
+    {
+        let source = TableNodes(&*nodes);
+        let mut storage_roots = Vec::new();
+        let mut bad = None;
+        for root in roots {
+            match source.node(&root) {
+                Ok(Some(_)) => {}
+                _ if root == EMPTY_ROOT => {}
+                Ok(None) => continue,
+                Err(_) => return Ok(None),
+            }
+            let walked =
+                phalanx_trie::mark(
+                    &source,
+                    root,
+                    &mut marked,
+                    &mut |value| match decode_account(value) {
+                        Ok(a) if a.storage_root != EMPTY_ROOT => storage_roots.push(a.storage_root),
+                        Ok(_) => {}
+                        Err(e) => bad = Some(e),
+                    },
+                );
+            if walked.is_err() || bad.is_some() {
+                return Ok(None);
+            }
+        }
+        for root in storage_roots {
+            if phalanx_trie::mark(&source, root, &mut marked, &mut |_| {}).is_err() {
+                return Ok(None);
+            }
+        }
+    }
+    let before = nodes.len().map_err(db_err)?;
+    nodes
+        .retain(|hash, _| marked.contains(&B256::from(*hash)))
+        .map_err(db_err)?;
+    let after = nodes.len().map_err(db_err)?;
+    Ok(Some(Sweep {
+        dropped: before - after,
+        kept: after,
+        from,
+    }))
 }
 
 /// Shards as lists of encoded transactions.

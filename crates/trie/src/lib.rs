@@ -8,7 +8,8 @@
 //!   only the nodes on the touched paths (and, when a branch collapses, its one remaining
 //!   child), and [`TrieUpdate::commit`] re-hashes only those nodes: the cost of a block is
 //!   proportional to the keys it touches, never to the size of the state.
-//! * [`get`], [`prove`] and [`entries`] read a trie; [`verify_proof`] checks a proof (the
+//! * [`get`], [`prove`] and [`entries`] read a trie, [`mark`] lists the nodes it is made of
+//!   (what a pruning store keeps); [`verify_proof`] checks a proof (the
 //!   list of RLP nodes from the root to the key, as `eth_getProof` returns) with no store.
 //! * [`RecordingSource`] wraps a store and records every node read: running a block's reads
 //!   and its root update through it yields exactly the nodes a stateless verifier needs.
@@ -26,7 +27,7 @@ mod trie;
 pub use node::EMPTY_ROOT;
 pub use proof::{ProofError, verify_proof};
 pub use store::{MemoryStore, NodeSource, RecordingSource};
-pub use trie::{Entry, Nodes, TrieUpdate, entries, get, prove, update_parallel};
+pub use trie::{Entry, Nodes, TrieUpdate, entries, get, mark, prove, update_parallel};
 
 use alloy_primitives::B256;
 

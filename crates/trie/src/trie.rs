@@ -457,6 +457,54 @@ pub fn entries<S: NodeSource>(source: &S, root: B256) -> Result<Vec<Entry>, Trie
     Ok(out)
 }
 
+/// Adds to `marked` every stored (hashed) node of the trie under `root`, walking below a
+/// node only when it was not marked yet: tries that share subtrees — successive states of
+/// one chain — cost only the nodes in which they differ. `on_value` sees every value the walk
+/// reaches (in a shared subtree already walked it is not called again: those values were
+/// seen then). A node that is not in `source` is an error; what was marked stays marked.
+pub fn mark<S: NodeSource>(
+    source: &S,
+    root: B256,
+    marked: &mut std::collections::HashSet<B256>,
+    on_value: &mut dyn FnMut(&[u8]),
+) -> Result<(), TrieError> {
+    fn visit<S: NodeSource>(
+        source: &S,
+        ptr: Ptr,
+        marked: &mut std::collections::HashSet<B256>,
+        on_value: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), TrieError> {
+        let node = match ptr {
+            Ptr::Hash(hash) => {
+                if marked.contains(&hash) {
+                    return Ok(());
+                }
+                let node = decode_node(&load_raw(source, hash)?, hash)?;
+                marked.insert(hash);
+                node
+            }
+            Ptr::Node(node) => *node,
+        };
+        match node {
+            Node::Leaf { value, .. } => on_value(&value),
+            Node::Extension { child, .. } => visit(source, child, marked, on_value)?,
+            Node::Branch { children, value } => {
+                if let Some(value) = value {
+                    on_value(&value);
+                }
+                for child in children.into_iter().flatten() {
+                    visit(source, child, marked, on_value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    if root == EMPTY_ROOT {
+        return Ok(());
+    }
+    visit(source, Ptr::Hash(root), marked, on_value)
+}
+
 /// Applies a batch of `(key, value)` changes (empty value = removal) to the trie under `root`
 /// and commits, working on the sixteen subtries below the root in parallel when the batch is
 /// large. Returns the same root and nodes as applying the changes one by one to a

@@ -67,6 +67,10 @@ pub(crate) struct Args {
     #[arg(long = "persist-blocks", default_value_t = server::DEFAULT_PERSIST_BLOCKS,
           value_parser = clap::value_parser!(u64).range(1..))]
     persist_blocks: u64,
+    /// Finalized states whose trie each server keeps (the node's `--keep-states`; 0: every
+    /// one, an archive whose commits grow with the history).
+    #[arg(long = "keep-states", default_value_t = 0)]
+    keep_states: u64,
     /// Runs of each configuration, taken in turn (1 server, 2 servers, …, then again): each
     /// row is the median run, with the range of tx/s beside it — on a shared machine one
     /// run's figure moves by tens of percent.
@@ -194,7 +198,8 @@ async fn run_one(
     let mut stats = Vec::new();
     let mut tasks = Vec::new();
     for (i, range) in ranges.iter().enumerate() {
-        let state = StateStore::open(&dir.path().join(format!("s{i}.redb")))?;
+        let state =
+            StateStore::open(&dir.path().join(format!("s{i}.redb")))?.keep_states(args.keep_states);
         state.init_genesis(genesis.0, &genesis.1)?;
         let mut config = ServerConfig::new(&node, *range, args.shards);
         config.agreement = setting.agreement;

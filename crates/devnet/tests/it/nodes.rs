@@ -352,6 +352,8 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
                 blocks: source.key,
             },
             rpc: Some(rpcs[i]),
+            // One server prunes its replica to the last 8 heights: it answers the same.
+            keep_states: if i == 1 { 8 } else { 0 },
         };
         tasks.push(tokio::spawn(node::run(config, shutdown.clone())));
     }
@@ -395,6 +397,17 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
             );
         }
     }
+    // The pruning server keeps fewer trie nodes than an archive server of the same chain.
+    let trie_nodes = |i: usize| {
+        let text = std::fs::read_to_string(servers[i].0.join("metrics.prom")).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("phalanx_node_trie_nodes "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let (archive, pruned) = (trie_nodes(0), trie_nodes(1));
+    eprintln!("trie nodes on disk: archive server {archive}, server keeping 8 states {pruned}");
+    assert!(pruned < archive, "pruned {pruned}, archive {archive}");
     stop.send(true).unwrap();
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
@@ -422,6 +435,7 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
                 blocks: source.key,
             },
             rpc: None,
+            keep_states: 0,
         },
         shutdown,
     );
@@ -467,6 +481,7 @@ async fn a_clustered_node_follows_the_chain_from_gossip_alone() {
             blocks: source.key,
         },
         rpc: None,
+        keep_states: 0,
     };
     // Server 0 has its own stop, to be restarted.
     let (stop0, shutdown0) = watch::channel(false);

@@ -223,3 +223,92 @@ fn applying_received_shard_effects_matches_executing_the_block() {
     assert!(void.void.is_some());
     assert_eq!(void.post_state_root, executed.post_state_root);
 }
+
+/// `keep_states(3)`: every third finalized block sweeps the trie nodes the last three states
+/// do not reach. Those three stay provable — account and storage proofs equal an archive
+/// store's — an older height is `Pruned`, fewer nodes are on disk, and after a restart the
+/// store goes on to the archive's roots.
+#[test]
+fn a_pruning_store_keeps_the_last_states_provable_and_drops_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut alloc = genesis(4, 2);
+    // A storage trie with branches: the counter's slot 0 changes every block, slots 1–20 stay.
+    let storage = &mut alloc.accounts.get_mut(&contract(0)).unwrap().storage;
+    for slot in 1..=20u64 {
+        storage.insert(U256::from(slot), U256::from(slot * 7));
+    }
+    let archive = StateStore::in_memory().unwrap();
+    let path = dir.path().join("pruned.redb");
+    let pruned = StateStore::open(&path).unwrap().keep_states(3);
+    archive.init_genesis(block_hash(0), &alloc).unwrap();
+    pruned.init_genesis(block_hash(0), &alloc).unwrap();
+    let block = |n: u64| -> Vec<Vec<Bytes>> {
+        vec![vec![
+            sign(tx(n - 1, contract(0), 0, 60_000), &signer(0)),
+            transfer(&signer(1), n - 1, signer(2).address(), 1000 + n),
+        ]]
+    };
+    let run = |st: &StateStore, n: u64| {
+        let root = st
+            .execute(block_hash(n - 1), block_hash(n), &env(n), &block(n))
+            .unwrap()
+            .post_state_root;
+        st.finalize(block_hash(n)).unwrap();
+        root
+    };
+    for n in 1..=12 {
+        assert_eq!(run(&pruned, n), run(&archive, n), "height {n}");
+    }
+    let slots = [U256::ZERO, U256::from(3), U256::from(99)];
+    let same_proofs = |st: &StateStore, n: u64| {
+        for address in [contract(0), signer(1).address(), Address::repeat_byte(0xee)] {
+            assert_eq!(
+                st.proof(block_hash(n), address, &slots).unwrap(),
+                archive.proof(block_hash(n), address, &slots).unwrap(),
+                "height {n}, {address}"
+            );
+        }
+    };
+    for n in 10..=12 {
+        same_proofs(&pruned, n);
+    }
+    for n in [0, 2, 9] {
+        match pruned.proof(block_hash(n), contract(0), &slots) {
+            Err(StateError::Pruned {
+                number,
+                keep: 3,
+                head: 12,
+            }) => assert_eq!(number, n),
+            other => panic!("height {n}: {other:?}"),
+        }
+        // The archive still proves it; the pruned store still knows the root.
+        archive.proof(block_hash(n), contract(0), &slots).unwrap();
+        assert_eq!(
+            pruned.state_root(block_hash(n)).unwrap(),
+            archive.state_root(block_hash(n)).unwrap()
+        );
+    }
+    let (kept, all) = (pruned.trie_nodes().unwrap(), archive.trie_nodes().unwrap());
+    assert!(kept * 2 < all, "{kept} nodes kept of {all}");
+
+    drop(pruned);
+    let pruned = StateStore::open(&path).unwrap().keep_states(3);
+    assert_eq!(
+        pruned
+            .view(block_hash(12))
+            .unwrap()
+            .storage(contract(0), U256::ZERO)
+            .unwrap(),
+        U256::from(100 + 12)
+    );
+    for n in 13..=16 {
+        assert_eq!(
+            run(&pruned, n),
+            run(&archive, n),
+            "height {n} after the restart"
+        );
+    }
+    for n in 14..=16 {
+        same_proofs(&pruned, n);
+    }
+}

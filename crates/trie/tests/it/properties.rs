@@ -180,3 +180,51 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// What a pruning store keeps: the nodes `mark` lists for the last `keep` roots hold every
+    /// one of those tries whole (each reads back the same entries from them alone), and a
+    /// node only older roots used is not listed.
+    #[test]
+    fn marked_nodes_hold_the_kept_tries_whole(ops in ops(), batch in 1usize..20, keep in 1usize..5) {
+        let mut store = MemoryStore::new();
+        let mut roots = vec![phalanx_trie::EMPTY_ROOT];
+        for chunk in ops.chunks(batch) {
+            let mut update = TrieUpdate::new(&store, roots[roots.len() - 1]);
+            for (k, v) in chunk {
+                match v {
+                    Some(v) => update.insert(key(*k).as_slice(), v.clone()).unwrap(),
+                    None => update.remove(key(*k).as_slice()).unwrap(),
+                }
+            }
+            let (root, nodes) = update.commit();
+            store.extend(nodes);
+            roots.push(root);
+        }
+        let kept = &roots[roots.len().saturating_sub(keep)..];
+        let mut marked = std::collections::HashSet::new();
+        let mut values = 0usize;
+        for root in kept {
+            phalanx_trie::mark(&store, *root, &mut marked, &mut |_| values += 1).unwrap();
+        }
+        let mut pruned = MemoryStore::new();
+        pruned.extend(marked.iter().map(|h| (*h, store_node(&store, h))));
+        for root in kept {
+            prop_assert_eq!(
+                phalanx_trie::entries(&pruned, *root).unwrap(),
+                phalanx_trie::entries(&store, *root).unwrap()
+            );
+        }
+        // Every value of the newest trie was seen (the first walk shares nothing).
+        let newest = phalanx_trie::entries(&store, kept[0]).unwrap();
+        prop_assert!(values >= newest.len());
+        // A root that only older states had is gone.
+        for root in &roots[..roots.len().saturating_sub(keep)] {
+            if !kept.contains(root) && *root != phalanx_trie::EMPTY_ROOT {
+                prop_assert!(!marked.contains(root));
+            }
+        }
+    }
+}
