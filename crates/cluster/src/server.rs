@@ -507,7 +507,7 @@ struct Server<N: Network> {
     unpersisted_since: Option<Instant>,
     headers: BTreeMap<u64, (ExecHeader, PeerKey)>,
     /// Shards that arrived before their header.
-    early_shards: BTreeMap<B256, Vec<ShardMessage>>,
+    early_shards: BTreeMap<B256, Vec<(PeerKey, ShardMessage)>>,
     pending: Option<Pending>,
     pool: Option<rayon::ThreadPool>,
     /// Recent outcomes, to answer peers.
@@ -938,7 +938,7 @@ impl<N: Network> Server<N> {
                     &self.stats.fetched_shard_bytes
                 };
                 *lock(counter).entry(shard.index).or_default() += data.len() as u64;
-                self.on_shard(shard);
+                self.on_shard(from, shard);
             }
             Message::Outcome(outcome) => {
                 self.stats
@@ -1115,9 +1115,20 @@ impl<N: Network> Server<N> {
         Ok(())
     }
 
-    fn on_shard(&mut self, shard: ShardMessage) {
+    /// A shard, gossiped or answered: kept for its block once it matches the root the block's
+    /// header names for it (a shard of a block not started yet is checked when it starts);
+    /// one that does not is refused and its sender scored down.
+    fn on_shard(&mut self, from: PeerKey, shard: ShardMessage) {
+        if shard.index >= self.config.shards {
+            self.refuse_shard(from, &shard);
+            return;
+        }
         match &mut self.pending {
             Some(p) if p.hash == shard.block => {
+                if !fits(&p.header, &shard) {
+                    self.refuse_shard(from, &shard);
+                    return;
+                }
                 p.shards.insert(shard.index, shard);
                 // Every shard this server runs is here: run them together now.
                 self.nudge |= self
@@ -1128,7 +1139,7 @@ impl<N: Network> Server<N> {
             _ => {
                 let early = self.early_shards.entry(shard.block).or_default();
                 if early.len() < self.config.shards as usize {
-                    early.push(shard);
+                    early.push((from, shard));
                 }
                 // Bounded (room for a prefetched range besides the tip's gossip): shards of
                 // blocks far ahead are dropped and fetched later.
@@ -1137,6 +1148,17 @@ impl<N: Network> Server<N> {
                 }
             }
         }
+    }
+
+    fn refuse_shard(&self, from: PeerKey, shard: &ShardMessage) {
+        self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+        self.net.report(from, Offence::Invalid);
+        tracing::warn!(
+            from = %from,
+            block = %shard.block,
+            shard = shard.index,
+            "a shard that does not match its block's header; dropped"
+        );
     }
 
     /// Whether `peer` is this server or a live server of its node (listed in the store as
@@ -1623,8 +1645,12 @@ impl<N: Network> Server<N> {
             ran_at: None,
             covered_at: None,
         };
-        for shard in self.early_shards.remove(&hash).unwrap_or_default() {
-            pending.shards.insert(shard.index, shard);
+        for (from, shard) in self.early_shards.remove(&hash).unwrap_or_default() {
+            if fits(&pending.header, &shard) {
+                pending.shards.insert(shard.index, shard);
+            } else {
+                self.refuse_shard(from, &shard);
+            }
         }
         self.broadcast_built(&mut pending);
         self.early_shards.retain(|_, v| !v.is_empty());
@@ -1697,19 +1723,15 @@ impl<N: Network> Server<N> {
         let run = move || {
             use rayon::prelude::*;
             let started = std::time::Instant::now();
+            // (Every shard held was checked against the header on arrival: `on_shard`.)
             let one = |(shard, message): (u16, ShardMessage)| {
-                let expected = header.shard_roots.get(shard as usize).copied();
-                let ran = if expected != Some(message.shard.tree_hash_root()) {
-                    Ok(None)
-                } else {
-                    run_shard(&state, corrupt, &header, hash, shard, &message).map(
-                        |(outcome, receipts)| {
-                            let roots = outcome.roots();
-                            let encoded = Message::Outcome(outcome.clone()).encode();
-                            Some((outcome, receipts, roots, encoded))
-                        },
-                    )
-                };
+                let ran = run_shard(&state, corrupt, &header, hash, shard, &message).map(
+                    |(outcome, receipts)| {
+                        let roots = outcome.roots();
+                        let encoded = Message::Outcome(outcome.clone()).encode();
+                        (outcome, receipts, roots, encoded)
+                    },
+                );
                 (shard, ran)
             };
             if in_order {
@@ -1752,23 +1774,14 @@ impl<N: Network> Server<N> {
     }
 
     /// One shard this server ran for block `hash` (step 2): its outcome published and
-    /// counted as this server's vote, or the shard dropped if it did not match its header.
+    /// counted as this server's vote.
     fn record_run(
         &mut self,
         hash: B256,
         shard: u16,
-        ran: Result<Option<Ran>, ServerError>,
+        ran: Result<Ran, ServerError>,
     ) -> Result<(), ServerError> {
-        let Some((outcome, receipts, (root, effects_root), encoded)) = ran? else {
-            self.stats.invalid.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(shard, "shard does not match its header root; dropped");
-            if let Some(p) = &mut self.pending
-                && p.hash == hash
-            {
-                p.shards.remove(&shard);
-            }
-            return Ok(());
-        };
+        let (outcome, receipts, (root, effects_root), encoded) = ran?;
         self.stats.executed.fetch_add(1, Ordering::Relaxed);
         self.net
             .publish(&effects_topic(&self.config.node), encoded)?;
@@ -2154,6 +2167,11 @@ pub fn outcome_of(
             })
         }
     }
+}
+
+/// Whether `shard` is the one `header` names at its index.
+fn fits(header: &ExecHeader, shard: &ShardMessage) -> bool {
+    header.shard_roots.get(usize::from(shard.index)) == Some(&shard.shard.tree_hash_root())
 }
 
 /// The fault a corrupting server injects: one wei more in the first changed balance (or one

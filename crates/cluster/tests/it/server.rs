@@ -69,6 +69,56 @@ async fn a_peer_sending_garbage_is_banned_and_blocks_still_apply() {
     server.stop().await;
 }
 
+/// A shard that is not the one its block's header names — forged content, or an index the
+/// block does not have — is refused and counted, whether it comes before the block's header
+/// (checked when the block starts) or names no block at all; the block still runs its real
+/// shards to the reference root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_does_not_match_its_header_is_refused() {
+    use phalanx_cluster::wire::{Message, ShardMessage};
+
+    let shards = 2;
+    let mut load = Load::new(shards, 4, 19);
+    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
+    let reference = StateStore::in_memory().unwrap();
+    reference.init_genesis(genesis.0, &genesis.1).unwrap();
+    let state = StateStore::in_memory().unwrap();
+    state.init_genesis(genesis.0, &genesis.1).unwrap();
+    let hub = MemoryHub::new();
+    let mut config = ServerConfig::new("forged", ShardRange { lo: 0, hi: 1 }, shards);
+    config.agreement = 1;
+    config.tick = Duration::from_millis(10);
+    let me = PeerKey([0x12; 32]);
+    let server = LoneServer::spawn(config, state, &hub, me);
+    let stats = server.stats.clone();
+    let rogue = hub.join(PeerKey([0x67; 32]));
+    let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (header, shard_list) = load.next_block(4).unwrap();
+    let hash = header.hash();
+    let raw = phalanx_cluster::load::raw_transactions(&shard_list);
+    let expected = reference
+        .execute(header.parent, hash, &header.env(), &raw)
+        .unwrap()
+        .post_state_root;
+    // Shard 1's transactions offered as shard 0, before the header; and a shard 7.
+    for index in [0, 7] {
+        let forged = ShardMessage {
+            block: hash,
+            index,
+            shard: shard_list[1].clone(),
+        };
+        rogue.send(me, Message::Shard(forged).encode()).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    feed.publish(header, shard_list);
+    serve_until_applied(&mut feed, std::slice::from_ref(&stats), 1).await;
+    assert_eq!(stats.root(1), Some(expected));
+    assert_eq!(stats.invalid.load(Ordering::Relaxed), 2);
+    server.stop().await;
+}
+
 /// Two servers that each run their shards on their own thread pool (off the async runtime,
 /// as `phalanx node` and the benchmark do): each executes only its own range, and both apply
 /// every block with the root of running the block alone.
