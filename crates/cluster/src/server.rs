@@ -324,7 +324,11 @@ pub struct ServerStats {
 /// server's pool, or its task when it has none).
 #[derive(Debug, Default)]
 pub struct Phases {
-    /// Step 2: checking and executing its shards, hashing and encoding their outcomes.
+    /// Step 1: checking shards against the roots their block's header names (on arrival, or
+    /// when their block starts), on the server's task.
+    pub check_us: AtomicU64,
+    /// Step 2: executing its shards (decoding, senders' signatures, the EVM), hashing and
+    /// encoding their outcomes.
     pub execute_us: AtomicU64,
     /// Step 5: turning the accepted outcomes into shard results (the merge's input).
     pub merge_us: AtomicU64,
@@ -497,7 +501,11 @@ struct Server<N: Network> {
     renewed: Instant,
     /// The applied height last written under the lease.
     announced: u64,
+    /// Servers listed in the store, caught up (counted for ownership and takeovers).
     live: BTreeMap<PeerKey, ShardRange>,
+    /// Every server listed in the store, caught up or not, and this one: the node's members,
+    /// whose outcomes and accepted notes count.
+    members: BTreeSet<PeerKey>,
     subscribed: BTreeSet<u16>,
     taken_over: BTreeSet<u16>,
     /// The applied head: height and block hash.
@@ -598,6 +606,7 @@ pub async fn run<N: Network>(
         renewed: Instant::now(),
         announced: u64::MAX,
         live: BTreeMap::new(),
+        members: BTreeSet::new(),
         subscribed: BTreeSet::new(),
         taken_over: BTreeSet::new(),
         head: (head.number, head.block),
@@ -762,6 +771,7 @@ impl<N: Network> Server<N> {
     async fn refresh_live(&mut self) -> Result<(), ServerError> {
         let prefix = live_prefix(&self.config.node);
         let mut live = BTreeMap::new();
+        let mut members = BTreeSet::from([self.me]);
         for (key, value) in self.store.list(&prefix).await? {
             let Some(peer) = hex::decode(&key[prefix.len()..])
                 .ok()
@@ -781,6 +791,9 @@ impl<N: Network> Server<N> {
             else {
                 continue;
             };
+            // A member however far behind: a server busy working through a backlog announces
+            // its height only between blocks, and its outcomes are votes all the same.
+            members.insert(PeerKey(peer));
             // More than one block behind: catching up, not live for ownership yet.
             if height.saturating_add(1) < self.head.0 {
                 continue;
@@ -790,6 +803,7 @@ impl<N: Network> Server<N> {
         // This server counts itself live even if its own listing is a moment late.
         live.insert(self.me, self.config.range);
         self.live = live;
+        self.members = members;
         for shard in 0..self.config.shards {
             if self.config.range.contains(shard) {
                 self.subscribe(shard)?;
@@ -1125,7 +1139,10 @@ impl<N: Network> Server<N> {
         }
         match &mut self.pending {
             Some(p) if p.hash == shard.block => {
-                if !fits(&p.header, &shard) {
+                let started = std::time::Instant::now();
+                let fits = fits(&p.header, &shard);
+                Phases::add(&self.stats.phases.check_us, started);
+                if !fits {
                     self.refuse_shard(from, &shard);
                     return;
                 }
@@ -1161,11 +1178,12 @@ impl<N: Network> Server<N> {
         );
     }
 
-    /// Whether `peer` is this server or a live server of its node (listed in the store as
-    /// of the last tick): only they publish outcomes and accepted notes on the node's effects
-    /// topic, and only their outcomes count as votes (step 3).
+    /// Whether `peer` is this server or a server of its node (listed in the store under a
+    /// lease as of the last tick, however far behind it is): only they publish outcomes and
+    /// accepted notes on the node's effects topic, and only their outcomes count as votes
+    /// (step 3).
     fn is_member(&self, peer: &PeerKey) -> bool {
-        *peer == self.me || self.live.contains_key(peer)
+        *peer == self.me || self.members.contains(peer)
     }
 
     /// A message on the node's own channel from a peer outside it: dropped and counted, not
@@ -1645,6 +1663,7 @@ impl<N: Network> Server<N> {
             ran_at: None,
             covered_at: None,
         };
+        let started = std::time::Instant::now();
         for (from, shard) in self.early_shards.remove(&hash).unwrap_or_default() {
             if fits(&pending.header, &shard) {
                 pending.shards.insert(shard.index, shard);
@@ -1652,6 +1671,7 @@ impl<N: Network> Server<N> {
                 self.refuse_shard(from, &shard);
             }
         }
+        Phases::add(&self.stats.phases.check_us, started);
         self.broadcast_built(&mut pending);
         self.early_shards.retain(|_, v| !v.is_empty());
         self.pending = Some(pending);

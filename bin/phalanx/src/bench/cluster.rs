@@ -102,6 +102,8 @@ struct Run {
 
 #[derive(Debug, Serialize)]
 struct PhasesMs {
+    /// Checking shards against their header's roots, on the server's task.
+    check: f64,
     execute: f64,
     merge: f64,
     apply: f64,
@@ -120,6 +122,7 @@ impl PhasesMs {
             (ms * 10.0).round() / 10.0
         };
         Self {
+            check: per(|s| &s.phases.check_us),
             execute: per(|s| &s.phases.execute_us),
             merge: per(|s| &s.phases.merge_us),
             apply: per(|s| &s.phases.apply_us),
@@ -396,12 +399,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             );
             let ph = &run.phases_ms;
             println!(
-                "    per server per block: execute {:.1} ms, merge {:.1} ms, apply {:.1} ms, finalize {:.1} ms, waiting {:.1} ms",
+                "    per server per block: check {:.1} ms, execute {:.1} ms, merge {:.1} ms, apply {:.1} ms, finalize {:.1} ms, waiting {:.1} ms",
+                ph.check,
                 ph.execute,
                 ph.merge,
                 ph.apply,
                 ph.finalize,
-                (run.ms_per_block - ph.execute - ph.merge - ph.apply - ph.finalize).max(0.0),
+                (run.ms_per_block - ph.check - ph.execute - ph.merge - ph.apply - ph.finalize)
+                    .max(0.0),
             );
             println!(
                 "    waiting after execution: {:.1} ms until every shard had an outcome, then {:.1} ms until every shard was accepted",

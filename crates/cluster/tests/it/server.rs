@@ -540,3 +540,91 @@ async fn outcomes_from_outside_the_node_are_no_votes() {
         task.await.unwrap().unwrap();
     }
 }
+
+/// A server of the node whose listing in the store is blocks behind (it announces its height
+/// only between blocks, so one working through a backlog looks behind to the others) is not
+/// live for ownership, but it is still a member: its outcomes are votes. Here the second vote
+/// of every block comes from a member listed at height 0 that echoes the honest server's
+/// outcomes; from block 3 on (head 2, listing more than one block behind) its votes used to be
+/// dropped as foreign and the block was never accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_listed_behind_still_votes() {
+    use phalanx_cluster::CoordinationStore;
+    use phalanx_cluster::server::live_key;
+    use phalanx_cluster::wire::{Message, effects_topic};
+
+    let shards = 2;
+    let node = "behind";
+    let mut load = Load::new(shards, 4, 23);
+    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
+    let reference = StateStore::in_memory().unwrap();
+    reference.init_genesis(genesis.0, &genesis.1).unwrap();
+    let hub = MemoryHub::new();
+    let store = Arc::new(EmbeddedStore::new());
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let state = StateStore::in_memory().unwrap();
+    state.init_genesis(genesis.0, &genesis.1).unwrap();
+    let mut config = ServerConfig::new(node, ShardRange { lo: 0, hi: 1 }, shards);
+    config.agreement = 2;
+    config.tick = Duration::from_millis(10);
+    config.lease_ttl = Duration::from_secs(30);
+    config.accept_timeout = Duration::from_secs(30);
+    let honest = PeerKey([0x51; 32]);
+    let stats = Arc::new(ServerStats::default());
+    let task = tokio::spawn(server::run(
+        config,
+        Arc::new(state),
+        store.clone(),
+        hub.join(honest),
+        stats.clone(),
+        shutdown.clone(),
+    ));
+    // The member behind: listed under a lease at height 0 for the whole test.
+    let behind = PeerKey([0x52; 32]);
+    let lease = store.grant_lease(Duration::from_secs(30)).await.unwrap();
+    store
+        .put(&live_key(node, &behind), b"0-1@0", Some(lease))
+        .await
+        .unwrap();
+    let mut member = hub.join(behind);
+    member.subscribe(&effects_topic(node)).unwrap();
+    let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    for height in 1..=4u64 {
+        let (header, shard_list) = load.next_block(4).unwrap();
+        let hash = header.hash();
+        let raw = phalanx_cluster::load::raw_transactions(&shard_list);
+        let expected = reference
+            .execute(header.parent, hash, &header.env(), &raw)
+            .unwrap()
+            .post_state_root;
+        reference.finalize(hash).unwrap();
+        feed.publish(header, shard_list);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while stats.head() < height {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "block {height} not applied: the member's votes were not counted \
+                 (foreign messages: {})",
+                stats.foreign.load(Ordering::Relaxed)
+            );
+            tokio::select! {
+                e = feed.net_mut().recv() => if let Some(e) = e { feed.answer(e) },
+                e = member.recv() => {
+                    if let Some(phalanx_net::NetEvent::Gossip { from, topic, data }) = e
+                        && from == honest
+                        && matches!(Message::decode(&data), Ok(Message::Outcome(_)))
+                    {
+                        member.publish(&topic, data).unwrap();
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+        assert_eq!(stats.root(height), Some(expected), "block {height}");
+    }
+    assert_eq!(stats.foreign.load(Ordering::Relaxed), 0);
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+}
