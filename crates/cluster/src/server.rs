@@ -2107,6 +2107,13 @@ impl<N: Network> Server<N> {
                 self.kept.retain(|(b, _, _), _| *b != old);
             }
         }
+        // The applied height goes under the lease now, not at the next tick: a server
+        // working through a queue of blocks faster than it ticks would otherwise look several
+        // blocks behind to its peers, not live, and lose its shards to a takeover. A failed
+        // write is retried by the tick (which also renews a lapsed lease).
+        if let Err(e) = self.announce().await {
+            tracing::warn!(server = %self.me, error = %e, "cannot announce the applied height; the tick retries");
+        }
         Ok(())
     }
 }

@@ -628,3 +628,86 @@ async fn a_member_listed_behind_still_votes() {
     let _ = stop.send(true);
     task.await.unwrap().unwrap();
 }
+
+/// Two servers working through a backlog, each owning half the shards: neither ever looks
+/// more than a block behind to the other, so neither takes the other's shards over. A
+/// server used to announce its applied height only on its ticks; with blocks coming faster
+/// than ticks (here a 100 ms tick and a queue of small blocks), its peer saw it many blocks
+/// behind, counted it as not live and took its shards over (a 200-block benchmark run had
+/// 100 takeovers and 96 hand-backs), running them twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_working_through_a_backlog_take_nothing_over() {
+    let shards = 4;
+    let node = "backlog";
+    let mut load = Load::new(shards, 3, 29);
+    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
+    let reference = StateStore::in_memory().unwrap();
+    reference.init_genesis(genesis.0, &genesis.1).unwrap();
+    let hub = MemoryHub::new();
+    let store = Arc::new(EmbeddedStore::new());
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let mut stats = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, range) in [ShardRange { lo: 0, hi: 1 }, ShardRange { lo: 2, hi: 3 }]
+        .into_iter()
+        .enumerate()
+    {
+        let state = StateStore::in_memory().unwrap();
+        state.init_genesis(genesis.0, &genesis.1).unwrap();
+        let mut config = ServerConfig::new(node, range, shards);
+        config.agreement = 1;
+        config.tick = Duration::from_millis(100);
+        config.lease_ttl = Duration::from_millis(900);
+        config.accept_timeout = Duration::from_secs(30);
+        let s = Arc::new(ServerStats::default());
+        tasks.push(tokio::spawn(server::run(
+            config,
+            Arc::new(state),
+            store.clone(),
+            hub.join(PeerKey([0x60 + i as u8; 32])),
+            s.clone(),
+            shutdown.clone(),
+        )));
+        stats.push(s);
+    }
+    let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
+    // Past the lease's time after start, when takeovers become possible.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let blocks = 40u64;
+    let mut expected = Vec::new();
+    for height in 1..=blocks {
+        // Two blocks ahead of the slower server: a queue, as in a catch-up.
+        serve_until_applied(&mut feed, &stats, height.saturating_sub(3)).await;
+        let (header, shard_list) = load.next_block(3).unwrap();
+        let hash = header.hash();
+        let raw = phalanx_cluster::load::raw_transactions(&shard_list);
+        expected.push(
+            reference
+                .execute(header.parent, hash, &header.env(), &raw)
+                .unwrap()
+                .post_state_root,
+        );
+        reference.finalize(hash).unwrap();
+        feed.publish(header, shard_list);
+    }
+    serve_until_applied(&mut feed, &stats, blocks).await;
+    for (i, s) in stats.iter().enumerate() {
+        for (h, root) in expected.iter().enumerate() {
+            assert_eq!(
+                s.root(h as u64 + 1),
+                Some(*root),
+                "server {i}, height {}",
+                h + 1
+            );
+        }
+        assert_eq!(
+            s.takeovers.load(Ordering::Relaxed),
+            0,
+            "server {i} took over a shard of a healthy peer"
+        );
+    }
+    let _ = stop.send(true);
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}
