@@ -57,16 +57,25 @@ pub struct LocalEtcd {
     dir: PathBuf,
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `n` distinct free ports: every listener is held until all are chosen (one bound and
+/// dropped at a time, the kernel can hand the same port out twice — a member whose peer port
+/// was another member's client port never started).
+fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
 }
 
 impl LocalEtcd {
     /// Starts `n` members with their data and logs under `dir` (fast elections: 50 ms
     /// heartbeat, 500 ms election timeout).
     pub fn start(n: usize, dir: &Path) -> Result<Self, LocalEtcdError> {
-        let peers: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
-        let clients: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
+        let mut peers = free_ports(2 * n)?;
+        let clients = peers.split_off(n);
         let initial: Vec<String> = peers
             .iter()
             .enumerate()

@@ -13,7 +13,6 @@ use phalanx_cluster::load::Load;
 use phalanx_cluster::ownership::{ShardRange, layout};
 use phalanx_cluster::testing::LocalEtcd;
 
-use crate::free_port;
 use phalanx_execution::store::StateStore;
 
 const SHARDS: u16 = 8;
@@ -227,7 +226,7 @@ fn four_server_node_on_etcd_survives_kills_takes_over_and_rejects_corruption() {
         .collect();
     let dirs: Vec<PathBuf> = names.iter().map(|n| dir.path().join(n)).collect();
     let keys: Vec<String> = dirs.iter().map(|d| identity(d)).collect();
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let ports = crate::free_ports(names.len());
     let addr = |i: usize| format!("/ip4/127.0.0.1/tcp/{}", ports[i]);
     let peers = |me: usize| -> Vec<String> {
         (0..names.len())
