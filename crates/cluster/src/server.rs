@@ -791,8 +791,8 @@ impl<N: Network> Server<N> {
             else {
                 continue;
             };
-            // A member however far behind: a server busy working through a backlog announces
-            // its height only between blocks, and its outcomes are votes all the same.
+            // A member however far behind (catching up, or its latest announcement not read
+            // yet): its outcomes are votes all the same.
             members.insert(PeerKey(peer));
             // More than one block behind: catching up, not live for ownership yet.
             if height.saturating_add(1) < self.head.0 {

@@ -38,6 +38,30 @@ async fn serve_until_applied<N: Network>(
     }
 }
 
+type ServerTask = tokio::task::JoinHandle<Result<(), server::ServerError>>;
+
+/// Starts a server of `config` over an in-memory replica at `genesis`.
+fn start(
+    config: ServerConfig,
+    genesis: &(alloy_primitives::B256, phalanx_execution::changes::Changes),
+    store: &Arc<EmbeddedStore>,
+    net: phalanx_net::memory::MemoryNetwork,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> (Arc<ServerStats>, ServerTask) {
+    let state = StateStore::in_memory().unwrap();
+    state.init_genesis(genesis.0, &genesis.1).unwrap();
+    let stats = Arc::new(ServerStats::default());
+    let task = tokio::spawn(server::run(
+        config,
+        Arc::new(state),
+        store.clone(),
+        net,
+        stats.clone(),
+        shutdown.clone(),
+    ));
+    (stats, task)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_sending_garbage_is_banned_and_blocks_still_apply() {
     let shards = 2;
@@ -137,23 +161,13 @@ async fn servers_with_their_own_pools_run_their_ranges_and_agree_with_a_lone_exe
         .into_iter()
         .enumerate()
     {
-        let state = StateStore::in_memory().unwrap();
-        state.init_genesis(genesis.0, &genesis.1).unwrap();
         let mut config = ServerConfig::new("pools", range, shards);
         config.agreement = 1;
         config.threads = Some(1);
         config.tick = Duration::from_millis(10);
         config.lease_ttl = Duration::from_secs(3);
-        let stats = Arc::new(ServerStats::default());
-        let task = tokio::spawn(server::run(
-            config,
-            Arc::new(state),
-            store.clone(),
-            hub.join(PeerKey([0x20 + i as u8; 32])),
-            stats.clone(),
-            shutdown.clone(),
-        ));
-        servers.push((stats, task));
+        let net = hub.join(PeerKey([0x20 + i as u8; 32]));
+        servers.push(start(config, &genesis, &store, net, &shutdown));
     }
     let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -449,24 +463,19 @@ async fn outcomes_from_outside_the_node_are_no_votes() {
     let store = Arc::new(EmbeddedStore::new());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let spawn = |key: u8, corrupt: bool| {
-        let state = StateStore::in_memory().unwrap();
-        state.init_genesis(genesis.0, &genesis.1).unwrap();
         let mut config = ServerConfig::new(node, ShardRange { lo: 0, hi: 1 }, shards);
         config.agreement = 2;
         config.corrupt = corrupt;
         config.tick = Duration::from_millis(10);
         config.lease_ttl = Duration::from_secs(3);
         config.accept_timeout = Duration::from_secs(30);
-        let stats = Arc::new(ServerStats::default());
-        let task = tokio::spawn(server::run(
+        start(
             config,
-            Arc::new(state),
-            store.clone(),
+            &genesis,
+            &store,
             hub.join(PeerKey([key; 32])),
-            stats.clone(),
-            shutdown.clone(),
-        ));
-        (stats, task)
+            &shutdown,
+        )
     };
     let corrupting = PeerKey([0x41; 32]);
     let mut servers = vec![spawn(0x41, true), spawn(0x42, false)];
@@ -562,23 +571,13 @@ async fn a_member_listed_behind_still_votes() {
     let hub = MemoryHub::new();
     let store = Arc::new(EmbeddedStore::new());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let state = StateStore::in_memory().unwrap();
-    state.init_genesis(genesis.0, &genesis.1).unwrap();
     let mut config = ServerConfig::new(node, ShardRange { lo: 0, hi: 1 }, shards);
     config.agreement = 2;
     config.tick = Duration::from_millis(10);
     config.lease_ttl = Duration::from_secs(30);
     config.accept_timeout = Duration::from_secs(30);
     let honest = PeerKey([0x51; 32]);
-    let stats = Arc::new(ServerStats::default());
-    let task = tokio::spawn(server::run(
-        config,
-        Arc::new(state),
-        store.clone(),
-        hub.join(honest),
-        stats.clone(),
-        shutdown.clone(),
-    ));
+    let (stats, task) = start(config, &genesis, &store, hub.join(honest), &shutdown);
     // The member behind: listed under a lease at height 0 for the whole test.
     let behind = PeerKey([0x52; 32]);
     let lease = store.grant_lease(Duration::from_secs(30)).await.unwrap();
@@ -652,22 +651,14 @@ async fn servers_working_through_a_backlog_take_nothing_over() {
         .into_iter()
         .enumerate()
     {
-        let state = StateStore::in_memory().unwrap();
-        state.init_genesis(genesis.0, &genesis.1).unwrap();
         let mut config = ServerConfig::new(node, range, shards);
         config.agreement = 1;
         config.tick = Duration::from_millis(100);
         config.lease_ttl = Duration::from_millis(900);
         config.accept_timeout = Duration::from_secs(30);
-        let s = Arc::new(ServerStats::default());
-        tasks.push(tokio::spawn(server::run(
-            config,
-            Arc::new(state),
-            store.clone(),
-            hub.join(PeerKey([0x60 + i as u8; 32])),
-            s.clone(),
-            shutdown.clone(),
-        )));
+        let net = hub.join(PeerKey([0x60 + i as u8; 32]));
+        let (s, task) = start(config, &genesis, &store, net, &shutdown);
+        tasks.push(task);
         stats.push(s);
     }
     let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
