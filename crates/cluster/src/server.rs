@@ -1190,7 +1190,7 @@ impl<N: Network> Server<N> {
     /// scored (a server whose listing this one has not read yet sends the same).
     fn foreign(&self, from: PeerKey, what: &'static str) {
         self.stats.foreign.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(server = %self.me, from = %from, what, "dropped: not from a live server of this node");
+        tracing::debug!(server = %self.me, from = %from, what, "dropped: not from a server of this node");
     }
 
     fn on_outcome(&mut self, from: PeerKey, outcome: ShardOutcome) {
