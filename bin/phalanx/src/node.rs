@@ -83,6 +83,11 @@ pub(crate) struct NodeArgs {
     #[arg(long, default_value_t = phalanx_cluster::server::DEFAULT_PERSIST_BLOCKS,
           value_parser = clap::value_parser!(u64).range(1..))]
     persist_blocks: u64,
+    /// Sync each commit to disk on a thread of its own while the server goes on with the
+    /// next block (a crash also loses the blocks whose sync had not returned, a few
+    /// milliseconds' worth); `false` waits for every commit's fsync before going on.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    background_sync: bool,
     /// Serve JSON-RPC state reads from this server's replica on this address (e.g.
     /// `127.0.0.1:8545`): `eth_getBalance`, `eth_getTransactionCount`, `eth_getCode`,
     /// `eth_getStorageAt`, `eth_getProof`, `eth_call`, `eth_estimateGas`, `eth_blockNumber`,
@@ -262,6 +267,7 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
     server.accept_timeout = Duration::from_millis(args.accept_timeout_ms.max(1));
     server.corrupt = args.corrupt;
     server.persist_blocks = args.persist_blocks;
+    server.background_sync = args.background_sync;
     server.threads = Some(match args.exec_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,

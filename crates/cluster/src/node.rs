@@ -12,7 +12,8 @@
 //!   appended and synced before the block is made final, so it holds every height the state
 //!   does, also after a crash, and two servers can be compared height by height. A block
 //!   applied but not yet on disk when the server crashed (a backlog is written every
-//!   `--persist-blocks`) is applied again after the restart and listed again, same root.
+//!   `--persist-blocks`, and a commit is durable once the server's sync thread has synced
+//!   it) is applied again after the restart and listed again, same root.
 //! - `metrics.prom`: Prometheus text format, rehead each second (node_exporter's textfile
 //!   collector reads it).
 //!
@@ -395,6 +396,7 @@ async fn start_net(
 struct NodeMetrics {
     head: Gauge,
     persisted: Gauge,
+    synced: Gauge,
     commits: Counter,
     applied: Counter,
     executed: Counter,
@@ -425,6 +427,11 @@ impl NodeMetrics {
             "persisted",
             "Height of the last block made final on disk",
             m.persisted.clone(),
+        );
+        r.register(
+            "synced",
+            "Height of the last block made durable (synced to disk; a crash keeps it)",
+            m.synced.clone(),
         );
         r.register(
             "trie_nodes",
@@ -515,6 +522,8 @@ impl Reporter {
         m.head.set(i64::try_from(self.head).unwrap_or(i64::MAX));
         m.persisted
             .set(i64::try_from(get(&stats.persisted)).unwrap_or(i64::MAX));
+        m.synced
+            .set(i64::try_from(get(&stats.synced)).unwrap_or(i64::MAX));
         match self.state.trie_nodes() {
             Ok(n) => {
                 m.trie_nodes.set(i64::try_from(n).unwrap_or(i64::MAX));

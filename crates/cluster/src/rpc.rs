@@ -3,10 +3,10 @@
 //!
 //! Every server applies every block (step 5 of [`crate::server`]), so any server answers a
 //! read about any account, whichever servers ran the shards that touched it. Reads are
-//! answered at the server's finalized head on disk — the state a crash would keep — which is
-//! its applied head except while a backlog is written every `persist_blocks` blocks
-//! (`docs/protocol/cluster.md`, *Persistence*); `eth_getProof` also at any finalized height
-//! before it.
+//! answered at the server's finalized head on disk — committed, and durable once the
+//! server's sync thread has synced it (milliseconds later) — which is its applied head except
+//! while a backlog is written every `persist_blocks` blocks (`docs/protocol/cluster.md`,
+//! *Persistence*); `eth_getProof` also at any finalized height before it.
 //!
 //! Methods: `web3_clientVersion`, `net_version`, `eth_chainId`, `eth_blockNumber` (the head
 //! reads are answered at), the state reads of [`phalanx_execution::rpc::HeadState`]:

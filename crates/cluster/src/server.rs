@@ -126,6 +126,14 @@ pub struct ServerConfig {
     pub persist_blocks: u64,
     /// See `persist_blocks`.
     pub persist_interval: Duration,
+    /// Sync commits to disk on a thread of the server's own (the default): a commit that
+    /// makes applied blocks final returns without waiting for the disk, and the server's
+    /// `server-sync` thread then writes its pages and waits for the fsync while the server
+    /// goes on with the next block. A crash loses the blocks whose sync had not returned
+    /// (besides those not yet committed, as above); the restarted server reopens at the
+    /// last synced head and applies them again. `false` waits for every commit's fsync on
+    /// the server's own path.
+    pub background_sync: bool,
     /// Where the headers this server executes come from.
     pub headers: HeaderSource,
     /// What this server builds shards from when its node produces (step 6); `None`: it
@@ -236,6 +244,7 @@ impl ServerConfig {
             agreement: 2,
             persist_blocks: DEFAULT_PERSIST_BLOCKS,
             persist_interval: Duration::from_secs(1),
+            background_sync: true,
             headers: HeaderSource::Gossip,
             builder: None,
         }
@@ -313,8 +322,12 @@ pub struct ServerStats {
     pub accept_rtt_us: Mutex<Vec<u64>>,
     /// Time spent in each step's own work, summed over blocks (for the benchmark).
     pub phases: Phases,
-    /// The height last made final on disk (see [`ServerConfig::persist_blocks`]).
+    /// The height last made final on disk (see [`ServerConfig::persist_blocks`]): readers
+    /// of the state see it.
     pub persisted: AtomicU64,
+    /// The height last made durable: a crash keeps it (see
+    /// [`ServerConfig::background_sync`]; without it, the same as `persisted`).
+    pub synced: AtomicU64,
     /// State commits: each made one or more applied blocks final.
     pub commits: AtomicU64,
 }
@@ -335,8 +348,12 @@ pub struct Phases {
     /// Step 5: merging the results (conflict rule) and computing the new state root.
     pub apply_us: AtomicU64,
     /// Step 5: writing the applied blocks' state to disk (once per commit; see
-    /// [`ServerConfig::persist_blocks`]).
+    /// [`ServerConfig::persist_blocks`]), the fsync included unless the commit is synced in
+    /// the background.
     pub finalize_us: AtomicU64,
+    /// Syncs on the server's `server-sync` thread, off its path (see
+    /// [`ServerConfig::background_sync`]): the commits' pages written and the fsync.
+    pub sync_us: AtomicU64,
     /// Waiting, from the end of this server's execution of a block to an outcome for every
     /// shard being here.
     pub wait_outcomes_us: AtomicU64,
@@ -513,6 +530,8 @@ struct Server<N: Network> {
     /// The height last made final on disk, and since when a later one waits.
     persisted: u64,
     unpersisted_since: Option<Instant>,
+    /// Syncs commits in the background (`None`: each commit waits for its fsync).
+    syncer: Option<Syncer>,
     headers: BTreeMap<u64, (ExecHeader, PeerKey)>,
     /// Shards that arrived before their header.
     early_shards: BTreeMap<B256, Vec<(PeerKey, ShardMessage)>>,
@@ -599,6 +618,14 @@ pub async fn run<N: Network>(
         .ok_or_else(|| ServerError::State("the state has no genesis".into()))?;
     let me = net.local();
     stats.persisted.store(head.number, Ordering::Relaxed);
+    stats.synced.store(head.number, Ordering::Relaxed);
+    let syncer = match config.background_sync {
+        true => Some(
+            Syncer::start(state.clone(), stats.clone(), me)
+                .map_err(|e| ServerError::State(format!("cannot start the sync thread: {e}")))?,
+        ),
+        false => None,
+    };
     let lease = store.grant_lease(config.lease_ttl).await?;
     let mut server = Server {
         me,
@@ -612,6 +639,7 @@ pub async fn run<N: Network>(
         head: (head.number, head.block),
         persisted: head.number,
         unpersisted_since: None,
+        syncer,
         headers: BTreeMap::new(),
         early_shards: BTreeMap::new(),
         pending: None,
@@ -706,7 +734,10 @@ pub async fn run<N: Network>(
     }
     .await;
     // What was applied is kept, after an error too: a stop loses nothing from disk.
-    let persisted = server.persist().await;
+    let persisted = match server.persist().await {
+        Ok(()) => server.sync_all().await,
+        Err(e) => Err(e),
+    };
     match served {
         Ok(()) => {
             let _ = server.store.revoke(server.lease).await;
@@ -1326,16 +1357,42 @@ impl<N: Network> Server<N> {
             return Ok(());
         }
         let (state, stats, block) = (self.state.clone(), self.stats.clone(), self.head.1);
-        off_runtime(&self.pool, move || finalize(&state, &stats, block)).await??;
+        let synced = self.syncer.is_none();
+        off_runtime(&self.pool, move || finalize(&state, &stats, block, synced)).await??;
         self.mark_persisted(self.head.0);
         Ok(())
     }
 
+    /// After a commit: its blocks are final on disk, and durable once synced.
     fn mark_persisted(&mut self, height: u64) {
         self.persisted = height;
         self.unpersisted_since = None;
         self.stats.persisted.store(height, Ordering::Relaxed);
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        match &self.syncer {
+            Some(syncer) => syncer.request(),
+            None => {
+                self.stats.synced.fetch_max(height, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Stops the sync thread (after the sync it is doing) and syncs every commit, waiting
+    /// for it: what the server committed is durable when this returns.
+    async fn sync_all(&mut self) -> Result<(), ServerError> {
+        let Some(mut syncer) = self.syncer.take() else {
+            return Ok(());
+        };
+        let thread = syncer.stop();
+        let (state, stats) = (self.state.clone(), self.stats.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Some(t) = thread {
+                let _ = t.join();
+            }
+            sync(&state, &stats)
+        })
+        .await
+        .map_err(|e| ServerError::State(format!("the final sync: {e}")))?
     }
 
     /// Handles the events already queued, without waiting for more (at most a bounded
@@ -2033,6 +2090,7 @@ impl<N: Network> Server<N> {
         let (parent, hash, number) = (p.header.parent, p.hash, p.header.number);
         let gas_limit = p.header.shard_gas_limit;
         let (stats, accepted) = (self.stats.clone(), outcomes);
+        let synced = self.syncer.is_none();
         // Final on disk now when `persist_blocks` are waiting, or when no next block is here
         // (at the chain's head every block is; only a backlog is written in batches).
         let persist = number >= self.persisted + self.config.persist_blocks.max(1)
@@ -2054,7 +2112,7 @@ impl<N: Network> Server<N> {
                     .map_err(|e| ServerError::State(format!("{}: {e}", path.display())))?;
             }
             if persist {
-                finalize(&state, &stats, hash)?;
+                finalize(&state, &stats, hash, synced)?;
             }
             Ok::<_, ServerError>((result, accepted))
         })
@@ -2218,14 +2276,91 @@ fn corrupt(outcome: &mut ShardOutcome) {
 /// outcome encoded for the effects topic.
 type Ran = (ShardOutcome, Vec<Receipt>, (B256, B256), Vec<u8>);
 
-/// Makes `block` final on disk with every applied block below it, timed as `finalize`.
-fn finalize(state: &StateStore, stats: &ServerStats, block: B256) -> Result<(), ServerError> {
+/// Makes `block` final on disk with every applied block below it, timed as `finalize`;
+/// `synced`: waits for the fsync too (otherwise the server's [`Syncer`] makes it durable).
+fn finalize(
+    state: &StateStore,
+    stats: &ServerStats,
+    block: B256,
+    synced: bool,
+) -> Result<(), ServerError> {
     let started = std::time::Instant::now();
-    state
-        .finalize(block)
-        .map_err(|e| ServerError::State(e.to_string()))?;
+    match synced {
+        true => state.finalize(block),
+        false => state.finalize_unsynced(block),
+    }
+    .map_err(|e| ServerError::State(e.to_string()))?;
     Phases::add(&stats.phases.finalize_us, started);
     Ok(())
+}
+
+/// Makes every commit durable, timed as `sync`; records the durable height.
+fn sync(state: &StateStore, stats: &ServerStats) -> Result<(), ServerError> {
+    let started = std::time::Instant::now();
+    let head = state
+        .sync()
+        .map_err(|e| ServerError::State(format!("cannot sync the state to disk: {e}")))?;
+    Phases::add(&stats.phases.sync_us, started);
+    if let Some(head) = head {
+        stats.synced.fetch_max(head.number, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// A server's `server-sync` thread ([`ServerConfig::background_sync`]): each request makes
+/// the commits made before it durable; requests made while a sync runs are served by one
+/// more sync after it. A failed sync is logged and tried again at the next request (the
+/// commits stay in memory meanwhile; the shutdown's sync returns the error).
+struct Syncer {
+    requests: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(
+        state: Arc<StateStore>,
+        stats: Arc<ServerStats>,
+        server: PeerKey,
+    ) -> std::io::Result<Self> {
+        let (requests, received) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("server-sync".into())
+            .spawn(move || {
+                while received.recv().is_ok() {
+                    while received.try_recv().is_ok() {}
+                    if let Err(e) = sync(&state, &stats) {
+                        tracing::error!(server = %server, error = %e, "state sync failed; retried at the next commit");
+                    }
+                }
+            })?;
+        Ok(Self {
+            requests: Some(requests),
+            thread: Some(thread),
+        })
+    }
+
+    fn request(&self) {
+        if let Some(requests) = &self.requests {
+            let _ = requests.send(());
+        }
+    }
+
+    /// Ends the thread once the requests made so far are served; its handle, to join.
+    fn stop(&mut self) -> Option<std::thread::JoinHandle<()>> {
+        self.requests = None;
+        self.thread.take()
+    }
+}
+
+impl Drop for Syncer {
+    /// A server dropped without stopping (its task aborted, an error) still waits for the
+    /// sync in progress: the thread holds the state store, which a restart in the same
+    /// process reopens.
+    fn drop(&mut self) {
+        if let Some(thread) = self.stop() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Step 2 for one shard: run it against the parent state.

@@ -11,7 +11,9 @@
 //!   (redb commits are durable and atomic: a crash leaves either the old or the new state,
 //!   never a mix) and drops every overlay that does not descend from it. The chain is first
 //!   folded (`Flat`): each account and slot is written once with its newest value, and every
-//!   table's keys go in in order.
+//!   table's keys go in in order. [`StateStore::finalize_unsynced`] commits without waiting
+//!   for the disk; [`StateStore::sync`] later makes every such commit durable at once (until
+//!   then a crash reopens the store at the last synced head, still a whole state).
 //! * The state root is updated incrementally: each block re-hashes only the trie nodes on
 //!   the paths it touched.
 //! * **Pruning** (opt-in, [`StateStore::keep_states`]): a store that keeps `k` states drops,
@@ -450,7 +452,11 @@ impl StateStore {
             number: 0,
             state_root: result.post_state_root,
         };
-        self.persist(&[(block, Arc::new(overlay))], head)?;
+        self.persist(
+            &[(block, Arc::new(overlay))],
+            head,
+            redb::Durability::Immediate,
+        )?;
         let mut inner = self.write_inner()?;
         inner.head = Some(head);
         inner.head_env = None;
@@ -547,9 +553,39 @@ impl StateStore {
         Ok(result)
     }
 
-    /// Makes `block` final: persists its overlay chain atomically and drops every overlay
-    /// that does not descend from it.
+    /// Makes `block` final: persists its overlay chain atomically and durably (the commit
+    /// is synced to disk before this returns) and drops every overlay that does not descend
+    /// from it.
     pub fn finalize(&self, block: B256) -> Result<(), StateError> {
+        self.finalize_with(block, redb::Durability::Immediate)
+    }
+
+    /// Makes `block` final as [`StateStore::finalize`] does, in a commit that is not synced:
+    /// readers see it at once, but it survives a crash only once [`StateStore::sync`] (or a
+    /// later [`StateStore::finalize`]) has returned; a crash before that reopens the store at
+    /// the last synced head. The commit's pages wait in memory, so the sync that writes them
+    /// and waits for the disk can run on a thread of its own while the caller goes on.
+    pub fn finalize_unsynced(&self, block: B256) -> Result<(), StateError> {
+        self.finalize_with(block, redb::Durability::None)
+    }
+
+    /// Makes every finalized block durable: writes the pages of the commits
+    /// [`StateStore::finalize_unsynced`] left in memory and waits for the disk (fsync).
+    /// Returns the head that is now durable. Waits for a commit in progress.
+    pub fn sync(&self) -> Result<Option<Head>, StateError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let head = {
+            let meta = txn.open_table(META).map_err(db_err)?;
+            redb::ReadableTable::get(&meta, "head")
+                .map_err(db_err)?
+                .map(|v| Head::decode(v.value()))
+                .transpose()?
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(head)
+    }
+
+    fn finalize_with(&self, block: B256, durability: redb::Durability) -> Result<(), StateError> {
         let (chain, head) = {
             let inner = self.read_inner()?;
             let head = inner.head.ok_or(StateError::UnknownBlock(block))?;
@@ -568,7 +604,7 @@ impl StateStore {
                 },
             )
         };
-        self.persist(&chain, head)?;
+        self.persist(&chain, head, durability)?;
         let mut inner = self.write_inner()?;
         inner.head = Some(head);
         inner.head_env = chain.last().and_then(|(_, o)| o.env.clone());
@@ -603,8 +639,14 @@ impl StateStore {
         Ok(self.read_inner()?.overlays.len())
     }
 
-    fn persist(&self, chain: &[(B256, Arc<Overlay>)], head: Head) -> Result<(), StateError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+    fn persist(
+        &self,
+        chain: &[(B256, Arc<Overlay>)],
+        head: Head,
+        durability: redb::Durability,
+    ) -> Result<(), StateError> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(durability).map_err(db_err)?;
         {
             let mut nodes = txn.open_table(NODES).map_err(db_err)?;
             let mut accounts = txn.open_table(ACCOUNTS).map_err(db_err)?;

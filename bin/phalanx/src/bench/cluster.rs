@@ -71,6 +71,11 @@ pub(crate) struct Args {
     /// one, an archive whose commits grow with the history).
     #[arg(long = "keep-states", default_value_t = 0)]
     keep_states: u64,
+    /// Sync each commit on the server's own sync thread while it goes on (the node's
+    /// default); `false`: every commit waits for its fsync. The run ends when every block is
+    /// durable on every server either way.
+    #[arg(long = "background-sync", default_value_t = true, action = clap::ArgAction::Set)]
+    background_sync: bool,
     /// Runs of each configuration, taken in turn (1 server, 2 servers, …, then again): each
     /// row is the median run, with the range of tx/s beside it — on a shared machine one
     /// run's figure moves by tens of percent.
@@ -108,6 +113,8 @@ struct PhasesMs {
     merge: f64,
     apply: f64,
     finalize: f64,
+    /// Syncing commits on the server's sync thread, off its path (`--background-sync`).
+    sync: f64,
     /// Waiting after its execution: until every shard had an outcome, then until every shard
     /// was accepted (a second agreeing outcome where agreement is 2, the store).
     wait_outcomes: f64,
@@ -127,6 +134,7 @@ impl PhasesMs {
             merge: per(|s| &s.phases.merge_us),
             apply: per(|s| &s.phases.apply_us),
             finalize: per(|s| &s.phases.finalize_us),
+            sync: per(|s| &s.phases.sync_us),
             wait_outcomes: per(|s| &s.phases.wait_outcomes_us),
             wait_accepts: per(|s| &s.phases.wait_accepts_us),
         }
@@ -163,17 +171,22 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 type Blocks = Vec<(ExecHeader, Vec<Shard>)>;
 
-/// Waits until every server has applied `height`, answering the servers' requests meanwhile.
+/// Waits until every server has applied `height` (and, `durable`, synced it to disk),
+/// answering the servers' requests meanwhile.
 async fn wait_applied<N: Network>(
     feed: &mut Feed<N>,
     stats: &[Arc<ServerStats>],
     height: u64,
+    durable: bool,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while stats.iter().any(|s| s.head() < height) {
+    while stats
+        .iter()
+        .any(|s| s.head() < height || (durable && s.synced.load(Ordering::Relaxed) < height))
+    {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "block {height} not applied by every server within 120 s"
+            "block {height} not applied (and synced) by every server within 120 s"
         );
         tokio::select! {
             e = feed.net_mut().recv() => if let Some(e) = e { feed.answer(e) },
@@ -209,6 +222,7 @@ async fn run_one(
         config.threads = (args.threads_per_server > 0).then_some(args.threads_per_server);
         config.tick = Duration::from_millis(5);
         config.persist_blocks = args.persist_blocks;
+        config.background_sync = args.background_sync;
         // Nobody is killed here: a lease long enough that a server busy with a block is never
         // taken for dead (a takeover would run its shards twice and spoil the figure).
         config.lease_ttl = Duration::from_secs(3);
@@ -233,10 +247,17 @@ async fn run_one(
     let started = Instant::now();
     for (i, (header, shards)) in blocks.iter().enumerate() {
         // Height i+1 goes out once every server has applied height i - ahead.
-        wait_applied(&mut feed, &stats, (i as u64).saturating_sub(args.ahead)).await?;
+        wait_applied(
+            &mut feed,
+            &stats,
+            (i as u64).saturating_sub(args.ahead),
+            false,
+        )
+        .await?;
         feed.publish(header.clone(), shards.clone());
     }
-    wait_applied(&mut feed, &stats, blocks.len() as u64).await?;
+    // The run ends when the last block is durable everywhere.
+    wait_applied(&mut feed, &stats, blocks.len() as u64, true).await?;
     let elapsed = started.elapsed();
     let _ = stop.send(true);
     for t in tasks {
@@ -399,7 +420,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             );
             let ph = &run.phases_ms;
             println!(
-                "    per server per block: check {:.1} ms, execute {:.1} ms, merge {:.1} ms, apply {:.1} ms, finalize {:.1} ms, waiting {:.1} ms",
+                "    per server per block: check {:.1} ms, execute {:.1} ms, merge {:.1} ms, apply {:.1} ms, finalize {:.1} ms, waiting {:.1} ms; sync {:.1} ms off its path",
                 ph.check,
                 ph.execute,
                 ph.merge,
@@ -407,6 +428,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                 ph.finalize,
                 (run.ms_per_block - ph.check - ph.execute - ph.merge - ph.apply - ph.finalize)
                     .max(0.0),
+                ph.sync,
             );
             println!(
                 "    waiting after execution: {:.1} ms until every shard had an outcome, then {:.1} ms until every shard was accepted",

@@ -287,9 +287,17 @@ async fn a_backlog_is_made_final_in_batches_and_a_crash_loses_only_what_is_appli
     }
     assert_eq!(stats.commits.load(Ordering::Relaxed), 2);
     assert_eq!(state.head().unwrap().unwrap().number, 8);
+    // The server's sync thread makes the commit at 8 durable while the server goes on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stats.synced.load(Ordering::Relaxed) < 8 {
+        assert!(std::time::Instant::now() < deadline, "block 8 never synced");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let _ = stop.send(true);
     task.await.unwrap().unwrap();
     assert_eq!(stats.commits.load(Ordering::Relaxed), 3);
+    // A stopped server's last commit is durable when its task returns.
+    assert_eq!(stats.synced.load(Ordering::Relaxed), 9);
     drop(state);
 
     // Reopened at 9; with block 10's shards it is applied and final at once (no header after
