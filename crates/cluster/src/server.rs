@@ -141,17 +141,25 @@ pub struct ServerConfig {
     pub builder: Option<ShardBuilder>,
 }
 
-/// What a server builds a shard from when its node produces: `(request, shard index)` → the
-/// shard's transactions, or `None` when it has nothing to build it from yet.
+/// What a server builds a shard from when its node produces, and whose requests it takes.
 #[derive(Clone)]
-pub struct ShardBuilder(pub Arc<BuildFn>);
+pub struct ShardBuilder {
+    /// The node's producer: the only peer whose [`BuildRequest`]s this server builds (a
+    /// request signed by anyone else is dropped and its sender scored down).
+    pub producer: PeerKey,
+    /// `(request, shard index)` → the shard's transactions, or `None` when it has nothing to
+    /// build it from yet.
+    pub build: Arc<BuildFn>,
+}
 
 /// The function behind a [`ShardBuilder`].
 pub type BuildFn = dyn Fn(&BuildRequest, u16) -> Option<Shard> + Send + Sync;
 
 impl std::fmt::Debug for ShardBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ShardBuilder")
+        f.debug_struct("ShardBuilder")
+            .field("producer", &self.producer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -290,8 +298,9 @@ pub struct ServerStats {
     pub broadcast: AtomicU64,
     /// Messages that did not decode or check out.
     pub invalid: AtomicU64,
-    /// Outcomes and accepted notes from peers that are not live servers of this node (not
-    /// listed in its coordination store): dropped with no vote, no alarm and no score.
+    /// Outcomes, accepted notes and built shards from peers that are not servers of this
+    /// node (not listed in its coordination store): dropped with no vote, no alarm and no
+    /// score; and build requests from anyone but the node's producer (scored down).
     pub foreign: AtomicU64,
     /// Slashing evidence this server's equivocation watch took as new: found here (a double
     /// declaration heard, then published) or heard on the slashing topic.
@@ -945,9 +954,19 @@ impl<N: Network> Server<N> {
                 }
             }
             Message::Build(request) => {
-                if self.config.builder.is_some()
-                    && !self.building.iter().any(|b| b.request.id == request.id)
-                {
+                let Some(builder) = &self.config.builder else {
+                    return Ok(());
+                };
+                if from != builder.producer {
+                    // Only the node's producer asks its servers to build: a request from
+                    // anyone else would have them build, and write to the store, for
+                    // nothing. The producer is configured, so this is no listing race.
+                    self.stats.foreign.fetch_add(1, Ordering::Relaxed);
+                    self.net.report(from, Offence::Invalid);
+                    tracing::warn!(server = %self.me, from = %from, id = %request.id, "a build request not from the node's producer: dropped");
+                    return Ok(());
+                }
+                if !self.building.iter().any(|b| b.request.id == request.id) {
                     self.building.push_back(Building {
                         request,
                         accepted: BTreeMap::new(),
@@ -966,7 +985,12 @@ impl<N: Network> Server<N> {
                         || self.building.iter().any(|b| b.request.id == shard.block)) =>
             {
                 // A built shard (published by its builder, or an answer): kept under its root;
-                // only the accepted root's is ever used.
+                // only the accepted root's is ever used, and only a server of the node's is
+                // kept (no stranger fills the map).
+                if !self.is_member(&from) {
+                    self.foreign(from, "built shard");
+                    return Ok(());
+                }
                 if let Some(b) = self
                     .building
                     .iter_mut()
@@ -1468,7 +1492,7 @@ impl<N: Network> Server<N> {
                     // Built and written earlier, its record unreadable then: read it again.
                     self.store.get(&key).await?
                 } else {
-                    let Some(candidate) = (builder.0)(&b.request, shard) else {
+                    let Some(candidate) = (builder.build)(&b.request, shard) else {
                         continue;
                     };
                     let root = candidate.tree_hash_root();

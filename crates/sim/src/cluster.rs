@@ -38,6 +38,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tree_hash::TreeHash;
 
+/// The block source's key: the feed, and with `produce` the node's producer, whose build
+/// requests alone the servers take.
+const SOURCE: PeerKey = PeerKey([0xfe; 32]);
+
 /// `phalanx sim cluster`'s settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -232,10 +236,13 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
     let mempool: Arc<std::sync::Mutex<BTreeMap<B256, Vec<Shard>>>> = Arc::default();
     let builder = {
         let mempool = mempool.clone();
-        ShardBuilder(Arc::new(move |request: &BuildRequest, index: u16| {
-            let pool = mempool.lock().ok()?;
-            pool.get(&request.id)?.get(index as usize).cloned()
-        }))
+        ShardBuilder {
+            producer: SOURCE,
+            build: Arc::new(move |request: &BuildRequest, index: u16| {
+                let pool = mempool.lock().ok()?;
+                pool.get(&request.id)?.get(index as usize).cloned()
+            }),
+        }
     };
     let server_config = |i: usize, slot: &Slot| {
         let mut c = base.clone();
@@ -251,7 +258,7 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
         let c = server_config(i, slot);
         start(slot, &hub, &store, &c, &genesis)?;
     }
-    let mut source = Feed::new(hub.join(PeerKey([0xfe; 32])));
+    let mut source = Feed::new(hub.join(SOURCE));
     // With `produce`, the source is the node's producer and an outside peer: it hears the
     // builders on the build topic and counts the shards the owners broadcast.
     let mut building: Option<(ExecHeader, Vec<Shard>, Instant)> = None;

@@ -710,3 +710,106 @@ async fn servers_working_through_a_backlog_take_nothing_over() {
         t.await.unwrap().unwrap();
     }
 }
+
+/// Step 6 takes build requests from the node's producer only. A stranger asks the node's
+/// server to build a block its mempool holds, and offers a shard of its own on the build
+/// topic: nothing is built or written for it, both messages are dropped and counted, and the
+/// producer's request for another block is built as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_nodes_producer_gets_shards_built() {
+    use phalanx_cluster::CoordinationStore;
+    use phalanx_cluster::server::{ShardBuilder, built_key};
+    use phalanx_cluster::wire::{BuildRequest, Message, ShardMessage, build_topic};
+
+    let shards = 2;
+    let node = "builds";
+    let mut load = Load::new(shards, 3, 23);
+    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
+    let (strangers_block, strangers_shards) = load.next_block(3).unwrap();
+    let (producers_block, producers_shards) = load.next_block(3).unwrap();
+    // The mempool holds both blocks: were the stranger's request taken, it would be built.
+    let mempool: std::collections::BTreeMap<_, _> = [
+        (strangers_block.hash(), strangers_shards.clone()),
+        (producers_block.hash(), producers_shards),
+    ]
+    .into();
+    let producer = PeerKey([0x50; 32]);
+    let mut config = ServerConfig::new(node, ShardRange { lo: 0, hi: 1 }, shards);
+    config.tick = Duration::from_millis(10);
+    config.builder = Some(ShardBuilder {
+        producer,
+        build: Arc::new(move |request: &BuildRequest, index: u16| {
+            mempool.get(&request.id)?.get(usize::from(index)).cloned()
+        }),
+    });
+    let hub = MemoryHub::new();
+    let store = Arc::new(EmbeddedStore::new());
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let (stats, task) = start(
+        config,
+        &genesis,
+        &store,
+        hub.join(PeerKey([0x41; 32])),
+        &shutdown,
+    );
+    let stranger = hub.join(PeerKey([0x66; 32]));
+    let producers_net = hub.join(producer);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let request = |block: &ExecHeader| {
+        Message::Build(BuildRequest {
+            id: block.hash(),
+            height: block.number,
+        })
+        .encode()
+    };
+    let topic = build_topic(node);
+    stranger.publish(&topic, request(&strangers_block)).unwrap();
+    let offer = ShardMessage {
+        block: strangers_block.hash(),
+        index: 0,
+        shard: strangers_shards[0].clone(),
+    };
+    stranger
+        .publish(&topic, Message::Shard(offer).encode())
+        .unwrap();
+    producers_net
+        .publish(&topic, request(&producers_block))
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for shard in 0..shards {
+        while store
+            .get(&built_key(node, producers_block.hash(), shard))
+            .await
+            .unwrap()
+            .is_none()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the producer's shard {shard} was never built"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // Some more ticks for the stranger's request, were it taken.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for shard in 0..shards {
+        assert_eq!(
+            store
+                .get(&built_key(node, strangers_block.hash(), shard))
+                .await
+                .unwrap(),
+            None,
+            "shard {shard} of the stranger's block"
+        );
+    }
+    assert_eq!(stats.built.load(Ordering::Relaxed), u64::from(shards));
+    assert_eq!(
+        stats.foreign.load(Ordering::Relaxed),
+        2,
+        "the stranger's request and offer"
+    );
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+}
