@@ -119,6 +119,9 @@ struct PhasesMs {
     /// was accepted (a second agreeing outcome where agreement is 2, the store).
     wait_outcomes: f64,
     wait_accepts: f64,
+    /// The run's end, whole (not per block): from the last block applied on every server to
+    /// it durable on every server.
+    last_sync: f64,
 }
 
 impl PhasesMs {
@@ -137,6 +140,7 @@ impl PhasesMs {
             sync: per(|s| &s.phases.sync_us),
             wait_outcomes: per(|s| &s.phases.wait_outcomes_us),
             wait_accepts: per(|s| &s.phases.wait_accepts_us),
+            last_sync: 0.0,
         }
     }
 }
@@ -201,7 +205,7 @@ async fn run_one(
     setting: &Setting,
     genesis: &(alloy_primitives::B256, phalanx_execution::changes::Changes),
     blocks: &Blocks,
-) -> anyhow::Result<(Duration, Vec<Arc<ServerStats>>)> {
+) -> anyhow::Result<Measured> {
     let dir = tempfile::tempdir()?;
     let hub = MemoryHub::new();
     let store: Arc<dyn CoordinationStore> = match &setting.etcd {
@@ -257,14 +261,21 @@ async fn run_one(
         feed.publish(header.clone(), shards.clone());
     }
     // The run ends when the last block is durable everywhere.
-    wait_applied(&mut feed, &stats, blocks.len() as u64, true).await?;
-    let elapsed = started.elapsed();
+    let last = blocks.len() as u64;
+    wait_applied(&mut feed, &stats, last, false).await?;
+    let applied = Instant::now();
+    wait_applied(&mut feed, &stats, last, true).await?;
+    let (elapsed, last_sync) = (started.elapsed(), applied.elapsed());
     let _ = stop.send(true);
     for t in tasks {
         let _ = t.await;
     }
-    Ok((elapsed, stats))
+    Ok((elapsed, stats, last_sync))
 }
+
+/// One run: its time, its servers' stats, and how long its end waited for the last block
+/// to be durable everywhere once it was applied everywhere (part of the time).
+type Measured = (Duration, Vec<Arc<ServerStats>>, Duration);
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -342,8 +353,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     let txs = usize::from(args.shards) * args.txs_per_shard;
-    let mut measured: Vec<Vec<(Duration, Vec<Arc<ServerStats>>)>> =
-        settings.iter().map(|_| Vec::new()).collect();
+    let mut measured: Vec<Vec<Measured>> = settings.iter().map(|_| Vec::new()).collect();
     for round in 0..args.repeat {
         if args.repeat > 1 {
             eprintln!("bench cluster: round {} of {}", round + 1, args.repeat);
@@ -357,9 +367,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     let mut baseline = None;
     for (setting, mut all) in settings.iter().zip(measured) {
-        all.sort_by_key(|(elapsed, _)| *elapsed);
+        all.sort_by_key(|(elapsed, _, _)| *elapsed);
         let range = (round1(rate(all[all.len() - 1].0)), round1(rate(all[0].0)));
-        let (elapsed, stats) = all.swap_remove(all.len() / 2);
+        let (elapsed, stats, last_sync) = all.swap_remove(all.len() / 2);
         let tx_per_s = rate(elapsed);
         let base = *baseline.get_or_insert(tx_per_s);
         let mut rtt: Vec<u64> = stats
@@ -394,7 +404,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             effect_bytes_per_block: effect_bytes / args.blocks,
             accept_rtt_p50_us: percentile(&rtt, 0.5),
             accept_rtt_p99_us: percentile(&rtt, 0.99),
-            phases_ms: PhasesMs::of(&stats, args.blocks),
+            phases_ms: PhasesMs {
+                last_sync: round1(last_sync.as_secs_f64() * 1000.0),
+                ..PhasesMs::of(&stats, args.blocks)
+            },
         };
         if !args.json {
             let spread = if args.repeat > 1 {
@@ -431,8 +444,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                 ph.sync,
             );
             println!(
-                "    waiting after execution: {:.1} ms until every shard had an outcome, then {:.1} ms until every shard was accepted",
-                ph.wait_outcomes, ph.wait_accepts,
+                "    waiting after execution: {:.1} ms until every shard had an outcome, then {:.1} ms until every shard was accepted; the run's end waited {:.1} ms (whole) for the last sync",
+                ph.wait_outcomes, ph.wait_accepts, ph.last_sync,
             );
         }
         runs.push(run);
