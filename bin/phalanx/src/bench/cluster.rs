@@ -125,7 +125,8 @@ struct PhasesMs {
 }
 
 impl PhasesMs {
-    fn of(stats: &[Arc<ServerStats>], blocks: u64) -> Self {
+    /// Per server per block from the servers' counters; `last_sync` as measured.
+    fn of(stats: &[Arc<ServerStats>], blocks: u64, last_sync: Duration) -> Self {
         let per = |f: fn(&ServerStats) -> &std::sync::atomic::AtomicU64| {
             let us: u64 = stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum();
             let ms = us as f64 / 1000.0 / (stats.len().max(1) as f64 * blocks.max(1) as f64);
@@ -140,7 +141,7 @@ impl PhasesMs {
             sync: per(|s| &s.phases.sync_us),
             wait_outcomes: per(|s| &s.phases.wait_outcomes_us),
             wait_accepts: per(|s| &s.phases.wait_accepts_us),
-            last_sync: 0.0,
+            last_sync: (last_sync.as_secs_f64() * 10_000.0).round() / 10.0,
         }
     }
 }
@@ -404,10 +405,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             effect_bytes_per_block: effect_bytes / args.blocks,
             accept_rtt_p50_us: percentile(&rtt, 0.5),
             accept_rtt_p99_us: percentile(&rtt, 0.99),
-            phases_ms: PhasesMs {
-                last_sync: round1(last_sync.as_secs_f64() * 1000.0),
-                ..PhasesMs::of(&stats, args.blocks)
-            },
+            phases_ms: PhasesMs::of(&stats, args.blocks, last_sync),
         };
         if !args.json {
             let spread = if args.repeat > 1 {
