@@ -58,7 +58,9 @@ pub(crate) struct NodeArgs {
     /// Where to listen (libp2p multiaddr).
     #[arg(long, default_value = "/ip4/127.0.0.1/tcp/9400")]
     listen: String,
-    /// A peer to dial: `HEXKEY@MULTIADDR` (repeat).
+    /// A peer to dial: `HEXKEY@MULTIADDR` (repeat). The first is where the chain comes
+    /// from — the serving node (`--follow`, `--genesis`) or the block feed, whose headers
+    /// alone are run —; the others are the node's other servers and other nodes.
     #[arg(long = "peer")]
     peers: Vec<String>,
     /// Seed of the load whose genesis the chain starts from (as the feed's).
@@ -257,10 +259,17 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
                 blocks,
             }
         }
-        _ => Chain::Feed(LoadSettings {
-            senders: args.senders,
-            seed: args.seed,
-        }),
+        _ => Chain::Feed {
+            load: LoadSettings {
+                senders: args.senders,
+                seed: args.seed,
+            },
+            publisher: peers.first().map(|p| p.key).context(
+                "following a block feed needs a --peer: the feed's identity first (`phalanx \
+                 node --feed --data-dir DIR --print-identity` prints it); headers from anyone \
+                 else are dropped",
+            )?,
+        },
     };
     let mut server = ServerConfig::new(&args.node_id, range, total_shards);
     server.lease_ttl = Duration::from_millis(args.lease_ms);

@@ -88,8 +88,13 @@ pub enum Chain {
         blocks: PeerKey,
     },
     /// The blocks of a `phalanx node --feed` process (a deterministic load, its publisher
-    /// trusted): headers from the header topic.
-    Feed(LoadSettings),
+    /// trusted): headers from the header topic, written by `publisher` only.
+    Feed {
+        /// The load whose genesis the chain starts from.
+        load: LoadSettings,
+        /// The feed's gossip identity.
+        publisher: PeerKey,
+    },
 }
 
 /// The load whose genesis the chain starts from (the feed publishes the same load).
@@ -189,12 +194,12 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
     let (genesis_hash, alloc) = match &config.chain {
         Chain::Follow { follow, .. } => chain_genesis(&follow.genesis),
         Chain::Gossip { genesis, .. } => chain_genesis(genesis),
-        Chain::Feed(load) => genesis(config.server.shards, *load),
+        Chain::Feed { load, .. } => genesis(config.server.shards, *load),
     };
     let chain_id = match &config.chain {
         Chain::Follow { follow, .. } => follow.genesis.spec.chain_id,
         Chain::Gossip { genesis, .. } => genesis.spec.chain_id,
-        Chain::Feed(_) => crate::load::CHAIN_ID,
+        Chain::Feed { .. } => crate::load::CHAIN_ID,
     };
     match state.head().map_err(|e| NodeError::State(e.to_string()))? {
         None => {
@@ -292,7 +297,12 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
             };
             None
         }
-        Chain::Feed(_) => None,
+        Chain::Feed { publisher, .. } => {
+            server_config.headers = HeaderSource::Gossip {
+                publisher: Some(*publisher),
+            };
+            None
+        }
     };
     let mut task = tokio::spawn(serve(
         server_config,

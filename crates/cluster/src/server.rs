@@ -13,7 +13,8 @@
 //!    checked and final from a follower of the consensus chain — the server's own, fed by the
 //!    `block` and `attestation` topics ([`HeaderSource::Chain`], [`crate::chain`]), or one
 //!    reading a serving node's API ([`HeaderSource::Checked`], [`crate::follow`]) — or from
-//!    the header topic of a trusted block feed ([`HeaderSource::Gossip`]).
+//!    the header topic of a trusted block feed, written by the feed's key alone
+//!    ([`HeaderSource::Gossip`]).
 //! 2. **Execute.** For the next block (its parent applied here), the server checks each shard
 //!    it is responsible for against the header's shard root, runs it against its replica of
 //!    the parent state (every read sees the parent state) and publishes the outcome, the
@@ -203,12 +204,18 @@ impl CheckedHeaders {
 }
 
 /// Where a server takes the headers it executes from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub enum HeaderSource {
-    /// The header topic, from whoever publishes on it: the block feed of the simulator, the
-    /// benchmark and `phalanx node --feed`, a publisher every server trusts.
-    #[default]
-    Gossip,
+    /// The header topic of a block feed every server trusts: the simulator's, the
+    /// benchmark's or a `phalanx node --feed` process.
+    Gossip {
+        /// The feed's key: a header written by anyone else (gossip names its authenticated
+        /// author, not the peer that relayed it) is dropped, counted as foreign and scored
+        /// as invalid — it would otherwise be executed. `None` takes headers from whoever
+        /// publishes on the topic: only for a closed in-process network of the servers and
+        /// their feed (tests).
+        publisher: Option<PeerKey>,
+    },
     /// Headers a follower checked against the consensus chain and saw finalized
     /// ([`crate::follow`]); the server does not subscribe to the header topic and takes no
     /// header from the network. Shards it misses are asked of `blocks`, a peer serving the
@@ -253,7 +260,7 @@ impl ServerConfig {
             persist_blocks: DEFAULT_PERSIST_BLOCKS,
             persist_interval: Duration::from_secs(1),
             background_sync: true,
-            headers: HeaderSource::Gossip,
+            headers: HeaderSource::Gossip { publisher: None },
             builder: None,
         }
     }
@@ -300,7 +307,8 @@ pub struct ServerStats {
     pub invalid: AtomicU64,
     /// Outcomes, accepted notes and built shards from peers that are not servers of this
     /// node (not listed in its coordination store): dropped with no vote, no alarm and no
-    /// score; and build requests from anyone but the node's producer (scored down).
+    /// score; and build requests from anyone but the node's producer and headers from anyone
+    /// but the block feed (both scored down).
     pub foreign: AtomicU64,
     /// Slashing evidence this server's equivocation watch took as new: found here (a double
     /// declaration heard, then published) or heard on the slashing topic.
@@ -687,7 +695,7 @@ pub async fn run<N: Network>(
     };
     server.announce().await?;
     match &server.config.headers {
-        HeaderSource::Gossip => server.net.subscribe(HEADER_TOPIC)?,
+        HeaderSource::Gossip { .. } => server.net.subscribe(HEADER_TOPIC)?,
         HeaderSource::Checked { .. } => {}
         HeaderSource::Chain { genesis, .. } => {
             if head.number == 0 {
@@ -937,11 +945,19 @@ impl<N: Network> Server<N> {
                     }
                     return Ok(());
                 }
-                if !matches!(self.config.headers, HeaderSource::Gossip) {
+                let HeaderSource::Gossip { publisher } = &self.config.headers else {
                     // Headers come checked from the follower; one from the network is
                     // unasked-for.
                     self.net.report(from, Offence::Useless);
                     tracing::debug!(from = %from, "a header from the network; headers come checked here");
+                    return Ok(());
+                };
+                if publisher.is_some_and(|p| p != from) {
+                    // Anyone can publish on the header topic; only the feed's headers are
+                    // blocks to run.
+                    self.stats.foreign.fetch_add(1, Ordering::Relaxed);
+                    self.net.report(from, Offence::Invalid);
+                    tracing::warn!(server = %self.me, from = %from, height = header.number, "a header not from the block feed: dropped");
                     return Ok(());
                 }
                 if header.number > self.head.0 {
@@ -1685,7 +1701,7 @@ impl<N: Network> Server<N> {
         }
         let Some((header, source)) = self.headers.remove(&next) else {
             // Later headers but not the next one: it was missed; ask the later one's sender.
-            if matches!(self.config.headers, HeaderSource::Gossip)
+            if matches!(self.config.headers, HeaderSource::Gossip { .. })
                 && let Some((_, (_, source))) = self.headers.first_key_value()
                 && self
                     .asked_headers

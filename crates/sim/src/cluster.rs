@@ -22,7 +22,7 @@ use phalanx_cluster::embedded::EmbeddedStore;
 use phalanx_cluster::feed::Feed;
 use phalanx_cluster::load::Load;
 use phalanx_cluster::ownership::{ShardRange, layout};
-use phalanx_cluster::server::{self, ServerConfig, ServerStats, ShardBuilder};
+use phalanx_cluster::server::{self, HeaderSource, ServerConfig, ServerStats, ShardBuilder};
 use phalanx_cluster::wire::{
     BuildRequest, ExecHeader, HEADER_TOPIC, Message, build_topic, shard_topic,
 };
@@ -219,6 +219,9 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
     let mut base = ServerConfig::new("sim", ranges[0], config.shards);
     base.lease_ttl = slot_time;
     base.accept_timeout = slot_time;
+    base.headers = HeaderSource::Gossip {
+        publisher: Some(SOURCE),
+    };
     let mut slots: Vec<Slot> = ranges
         .iter()
         .enumerate()

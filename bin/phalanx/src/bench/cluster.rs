@@ -19,7 +19,7 @@ use phalanx_cluster::etcd::{EtcdConfig, EtcdStore};
 use phalanx_cluster::feed::Feed;
 use phalanx_cluster::load::Load;
 use phalanx_cluster::ownership::layout;
-use phalanx_cluster::server::{self, ServerConfig, ServerStats};
+use phalanx_cluster::server::{self, HeaderSource, ServerConfig, ServerStats};
 use phalanx_cluster::testing::LocalEtcd;
 use phalanx_cluster::wire::ExecHeader;
 use phalanx_execution::store::StateStore;
@@ -27,6 +27,9 @@ use phalanx_net::memory::MemoryHub;
 use phalanx_net::{Network, PeerKey};
 use phalanx_types::consensus::Shard;
 use serde::Serialize;
+
+/// The block feed's key: the servers run headers from it alone.
+const FEED: PeerKey = PeerKey([0xfe; 32]);
 
 /// Flags of `phalanx bench cluster`.
 #[derive(Debug, clap::Args)]
@@ -232,6 +235,9 @@ async fn run_one(
         // taken for dead (a takeover would run its shards twice and spoil the figure).
         config.lease_ttl = Duration::from_secs(3);
         config.accept_timeout = Duration::from_secs(30);
+        config.headers = HeaderSource::Gossip {
+            publisher: Some(FEED),
+        };
         let s = Arc::new(ServerStats::default());
         let mut key = [0u8; 32];
         key[..2].copy_from_slice(&(i as u16).to_be_bytes());
@@ -246,7 +252,7 @@ async fn run_one(
         )));
         stats.push(s);
     }
-    let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
+    let mut feed = Feed::new(hub.join(FEED));
     // Servers announce themselves and subscribe.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let started = Instant::now();

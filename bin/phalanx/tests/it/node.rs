@@ -228,8 +228,10 @@ fn four_server_node_on_etcd_survives_kills_takes_over_and_rejects_corruption() {
     let keys: Vec<String> = dirs.iter().map(|d| identity(d)).collect();
     let ports = crate::free_ports(names.len());
     let addr = |i: usize| format!("/ip4/127.0.0.1/tcp/{}", ports[i]);
+    // The feed first: a server following a feed runs the headers of its first `--peer` alone.
     let peers = |me: usize| -> Vec<String> {
-        (0..names.len())
+        std::iter::once(SERVERS)
+            .chain(0..SERVERS)
             .filter(|&j| j != me)
             .flat_map(|j| ["--peer".to_owned(), format!("{}@{}", keys[j], addr(j))])
             .collect()

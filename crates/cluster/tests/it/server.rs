@@ -143,6 +143,52 @@ async fn a_shard_that_does_not_match_its_header_is_refused() {
     server.stop().await;
 }
 
+/// A server following a block feed runs the feed's headers alone: another peer publishing a
+/// whole valid-looking block 1 (same parent, its own shards, on the real topics) first is
+/// dropped and counted, and the feed's block 1 is the one applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_not_from_the_feed_is_never_run() {
+    let shards = 2;
+    let mut load = Load::new(shards, 4, 23);
+    let mut rogue_load = Load::new(shards, 4, 23);
+    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
+    let reference = StateStore::in_memory().unwrap();
+    reference.init_genesis(genesis.0, &genesis.1).unwrap();
+    let state = StateStore::in_memory().unwrap();
+    state.init_genesis(genesis.0, &genesis.1).unwrap();
+    let hub = MemoryHub::new();
+    let feed_key = PeerKey([0xfe; 32]);
+    let mut config = ServerConfig::new("pinned", ShardRange { lo: 0, hi: 1 }, shards);
+    config.agreement = 1;
+    config.tick = Duration::from_millis(10);
+    config.headers = HeaderSource::Gossip {
+        publisher: Some(feed_key),
+    };
+    let server = LoneServer::spawn(config, state, &hub, PeerKey([0x13; 32]));
+    let stats = server.stats.clone();
+    let mut rogue = Feed::new(hub.join(PeerKey([0x68; 32])));
+    let mut feed = Feed::new(hub.join(feed_key));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (forged, forged_shards) = rogue_load.next_block(2).unwrap();
+    let (header, shard_list) = load.next_block(4).unwrap();
+    assert_eq!(forged.parent, header.parent);
+    assert_ne!(forged.hash(), header.hash());
+    let raw = phalanx_cluster::load::raw_transactions(&shard_list);
+    let expected = reference
+        .execute(header.parent, header.hash(), &header.env(), &raw)
+        .unwrap()
+        .post_state_root;
+    rogue.publish(forged, forged_shards);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(stats.head(), 0, "the rogue's block ran");
+    assert_eq!(stats.foreign.load(Ordering::Relaxed), 1);
+    feed.publish(header, shard_list);
+    serve_until_applied(&mut feed, std::slice::from_ref(&stats), 1).await;
+    assert_eq!(stats.root(1), Some(expected));
+    server.stop().await;
+}
+
 /// Two servers that each run their shards on their own thread pool (off the async runtime,
 /// as `phalanx node` and the benchmark do): each executes only its own range, and both apply
 /// every block with the root of running the block alone.
