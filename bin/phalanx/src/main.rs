@@ -31,8 +31,8 @@ struct Cli {
     command: Command,
 }
 
-/// Arguments of a role that has not landed yet; accepted so that any invocation gets the
-/// "not available yet" message instead of a flag error.
+/// Arguments of a role that does not run as a process of its own yet; accepted so that any
+/// invocation gets the "not available" message instead of a flag error.
 #[derive(Debug, clap::Args)]
 struct Pending {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
@@ -49,7 +49,8 @@ enum Command {
     Node(node::NodeArgs),
     /// A validator client (one key or many).
     Validator(Pending),
-    /// Distributed validator clusters (create; dkg, run and reshare come with issue #5).
+    /// Distributed validator clusters: test clusters, operator keys, the key ceremony, members,
+    /// votes and resharing.
     #[command(subcommand)]
     Dv(dv::DvCommand),
     /// A block producer.
@@ -104,11 +105,21 @@ fn ctrl_c_shutdown() -> tokio::sync::watch::Receiver<bool> {
     shutdown
 }
 
-/// Where each role that has not landed yet will come from.
-fn pending(command: &Command) -> Option<(&'static str, u32, &'static str)> {
+/// A role that does not run as a process of its own yet, and what does its work meanwhile.
+fn pending(command: &Command) -> Option<(&'static str, &'static str)> {
     Some(match command {
-        Command::Validator(_) => ("validator", 4, "Consensus (validator client)"),
-        Command::Producer(_) => ("producer", 4, "Consensus (producer)"),
+        Command::Validator(_) => (
+            "validator",
+            "validators sign inside `phalanx devnet`, and a distributed validator's members run \
+             as `phalanx dv run`; its slashing protection and producer reputation are the \
+             phalanx-validator library",
+        ),
+        Command::Producer(_) => (
+            "producer",
+            "producers build blocks inside `phalanx devnet`, and `phalanx sim cluster --produce \
+             1` has a clustered node build its shards; the mempool and shard packing are the \
+             phalanx-producer library",
+        ),
         Command::Bench(bench::Target::Other(args)) => return bench::pending(args),
         Command::Genesis(_)
         | Command::Devnet(_)
@@ -144,8 +155,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    if let Some((name, issue, title)) = pending(&cli.command) {
-        eprintln!("phalanx {name}: not available yet; it lands with issue #{issue} ({title})");
+    if let Some((name, meanwhile)) = pending(&cli.command) {
+        eprintln!("phalanx {name}: not available as a process of its own yet: {meanwhile}");
         return ExitCode::from(2);
     }
     let result = match cli.command {

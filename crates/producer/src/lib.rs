@@ -5,8 +5,9 @@
 //!   no two shards share a sender, and no two shards touch an address the producer knows
 //!   will be written.
 //!
-//! Block building and signing on declarations, and producer reputation, land with the rest
-//! of issue #4.
+//! The devnet's producers build their blocks with these (`phalanx-devnet`'s pool); producer
+//! reputation, which validators keep, is in `phalanx-validator`. There is no producer process
+//! of its own yet.
 
 pub mod mempool;
 pub mod packing;

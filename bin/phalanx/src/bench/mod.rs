@@ -28,8 +28,9 @@ pub(crate) enum Target {
     Other(Vec<String>),
 }
 
-/// The issue a not-yet-landed benchmark comes with (`None`: no such benchmark).
-pub(crate) fn pending(args: &[String]) -> Option<(&'static str, u32, &'static str)> {
+/// A benchmark that does not exist yet and what measures its role meanwhile (`None`: no such
+/// benchmark, an error).
+pub(crate) fn pending(args: &[String]) -> Option<(&'static str, &'static str)> {
     let _ = args;
     None
 }

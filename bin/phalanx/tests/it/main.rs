@@ -105,7 +105,8 @@ fn roles_not_landed_fail_with_one_line() {
             let err = String::from_utf8(out.stderr).unwrap();
             assert_eq!(err.lines().count(), 1, "{role}: {err}");
             assert!(
-                err.contains("not available yet") && err.contains("issue #"),
+                err.contains("not available as a process of its own yet")
+                    && err.contains("phalanx devnet"),
                 "{role}: {err}"
             );
             assert!(out.stdout.is_empty());
