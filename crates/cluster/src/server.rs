@@ -2125,6 +2125,16 @@ impl<N: Network> Server<N> {
                 outcomes.push((*root, effects_root, o));
             }
         }
+        // Receipts of the shards whose accepted result is this server's own: kept with the
+        // block in the store, so they are on disk when its state is.
+        let mut kept: Vec<(u16, Vec<Receipt>)> = Vec::new();
+        for (shard, (root, _)) in &p.accepted {
+            if p.mine.get(shard) == Some(root)
+                && let Some(r) = p.receipts.remove(&(*shard, *root))
+            {
+                kept.push((*shard, r));
+            }
+        }
         let env = p.header.env();
         let (state, log) = (self.state.clone(), self.config.roots_log.clone());
         let (parent, hash, number) = (p.header.parent, p.hash, p.header.number);
@@ -2147,6 +2157,11 @@ impl<N: Network> Server<N> {
                 .apply(parent, hash, &env, results)
                 .map_err(|e| ServerError::State(e.to_string()))?;
             Phases::add(&stats.phases.apply_us, started);
+            if result.void.is_none() && !kept.is_empty() {
+                state
+                    .keep_receipts(hash, kept.clone())
+                    .map_err(|e| ServerError::State(e.to_string()))?;
+            }
             if let Some(path) = &log {
                 log_root(path, number, hash, result.post_state_root)
                     .map_err(|e| ServerError::State(format!("{}: {e}", path.display())))?;
@@ -2154,10 +2169,10 @@ impl<N: Network> Server<N> {
             if persist {
                 finalize(&state, &stats, hash, synced)?;
             }
-            Ok::<_, ServerError>((result, accepted))
+            Ok::<_, ServerError>((result, accepted, kept))
         })
         .await??;
-        let (result, outcomes) = result;
+        let (result, outcomes, kept) = result;
         self.head = (p.header.number, p.hash);
         if persist {
             self.mark_persisted(self.head.0);
@@ -2177,15 +2192,6 @@ impl<N: Network> Server<N> {
             },
         );
         if result.void.is_none() {
-            // Receipts of the shards whose accepted result is this server's own.
-            let mut kept: Vec<(u16, Vec<Receipt>)> = Vec::new();
-            for (shard, (root, _)) in &p.accepted {
-                if p.mine.get(shard) == Some(root)
-                    && let Some(r) = p.receipts.remove(&(*shard, *root))
-                {
-                    kept.push((*shard, r));
-                }
-            }
             self.stats.record_receipts(p.header.number, kept);
         }
         self.stats.applied.fetch_add(1, Ordering::Relaxed);

@@ -1,7 +1,10 @@
 //! Blocks, receipts, logs and fee history as the devnet's JSON-RPC serves them.
 //!
 //! A block's transactions are its shards' transactions in shard order; their receipts come from
-//! the servers that ran each shard (each keeps the last [`STATS_HEIGHTS`] heights). Block-wide
+//! the servers that ran each shard (each keeps the last
+//! [`STATS_HEIGHTS`](phalanx_cluster::server::STATS_HEIGHTS) heights in memory,
+//! and every height on disk with the block's state, read back for older heights and after a
+//! restart). Block-wide
 //! figures — cumulative gas, log indices, `gasUsed`, `logsBloom` — are assembled here in that
 //! order. A transaction its shard skipped (invalid: it did not run) has no receipt and no
 //! logs.
@@ -13,9 +16,9 @@
 //! - `eth_getLogs`: geth's filter (`fromBlock`/`toBlock` or `blockHash`, `address` one or many,
 //!   `topics` by position: `null` any, a topic, or a list of alternatives; a filter with more
 //!   positions than a log has topics does not match it). At most [`MAX_LOG_RANGE`] blocks and
-//!   [`MAX_LOGS`] logs per query, and only blocks whose receipts are still kept: anything else
-//!   is an error saying so, never a silently shorter answer. The newest blocks whose receipts
-//!   the owners of every shard have not all recorded yet count as not executed yet.
+//!   [`MAX_LOGS`] logs per query: anything more is an error saying so, never a silently
+//!   shorter answer. The newest blocks whose receipts the owners of every shard have not all
+//!   recorded yet count as not executed yet.
 //! - `eth_feeHistory`: base fees (fixed: there is no fee market yet), gas used over the gas
 //!   limit, and the asked percentiles of the effective priority fees paid, weighted by gas as
 //!   geth does; at most [`MAX_FEE_HISTORY`] blocks.
@@ -23,7 +26,6 @@
 use alloy_consensus::proofs::{calculate_receipt_root, ordered_trie_root_encoded};
 use alloy_consensus::{Eip658Value, ReceiptEnvelope, ReceiptWithBloom};
 use alloy_primitives::{B256, Bloom, Bytes, keccak256};
-use phalanx_cluster::server::STATS_HEIGHTS;
 use phalanx_cluster::wire::ExecHeader;
 use phalanx_execution::block::{Receipt, TxStatus};
 use phalanx_execution::rpc::{RpcError, quantity};
@@ -172,8 +174,17 @@ pub(crate) fn block_receipts(shared: &Shared, height: u64) -> Option<BlockReceip
     };
     let mut by_shard: std::collections::BTreeMap<u16, Vec<Receipt>> =
         std::collections::BTreeMap::new();
-    for stats in &shared.stats {
-        for (shard, receipts) in stats.receipts(height) {
+    for (stats, state) in shared.stats.iter().zip(&shared.states) {
+        let mut held = stats.receipts(height);
+        if held.is_empty() {
+            // Older than the heights a server keeps in memory, or applied before a restart:
+            // kept on disk with the block's state.
+            held = state.receipts(height).unwrap_or_else(|e| {
+                tracing::warn!(height, error = %e, "devnet: stored receipts unreadable");
+                Vec::new()
+            });
+        }
+        for (shard, receipts) in held {
             by_shard.entry(shard).or_insert(receipts);
         }
     }
@@ -471,22 +482,14 @@ pub(crate) fn logs_in(
     from: u64,
     to: u64,
 ) -> Result<Vec<Value>, RpcError> {
-    let head = shared.executed().map_or(0, |h| h.number);
     let to = to.min(settled_head(shared));
     if to >= from && to - from >= MAX_LOG_RANGE {
         return Err(RpcError::server(format!(
             "block range {from}..={to} exceeds {MAX_LOG_RANGE} blocks"
         )));
     }
-    let oldest_kept = head.saturating_sub(STATS_HEIGHTS as u64 - 1);
     let mut out = Vec::new();
     for n in from.max(1)..=to {
-        if n < oldest_kept {
-            return Err(RpcError::server(format!(
-                "receipts of block {n} are no longer kept (this node keeps the last \
-                 {STATS_HEIGHTS} blocks' receipts)"
-            )));
-        }
         let Some(block) = block_receipts(shared, n) else {
             continue;
         };

@@ -26,6 +26,7 @@ pub mod evm;
 pub mod header;
 pub mod proof;
 pub mod reader;
+pub mod receipts;
 pub mod rpc;
 pub mod statetest;
 pub mod store;

@@ -2,7 +2,9 @@
 //!
 //! * **Persisted**: the state after the last finalized block, as flat tables (accounts,
 //!   storage, code) for fast reads, plus every trie node ever committed, keyed by hash. Nodes
-//!   are never deleted, so the root of every persisted block stays provable.
+//!   are never deleted, so the root of every persisted block stays provable. Receipts kept
+//!   with a block ([`StateStore::keep_receipts`]) are written in the commit that finalizes
+//!   it, by `(height, shard)`.
 //! * **Overlays**: each executed, unfinalized block keeps its changes, its new trie nodes and
 //!   its code in memory, linked to its parent. The parent state of any unfinalized block is
 //!   its overlay chain over the persisted state, so forks are executed side by side and a
@@ -34,7 +36,9 @@ use alloy_trie::TrieAccount;
 use phalanx_trie::{EMPTY_ROOT, NodeSource, TrieError};
 use redb::{ReadOnlyTable, ReadableDatabase, TableDefinition};
 
-use crate::block::{BlockEnv, BlockResult, ShardResult, VoidReason, execute_block, finish_block};
+use crate::block::{
+    BlockEnv, BlockResult, Receipt, ShardResult, VoidReason, execute_block, finish_block,
+};
 use crate::changes::{Changes, apply_changes};
 use crate::error::{ExecError, StateError};
 use crate::reader::{CodeSource, EmptyState, StateReader, decode_account, encode_account};
@@ -47,6 +51,9 @@ const BLOCKS: TableDefinition<'_, &[u8; 32], &[u8; 40]> = TableDefinition::new("
 /// Height → hash of the finalized block there (what `eth_getProof` by number needs).
 const HEIGHTS: TableDefinition<'_, u64, &[u8; 32]> = TableDefinition::new("finalized_heights");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+/// `(height, shard)` → that shard's receipts ([`crate::receipts`]), for the shards whose
+/// receipts were kept ([`StateStore::keep_receipts`]).
+const RECEIPTS: TableDefinition<'_, (u64, u16), &[u8]> = TableDefinition::new("receipts");
 
 fn db_err(e: impl std::fmt::Display) -> StateError {
     StateError::Database(e.to_string())
@@ -253,6 +260,8 @@ struct Inner {
     /// The environment of the head's block (`None` at genesis).
     head_env: Option<BlockEnv>,
     overlays: HashMap<B256, Arc<Overlay>>,
+    /// Receipts kept with unfinalized blocks, written in the commit that finalizes them.
+    receipts: HashMap<B256, Vec<(u16, Vec<Receipt>)>>,
 }
 
 /// The overlays from `block` back to (not including) the persisted `head`, newest first.
@@ -373,6 +382,7 @@ impl StateStore {
                 head,
                 head_env,
                 overlays: HashMap::new(),
+                receipts: HashMap::new(),
             }),
             prune: None,
         })
@@ -454,6 +464,7 @@ impl StateStore {
         };
         self.persist(
             &[(block, Arc::new(overlay))],
+            &[],
             head,
             redb::Durability::Immediate,
         )?;
@@ -553,6 +564,47 @@ impl StateStore {
         Ok(result)
     }
 
+    /// Keeps `shards`' receipts (`(shard, receipts)`) with the unfinalized `block`: they are
+    /// written in the commit that finalizes it, so they are on disk exactly when its state
+    /// is, and read back by height with [`StateStore::receipts`]. Dropped with the block if
+    /// it never becomes final. A clustered node's server keeps those of the shards it ran.
+    pub fn keep_receipts(
+        &self,
+        block: B256,
+        shards: Vec<(u16, Vec<Receipt>)>,
+    ) -> Result<(), StateError> {
+        let mut inner = self.write_inner()?;
+        if !inner.overlays.contains_key(&block) {
+            return Err(StateError::UnknownBlock(block));
+        }
+        inner.receipts.insert(block, shards);
+        Ok(())
+    }
+
+    /// The receipts kept with finalized height `number` ([`StateStore::keep_receipts`]),
+    /// `(shard, receipts)` in shard order; empty if none were kept.
+    pub fn receipts(&self, number: u64) -> Result<Vec<(u16, Vec<Receipt>)>, StateError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = match txn.open_table(RECEIPTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in table
+            .range((number, 0u16)..=(number, u16::MAX))
+            .map_err(db_err)?
+        {
+            let (key, value) = entry.map_err(db_err)?;
+            let shard = key.value().1;
+            let receipts = crate::receipts::decode(value.value()).map_err(|e| {
+                StateError::Database(format!("receipts of height {number}, shard {shard}: {e}"))
+            })?;
+            out.push((shard, receipts));
+        }
+        Ok(out)
+    }
+
     /// Makes `block` final: persists its overlay chain atomically and durably (the commit
     /// is synced to disk before this returns) and drops every overlay that does not descend
     /// from it.
@@ -586,7 +638,7 @@ impl StateStore {
     }
 
     fn finalize_with(&self, block: B256, durability: redb::Durability) -> Result<(), StateError> {
-        let (chain, head) = {
+        let (chain, head, receipts) = {
             let inner = self.read_inner()?;
             let head = inner.head.ok_or(StateError::UnknownBlock(block))?;
             if block == head.block {
@@ -595,6 +647,16 @@ impl StateStore {
             let mut chain = overlay_chain(&inner, head, block)?;
             chain.reverse();
             let tip = &chain[chain.len() - 1].1;
+            let receipts: Vec<(u64, u16, Vec<u8>)> = chain
+                .iter()
+                .flat_map(|(hash, overlay)| {
+                    inner.receipts.get(hash).into_iter().flat_map(|shards| {
+                        shards
+                            .iter()
+                            .map(|(shard, r)| (overlay.number, *shard, crate::receipts::encode(r)))
+                    })
+                })
+                .collect();
             (
                 chain.clone(),
                 Head {
@@ -602,9 +664,10 @@ impl StateStore {
                     number: tip.number,
                     state_root: tip.state_root,
                 },
+                receipts,
             )
         };
-        self.persist(&chain, head, durability)?;
+        self.persist(&chain, &receipts, head, durability)?;
         let mut inner = self.write_inner()?;
         inner.head = Some(head);
         inner.head_env = chain.last().and_then(|(_, o)| o.env.clone());
@@ -631,6 +694,7 @@ impl StateStore {
             .copied()
             .collect();
         inner.overlays.retain(|h, _| keep.contains(h));
+        inner.receipts.retain(|h, _| keep.contains(h));
         Ok(())
     }
 
@@ -642,6 +706,7 @@ impl StateStore {
     fn persist(
         &self,
         chain: &[(B256, Arc<Overlay>)],
+        receipts: &[(u64, u16, Vec<u8>)],
         head: Head,
         durability: redb::Durability,
     ) -> Result<(), StateError> {
@@ -686,6 +751,14 @@ impl StateStore {
                         .map_err(db_err)?,
                     None => accounts.remove(&address.0.0).map_err(db_err)?,
                 };
+            }
+            if !receipts.is_empty() {
+                let mut table = txn.open_table(RECEIPTS).map_err(db_err)?;
+                for (number, shard, bytes) in receipts {
+                    table
+                        .insert((*number, *shard), bytes.as_slice())
+                        .map_err(db_err)?;
+                }
             }
             for (hash, overlay) in chain {
                 let mut entry = [0u8; 40];

@@ -1,6 +1,6 @@
 //! `phalanx devnet` as a process: `kill -9` and a restart on the same data folder resume the
-//! chain with no finalized block lost (and the validators' producer-reputation books), and it
-//! goes on finalizing and executing.
+//! chain with no finalized block lost (nor its receipts, nor the validators'
+//! producer-reputation books), and it goes on finalizing and executing.
 
 use std::io::{Read as _, Write as _};
 use std::process::{Child, Stdio};
@@ -126,6 +126,18 @@ fn devnet_resumes_after_kill_9_with_no_finalized_block_lost() {
             .unwrap()
         })
         .collect();
+    // A transaction of an executed block (not the newest, whose receipts may still be coming
+    // in) and its receipt.
+    let (tx, receipt) = blocks[..blocks.len() - 1]
+        .iter()
+        .rev()
+        .find_map(|b| b["transactions"].as_array()?.first().cloned())
+        .map(|tx| {
+            let receipt = rpc(port, "eth_getTransactionReceipt", json!([tx])).unwrap();
+            (tx, receipt)
+        })
+        .expect("the load's transactions in an executed block");
+    assert_eq!(receipt["status"], json!("0x1"), "{receipt}");
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
 
@@ -154,12 +166,23 @@ fn devnet_resumes_after_kill_9_with_no_finalized_block_lost() {
         .unwrap();
         assert_eq!(again["hash"], block["hash"], "block {n}");
         assert_eq!(again["stateRoot"], block["stateRoot"], "block {n}");
+        if n < before {
+            // What the receipts make is back from disk: they were kept with the state.
+            for field in ["gasUsed", "receiptsRoot", "logsBloom", "transactions"] {
+                assert_eq!(again[field], block[field], "block {n}: {field}");
+            }
+        }
         assert_ne!(
             again["stateRoot"],
             json!(format!("0x{}", "0".repeat(64))),
             "block {n}"
         );
     }
+    assert_eq!(
+        rpc(port, "eth_getTransactionReceipt", json!([tx])).unwrap(),
+        receipt,
+        "a receipt from before the kill"
+    );
     // And the chain goes on: new blocks are finalized and executed.
     wait_height(port, before + 8, Duration::from_secs(90), &mut second);
     second.kill().unwrap();

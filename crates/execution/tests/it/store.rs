@@ -313,17 +313,86 @@ fn a_pruning_store_keeps_the_last_states_provable_and_drops_the_rest() {
     }
 }
 
-/// Blocks 1–3 of a transfer each, run on `st` from genesis; their state roots.
+/// Blocks 1–3 of a transfer each, run on `st` from genesis, each block's receipts kept with
+/// it; their state roots.
 fn three_transfers(st: &StateStore) -> Vec<alloy_primitives::B256> {
     let to = Address::repeat_byte(0x42);
     (1..=3)
         .map(|n| {
             let b = vec![vec![transfer(&signer(0), n - 1, to, n)]];
-            st.execute(block_hash(n - 1), block_hash(n), &env(n), &b)
-                .unwrap()
-                .post_state_root
+            let result = st
+                .execute(block_hash(n - 1), block_hash(n), &env(n), &b)
+                .unwrap();
+            st.keep_receipts(block_hash(n), vec![(0, result.shards[0].receipts.clone())])
+                .unwrap();
+            result.post_state_root
         })
         .collect()
+}
+
+/// Receipts kept with a block are written in the commit that finalizes it and read back by
+/// height after a reopen, equal; a fork's are dropped with it; a height without kept
+/// receipts reads empty; an unknown block cannot keep any.
+#[test]
+fn receipts_kept_with_a_block_are_on_disk_with_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let a = Address::repeat_byte(0x51);
+    let (kept, fork_kept) = {
+        let st = StateStore::open(&path).unwrap();
+        st.init_genesis(block_hash(0), &genesis(4, 1)).unwrap();
+        assert!(st.receipts(0).unwrap().is_empty(), "none ever written");
+        let b1 = vec![
+            vec![transfer(&signer(0), 0, a, 10)],
+            vec![
+                transfer(&signer(1), 0, a, 11),
+                sign(tx(0, contract(0), 0, 60_000), &signer(2)),
+            ],
+        ];
+        let r1 = st
+            .execute(block_hash(0), block_hash(1), &env(1), &b1)
+            .unwrap();
+        let kept: Vec<_> = r1
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u16, s.receipts.clone()))
+            .collect();
+        assert_eq!(kept[1].1.len(), 2);
+        st.keep_receipts(block_hash(1), kept.clone()).unwrap();
+        let fork = vec![vec![transfer(&signer(3), 0, a, 99)]];
+        let rf = st
+            .execute(block_hash(0), keccak256("fork"), &env(1), &fork)
+            .unwrap();
+        let fork_kept = vec![(0u16, rf.shards[0].receipts.clone())];
+        st.keep_receipts(keccak256("fork"), fork_kept.clone())
+            .unwrap();
+        assert!(matches!(
+            st.keep_receipts(keccak256("unknown"), Vec::new()),
+            Err(StateError::UnknownBlock(_))
+        ));
+        assert!(st.receipts(1).unwrap().is_empty(), "not final yet");
+        st.finalize(block_hash(1)).unwrap();
+        assert_eq!(st.receipts(1).unwrap(), kept);
+        // Block 2 is finalized without receipts kept.
+        let b2 = vec![vec![transfer(&signer(0), 1, a, 1)]];
+        st.execute(block_hash(1), block_hash(2), &env(2), &b2)
+            .unwrap();
+        st.finalize(block_hash(2)).unwrap();
+        (kept, fork_kept)
+    };
+    let st = StateStore::open(&path).unwrap();
+    assert_eq!(st.receipts(1).unwrap(), kept);
+    assert_ne!(st.receipts(1).unwrap(), fork_kept);
+    assert!(st.receipts(2).unwrap().is_empty());
+    assert!(st.receipts(3).unwrap().is_empty());
+    assert!(
+        matches!(
+            st.keep_receipts(block_hash(1), kept),
+            Err(StateError::UnknownBlock(_))
+        ),
+        "a finalized block keeps no more"
+    );
 }
 
 /// Where [`a_crash_keeps_what_was_synced_and_drops_the_unsynced_commit`] tells its child
@@ -388,6 +457,11 @@ fn a_crash_keeps_what_was_synced_and_drops_the_unsynced_commit() {
         "the synced head, not the unsynced block 3"
     );
     assert_eq!(st.finalized_block(3).unwrap(), None);
+    // Receipts are durable with their block's state, and lost with it.
+    let receipts = st.receipts(2).unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].1[0].gas_used, 21_000);
+    assert!(st.receipts(3).unwrap().is_empty());
     let to = Address::repeat_byte(0x42);
     assert_eq!(
         st.view(block_hash(2))
