@@ -266,9 +266,6 @@ impl ServerConfig {
     }
 }
 
-/// Receipts of one height: `(shard, receipts)` per shard.
-pub type ShardReceipts = Vec<(u16, Vec<Receipt>)>;
-
 /// Bytes received per shard index.
 pub type ShardBytes = Vec<(u16, u64)>;
 
@@ -332,9 +329,6 @@ pub struct ServerStats {
     /// Shards this server has been responsible for (its range, takeovers, extras) or fetched
     /// to re-run while catching up.
     pub subscribed: Mutex<BTreeSet<u16>>,
-    /// Receipts of applied heights, for the shards this server ran and whose result was
-    /// accepted (the last [`STATS_HEIGHTS`]).
-    pub receipts: Mutex<BTreeMap<u64, ShardReceipts>>,
     /// Store round trips of accepted-key writes, microseconds (for the benchmark).
     pub accept_rtt_us: Mutex<Vec<u64>>,
     /// Time spent in each step's own work, summed over blocks (for the benchmark).
@@ -410,23 +404,6 @@ impl ServerStats {
     pub fn shard_bytes_by_index(&self) -> (ShardBytes, ShardBytes) {
         let of = |m: &Mutex<BTreeMap<u16, u64>>| lock(m).iter().map(|(s, b)| (*s, *b)).collect();
         (of(&self.shard_bytes), of(&self.fetched_shard_bytes))
-    }
-
-    /// The receipts this server kept for `height`: `(shard, receipts)` of the shards it ran
-    /// whose result was accepted (none for a void block).
-    pub fn receipts(&self, height: u64) -> ShardReceipts {
-        lock(&self.receipts)
-            .get(&height)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn record_receipts(&self, height: u64, shards: ShardReceipts) {
-        let mut receipts = lock(&self.receipts);
-        receipts.insert(height, shards);
-        while receipts.len() > STATS_HEIGHTS {
-            receipts.pop_first();
-        }
     }
 
     /// What the block applied at `height` paid, if this server applied it.
@@ -2159,7 +2136,7 @@ impl<N: Network> Server<N> {
             Phases::add(&stats.phases.apply_us, started);
             if result.void.is_none() && !kept.is_empty() {
                 state
-                    .keep_receipts(hash, kept.clone())
+                    .keep_receipts(hash, kept)
                     .map_err(|e| ServerError::State(e.to_string()))?;
             }
             if let Some(path) = &log {
@@ -2169,10 +2146,10 @@ impl<N: Network> Server<N> {
             if persist {
                 finalize(&state, &stats, hash, synced)?;
             }
-            Ok::<_, ServerError>((result, accepted, kept))
+            Ok::<_, ServerError>((result, accepted))
         })
         .await??;
-        let (result, outcomes, kept) = result;
+        let (result, outcomes) = result;
         self.head = (p.header.number, p.hash);
         if persist {
             self.mark_persisted(self.head.0);
@@ -2191,9 +2168,6 @@ impl<N: Network> Server<N> {
                 validator_fee: result.validator_fee,
             },
         );
-        if result.void.is_none() {
-            self.stats.record_receipts(p.header.number, kept);
-        }
         self.stats.applied.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             server = %self.me,

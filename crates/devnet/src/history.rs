@@ -174,17 +174,15 @@ pub(crate) fn block_receipts(shared: &Shared, height: u64) -> Option<BlockReceip
     };
     let mut by_shard: std::collections::BTreeMap<u16, Vec<Receipt>> =
         std::collections::BTreeMap::new();
-    for (stats, state) in shared.stats.iter().zip(&shared.states) {
-        let mut held = stats.receipts(height);
-        if held.is_empty() {
-            // Older than the heights a server keeps in memory, or applied before a restart:
-            // kept on disk with the block's state.
-            held = state.receipts(height).unwrap_or_else(|e| {
-                tracing::warn!(height, error = %e, "devnet: stored receipts unreadable");
-                Vec::new()
-            });
-        }
-        for (shard, receipts) in held {
+    let hash = header.hash();
+    for state in &shared.states {
+        // Each server keeps its shards' receipts with the block in its state store: in memory
+        // until the block is final on disk, then in the same commit as its state.
+        let held = state.block_receipts(hash).unwrap_or_else(|e| {
+            tracing::warn!(height, error = %e, "devnet: stored receipts unreadable");
+            None
+        });
+        for (shard, receipts) in held.unwrap_or_default() {
             by_shard.entry(shard).or_insert(receipts);
         }
     }

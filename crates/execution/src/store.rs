@@ -55,8 +55,33 @@ const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 /// receipts were kept ([`StateStore::keep_receipts`]).
 const RECEIPTS: TableDefinition<'_, (u64, u16), &[u8]> = TableDefinition::new("receipts");
 
+/// The receipts kept with one block: `(shard, receipts)` per shard, in shard order.
+pub type ShardReceipts = Vec<(u16, Vec<Receipt>)>;
+
 fn db_err(e: impl std::fmt::Display) -> StateError {
     StateError::Database(e.to_string())
+}
+
+/// The receipts stored for finalized height `number`, `(shard, receipts)` in shard order.
+fn read_receipts(txn: &redb::ReadTransaction, number: u64) -> Result<ShardReceipts, StateError> {
+    let table = match txn.open_table(RECEIPTS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(db_err(e)),
+    };
+    let mut out = Vec::new();
+    for entry in table
+        .range((number, 0u16)..=(number, u16::MAX))
+        .map_err(db_err)?
+    {
+        let (key, value) = entry.map_err(db_err)?;
+        let shard = key.value().1;
+        let receipts = crate::receipts::decode(value.value()).map_err(|e| {
+            StateError::Database(format!("receipts of height {number}, shard {shard}: {e}"))
+        })?;
+        out.push((shard, receipts));
+    }
+    Ok(out)
 }
 
 fn storage_key(address: Address, slot: U256) -> [u8; 52] {
@@ -261,7 +286,7 @@ struct Inner {
     head_env: Option<BlockEnv>,
     overlays: HashMap<B256, Arc<Overlay>>,
     /// Receipts kept with unfinalized blocks, written in the commit that finalizes them.
-    receipts: HashMap<B256, Vec<(u16, Vec<Receipt>)>>,
+    receipts: HashMap<B256, ShardReceipts>,
 }
 
 /// The overlays from `block` back to (not including) the persisted `head`, newest first.
@@ -568,11 +593,7 @@ impl StateStore {
     /// written in the commit that finalizes it, so they are on disk exactly when its state
     /// is, and read back by height with [`StateStore::receipts`]. Dropped with the block if
     /// it never becomes final. A clustered node's server keeps those of the shards it ran.
-    pub fn keep_receipts(
-        &self,
-        block: B256,
-        shards: Vec<(u16, Vec<Receipt>)>,
-    ) -> Result<(), StateError> {
+    pub fn keep_receipts(&self, block: B256, shards: ShardReceipts) -> Result<(), StateError> {
         let mut inner = self.write_inner()?;
         if !inner.overlays.contains_key(&block) {
             return Err(StateError::UnknownBlock(block));
@@ -581,28 +602,41 @@ impl StateStore {
         Ok(())
     }
 
+    /// The receipts kept with `block` ([`StateStore::keep_receipts`]), `(shard, receipts)` in
+    /// shard order, whether the block is final yet or not: read from memory while it is not,
+    /// from disk once it is (a commit writes them before the memory copy goes, so a reader
+    /// never falls between the two). Empty if the block was applied with none kept; `None`
+    /// if the store does not hold the block (never applied here, or a dropped fork).
+    pub fn block_receipts(&self, block: B256) -> Result<Option<ShardReceipts>, StateError> {
+        {
+            let inner = self.read_inner()?;
+            if let Some(kept) = inner.receipts.get(&block) {
+                return Ok(Some(kept.clone()));
+            }
+            if inner.overlays.contains_key(&block) {
+                return Ok(Some(Vec::new()));
+            }
+        }
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let number = {
+            let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+            match blocks.get(&block.0).map_err(db_err)? {
+                Some(entry) => {
+                    let mut number = [0u8; 8];
+                    number.copy_from_slice(&entry.value()[..8]);
+                    u64::from_be_bytes(number)
+                }
+                None => return Ok(None),
+            }
+        };
+        read_receipts(&txn, number).map(Some)
+    }
+
     /// The receipts kept with finalized height `number` ([`StateStore::keep_receipts`]),
     /// `(shard, receipts)` in shard order; empty if none were kept.
-    pub fn receipts(&self, number: u64) -> Result<Vec<(u16, Vec<Receipt>)>, StateError> {
+    pub fn receipts(&self, number: u64) -> Result<ShardReceipts, StateError> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        let table = match txn.open_table(RECEIPTS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(db_err(e)),
-        };
-        let mut out = Vec::new();
-        for entry in table
-            .range((number, 0u16)..=(number, u16::MAX))
-            .map_err(db_err)?
-        {
-            let (key, value) = entry.map_err(db_err)?;
-            let shard = key.value().1;
-            let receipts = crate::receipts::decode(value.value()).map_err(|e| {
-                StateError::Database(format!("receipts of height {number}, shard {shard}: {e}"))
-            })?;
-            out.push((shard, receipts));
-        }
-        Ok(out)
+        read_receipts(&txn, number)
     }
 
     /// Makes `block` final: persists its overlay chain atomically and durably (the commit

@@ -331,7 +331,8 @@ fn three_transfers(st: &StateStore) -> Vec<alloy_primitives::B256> {
 }
 
 /// Receipts kept with a block are written in the commit that finalizes it and read back by
-/// height after a reopen, equal; a fork's are dropped with it; a height without kept
+/// height after a reopen, equal; by block they read the same before the commit (from
+/// memory) and after it (from disk); a fork's are dropped with it; a height without kept
 /// receipts reads empty; an unknown block cannot keep any.
 #[test]
 fn receipts_kept_with_a_block_are_on_disk_with_its_state() {
@@ -372,17 +373,43 @@ fn receipts_kept_with_a_block_are_on_disk_with_its_state() {
             Err(StateError::UnknownBlock(_))
         ));
         assert!(st.receipts(1).unwrap().is_empty(), "not final yet");
+        // By block, they are there before the commit: from memory.
+        assert_eq!(
+            st.block_receipts(block_hash(1)).unwrap(),
+            Some(kept.clone())
+        );
+        assert_eq!(
+            st.block_receipts(keccak256("fork")).unwrap(),
+            Some(fork_kept.clone())
+        );
+        assert_eq!(st.block_receipts(keccak256("unknown")).unwrap(), None);
         st.finalize(block_hash(1)).unwrap();
         assert_eq!(st.receipts(1).unwrap(), kept);
-        // Block 2 is finalized without receipts kept.
+        assert_eq!(
+            st.block_receipts(block_hash(1)).unwrap(),
+            Some(kept.clone())
+        );
+        assert_eq!(
+            st.block_receipts(keccak256("fork")).unwrap(),
+            None,
+            "dropped with its fork"
+        );
+        // Block 2 is finalized without receipts kept: it is known, with none.
         let b2 = vec![vec![transfer(&signer(0), 1, a, 1)]];
         st.execute(block_hash(1), block_hash(2), &env(2), &b2)
             .unwrap();
+        assert_eq!(st.block_receipts(block_hash(2)).unwrap(), Some(Vec::new()));
         st.finalize(block_hash(2)).unwrap();
+        assert_eq!(st.block_receipts(block_hash(2)).unwrap(), Some(Vec::new()));
         (kept, fork_kept)
     };
     let st = StateStore::open(&path).unwrap();
     assert_eq!(st.receipts(1).unwrap(), kept);
+    assert_eq!(
+        st.block_receipts(block_hash(1)).unwrap(),
+        Some(kept.clone())
+    );
+    assert_eq!(st.block_receipts(keccak256("fork")).unwrap(), None);
     assert_ne!(st.receipts(1).unwrap(), fork_kept);
     assert!(st.receipts(2).unwrap().is_empty());
     assert!(st.receipts(3).unwrap().is_empty());
