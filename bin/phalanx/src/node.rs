@@ -101,6 +101,11 @@ pub(crate) struct NodeArgs {
     /// `eth_getProof` at an older height is then an error. 0 keeps every height (an archive).
     #[arg(long, value_name = "N", default_value_t = 0)]
     keep_states: u64,
+    /// Keep the receipts of only the last N finalized heights (the shards this server runs
+    /// write theirs with each block), dropping older ones as the head moves; 0 keeps every
+    /// height's.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_receipts: u64,
     /// Print this server's identity key (made if absent) and exit.
     #[arg(long)]
     print_identity: bool,
@@ -290,6 +295,7 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
         chain,
         rpc: args.rpc,
         keep_states: args.keep_states,
+        keep_receipts: args.keep_receipts,
     };
     eprintln!(
         "node: server of {} owning shards {range} of {}, data in {}",

@@ -126,6 +126,9 @@ pub struct NodeConfig {
     /// Finalized states whose trie the replica keeps (0: every one, an archive;
     /// [`StateStore::keep_states`]).
     pub keep_states: u64,
+    /// Finalized heights whose receipts the replica keeps (0: every one;
+    /// [`StateStore::keep_receipt_heights`]).
+    pub keep_receipts: u64,
 }
 
 /// Why a node could not run.
@@ -190,7 +193,8 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
     let state_path = dir.join("state.redb");
     let state = StateStore::open(&state_path)
         .map_err(|e| file_error(&state_path, e))?
-        .keep_states(config.keep_states);
+        .keep_states(config.keep_states)
+        .keep_receipt_heights(config.keep_receipts);
     let (genesis_hash, alloc) = match &config.chain {
         Chain::Follow { follow, .. } => chain_genesis(&follow.genesis),
         Chain::Gossip { genesis, .. } => chain_genesis(genesis),
@@ -420,6 +424,7 @@ struct NodeMetrics {
     effect_bytes: Counter,
     shard_bytes: Family<ShardLabel, Counter>,
     trie_nodes: Gauge,
+    receipt_records: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -447,6 +452,12 @@ impl NodeMetrics {
             "trie_nodes",
             "Trie nodes in the replica's database (bounded by --keep-states; an archive's grow)",
             m.trie_nodes.clone(),
+        );
+        r.register(
+            "receipt_records",
+            "Receipt records in the replica's database, one per height and shard run here \
+             (bounded by --keep-receipts)",
+            m.receipt_records.clone(),
         );
         r.register(
             "state_commits",
@@ -539,6 +550,12 @@ impl Reporter {
                 m.trie_nodes.set(i64::try_from(n).unwrap_or(i64::MAX));
             }
             Err(e) => tracing::debug!(error = %e, "cannot count the replica's trie nodes"),
+        };
+        match self.state.receipt_records() {
+            Ok(n) => {
+                m.receipt_records.set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot count the replica's receipt records"),
         };
         raise(&m.commits, get(&stats.commits));
         raise(&m.applied, get(&stats.applied));

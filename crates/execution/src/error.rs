@@ -32,6 +32,19 @@ pub enum StateError {
         /// The finalized head.
         head: u64,
     },
+    /// The receipts of a finalized height older than the ones a store keeps receipts for.
+    #[error(
+        "the receipts of height {number} are pruned: this node keeps the receipts of its last \
+         {keep} finalized heights (head {head})"
+    )]
+    ReceiptsPruned {
+        /// The height asked for.
+        number: u64,
+        /// Heights whose receipts are kept.
+        keep: u64,
+        /// The finalized head.
+        head: u64,
+    },
     /// The database failed.
     #[error("state database: {0}")]
     Database(String),

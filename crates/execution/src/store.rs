@@ -26,6 +26,11 @@
 //!   reach nodes of the head's trie or their own, and readers keep their snapshot. If any
 //!   kept trie cannot be walked whole, nothing is dropped. Proofs of an older height are then
 //!   [`StateError::Pruned`]; flat state, block and height records are kept whatever `k`.
+//! * **Receipts** kept with a block ([`StateStore::keep_receipts`]) are written in the commit
+//!   that finalizes it and read by block ([`StateStore::block_receipts`], from memory before
+//!   that commit) or by height. Every height's are kept unless
+//!   [`StateStore::keep_receipt_heights`] bounds them: each commit then drops those of the
+//!   heights that fell out of the window, and reading one is [`StateError::ReceiptsPruned`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -315,6 +320,8 @@ pub struct StateStore {
     /// States whose trie is kept (`None`: every one, an archive) and the height of the last
     /// sweep.
     prune: Option<(u64, std::sync::Mutex<Option<u64>>)>,
+    /// Finalized heights whose receipts are kept (`None`: every one).
+    receipt_heights: Option<u64>,
 }
 
 /// What one sweep did.
@@ -410,6 +417,7 @@ impl StateStore {
                 receipts: HashMap::new(),
             }),
             prune: None,
+            receipt_heights: None,
         })
     }
 
@@ -425,6 +433,61 @@ impl StateStore {
     /// The states whose trie this store keeps (`None`: every one).
     pub fn kept_states(&self) -> Option<u64> {
         self.prune.as_ref().map(|(k, _)| *k)
+    }
+
+    /// Keeps the receipts ([`StateStore::keep_receipts`]) of the last `heights` finalized
+    /// heights only: each commit drops those that fell out of the window, so their disk is
+    /// bounded. Reading an older height's is then [`StateError::ReceiptsPruned`]. 0 keeps
+    /// every height's (the default). Independent of [`StateStore::keep_states`]: receipts are
+    /// history, not state.
+    pub fn keep_receipt_heights(mut self, heights: u64) -> Self {
+        self.receipt_heights = (heights > 0).then_some(heights);
+        self
+    }
+
+    /// The finalized heights whose receipts this store keeps (`None`: every one).
+    pub fn kept_receipt_heights(&self) -> Option<u64> {
+        self.receipt_heights
+    }
+
+    /// Why the receipts of finalized height `number` are not on disk when pruning explains
+    /// it, judged against the head committed in `txn`'s snapshot.
+    fn receipts_pruned(
+        &self,
+        txn: &redb::ReadTransaction,
+        number: u64,
+    ) -> Result<Option<StateError>, StateError> {
+        let Some(keep) = self.receipt_heights else {
+            return Ok(None);
+        };
+        let meta = txn.open_table(META).map_err(db_err)?;
+        let Some(head) = meta
+            .get("head")
+            .map_err(db_err)?
+            .map(|v| Head::decode(v.value()))
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        Ok(
+            (number + keep <= head.number).then_some(StateError::ReceiptsPruned {
+                number,
+                keep,
+                head: head.number,
+            }),
+        )
+    }
+
+    /// Receipt records on disk: one per finalized height and shard whose receipts were kept
+    /// ([`StateStore::keep_receipts`]).
+    pub fn receipt_records(&self) -> Result<u64, StateError> {
+        use redb::ReadableTableMetadata as _;
+        let txn = self.db.begin_read().map_err(db_err)?;
+        match txn.open_table(RECEIPTS) {
+            Ok(t) => t.len().map_err(db_err),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(db_err(e)),
+        }
     }
 
     /// Trie nodes on disk.
@@ -629,6 +692,9 @@ impl StateStore {
                 None => return Ok(None),
             }
         };
+        if let Some(pruned) = self.receipts_pruned(&txn, number)? {
+            return Err(pruned);
+        }
         read_receipts(&txn, number).map(Some)
     }
 
@@ -636,6 +702,9 @@ impl StateStore {
     /// `(shard, receipts)` in shard order; empty if none were kept.
     pub fn receipts(&self, number: u64) -> Result<ShardReceipts, StateError> {
         let txn = self.db.begin_read().map_err(db_err)?;
+        if let Some(pruned) = self.receipts_pruned(&txn, number)? {
+            return Err(pruned);
+        }
         read_receipts(&txn, number)
     }
 
@@ -786,11 +855,25 @@ impl StateStore {
                     None => accounts.remove(&address.0.0).map_err(db_err)?,
                 };
             }
-            if !receipts.is_empty() {
+            // Receipts older than the kept window go in the commit that moves the head past
+            // them (a few heights' rows per commit once the window is full).
+            let expired = self
+                .receipt_heights
+                .and_then(|keep| (head.number + 1).checked_sub(keep))
+                .filter(|below| *below > 0);
+            if !receipts.is_empty() || expired.is_some() {
                 let mut table = txn.open_table(RECEIPTS).map_err(db_err)?;
                 for (number, shard, bytes) in receipts {
+                    if expired.is_some_and(|below| *number < below) {
+                        continue;
+                    }
                     table
                         .insert((*number, *shard), bytes.as_slice())
+                        .map_err(db_err)?;
+                }
+                if let Some(below) = expired {
+                    table
+                        .retain_in(..(below, 0u16), |_, _| false)
                         .map_err(db_err)?;
                 }
             }

@@ -352,8 +352,10 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
                 blocks: source.key,
             },
             rpc: Some(rpcs[i]),
-            // One server prunes its replica to the last 8 heights: it answers the same.
+            // One server prunes its replica to the last 8 heights (and its receipts to the
+            // last 3): it answers the same.
             keep_states: if i == 1 { 8 } else { 0 },
+            keep_receipts: if i == 1 { 3 } else { 0 },
         };
         tasks.push(tokio::spawn(node::run(config, shutdown.clone())));
     }
@@ -398,16 +400,31 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
         }
     }
     // The pruning server keeps fewer trie nodes than an archive server of the same chain.
-    let trie_nodes = |i: usize| {
+    let metric = |i: usize, name: &str| {
         let text = std::fs::read_to_string(servers[i].0.join("metrics.prom")).unwrap();
         text.lines()
-            .find_map(|l| l.strip_prefix("phalanx_node_trie_nodes "))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap()
+            .unwrap_or_else(|| panic!("server {i}: no {name}"))
     };
-    let (archive, pruned) = (trie_nodes(0), trie_nodes(1));
+    let (archive, pruned) = (
+        metric(0, "phalanx_node_trie_nodes"),
+        metric(1, "phalanx_node_trie_nodes"),
+    );
     eprintln!("trie nodes on disk: archive server {archive}, server keeping 8 states {pruned}");
     assert!(pruned < archive, "pruned {pruned}, archive {archive}");
+    // Its receipts: at most 3 heights' of the shards it runs; the others keep every height's.
+    let (all, kept) = (
+        metric(0, "phalanx_node_receipt_records"),
+        metric(1, "phalanx_node_receipt_records"),
+    );
+    let runs = ranges[1].indices(SHARDS).len() as u64;
+    eprintln!("receipt records on disk: every height's {all}, the last 3 heights' {kept}");
+    assert!(
+        kept > 0 && kept <= 3 * runs,
+        "{kept} records of {runs} shards"
+    );
+    assert!(kept < all, "kept {kept}, all {all}");
     stop.send(true).unwrap();
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
@@ -436,6 +453,7 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
             },
             rpc: None,
             keep_states: 0,
+            keep_receipts: 0,
         },
         shutdown,
     );
@@ -482,6 +500,7 @@ async fn a_clustered_node_follows_the_chain_from_gossip_alone() {
         },
         rpc: None,
         keep_states: 0,
+        keep_receipts: 0,
     };
     // Server 0 has its own stop, to be restarted.
     let (stop0, shutdown0) = watch::channel(false);

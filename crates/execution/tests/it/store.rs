@@ -422,6 +422,72 @@ fn receipts_kept_with_a_block_are_on_disk_with_its_state() {
     );
 }
 
+/// `keep_receipt_heights(2)`: a commit drops the receipts of the heights that fell out of
+/// the window (a batch's own older heights included) and reading them is a typed error;
+/// reopened without the bound, the store shows the rows are gone from disk, not hidden.
+#[test]
+fn receipts_beyond_the_kept_heights_are_dropped_in_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let a = Address::repeat_byte(0x52);
+    let run = |st: &StateStore, h: u64| {
+        let shards = vec![vec![transfer(&signer(0), h - 1, a, h)]];
+        let r = st
+            .execute(block_hash(h - 1), block_hash(h), &env(h), &shards)
+            .unwrap();
+        let kept = vec![(0u16, r.shards[0].receipts.clone())];
+        assert_eq!(kept[0].1.len(), 1);
+        st.keep_receipts(block_hash(h), kept.clone()).unwrap();
+        kept
+    };
+    let pruned = |e: Option<StateError>, number: u64, head: u64| {
+        assert_eq!(
+            e,
+            Some(StateError::ReceiptsPruned {
+                number,
+                keep: 2,
+                head
+            })
+        );
+    };
+    let mut kept = vec![Vec::new()];
+    {
+        let st = StateStore::open(&path).unwrap().keep_receipt_heights(2);
+        assert_eq!(st.kept_receipt_heights(), Some(2));
+        st.init_genesis(block_hash(0), &genesis(1, 0)).unwrap();
+        for h in 1..=3 {
+            kept.push(run(&st, h));
+        }
+        st.finalize(block_hash(3)).unwrap();
+        pruned(st.receipts(1).err(), 1, 3);
+        assert_eq!(st.receipts(2).unwrap(), kept[2]);
+        assert_eq!(st.receipts(3).unwrap(), kept[3]);
+        for h in 4..=5 {
+            kept.push(run(&st, h));
+        }
+        // Not final yet: read from memory whatever the window.
+        assert_eq!(
+            st.block_receipts(block_hash(4)).unwrap(),
+            Some(kept[4].clone())
+        );
+        st.finalize(block_hash(5)).unwrap();
+        pruned(st.receipts(3).err(), 3, 5);
+        pruned(st.block_receipts(block_hash(2)).err(), 2, 5);
+        assert_eq!(
+            st.block_receipts(block_hash(4)).unwrap(),
+            Some(kept[4].clone())
+        );
+        assert_eq!(st.receipts(5).unwrap(), kept[5]);
+    }
+    let st = StateStore::open(&path).unwrap();
+    assert_eq!(st.kept_receipt_heights(), None);
+    for h in 1..=3 {
+        assert!(st.receipts(h).unwrap().is_empty(), "height {h} on disk");
+    }
+    assert_eq!(st.receipts(4).unwrap(), kept[4]);
+    assert_eq!(st.receipts(5).unwrap(), kept[5]);
+}
+
 /// Where [`a_crash_keeps_what_was_synced_and_drops_the_unsynced_commit`] tells its child
 /// process to work.
 const CRASH_DIR: &str = "PHALANX_TEST_CRASH_DIR";
