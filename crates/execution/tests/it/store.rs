@@ -422,6 +422,52 @@ fn receipts_kept_with_a_block_are_on_disk_with_its_state() {
     );
 }
 
+/// A reader asking for a block's receipts while commits make block after block final
+/// always gets them: the commit writes them before the memory copy is dropped.
+#[test]
+fn receipts_read_during_commits_are_never_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = std::sync::Arc::new(StateStore::open(&dir.path().join("state.redb")).unwrap());
+    st.init_genesis(block_hash(0), &genesis(1, 0)).unwrap();
+    const BLOCKS: u64 = 24;
+    let a = Address::repeat_byte(0x53);
+    let mut kept = Vec::new();
+    for h in 1..=BLOCKS {
+        let shards = vec![vec![transfer(&signer(0), h - 1, a, h)]];
+        let r = st
+            .execute(block_hash(h - 1), block_hash(h), &env(h), &shards)
+            .unwrap();
+        let k = vec![(0u16, r.shards[0].receipts.clone())];
+        st.keep_receipts(block_hash(h), k.clone()).unwrap();
+        kept.push(k);
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (st, done, kept) = (st.clone(), done.clone(), kept.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for h in 1..=BLOCKS {
+                    let got = st.block_receipts(block_hash(h)).unwrap();
+                    assert_eq!(got.as_ref(), Some(&kept[h as usize - 1]), "block {h}");
+                    reads += 1;
+                }
+            }
+            reads
+        })
+    };
+    for h in 1..=BLOCKS {
+        st.finalize_unsynced(block_hash(h)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader
+        .join()
+        .expect("the reader saw every block's receipts");
+    assert!(reads >= BLOCKS, "{reads} reads");
+    assert_eq!(st.receipts(BLOCKS).unwrap(), kept[BLOCKS as usize - 1]);
+}
+
 /// `keep_receipt_heights(2)`: a commit drops the receipts of the heights that fell out of
 /// the window (a batch's own older heights included) and reading them is a typed error;
 /// reopened without the bound, the store shows the rows are gone from disk, not hidden.
