@@ -654,7 +654,8 @@ impl StateStore {
 
     /// Keeps `shards`' receipts (`(shard, receipts)`) with the unfinalized `block`: they are
     /// written in the commit that finalizes it, so they are on disk exactly when its state
-    /// is, and read back by height with [`StateStore::receipts`]. Dropped with the block if
+    /// is, and read back by block with [`StateStore::block_receipts`] (at once) or by height
+    /// with [`StateStore::receipts`] (once final). Dropped with the block if
     /// it never becomes final. A clustered node's server keeps those of the shards it ran.
     pub fn keep_receipts(&self, block: B256, shards: ShardReceipts) -> Result<(), StateError> {
         let mut inner = self.write_inner()?;
@@ -699,7 +700,9 @@ impl StateStore {
     }
 
     /// The receipts kept with finalized height `number` ([`StateStore::keep_receipts`]),
-    /// `(shard, receipts)` in shard order; empty if none were kept.
+    /// `(shard, receipts)` in shard order; empty if none were kept;
+    /// [`StateError::ReceiptsPruned`] if the height is older than the kept window
+    /// ([`StateStore::keep_receipt_heights`]).
     pub fn receipts(&self, number: u64) -> Result<ShardReceipts, StateError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         if let Some(pruned) = self.receipts_pruned(&txn, number)? {
