@@ -40,16 +40,25 @@ async fn serve_until_applied<N: Network>(
 
 type ServerTask = tokio::task::JoinHandle<Result<(), server::ServerError>>;
 
+/// A load's genesis: its block hash and allocation.
+type Genesis = (alloy_primitives::B256, phalanx_execution::changes::Changes);
+
+/// An in-memory replica at `genesis`.
+fn replica(genesis: &Genesis) -> StateStore {
+    let state = StateStore::in_memory().unwrap();
+    state.init_genesis(genesis.0, &genesis.1).unwrap();
+    state
+}
+
 /// Starts a server of `config` over an in-memory replica at `genesis`.
 fn start(
     config: ServerConfig,
-    genesis: &(alloy_primitives::B256, phalanx_execution::changes::Changes),
+    genesis: &Genesis,
     store: &Arc<EmbeddedStore>,
     net: phalanx_net::memory::MemoryNetwork,
     shutdown: &tokio::sync::watch::Receiver<bool>,
 ) -> (Arc<ServerStats>, ServerTask) {
-    let state = StateStore::in_memory().unwrap();
-    state.init_genesis(genesis.0, &genesis.1).unwrap();
+    let state = replica(genesis);
     let stats = Arc::new(ServerStats::default());
     let task = tokio::spawn(server::run(
         config,
@@ -104,10 +113,8 @@ async fn a_shard_that_does_not_match_its_header_is_refused() {
     let shards = 2;
     let mut load = Load::new(shards, 4, 19);
     let genesis = (load.genesis_header().hash(), load.genesis_alloc());
-    let reference = StateStore::in_memory().unwrap();
-    reference.init_genesis(genesis.0, &genesis.1).unwrap();
-    let state = StateStore::in_memory().unwrap();
-    state.init_genesis(genesis.0, &genesis.1).unwrap();
+    let reference = replica(&genesis);
+    let state = replica(&genesis);
     let hub = MemoryHub::new();
     let mut config = ServerConfig::new("forged", ShardRange { lo: 0, hi: 1 }, shards);
     config.agreement = 1;
@@ -152,10 +159,8 @@ async fn a_header_not_from_the_feed_is_never_run() {
     let mut load = Load::new(shards, 4, 23);
     let mut rogue_load = Load::new(shards, 4, 23);
     let genesis = (load.genesis_header().hash(), load.genesis_alloc());
-    let reference = StateStore::in_memory().unwrap();
-    reference.init_genesis(genesis.0, &genesis.1).unwrap();
-    let state = StateStore::in_memory().unwrap();
-    state.init_genesis(genesis.0, &genesis.1).unwrap();
+    let reference = replica(&genesis);
+    let state = replica(&genesis);
     let hub = MemoryHub::new();
     let feed_key = PeerKey([0xfe; 32]);
     let mut config = ServerConfig::new("pinned", ShardRange { lo: 0, hi: 1 }, shards);
@@ -197,8 +202,7 @@ async fn servers_with_their_own_pools_run_their_ranges_and_agree_with_a_lone_exe
     let shards = 4;
     let mut load = Load::new(shards, 6, 11);
     let genesis = (load.genesis_header().hash(), load.genesis_alloc());
-    let reference = StateStore::in_memory().unwrap();
-    reference.init_genesis(genesis.0, &genesis.1).unwrap();
+    let reference = replica(&genesis);
     let hub = MemoryHub::new();
     let store = Arc::new(EmbeddedStore::new());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
@@ -389,10 +393,8 @@ async fn an_accepted_note_makes_a_server_read_the_key_again_at_once() {
     let shards = 2;
     let mut load = Load::new(shards, 5, 13);
     let genesis = (load.genesis_header().hash(), load.genesis_alloc());
-    let reference = StateStore::in_memory().unwrap();
-    reference.init_genesis(genesis.0, &genesis.1).unwrap();
-    let state = StateStore::in_memory().unwrap();
-    state.init_genesis(genesis.0, &genesis.1).unwrap();
+    let reference = replica(&genesis);
+    let state = replica(&genesis);
     let hub = MemoryHub::new();
     let store = Arc::new(EmbeddedStore::new());
     let node = "note";
@@ -511,8 +513,7 @@ async fn outcomes_from_outside_the_node_are_no_votes() {
     let node = "collude";
     let mut load = Load::new(shards, 4, 17);
     let genesis = (load.genesis_header().hash(), load.genesis_alloc());
-    let reference = StateStore::in_memory().unwrap();
-    reference.init_genesis(genesis.0, &genesis.1).unwrap();
+    let reference = replica(&genesis);
     let hub = MemoryHub::new();
     let store = Arc::new(EmbeddedStore::new());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
@@ -620,8 +621,7 @@ async fn a_member_listed_behind_still_votes() {
     let node = "behind";
     let mut load = Load::new(shards, 4, 23);
     let genesis = (load.genesis_header().hash(), load.genesis_alloc());
-    let reference = StateStore::in_memory().unwrap();
-    reference.init_genesis(genesis.0, &genesis.1).unwrap();
+    let reference = replica(&genesis);
     let hub = MemoryHub::new();
     let store = Arc::new(EmbeddedStore::new());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
@@ -694,8 +694,7 @@ async fn servers_working_through_a_backlog_take_nothing_over() {
     let node = "backlog";
     let mut load = Load::new(shards, 3, 29);
     let genesis = (load.genesis_header().hash(), load.genesis_alloc());
-    let reference = StateStore::in_memory().unwrap();
-    reference.init_genesis(genesis.0, &genesis.1).unwrap();
+    let reference = replica(&genesis);
     let hub = MemoryHub::new();
     let store = Arc::new(EmbeddedStore::new());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
