@@ -417,6 +417,7 @@ struct NodeMetrics {
     takeovers: Counter,
     alarms: Counter,
     accepts_won: Counter,
+    lone_replaced: Counter,
     invalid: Counter,
     foreign: Counter,
     evidence: Counter,
@@ -484,6 +485,11 @@ impl NodeMetrics {
             "accepts_won",
             "Accepted-key writes this server won",
             m.accepts_won.clone(),
+        );
+        r.register(
+            "lone_results_replaced",
+            "Results another server accepted alone that this server's run and a second server's contradicted, replaced in the store",
+            m.lone_replaced.clone(),
         );
         r.register(
             "invalid_messages",
@@ -563,6 +569,7 @@ impl Reporter {
         raise(&m.takeovers, get(&stats.takeovers));
         raise(&m.alarms, get(&stats.alarms));
         raise(&m.accepts_won, get(&stats.accepts_won));
+        raise(&m.lone_replaced, get(&stats.lone_replaced));
         raise(&m.invalid, get(&stats.invalid));
         raise(&m.foreign, get(&stats.foreign));
         raise(&m.evidence, get(&stats.evidence));

@@ -25,9 +25,12 @@
 //!    [`crate::wire::AcceptedNote`], so a server that read the key too early reads it again
 //!    at once rather than at its next tick); a shard with a single live owner (or taken over
 //!    by one server) gets a second executor chosen as in a takeover, so only a node with one
-//!    live server accepts a lone result. The first value written is the accepted one. A server whose
-//!    own outcome, or any published outcome, differs from the accepted root raises an
-//!    **alarm** (error log with both roots and the sender, and a counter). Requiring two
+//!    live server accepts a lone result, and marks it so ([`lone_accepted_value`]): another
+//!    server applies a lone result only once its own run of the shard agrees (it then writes
+//!    the record again unmarked), and replaces it when its run differs and `agreement` servers
+//!    agree on another root ([`ServerStats::lone_replaced`]). Otherwise the first value
+//!    written is the accepted one. A server whose own outcome, or any published outcome,
+//!    differs from the accepted root raises an **alarm** (error log with both roots and the sender, and a counter). Requiring two
 //!    agreeing results is how a server that corrupts its effects never gets them accepted
 //!    while its peers are alive.
 //! 4. **Stuck shards.** If a shard of the block has no accepted outcome `accept_timeout` after
@@ -294,6 +297,9 @@ pub struct ServerStats {
     pub alarms: AtomicU64,
     /// Accepted-key writes this server won.
     pub accepts_won: AtomicU64,
+    /// Results another server accepted alone that this server's own run and a second
+    /// server's outcome contradicted: replaced in the store by the agreeing result (step 3).
+    pub lone_replaced: AtomicU64,
     /// Shards this server built when its node produced (step 6).
     pub built: AtomicU64,
     /// Of those, the ones accepted (its write came first).
@@ -472,6 +478,9 @@ struct Pending {
     outcomes: BTreeMap<(u16, B256), (ShardOutcome, B256)>,
     votes: BTreeMap<(u16, B256), BTreeSet<PeerKey>>,
     accepted: BTreeMap<u16, (B256, PeerKey)>,
+    /// Accepted shards whose result another server wrote alone ([`lone_accepted_value`]):
+    /// applied here only once this server's own run of the shard has the same root.
+    lone: BTreeSet<u16>,
     asked: BTreeMap<(u8, u16), Instant>,
     /// Shards outside this server's range and takeovers that it runs for this block only
     /// (step 4): fetched by request, never subscribed to.
@@ -573,6 +582,25 @@ pub fn accepted_value(root: B256, writer: &PeerKey) -> String {
     format!("{root:x}:{}", key_hex(writer))
 }
 
+/// What marks an accepted record written by a server that was alone (no second agreeing
+/// outcome: the node's only live server): `root hex : writer key hex :alone`. Another server
+/// applies such a result only once its own run of the shard agrees (step 3).
+const LONE: &str = ":alone";
+
+/// The [`Pending::asked`] kind under which a server times its reads of a lone record it could
+/// not settle itself.
+const LONE_READ: u8 = 0xff;
+
+/// An accepted-result record written alone (marked `:alone`).
+pub fn lone_accepted_value(root: B256, writer: &PeerKey) -> String {
+    format!("{}{LONE}", accepted_value(root, writer))
+}
+
+/// Whether an accepted-result record was written alone ([`lone_accepted_value`]).
+pub fn is_lone_accepted(value: &[u8]) -> bool {
+    value.ends_with(LONE.as_bytes())
+}
+
 /// The store key under which `server` lists itself live (step 1).
 pub fn live_key(node: &str, server: &PeerKey) -> String {
     format!("{}{}", live_prefix(node), key_hex(server))
@@ -587,9 +615,10 @@ fn live_prefix(node: &str) -> String {
     format!("/phalanx/{node}/servers/")
 }
 
-/// An accepted-result record: `root hex : writer key hex`.
+/// An accepted-result record: `root hex : writer key hex`, written alone or not.
 pub fn parse_accepted(value: &[u8]) -> Option<(B256, PeerKey)> {
     let text = std::str::from_utf8(value).ok()?;
+    let text = text.strip_suffix(LONE).unwrap_or(text);
     let (root, server) = text.split_once(':')?;
     let root: B256 = root.parse().ok()?;
     let server: [u8; 32] = hex::decode(server).ok()?.try_into().ok()?;
@@ -1019,12 +1048,17 @@ impl<N: Network> Server<N> {
                     self.net.report(from, Offence::Invalid);
                 } else if !self.is_member(&from) {
                     self.foreign(from, "accepted note");
-                } else if let Some(p) = &self.pending
+                } else if let Some(p) = &mut self.pending
                     && p.hash == note.block
-                    && !p.accepted.contains_key(&note.shard)
                 {
-                    // Read the store now (a false note costs that one read).
-                    self.nudge = true;
+                    // A result accepted alone may have been replaced: read it again.
+                    if p.lone.remove(&note.shard) {
+                        p.accepted.remove(&note.shard);
+                    }
+                    if !p.accepted.contains_key(&note.shard) {
+                        // Read the store now (a false note costs that one read).
+                        self.nudge = true;
+                    }
                 }
             }
         }
@@ -1648,6 +1682,13 @@ impl<N: Network> Server<N> {
             .filter(|(s, (root, _))| !p.outcomes.contains_key(&(**s, *root)))
             .map(|(s, _)| *s)
             .collect();
+        // Accepted alone by another server, and not (yet) confirmed by this server's run.
+        let unconfirmed_lone: Vec<u16> = p
+            .lone
+            .iter()
+            .copied()
+            .filter(|s| p.mine.get(s) != p.accepted.get(s).map(|(r, _)| r))
+            .collect();
         let lacking_shards: Vec<u16> = unaccepted
             .iter()
             .copied()
@@ -1662,6 +1703,7 @@ impl<N: Network> Server<N> {
             ?unaccepted,
             ?without_outcome,
             ?lacking_shards,
+            ?unconfirmed_lone,
             live = self.live.len(),
             "block stalled"
         );
@@ -1731,6 +1773,7 @@ impl<N: Network> Server<N> {
             outcomes: BTreeMap::new(),
             votes: BTreeMap::new(),
             accepted: BTreeMap::new(),
+            lone: BTreeSet::new(),
             asked: BTreeMap::new(),
             extras: BTreeSet::new(),
             covered: false,
@@ -1769,8 +1812,11 @@ impl<N: Network> Server<N> {
             match p.accepted.get(&shard) {
                 // Accepted, but nobody answered with the outcome (its holders restarted):
                 // run it here once the shard is fetched, and keep it if the root matches.
+                // Accepted alone by another server: run here before it is applied (step 3).
                 Some((root, _)) => {
-                    if !p.outcomes.contains_key(&(shard, *root)) && p.shards.contains_key(&shard) {
+                    if (!p.outcomes.contains_key(&(shard, *root)) || p.lone.contains(&shard))
+                        && p.shards.contains_key(&shard)
+                    {
                         todo.push(shard);
                         catch_up.insert(shard);
                     }
@@ -1916,16 +1962,21 @@ impl<N: Network> Server<N> {
             let _responsible = self.responsible(shard, arrived);
             let key = accepted_key(&self.config.node, hash, shard);
             let mine = p.mine.get(&shard).copied();
+            let agreeing = |root: &B256| p.votes.get(&(shard, *root)).map_or(0, |v| v.len());
             let write = mine.filter(|root| {
-                let agreeing = p.votes.get(&(shard, *root)).map_or(0, |v| v.len());
                 // Alone only once the others have had a lease's time to show up.
-                agreeing >= self.config.agreement.max(1)
+                agreeing(root) >= self.config.agreement.max(1)
                     || (self.live.len() <= 1 && self.started.elapsed() >= self.config.lease_ttl)
             });
+            let alone = write.is_some_and(|root| agreeing(&root) < self.config.agreement.max(1));
             let seen_any = p.votes.keys().any(|(s, _)| *s == shard);
             let value = match write {
                 Some(root) => {
-                    let mine = accepted_value(root, &self.me);
+                    let mine = if alone {
+                        lone_accepted_value(root, &self.me)
+                    } else {
+                        accepted_value(root, &self.me)
+                    };
                     let started = std::time::Instant::now();
                     let created = self.store.create_if_absent(&key, mine.as_bytes()).await?;
                     {
@@ -1967,6 +2018,9 @@ impl<N: Network> Server<N> {
             let stats = self.stats.clone();
             if let Some(p) = &mut self.pending {
                 p.accepted.insert(shard, (root, writer));
+                if writer != me && is_lone_accepted(&value) {
+                    p.lone.insert(shard);
+                }
                 for ((s, other), senders) in &p.votes {
                     if *s == shard && *other != root {
                         for sender in senders {
@@ -1975,6 +2029,84 @@ impl<N: Network> Server<N> {
                     }
                 }
             }
+        }
+        self.settle_lone().await
+    }
+
+    /// Results another server accepted alone (step 3), once this server has run the shard:
+    /// the same root confirms it — the record is written again without the mark, and any
+    /// server then applies it as any accepted result; another root on which `agreement` (at
+    /// least two) servers' outcomes agree replaces it, as it would have been accepted had
+    /// they been live. Until one or the other the block waits here, never applying the lone
+    /// result, and reads the record again now and then (another server may have settled it).
+    async fn settle_lone(&mut self) -> Result<(), ServerError> {
+        let Some(p) = &self.pending else {
+            return Ok(());
+        };
+        let hash = p.hash;
+        let needed = self.config.agreement.max(2);
+        let reread = self.config.tick * 10;
+        let mut work = Vec::new();
+        for shard in &p.lone {
+            let (Some((lone, writer)), Some(mine)) = (p.accepted.get(shard), p.mine.get(shard))
+            else {
+                continue;
+            };
+            let agreeing = p.votes.get(&(*shard, *mine)).map_or(0, |v| v.len());
+            if mine == lone {
+                work.push((*shard, Some((*lone, *writer))));
+            } else if agreeing >= needed {
+                work.push((*shard, Some((*mine, self.me))));
+            } else if p
+                .asked
+                .get(&(LONE_READ, *shard))
+                .is_none_or(|t| t.elapsed() > reread)
+            {
+                work.push((*shard, None));
+            }
+        }
+        for (shard, settled) in work {
+            let key = accepted_key(&self.config.node, hash, shard);
+            let Some((root, writer)) = settled else {
+                // Read it again.
+                let value = self.store.get(&key).await?;
+                if let Some(p) = &mut self.pending {
+                    p.asked.insert((LONE_READ, shard), Instant::now());
+                    if let Some(v) = value.filter(|v| !is_lone_accepted(v))
+                        && let Some(accepted) = parse_accepted(&v)
+                    {
+                        p.accepted.insert(shard, accepted);
+                        p.lone.remove(&shard);
+                        self.nudge = true;
+                    }
+                }
+                continue;
+            };
+            let Some(p) = &mut self.pending else {
+                break;
+            };
+            let lone = p.accepted.get(&shard).map_or(B256::ZERO, |(r, _)| *r);
+            if root == lone {
+                tracing::info!(server = %self.me, block = %hash, shard, %root, %writer, "a result accepted alone is confirmed by this server's run");
+            } else {
+                self.stats.lone_replaced.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    server = %self.me,
+                    block = %hash,
+                    shard,
+                    %lone,
+                    agreed = %root,
+                    "ALARM: a result accepted alone is contradicted by agreeing servers; replaced"
+                );
+            }
+            p.accepted.insert(shard, (root, writer));
+            p.lone.remove(&shard);
+            self.store
+                .put(&key, accepted_value(root, &writer).as_bytes(), None)
+                .await?;
+            let note = Message::Accepted(AcceptedNote { block: hash, shard });
+            self.net
+                .publish(&effects_topic(&self.config.node), note.encode())?;
         }
         Ok(())
     }
@@ -2001,7 +2133,9 @@ impl<N: Network> Server<N> {
                     .get(&(1, shard))
                     .is_some_and(|t| t.elapsed() > retry)
                     || p.arrived.elapsed() > self.config.accept_timeout * 2;
-                if missing && long && !p.shards.contains_key(&shard) && due(0) {
+                // Accepted alone by another server: to be run here, so fetched at once.
+                let unverified = p.lone.contains(&shard) && !p.mine.contains_key(&shard);
+                if (missing && long || unverified) && !p.shards.contains_key(&shard) && due(0) {
                     let request = Request {
                         kind: 0,
                         block: p.hash,
@@ -2071,10 +2205,12 @@ impl<N: Network> Server<N> {
         if p.accepted.len() < self.config.shards as usize {
             return Ok(());
         }
+        // A result another server accepted alone counts once this server's run agrees.
         let complete = (0..self.config.shards).all(|shard| {
-            p.accepted
-                .get(&shard)
-                .is_some_and(|(root, _)| p.outcomes.contains_key(&(shard, *root)))
+            p.accepted.get(&shard).is_some_and(|(root, _)| {
+                p.outcomes.contains_key(&(shard, *root))
+                    && (!p.lone.contains(&shard) || p.mine.get(&shard) == Some(root))
+            })
         });
         if !complete {
             return Ok(());

@@ -75,16 +75,29 @@ pub struct Config {
 pub struct Report {
     /// Blocks produced.
     pub blocks: u64,
-    /// Blocks some server alive at the end never applied.
+    /// Blocks some server alive at the end never applied (the corrupting server apart: see
+    /// `corrupting_server_behind`).
     pub missed: u64,
-    /// Heights where some server's root differs from the reference executor's.
+    /// Heights where some server's root differs from the reference executor's (the
+    /// corrupting server apart: see `corrupting_server_divergent`).
     pub divergent_roots: u64,
     /// Shards taken over by a server outside their owners.
     pub takeovers: u64,
     /// Wrong outcomes published by the corrupting server, none of them accepted.
     pub corruptions_rejected: u64,
-    /// Wrong outcomes that were accepted (must be 0).
+    /// Wrong outcomes accepted at the end: `(block, shard)` records in the store written by
+    /// the corrupting server (must be 0; one it wrote alone while it was the only live server
+    /// is replaced once two other servers agree on the true result).
     pub corruptions_accepted: u64,
+    /// Results one server accepted alone that two agreeing servers replaced (step 3).
+    pub lone_replaced: u64,
+    /// With `corrupt`: blocks the corrupting server had not applied at the end (it cannot
+    /// confirm any result by its own runs, so it follows only while others still hold the
+    /// accepted outcomes).
+    pub corrupting_server_behind: u64,
+    /// With `corrupt`: heights where the corrupting server's own root is wrong (results it
+    /// applied alone, as the node's only live server).
+    pub corrupting_server_divergent: u64,
     /// Alarms raised.
     pub alarms: u64,
     /// Crashes injected.
@@ -280,6 +293,7 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
         }
     }
     let mut reference_roots = BTreeMap::new();
+    let mut block_hashes: BTreeMap<u64, B256> = BTreeMap::new();
     let mut published_at = BTreeMap::new();
     let mut crashes = 0u64;
     let owners_down = config.kill_owners.map(|s| {
@@ -340,6 +354,7 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
                 let root = reference_run(&reference, parent, &header, &shards)?;
                 parent = header.hash();
                 reference_roots.insert(header.number, root);
+                block_hashes.insert(header.number, header.hash());
                 published_at.insert(header.number, Instant::now());
                 produced += 1;
                 if let Err(e) = source.net_mut().publish(HEADER_TOPIC, Message::Header(header.clone()).encode()) {
@@ -378,6 +393,7 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
             let root = reference_run(&reference, parent, &header, &shards)?;
             parent = header.hash();
             reference_roots.insert(header.number, root);
+            block_hashes.insert(header.number, header.hash());
             published_at.insert(header.number, Instant::now());
             source.publish(header, shards);
         }
@@ -432,27 +448,56 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
             "server at the end"
         );
     }
+    // The corrupting server (server 0 with `corrupt`) is reported apart.
+    let honest = |s: &Slot| !(config.corrupt && s.key == slots[0].key);
+    let behind = |s: &Slot| {
+        (1..=config.blocks)
+            .filter(|h| s.stats.root(*h).is_none())
+            .count() as u64
+    };
+    let wrong = |s: &Slot, h: u64| {
+        s.stats
+            .root(h)
+            .is_some_and(|r| Some(&r) != reference_roots.get(&h))
+    };
     let missed = (1..=config.blocks)
-        .filter(|h| live.iter().any(|s| s.stats.root(*h).is_none()))
+        .filter(|h| live.iter().any(|s| honest(s) && s.stats.root(*h).is_none()))
         .count() as u64;
     let divergent_roots = (1..=config.blocks)
-        .filter(|h| {
-            slots.iter().any(|s| {
-                s.stats
-                    .root(*h)
-                    .is_some_and(|r| Some(&r) != reference_roots.get(h))
-            })
-        })
+        .filter(|h| slots.iter().any(|s| honest(s) && wrong(s, *h)))
         .count() as u64;
+    let (corrupting_server_behind, corrupting_server_divergent) = if config.corrupt {
+        let s = &slots[0];
+        (
+            behind(s),
+            (1..=config.blocks).filter(|h| wrong(s, *h)).count() as u64,
+        )
+    } else {
+        (0, 0)
+    };
     let sum = |f: &dyn Fn(&ServerStats) -> u64| slots.iter().map(|s| f(&s.stats)).sum::<u64>();
     let takeovers = sum(&|s| s.takeovers.load(Ordering::Relaxed));
     let alarms = sum(&|s| s.alarms.load(Ordering::Relaxed));
     let candidates = sum(&|s| s.built.load(Ordering::Relaxed));
+    let lone_replaced = sum(&|s| s.lone_replaced.load(Ordering::Relaxed));
     let (corruptions_rejected, corruptions_accepted) = if config.corrupt {
-        let s = &slots[0].stats;
-        let won = s.accepts_won.load(Ordering::Relaxed);
-        let executed = s.executed.load(Ordering::Relaxed);
-        (executed.saturating_sub(won), won)
+        // Every outcome it publishes is wrong: those still accepted at the end are the
+        // records in the store it wrote.
+        let mut accepted = 0u64;
+        for hash in block_hashes.values() {
+            for shard in 0..config.shards {
+                let key = server::accepted_key("sim", *hash, shard);
+                let value = store.get(&key).await.map_err(internal)?;
+                if value
+                    .and_then(|v| server::parse_accepted(&v))
+                    .is_some_and(|(_, writer)| writer == slots[0].key)
+                {
+                    accepted += 1;
+                }
+            }
+        }
+        let executed = slots[0].stats.executed.load(Ordering::Relaxed);
+        (executed.saturating_sub(accepted), accepted)
     } else {
         (0, 0)
     };
@@ -494,6 +539,9 @@ async fn simulate(config: Config) -> Result<Report, ClusterSimError> {
         blocks: config.blocks,
         missed,
         divergent_roots,
+        lone_replaced,
+        corrupting_server_behind,
+        corrupting_server_divergent,
         takeovers,
         corruptions_rejected,
         corruptions_accepted,

@@ -858,3 +858,132 @@ async fn only_the_nodes_producer_gets_shards_built() {
     let _ = stop.send(true);
     task.await.unwrap().unwrap();
 }
+
+/// Step 3's lone records. A server that was the node's only live server wrote both shards'
+/// results alone before the others came back: shard 0's is the true one, shard 1's is wrong
+/// (its published outcome has one wei more somewhere). The two servers back run both shards
+/// themselves: shard 0's record is confirmed (written again without the mark, same writer),
+/// shard 1's is replaced by the root the two agree on, and both apply the true state root.
+/// Applying a lone record as any accepted one (before the mark) gave the wrong root here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_records_are_confirmed_or_replaced_by_the_servers_that_come_back() {
+    use phalanx_cluster::CoordinationStore;
+    use phalanx_cluster::server::{
+        accepted_key, accepted_value, is_lone_accepted, live_key, lone_accepted_value, outcome_of,
+        parse_accepted,
+    };
+    use phalanx_cluster::wire::{Message, effects_topic};
+    use phalanx_execution::block;
+    use tree_hash::TreeHash;
+
+    let shards = 2;
+    let node = "lone";
+    let mut load = Load::new(shards, 4, 29);
+    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
+    let reference = replica(&genesis);
+    let hub = MemoryHub::new();
+    let store = Arc::new(EmbeddedStore::new());
+    // The server that was alone, played here: a member of the node.
+    let lone = PeerKey([0x57; 32]);
+    let lease = store.grant_lease(Duration::from_secs(60)).await.unwrap();
+    store
+        .put(&live_key(node, &lone), b"0-1@0", Some(lease))
+        .await
+        .unwrap();
+    let lone_net = hub.join(lone);
+
+    let (header, shard_list) = load.next_block(4).unwrap();
+    let hash = header.hash();
+    let raw = phalanx_cluster::load::raw_transactions(&shard_list);
+    let expected = reference
+        .execute(header.parent, hash, &header.env(), &raw)
+        .unwrap()
+        .post_state_root;
+    let view = reference.view(header.parent).unwrap();
+    let env = header.env();
+    let txs: Vec<_> = shard_list.iter().map(block::shard_txs).collect();
+    let prepared = block::prepare(&txs);
+    let outcome = |i: u16| {
+        let result = block::run_shard(
+            &view,
+            &env,
+            &env.exec_env(),
+            i as usize,
+            &prepared[i as usize],
+        )
+        .unwrap();
+        outcome_of(hash, i, result).unwrap()
+    };
+    let true0 = outcome(0).tree_hash_root();
+    let true1 = outcome(1).tree_hash_root();
+    let mut wrong = outcome(1);
+    let account = wrong.effects.accounts.iter_mut().next().unwrap();
+    let balance =
+        alloy_primitives::U256::from_be_bytes(account.balance.0) + alloy_primitives::U256::from(1);
+    account.balance = alloy_primitives::B256::from(balance);
+    let wrong1 = wrong.tree_hash_root();
+    assert_ne!(wrong1, true1);
+    for (shard, root) in [(0, true0), (1, wrong1)] {
+        store
+            .create_if_absent(
+                &accepted_key(node, hash, shard),
+                lone_accepted_value(root, &lone).as_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+
+    // The two servers that come back.
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let honest = [PeerKey([0x61; 32]), PeerKey([0x62; 32])];
+    let servers: Vec<_> = honest
+        .iter()
+        .map(|key| {
+            let mut config = ServerConfig::new(node, ShardRange { lo: 0, hi: 1 }, shards);
+            config.agreement = 2;
+            config.tick = Duration::from_millis(10);
+            config.lease_ttl = Duration::from_secs(30);
+            config.accept_timeout = Duration::from_secs(30);
+            start(config, &genesis, &store, hub.join(*key), &shutdown)
+        })
+        .collect();
+    let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    feed.publish(header, shard_list);
+    // The lone server's wrong outcome is about, as it would be.
+    lone_net
+        .publish(&effects_topic(node), Message::Outcome(wrong).encode())
+        .unwrap();
+    let stats: Vec<_> = servers.iter().map(|(s, _)| s.clone()).collect();
+    serve_until_applied(&mut feed, &stats, 1).await;
+    for (i, s) in stats.iter().enumerate() {
+        assert_eq!(s.root(1), Some(expected), "server {i}");
+    }
+    let record = |shard| {
+        let store = store.clone();
+        async move {
+            store
+                .get(&accepted_key(node, hash, shard))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let confirmed = record(0).await;
+    assert_eq!(confirmed, accepted_value(true0, &lone).into_bytes());
+    let replaced = record(1).await;
+    assert!(!is_lone_accepted(&replaced));
+    let (root, writer) = parse_accepted(&replaced).unwrap();
+    assert_eq!(root, true1);
+    assert!(honest.contains(&writer), "replaced by {writer}");
+    let replacements: u64 = stats
+        .iter()
+        .map(|s| s.lone_replaced.load(Ordering::Relaxed))
+        .sum();
+    assert!(replacements >= 1);
+    assert!(stats.iter().all(|s| s.alarms.load(Ordering::Relaxed) >= 1));
+    let _ = stop.send(true);
+    for (_, task) in servers {
+        task.await.unwrap().unwrap();
+    }
+}
