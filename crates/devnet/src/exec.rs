@@ -8,7 +8,7 @@
 //! addresses from the registry, and the fee split is the declaration's. The base fee is fixed
 //! at [`BASEFEE`] (the devnet has no fee market yet).
 //!
-//! The way back, [`Outcomes`]: what execution made of each slot's block — the fees its
+//! The way back, `Outcomes`: what execution made of each slot's block — the fees its
 //! validator earned, or a void block, or no block of the declared producer in the executed
 //! chain — is what the validators' producer-reputation books record.
 

@@ -1,10 +1,9 @@
 //! Blocks, receipts, logs and fee history as the devnet's JSON-RPC serves them.
 //!
 //! A block's transactions are its shards' transactions in shard order; their receipts come from
-//! the servers that ran each shard (each keeps the last
-//! [`STATS_HEIGHTS`](phalanx_cluster::server::STATS_HEIGHTS) heights in memory,
-//! and every height on disk with the block's state, read back for older heights and after a
-//! restart). Block-wide
+//! the servers that ran each shard, each keeping them with the block in its state store
+//! ([`StateStore::block_receipts`](phalanx_execution::store::StateStore::block_receipts): in
+//! memory until the block's commit, on disk after it, also across a restart). Block-wide
 //! figures — cumulative gas, log indices, `gasUsed`, `logsBloom` — are assembled here in that
 //! order. A transaction its shard skipped (invalid: it did not run) has no receipt and no
 //! logs.

@@ -17,10 +17,16 @@
 //!    accepted once two agree, applied by every server.
 //! 5. **JSON-RPC** ([`rpc`]) on `rpc` (default 127.0.0.1:8545), reading the executed head.
 //! 6. **Load** ([`load`]): `load` transfers a second, when asked.
+//! 7. **Beside them** (`docs/devnet.md`): a distributed validator cluster (`dv`) on the
+//!    validator API (`api`), bonded executors signing claims and a light client following
+//!    them (`claims`), a dashboard (`web`), and with `--p2p-listen` the chain's gossip
+//!    network.
 //!
-//! Data: each server's state replica and roots log under `data_dir/servers/`. The consensus
-//! views live in memory, so a devnet starts a new chain each time (the server folders of an
-//! earlier run are cleared first); resuming from disk is not built yet.
+//! Data ([`store`]): the genesis, the block log and the validators' slashing protection under
+//! `data_dir/chain/`, each server's state replica and roots log under `data_dir/servers/`. A
+//! devnet started on a folder that holds a chain resumes it: the consensus views are rebuilt
+//! from the block log and execution goes on after the highest block any server applied
+//! (`--fresh` starts over).
 
 mod api;
 mod claims;

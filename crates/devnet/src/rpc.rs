@@ -15,9 +15,9 @@
 //! `eth_feeHistory`, `eth_getTransactionByHash`, `eth_getTransactionReceipt`,
 //! `eth_sendRawTransaction`, `eth_accounts`, and the filters (`eth_newFilter`,
 //! `eth_newBlockFilter`, `eth_newPendingTransactionFilter`, `eth_getFilterChanges`,
-//! `eth_getFilterLogs`, `eth_uninstallFilter`: [`crate::filters`]); conventions and error
+//! `eth_getFilterLogs`, `eth_uninstallFilter`: `filters`); conventions and error
 //! codes in `phalanx_execution::rpc`; blocks, receipts, logs and fee history in
-//! [`crate::history`].
+//! `history`.
 
 use std::sync::Arc;
 
