@@ -50,6 +50,65 @@ fn replica(genesis: &Genesis) -> StateStore {
     state
 }
 
+/// What most server tests start from.
+struct Fixture {
+    /// Signed transfers over `shards` shards.
+    load: Load,
+    /// Its genesis.
+    genesis: Genesis,
+    /// A replica at the genesis that executes blocks whole, for the true roots.
+    reference: StateStore,
+    /// The in-process network.
+    hub: MemoryHub,
+    /// The node's coordination store.
+    store: Arc<EmbeddedStore>,
+}
+
+/// A [`Fixture`] over `Load::new(shards, senders, seed)`.
+fn fixture(shards: u16, senders: usize, seed: u64) -> Fixture {
+    let load = Load::new(shards, senders, seed);
+    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
+    Fixture {
+        reference: replica(&genesis),
+        load,
+        genesis,
+        hub: MemoryHub::new(),
+        store: Arc::new(EmbeddedStore::new()),
+    }
+}
+
+/// A server of `node` owning every shard, needing two agreeing outcomes, ticking every 10 ms
+/// with a 30 s lease and accept timeout (nothing times out during a test).
+fn agreeing_config(node: &str, shards: u16) -> ServerConfig {
+    let mut config = ServerConfig::new(
+        node,
+        ShardRange {
+            lo: 0,
+            hi: shards - 1,
+        },
+        shards,
+    );
+    config.agreement = 2;
+    config.tick = Duration::from_millis(10);
+    config.lease_ttl = Duration::from_secs(30);
+    config.accept_timeout = Duration::from_secs(30);
+    config
+}
+
+/// The state root after `header` with `shards`, executed whole on `reference` (which keeps
+/// the block, so the next one can build on it).
+fn true_root(
+    reference: &StateStore,
+    header: &ExecHeader,
+    shards: &[Shard],
+) -> alloy_primitives::B256 {
+    let raw = phalanx_cluster::load::raw_transactions(shards);
+    reference
+        .execute(header.parent, header.hash(), &header.env(), &raw)
+        .unwrap()
+        .post_state_root
+}
+
 /// Starts a server of `config` over an in-memory replica at `genesis`.
 fn start(
     config: ServerConfig,
@@ -128,11 +187,7 @@ async fn a_shard_that_does_not_match_its_header_is_refused() {
 
     let (header, shard_list) = load.next_block(4).unwrap();
     let hash = header.hash();
-    let raw = phalanx_cluster::load::raw_transactions(&shard_list);
-    let expected = reference
-        .execute(header.parent, hash, &header.env(), &raw)
-        .unwrap()
-        .post_state_root;
+    let expected = true_root(&reference, &header, &shard_list);
     // Shard 1's transactions offered as shard 0, before the header; and a shard 7.
     for index in [0, 7] {
         let forged = ShardMessage {
@@ -179,11 +234,7 @@ async fn a_header_not_from_the_feed_is_never_run() {
     let (header, shard_list) = load.next_block(4).unwrap();
     assert_eq!(forged.parent, header.parent);
     assert_ne!(forged.hash(), header.hash());
-    let raw = phalanx_cluster::load::raw_transactions(&shard_list);
-    let expected = reference
-        .execute(header.parent, header.hash(), &header.env(), &raw)
-        .unwrap()
-        .post_state_root;
+    let expected = true_root(&reference, &header, &shard_list);
     rogue.publish(forged, forged_shards);
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(stats.head(), 0, "the rogue's block ran");
@@ -200,11 +251,13 @@ async fn a_header_not_from_the_feed_is_never_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_with_their_own_pools_run_their_ranges_and_agree_with_a_lone_executor() {
     let shards = 4;
-    let mut load = Load::new(shards, 6, 11);
-    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
-    let reference = replica(&genesis);
-    let hub = MemoryHub::new();
-    let store = Arc::new(EmbeddedStore::new());
+    let Fixture {
+        mut load,
+        genesis,
+        reference,
+        hub,
+        store,
+    } = fixture(shards, 6, 11);
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     for (i, range) in [ShardRange { lo: 0, hi: 1 }, ShardRange { lo: 2, hi: 3 }]
@@ -224,11 +277,7 @@ async fn servers_with_their_own_pools_run_their_ranges_and_agree_with_a_lone_exe
     let blocks = 4u64;
     for height in 1..=blocks {
         let (header, shard_list) = load.next_block(6).unwrap();
-        let raw = phalanx_cluster::load::raw_transactions(&shard_list);
-        let expected = reference
-            .execute(header.parent, header.hash(), &header.env(), &raw)
-            .unwrap()
-            .post_state_root;
+        let expected = true_root(&reference, &header, &shard_list);
         reference.finalize(header.hash()).unwrap();
         feed.publish(header, shard_list);
         let stats: Vec<_> = servers.iter().map(|(s, _)| s.clone()).collect();
@@ -511,19 +560,18 @@ async fn outcomes_from_outside_the_node_are_no_votes() {
 
     let shards = 2;
     let node = "collude";
-    let mut load = Load::new(shards, 4, 17);
-    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
-    let reference = replica(&genesis);
-    let hub = MemoryHub::new();
-    let store = Arc::new(EmbeddedStore::new());
+    let Fixture {
+        mut load,
+        genesis,
+        reference,
+        hub,
+        store,
+    } = fixture(shards, 4, 17);
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let spawn = |key: u8, corrupt: bool| {
-        let mut config = ServerConfig::new(node, ShardRange { lo: 0, hi: 1 }, shards);
-        config.agreement = 2;
+        let mut config = agreeing_config(node, shards);
         config.corrupt = corrupt;
-        config.tick = Duration::from_millis(10);
         config.lease_ttl = Duration::from_secs(3);
-        config.accept_timeout = Duration::from_secs(30);
         start(
             config,
             &genesis,
@@ -541,11 +589,7 @@ async fn outcomes_from_outside_the_node_are_no_votes() {
 
     let (header, shard_list) = load.next_block(4).unwrap();
     let hash = header.hash();
-    let raw = phalanx_cluster::load::raw_transactions(&shard_list);
-    let expected = reference
-        .execute(header.parent, hash, &header.env(), &raw)
-        .unwrap()
-        .post_state_root;
+    let expected = true_root(&reference, &header, &shard_list);
     feed.publish(header.clone(), shard_list.clone());
 
     // The stranger echoes every outcome of the corrupting server while the feed answers.
@@ -619,17 +663,15 @@ async fn a_member_listed_behind_still_votes() {
 
     let shards = 2;
     let node = "behind";
-    let mut load = Load::new(shards, 4, 23);
-    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
-    let reference = replica(&genesis);
-    let hub = MemoryHub::new();
-    let store = Arc::new(EmbeddedStore::new());
+    let Fixture {
+        mut load,
+        genesis,
+        reference,
+        hub,
+        store,
+    } = fixture(shards, 4, 23);
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let mut config = ServerConfig::new(node, ShardRange { lo: 0, hi: 1 }, shards);
-    config.agreement = 2;
-    config.tick = Duration::from_millis(10);
-    config.lease_ttl = Duration::from_secs(30);
-    config.accept_timeout = Duration::from_secs(30);
+    let config = agreeing_config(node, shards);
     let honest = PeerKey([0x51; 32]);
     let (stats, task) = start(config, &genesis, &store, hub.join(honest), &shutdown);
     // The member behind: listed under a lease at height 0 for the whole test.
@@ -647,11 +689,7 @@ async fn a_member_listed_behind_still_votes() {
     for height in 1..=4u64 {
         let (header, shard_list) = load.next_block(4).unwrap();
         let hash = header.hash();
-        let raw = phalanx_cluster::load::raw_transactions(&shard_list);
-        let expected = reference
-            .execute(header.parent, hash, &header.env(), &raw)
-            .unwrap()
-            .post_state_root;
+        let expected = true_root(&reference, &header, &shard_list);
         reference.finalize(hash).unwrap();
         feed.publish(header, shard_list);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -692,11 +730,13 @@ async fn a_member_listed_behind_still_votes() {
 async fn servers_working_through_a_backlog_take_nothing_over() {
     let shards = 4;
     let node = "backlog";
-    let mut load = Load::new(shards, 3, 29);
-    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
-    let reference = replica(&genesis);
-    let hub = MemoryHub::new();
-    let store = Arc::new(EmbeddedStore::new());
+    let Fixture {
+        mut load,
+        genesis,
+        reference,
+        hub,
+        store,
+    } = fixture(shards, 3, 29);
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let mut stats = Vec::new();
     let mut tasks = Vec::new();
@@ -724,13 +764,7 @@ async fn servers_working_through_a_backlog_take_nothing_over() {
         serve_until_applied(&mut feed, &stats, height.saturating_sub(3)).await;
         let (header, shard_list) = load.next_block(3).unwrap();
         let hash = header.hash();
-        let raw = phalanx_cluster::load::raw_transactions(&shard_list);
-        expected.push(
-            reference
-                .execute(header.parent, hash, &header.env(), &raw)
-                .unwrap()
-                .post_state_root,
-        );
+        expected.push(true_root(&reference, &header, &shard_list));
         reference.finalize(hash).unwrap();
         feed.publish(header, shard_list);
     }
@@ -878,11 +912,13 @@ async fn lone_records_are_confirmed_or_replaced_by_the_servers_that_come_back() 
 
     let shards = 2;
     let node = "lone";
-    let mut load = Load::new(shards, 4, 29);
-    let genesis = (load.genesis_header().hash(), load.genesis_alloc());
-    let reference = replica(&genesis);
-    let hub = MemoryHub::new();
-    let store = Arc::new(EmbeddedStore::new());
+    let Fixture {
+        mut load,
+        genesis,
+        reference,
+        hub,
+        store,
+    } = fixture(shards, 4, 29);
     // The server that was alone, played here: a member of the node.
     let lone = PeerKey([0x57; 32]);
     let lease = store.grant_lease(Duration::from_secs(60)).await.unwrap();
@@ -894,11 +930,7 @@ async fn lone_records_are_confirmed_or_replaced_by_the_servers_that_come_back() 
 
     let (header, shard_list) = load.next_block(4).unwrap();
     let hash = header.hash();
-    let raw = phalanx_cluster::load::raw_transactions(&shard_list);
-    let expected = reference
-        .execute(header.parent, hash, &header.env(), &raw)
-        .unwrap()
-        .post_state_root;
+    let expected = true_root(&reference, &header, &shard_list);
     let view = reference.view(header.parent).unwrap();
     let env = header.env();
     let txs: Vec<_> = shard_list.iter().map(block::shard_txs).collect();
@@ -939,12 +971,13 @@ async fn lone_records_are_confirmed_or_replaced_by_the_servers_that_come_back() 
     let servers: Vec<_> = honest
         .iter()
         .map(|key| {
-            let mut config = ServerConfig::new(node, ShardRange { lo: 0, hi: 1 }, shards);
-            config.agreement = 2;
-            config.tick = Duration::from_millis(10);
-            config.lease_ttl = Duration::from_secs(30);
-            config.accept_timeout = Duration::from_secs(30);
-            start(config, &genesis, &store, hub.join(*key), &shutdown)
+            start(
+                agreeing_config(node, shards),
+                &genesis,
+                &store,
+                hub.join(*key),
+                &shutdown,
+            )
         })
         .collect();
     let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
