@@ -521,6 +521,8 @@ struct Server<N: Network> {
     renewed: Instant,
     /// The applied height last written under the lease.
     announced: u64,
+    /// The highest applied height another server of the node lists (step 1).
+    listed_best: u64,
     /// Servers listed in the store, caught up (counted for ownership and takeovers).
     live: BTreeMap<PeerKey, ShardRange>,
     /// Every server listed in the store, caught up or not, and this one: the node's members,
@@ -655,6 +657,7 @@ pub async fn run<N: Network>(
         lease,
         renewed: Instant::now(),
         announced: u64::MAX,
+        listed_best: 0,
         live: BTreeMap::new(),
         members: BTreeSet::new(),
         subscribed: BTreeSet::new(),
@@ -826,6 +829,7 @@ impl<N: Network> Server<N> {
         let prefix = live_prefix(&self.config.node);
         let mut live = BTreeMap::new();
         let mut members = BTreeSet::from([self.me]);
+        let mut listed_best = 0;
         for (key, value) in self.store.list(&prefix).await? {
             let Some(peer) = hex::decode(&key[prefix.len()..])
                 .ok()
@@ -848,6 +852,9 @@ impl<N: Network> Server<N> {
             // A member however far behind (catching up, or its latest announcement not read
             // yet): its outcomes are votes all the same.
             members.insert(PeerKey(peer));
+            if height != u64::MAX && PeerKey(peer) != self.me {
+                listed_best = listed_best.max(height);
+            }
             // More than one block behind: catching up, not live for ownership yet.
             if height.saturating_add(1) < self.head.0 {
                 continue;
@@ -858,6 +865,7 @@ impl<N: Network> Server<N> {
         live.insert(self.me, self.config.range);
         self.live = live;
         self.members = members;
+        self.listed_best = listed_best;
         for shard in 0..self.config.shards {
             if self.config.range.contains(shard) {
                 self.subscribe(shard)?;
@@ -1720,8 +1728,16 @@ impl<N: Network> Server<N> {
         }
         let Some((header, source)) = self.headers.remove(&next) else {
             // Later headers but not the next one: it was missed; ask the later one's sender.
-            if matches!(self.config.headers, HeaderSource::Gossip { .. })
-                && let Some((_, (_, source))) = self.headers.first_key_value()
+            // No later header but another server lists a higher height (this one restarted
+            // after the feed's last header, which nobody gossips again): ask the feed.
+            let ask = match (&self.config.headers, self.headers.first_key_value()) {
+                (HeaderSource::Gossip { .. }, Some((_, (_, source)))) => Some(*source),
+                (HeaderSource::Gossip { publisher }, None) if self.listed_best >= next => {
+                    *publisher
+                }
+                _ => None,
+            };
+            if let Some(source) = ask
                 && self
                     .asked_headers
                     .is_none_or(|t| t.elapsed() > self.config.tick * 10)
@@ -1733,7 +1749,7 @@ impl<N: Network> Server<N> {
                     root: B256::ZERO,
                     height: next,
                 };
-                let _ = self.net.send(*source, Message::Request(request).encode());
+                let _ = self.net.send(source, Message::Request(request).encode());
                 self.asked_headers = Some(Instant::now());
             }
             return;

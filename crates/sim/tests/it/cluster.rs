@@ -153,3 +153,21 @@ fn results_a_corrupting_server_accepted_alone_are_replaced_and_never_applied() {
     assert!(report.alarms > 0, "{report:?}");
     assert_sound(&report);
 }
+
+/// A crash at block 27 of 30 restarts the server at block 30, after the feed's last header
+/// went by on gossip: no later header will come to show it what it missed. It sees the
+/// other servers list a higher height and asks the feed for the headers from its own (before,
+/// it sat at block 26 until the run's end: 4 blocks missed).
+#[test]
+fn a_server_restarted_after_the_last_header_catches_up() {
+    let report = run(Config {
+        servers: 3,
+        kill_every: 3,
+        blocks: 30,
+        txs_per_shard: 8,
+        ..config(116)
+    })
+    .unwrap();
+    assert!(report.crashes >= 9, "{report:?}");
+    assert_sound(&report);
+}
