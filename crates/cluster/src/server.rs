@@ -1728,11 +1728,14 @@ impl<N: Network> Server<N> {
         }
         let Some((header, source)) = self.headers.remove(&next) else {
             // Later headers but not the next one: it was missed; ask the later one's sender.
-            // No later header but another server lists a higher height (this one restarted
-            // after the feed's last header, which nobody gossips again): ask the feed.
+            // No later header: ask the feed once on start (this server may have restarted
+            // after the feed's last header, which nobody gossips again) and whenever another
+            // server lists a higher height.
             let ask = match (&self.config.headers, self.headers.first_key_value()) {
                 (HeaderSource::Gossip { .. }, Some((_, (_, source)))) => Some(*source),
-                (HeaderSource::Gossip { publisher }, None) if self.listed_best >= next => {
+                (HeaderSource::Gossip { publisher }, None)
+                    if self.listed_best >= next || self.asked_headers.is_none() =>
+                {
                     *publisher
                 }
                 _ => None,
