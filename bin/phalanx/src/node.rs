@@ -90,10 +90,18 @@ pub(crate) struct NodeArgs {
     /// milliseconds' worth); `false` waits for every commit's fsync before going on.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     background_sync: bool,
-    /// Serve JSON-RPC state reads from this server's replica on this address (e.g.
-    /// `127.0.0.1:8545`): `eth_getBalance`, `eth_getTransactionCount`, `eth_getCode`,
+    /// Keep the transactions of the shards this server runs, indexed by hash, for the node's
+    /// history reads (`--rpc`: blocks, receipts, transactions by hash); `false` saves their
+    /// writes, and this server then gives no shard's history to the node.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    keep_transactions: bool,
+    /// Serve JSON-RPC on this address (e.g. `127.0.0.1:8545`): state from this server's
+    /// replica (`eth_getBalance`, `eth_getTransactionCount`, `eth_getCode`,
     /// `eth_getStorageAt`, `eth_getProof`, `eth_call`, `eth_estimateGas`, `eth_blockNumber`,
-    /// `eth_chainId`. Any server of a node answers for any account. Not served by default.
+    /// `eth_chainId`) and history put together from the node's servers
+    /// (`eth_getBlockByNumber`, `eth_getBlockByHash`, `eth_getBlockReceipts`,
+    /// `eth_getTransactionReceipt`, `eth_getTransactionByHash`). Any server of a node answers
+    /// for any account, block and transaction. Not served by default.
     #[arg(long, value_name = "ADDR", conflicts_with = "feed")]
     rpc: Option<std::net::SocketAddr>,
     /// Keep the state trie of only the last N finalized heights, dropping older trie nodes
@@ -282,6 +290,7 @@ pub(crate) fn run(args: &NodeArgs) -> anyhow::Result<()> {
     server.corrupt = args.corrupt;
     server.persist_blocks = args.persist_blocks;
     server.background_sync = args.background_sync;
+    server.keep_transactions = args.keep_transactions;
     server.threads = Some(match args.exec_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,

@@ -10,7 +10,8 @@
 //!   request): the same checks, no serving node's API.
 //! * [`feed`]: a block feed publishing a deterministic load (simulator, benchmark, tests).
 //! * [`node`]: one server as a process (`phalanx node`): files, network, metrics.
-//! * [`rpc`]: a server's JSON-RPC endpoint: state reads from its replica.
+//! * [`rpc`]: a server's JSON-RPC endpoint: state reads from its replica, history from the
+//!   node's servers ([`lookup`]).
 //! * [`load`]: a deterministic transfer load (simulator, benchmark, tests).
 //! * [`testing`]: a real etcd cluster on loopback for tests and benchmarks.
 
@@ -21,6 +22,7 @@ pub mod etcd;
 pub mod feed;
 pub mod follow;
 pub mod load;
+pub mod lookup;
 pub mod node;
 pub mod ownership;
 pub mod rpc;

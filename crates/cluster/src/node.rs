@@ -216,6 +216,7 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
         }
     }
     let state = Arc::new(state);
+    let mut server_config = config.server.clone();
     let rpc = match config.rpc {
         Some(addr) => {
             let failed = |e: std::io::Error| NodeError::Rpc {
@@ -224,10 +225,13 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
             };
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
             let bound = listener.local_addr().map_err(failed)?;
-            tracing::info!(addr = %bound, "json-rpc state reads served");
+            tracing::info!(addr = %bound, "json-rpc served: state from the replica, history from the node's servers");
+            let (queries, inbox) = crate::lookup::channel();
+            server_config.queries = Some(inbox);
             let reads = crate::rpc::Reads {
                 state: state.clone(),
                 chain_id,
+                queries: Some(queries),
             };
             Some(AbortOnDropHandle::new(tokio::spawn(crate::rpc::serve(
                 listener,
@@ -278,7 +282,6 @@ pub async fn run(config: NodeConfig, shutdown: watch::Receiver<bool>) -> Result<
         metrics,
         state: state.clone(),
     };
-    let mut server_config = config.server.clone();
     server_config.roots_log = Some(dir.join("roots.log"));
     let mut follower = match &config.chain {
         Chain::Follow { follow, blocks } => {

@@ -15,15 +15,28 @@
 //! the head's block as the state store keeps it on disk with the head (number, timestamp,
 //! `PREVRANDAO`, gas limit; no `BLOCKHASH` answers, as on the devnet's endpoint), so a
 //! restarted server answers calls at once. At genesis, where no block ran, a call is an
-//! error that says so. Anything else is -32601 naming what is served: blocks, receipts and
-//! transactions are the devnet's endpoint's (a server keeps no block bodies or pool, and a
-//! shard's receipts stay with the servers that ran it).
+//! error that says so.
+//!
+//! History ([`HISTORY_METHODS`]): `eth_getBlockByNumber`, `eth_getBlockByHash`,
+//! `eth_getBlockReceipts`, `eth_getTransactionReceipt` and `eth_getTransactionByHash` at
+//! finalized heights up to the disk head. A server keeps every block's header but only the
+//! transactions and receipts of the shards it ran, so these are put together from the
+//! node's servers over the node's network ([`crate::lookup`]): what another server sends
+//! is checked against the header's shard roots. A block some of whose shards no server can
+//! give (their owners down, or past `--keep-receipts`) is an error naming those shards,
+//! never a partial block; a height above the disk head, an unknown hash or transaction is
+//! `null`. There is no pool behind a server, so a pending transaction is `null` too.
+//! Anything else is -32601 naming what is served.
 
 use std::sync::Arc;
 
+use alloy_primitives::B256;
 use axum::extract::State;
+use phalanx_execution::history::{BlockReceipts, block_json, transaction_json};
 use phalanx_execution::rpc::{self, CallObject, HeadState, RpcError, param, quantity};
 use phalanx_execution::store::StateStore;
+
+use crate::lookup::{BlockRecords, LookupError, Queries};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -35,7 +48,18 @@ pub struct Reads {
     pub state: Arc<StateStore>,
     /// EIP-155 chain id.
     pub chain_id: u64,
+    /// The server task's history reads (`None`: history is not served).
+    pub queries: Option<Queries>,
 }
+
+/// The history methods a server answers from its node's servers.
+pub const HISTORY_METHODS: [&str; 5] = [
+    "eth_getBlockByNumber",
+    "eth_getBlockByHash",
+    "eth_getBlockReceipts",
+    "eth_getTransactionReceipt",
+    "eth_getTransactionByHash",
+];
 
 /// Serves JSON-RPC (HTTP POST at `/`, single and batch requests) on `listener` until
 /// `shutdown` turns true.
@@ -114,11 +138,130 @@ pub fn call(reads: &Reads, method: &str, params: &[Value]) -> Result<Value, RpcE
             pending_nonce: None,
         }
         .call(method, params),
+        m if HISTORY_METHODS.contains(&m) => history(reads, m, params),
         other => Err(RpcError::unknown_method(format!(
-            "method {other} is not served by a node server (state reads and calls only: {}, \
-             eth_call, eth_estimateGas; blocks, receipts and transactions are served by the \
-             chain's full nodes)",
-            rpc::STATE_METHODS.join(", ")
+            "method {other} is not served by a node server (state: {}, eth_call, \
+             eth_estimateGas; history: {}; no pool, filters or subscriptions)",
+            rpc::STATE_METHODS.join(", "),
+            HISTORY_METHODS.join(", ")
+        ))),
+    }
+}
+
+/// A finalized block put together from the node's servers.
+struct Whole {
+    /// What the servers gave.
+    records: BlockRecords,
+    /// Its receipts with the block-wide figures.
+    block: BlockReceipts,
+    /// Every transaction it lists, `(shard, encoding)` in block order.
+    raw: Vec<(u16, alloy_primitives::Bytes)>,
+}
+
+/// Block `number` from the node's servers; an error when any shard is missing.
+fn whole_block(queries: &Queries, number: u64) -> Result<Whole, RpcError> {
+    let records = queries
+        .block_blocking(number)
+        .map_err(|e| RpcError::server(e.to_string()))?;
+    let missing = records.missing();
+    if !missing.is_empty() {
+        return Err(RpcError::server(format!(
+            "block {number}: shards {missing:?} were not found on any server of the node \
+             (their owners down, or past the kept receipts window); no partial block is served"
+        )));
+    }
+    let (block, raw) = records.assemble();
+    Ok(Whole {
+        records,
+        block,
+        raw,
+    })
+}
+
+/// The history methods ([`HISTORY_METHODS`]).
+fn history(reads: &Reads, method: &str, params: &[Value]) -> Result<Value, RpcError> {
+    let Some(queries) = &reads.queries else {
+        return Err(RpcError::server(
+            "history is read through the server task, which this endpoint is not connected to",
+        ));
+    };
+    let state_err = |e: phalanx_execution::StateError| RpcError::server(e.to_string());
+    let head = reads
+        .state
+        .head()
+        .map_err(state_err)?
+        .ok_or_else(|| RpcError::server("no state yet"))?
+        .number;
+    // The block a transaction is in, and the transaction's index there; `None`: not in a
+    // finalized block a server of the node kept.
+    let find_tx = |hash: B256| -> Result<Option<(Whole, usize)>, RpcError> {
+        let Some(at) = queries
+            .locate_blocking(hash)
+            .map_err(|e: LookupError| RpcError::server(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        if at.number > head {
+            return Ok(None);
+        }
+        let whole = whole_block(queries, at.number)?;
+        let index = whole
+            .raw
+            .iter()
+            .position(|(_, tx)| alloy_primitives::keccak256(tx) == hash);
+        Ok(index.map(|i| (whole, i)))
+    };
+    match method {
+        "eth_getBlockByNumber" | "eth_getBlockByHash" => {
+            let number = if method == "eth_getBlockByHash" {
+                let hash: B256 = param(params, 0, "block hash")?;
+                match reads.state.finalized_number(hash).map_err(state_err)? {
+                    Some(n) => n,
+                    None => return Ok(Value::Null),
+                }
+            } else {
+                rpc::block_number(params.first(), head, "block")?
+            };
+            if number > head {
+                return Ok(Value::Null);
+            }
+            let full = params.get(1).and_then(Value::as_bool).unwrap_or(false);
+            let w = whole_block(queries, number)?;
+            let root = reads
+                .state
+                .state_root(w.block.block.hash)
+                .map_err(state_err)?
+                .unwrap_or_default();
+            Ok(block_json(&w.records.header, root, &w.block, &w.raw, full))
+        }
+        "eth_getBlockReceipts" => {
+            let number = rpc::block_number(params.first(), head, "block")?;
+            if number > head {
+                return Ok(Value::Null);
+            }
+            let w = whole_block(queries, number)?;
+            Ok(Value::Array(
+                w.block
+                    .txs
+                    .iter()
+                    .map(|t| w.block.receipt_json(t))
+                    .collect(),
+            ))
+        }
+        "eth_getTransactionReceipt" => {
+            let hash: B256 = param(params, 0, "transaction hash")?;
+            Ok(find_tx(hash)?
+                .and_then(|(w, _)| w.block.receipt_of(hash))
+                .unwrap_or(Value::Null))
+        }
+        "eth_getTransactionByHash" => {
+            let hash: B256 = param(params, 0, "transaction hash")?;
+            Ok(find_tx(hash)?.map_or(Value::Null, |(w, i)| {
+                transaction_json(&w.raw[i].1, Some((&w.block.block, i)))
+            }))
+        }
+        other => Err(RpcError::unknown_method(format!(
+            "method {other} is not served"
         ))),
     }
 }
@@ -157,6 +300,7 @@ mod tests {
             let reads = Reads {
                 state: state.clone(),
                 chain_id: header.chain_id,
+                queries: None,
             };
             let at_genesis = ask(&reads, "eth_call", json!([{"data": env_code}])).unwrap_err();
             assert!(at_genesis.message.contains("genesis"), "{at_genesis:?}");
@@ -177,6 +321,7 @@ mod tests {
         let reads = Reads {
             state: Arc::new(StateStore::open(&path).unwrap()),
             chain_id: header.chain_id,
+            queries: None,
         };
         let env = ask(&reads, "eth_call", json!([{"data": env_code}, "latest"])).unwrap();
         assert_eq!(word(&env, 0), U256::from(header.number));

@@ -67,7 +67,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alloy_primitives::{B256, U256};
+use alloy_primitives::{B256, Bytes, U256};
 use phalanx_execution::block::{self, Receipt, ShardResult, VoidReason};
 use phalanx_execution::changes::ShardEffects;
 use phalanx_execution::store::StateStore;
@@ -79,12 +79,13 @@ use tree_hash::TreeHash;
 
 use crate::chain::ChainFollower;
 use crate::equivocation::{self, Judge, Watch};
+use crate::lookup::{Asks, BlockRecords, LookupError, Lookups, Query, QueryInbox, ShardHistory};
 use crate::ownership::{self, ShardRange};
 use crate::store::{CoordinationStore, Created, LeaseId, StoreError};
 use crate::wire::{
     ATTESTATION_TOPIC, AcceptedNote, BLOCK_TOPIC, BuildRequest, ChainBlock, DECLARATION_TOPIC,
     ExecHeader, HEADER_TOPIC, Message, RANGE_BLOCKS, Request, SLASHING_TOPIC, ShardMessage,
-    ShardOutcome, build_topic, effects_topic, shard_topic,
+    ShardOutcome, ShardRecord, TxLocated, build_topic, effects_topic, shard_topic,
 };
 use phalanx_types::consensus::Shard;
 use phalanx_types::{Attestation, Evidence};
@@ -143,6 +144,14 @@ pub struct ServerConfig {
     /// What this server builds shards from when its node produces (step 6); `None`: it
     /// builds nothing.
     pub builder: Option<ShardBuilder>,
+    /// History reads of this server's JSON-RPC, put together from the node's servers
+    /// ([`crate::lookup`]); `None`: no endpoint asks.
+    pub queries: Option<QueryInbox>,
+    /// Keep the transactions of the shards this server runs with each block, indexed by hash
+    /// (default true): what the node's history reads are put together from. `false` saves
+    /// those writes (one index entry per transaction at a random place in the table per
+    /// commit); the server then gives no shard's history.
+    pub keep_transactions: bool,
 }
 
 /// What a server builds a shard from when its node produces, and whose requests it takes.
@@ -265,6 +274,8 @@ impl ServerConfig {
             background_sync: true,
             headers: HeaderSource::Gossip { publisher: None },
             builder: None,
+            queries: None,
+            keep_transactions: true,
         }
     }
 }
@@ -568,6 +579,8 @@ struct Server<N: Network> {
     /// An event made the next step possible (the next header, this server's shards, an
     /// outcome for every shard): take it now rather than at the next tick.
     nudge: bool,
+    /// History reads waiting for the node's other servers ([`crate::lookup`]).
+    lookups: Lookups,
 }
 
 fn key_hex(k: &PeerKey) -> String {
@@ -696,6 +709,7 @@ pub async fn run<N: Network>(
         chain_asked: None,
         chain_logged: Instant::now(),
         nudge: false,
+        lookups: Lookups::default(),
         config,
         state,
         store,
@@ -732,6 +746,12 @@ pub async fn run<N: Network>(
     tracing::info!(server = %me, range = %server.config.range, head = server.head.0, "server up");
     let mut tick = tokio::time::interval(server.config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The RPC's history reads: one server task at a time takes them (a restarted task takes
+    // them up again).
+    let mut queries = match &server.config.queries {
+        Some(inbox) => Some(inbox.0.clone().lock_owned().await),
+        None => None,
+    };
     let served = async {
         loop {
             tokio::select! {
@@ -743,6 +763,12 @@ pub async fn run<N: Network>(
                     None => return Err(ServerError::Net(phalanx_net::NetError::Closed)),
                 },
                 _ = tick.tick() => server.on_tick().await?,
+                Some(query) = async {
+                    match queries.as_mut() {
+                        Some(q) => q.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => server.on_query(query)?,
                 // (A branch among the others: the tick and the network still get their turns
                 // while one step makes the next possible, as when catching up.)
                 () = std::future::ready(()), if server.nudge => {
@@ -1050,6 +1076,22 @@ impl<N: Network> Server<N> {
             Message::Attestation(attestation) => self.on_chain_attestation(from, &attestation),
             Message::Declaration(d) => self.on_watched(from, |w| w.on_declaration(d)),
             Message::Slashing(e) => self.on_watched(from, |w| w.on_evidence(*e)),
+            Message::Located(answer) => {
+                if self.is_member(&from) {
+                    self.lookups.on_located(from, &answer);
+                } else {
+                    self.foreign(from, "transaction location");
+                }
+            }
+            Message::Record(record) => {
+                if !self.is_member(&from) {
+                    self.foreign(from, "shard record");
+                } else if let Some(why) = self.lookups.on_record(from, &record) {
+                    self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                    self.net.report(from, Offence::Invalid);
+                    tracing::warn!(server = %self.me, from = %from, reason = %why, "a server of the node sent a wrong shard record: refused");
+                }
+            }
             Message::Accepted(note) => {
                 if note.shard >= self.config.shards {
                     self.stats.invalid.fetch_add(1, Ordering::Relaxed);
@@ -1382,12 +1424,165 @@ impl<N: Network> Server<N> {
                     self.net.send(from, Message::Shard(m).encode())?;
                 }
             }
+            Request::LOCATE_TX | Request::RECORD if !self.is_member(&from) => {
+                self.foreign(from, "history request");
+            }
+            Request::LOCATE_TX => {
+                let at = self.state.transaction_location(request.root).unwrap_or_else(|e| {
+                    tracing::warn!(server = %self.me, error = %e, "cannot read the transaction index");
+                    None
+                });
+                let answer = TxLocated {
+                    tx: request.root,
+                    found: at.is_some(),
+                    height: at.map_or(0, |a| a.number),
+                    shard: at.map_or(0, |a| a.shard),
+                    position: at.map_or(0, |a| a.position),
+                };
+                self.net.send(from, Message::Located(answer).encode())?;
+            }
+            Request::RECORD => {
+                let record = self.record(request.block, request.index);
+                if let Err(e) = self
+                    .net
+                    .send(from, Message::Record(record.clone()).encode())
+                {
+                    // (Too large for one message: the asker hears that this server lacks it.)
+                    tracing::warn!(server = %self.me, shard = record.shard, error = %e, "cannot send a shard's record");
+                    let none = ShardRecord {
+                        found: false,
+                        transactions: Vec::new(),
+                        receipts: Vec::new(),
+                        ..record
+                    };
+                    self.net.send(from, Message::Record(none).encode())?;
+                }
+            }
             _ => {}
         }
         Ok(())
     }
 
+    /// What this server kept of shard `shard` of `block`, to answer [`Request::RECORD`].
+    fn record(&self, block: B256, shard: u16) -> ShardRecord {
+        let mut record = ShardRecord {
+            block,
+            shard,
+            found: false,
+            transactions: Vec::new(),
+            receipts: Vec::new(),
+        };
+        let read = || -> Result<Option<ShardHistory>, phalanx_execution::StateError> {
+            let Some(txs) = self.state.block_transactions(block)? else {
+                return Ok(None);
+            };
+            let Some((_, txs)) = txs.into_iter().find(|(s, _)| *s == shard) else {
+                return Ok(None);
+            };
+            let receipts = self
+                .state
+                .block_receipts(block)?
+                .unwrap_or_default()
+                .into_iter()
+                .find(|(s, _)| *s == shard)
+                .map(|(_, r)| r)
+                .unwrap_or_default();
+            Ok(Some((txs, receipts)))
+        };
+        match read() {
+            Ok(Some((txs, receipts))) => {
+                record.found = true;
+                record.transactions = txs.into_iter().map(|t| t.to_vec()).collect();
+                record.receipts = phalanx_execution::receipts::encode(&receipts);
+            }
+            Ok(None) | Err(phalanx_execution::StateError::ReceiptsPruned { .. }) => {}
+            Err(e) => {
+                tracing::warn!(server = %self.me, %block, shard, error = %e, "cannot read a shard's record");
+            }
+        }
+        record
+    }
+
+    /// A history read from this server's JSON-RPC ([`crate::lookup`]): answered from its own
+    /// store when it can be, otherwise asked of the node's other servers.
+    fn on_query(&mut self, query: Query) -> Result<(), ServerError> {
+        let now = Instant::now();
+        let others: BTreeSet<PeerKey> = self
+            .members
+            .iter()
+            .filter(|m| **m != self.me)
+            .copied()
+            .collect();
+        let asks = match query {
+            Query::Locate { tx, reply } => match self.state.transaction_location(tx) {
+                Ok(Some(at)) => {
+                    let _ = reply.send(Ok(Some(at)));
+                    Asks::None
+                }
+                Ok(None) => self.lookups.locate(tx, &others, reply, now),
+                Err(e) => {
+                    let _ = reply.send(Err(LookupError::State(e.to_string())));
+                    Asks::None
+                }
+            },
+            Query::Block { number, reply } => match self.own_records(number) {
+                Ok(records) => self.lookups.gather(records, &others, reply, now),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    Asks::None
+                }
+            },
+        };
+        match asks {
+            Asks::None => {}
+            Asks::Locate(tx, to) => {
+                let mut request = Request::new(Request::LOCATE_TX);
+                request.root = tx;
+                let bytes = Message::Request(request).encode();
+                for peer in to {
+                    self.net.send(peer, bytes.clone())?;
+                }
+            }
+            Asks::Records(block, to) => {
+                for (peer, shard) in to {
+                    let mut request = Request::new(Request::RECORD);
+                    request.block = block;
+                    request.index = shard;
+                    self.net.send(peer, Message::Request(request).encode())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finalized height `number`'s header and the shards this server kept of it.
+    fn own_records(&self, number: u64) -> Result<BlockRecords, LookupError> {
+        let state = |e: phalanx_execution::StateError| LookupError::State(e.to_string());
+        let head = self.state.head().map_err(state)?.map_or(0, |h| h.number);
+        if number > head {
+            return Err(LookupError::NotFinalized(number));
+        }
+        let header = self
+            .state
+            .header(number)
+            .map_err(state)?
+            .ok_or(LookupError::NotFinalized(number))?;
+        let mut shards = vec![None; header.shard_roots.len()];
+        // Past this server's own `keep_receipts` window it has none: the other owners may.
+        let mut receipts: BTreeMap<u16, Vec<Receipt>> = unpruned(self.state.receipts(number))
+            .map_err(state)?
+            .into_iter()
+            .collect();
+        for (shard, txs) in unpruned(self.state.transactions(number)).map_err(state)? {
+            if let Some(slot) = shards.get_mut(shard as usize) {
+                *slot = Some((txs, receipts.remove(&shard).unwrap_or_default()));
+            }
+        }
+        Ok(BlockRecords { header, shards })
+    }
+
     async fn on_tick(&mut self) -> Result<(), ServerError> {
+        self.lookups.expire(Instant::now());
         self.keep_lease().await?;
         if self.announced != self.head.0 {
             self.announce().await?;
@@ -2259,14 +2454,27 @@ impl<N: Network> Server<N> {
         }
         // Receipts of the shards whose accepted result is this server's own: kept with the
         // block in the store, so they are on disk when its state is.
+        // Their transactions too (also of a void block: it lists them), and every block's
+        // header: what the node's history reads are put together from (`crate::lookup`).
         let mut kept: Vec<(u16, Vec<Receipt>)> = Vec::new();
+        let mut kept_txs: Vec<(u16, Vec<Bytes>)> = Vec::new();
         for (shard, (root, _)) in &p.accepted {
-            if p.mine.get(shard) == Some(root)
-                && let Some(r) = p.receipts.remove(&(*shard, *root))
-            {
+            if p.mine.get(shard) != Some(root) {
+                continue;
+            }
+            if let Some(r) = p.receipts.remove(&(*shard, *root)) {
                 kept.push((*shard, r));
             }
+            if let Some(m) = p
+                .shards
+                .get(shard)
+                .filter(|_| self.config.keep_transactions)
+            {
+                let txs = m.shard.transactions.iter();
+                kept_txs.push((*shard, txs.map(|t| Bytes::copy_from_slice(t)).collect()));
+            }
         }
+        let header = p.header.clone();
         let env = p.header.env();
         let (state, log) = (self.state.clone(), self.config.roots_log.clone());
         let (parent, hash, number) = (p.header.parent, p.hash, p.header.number);
@@ -2289,11 +2497,14 @@ impl<N: Network> Server<N> {
                 .apply(parent, hash, &env, results)
                 .map_err(|e| ServerError::State(e.to_string()))?;
             Phases::add(&stats.phases.apply_us, started);
+            let kept_err = |e: phalanx_execution::StateError| ServerError::State(e.to_string());
             if result.void.is_none() && !kept.is_empty() {
-                state
-                    .keep_receipts(hash, kept)
-                    .map_err(|e| ServerError::State(e.to_string()))?;
+                state.keep_receipts(hash, kept).map_err(kept_err)?;
             }
+            if !kept_txs.is_empty() {
+                state.keep_transactions(hash, kept_txs).map_err(kept_err)?;
+            }
+            state.keep_header(&header).map_err(kept_err)?;
             if let Some(path) = &log {
                 log_root(path, number, hash, result.post_state_root)
                     .map_err(|e| ServerError::State(format!("{}: {e}", path.display())))?;
@@ -2348,6 +2559,16 @@ impl<N: Network> Server<N> {
             tracing::warn!(server = %self.me, error = %e, "cannot announce the applied height; the tick retries");
         }
         Ok(())
+    }
+}
+
+/// Nothing, for records past the store's kept window.
+fn unpruned<T>(
+    read: Result<Vec<T>, phalanx_execution::StateError>,
+) -> Result<Vec<T>, phalanx_execution::StateError> {
+    match read {
+        Err(phalanx_execution::StateError::ReceiptsPruned { .. }) => Ok(Vec::new()),
+        read => read,
     }
 }
 

@@ -212,6 +212,12 @@ impl Request {
     /// Consensus block `block` by root and its ancestors, newest first: up to
     /// [`RANGE_BLOCKS`] [`Message::ChainBlock`]s.
     pub const CHAIN_ANCESTORS: u8 = 6;
+    /// Node-internal: where the transaction whose hash is `root` is, among the shards the
+    /// asked server kept: one [`Message::Located`].
+    pub const LOCATE_TX: u8 = 7;
+    /// Node-internal: the transactions and receipts of shard `index` of finalized block
+    /// `block` as the asked server kept them: one [`Message::Record`].
+    pub const RECORD: u8 = 8;
 
     /// A request of `kind` with every other field zero.
     pub fn new(kind: u8) -> Self {
@@ -248,6 +254,42 @@ pub enum Message {
     Slashing(Box<Evidence>),
     /// A server wrote a shard's accepted key (node-internal gossip).
     Accepted(AcceptedNote),
+    /// Where a transaction is (node-internal, an answer to [`Request::LOCATE_TX`]).
+    Located(TxLocated),
+    /// A shard's transactions and receipts (node-internal, an answer to [`Request::RECORD`]).
+    Record(ShardRecord),
+}
+
+/// A server's answer to [`Request::LOCATE_TX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct TxLocated {
+    /// The transaction's hash.
+    pub tx: B256,
+    /// Whether the server kept it; the other fields are zero when not.
+    pub found: bool,
+    /// Height of its finalized block.
+    pub height: u64,
+    /// Its shard.
+    pub shard: u16,
+    /// Its position in the shard.
+    pub position: u32,
+}
+
+/// A server's answer to [`Request::RECORD`]: what it kept of one shard of one finalized
+/// block (the shards a server ran: `docs/protocol/cluster.md`, *Receipts on disk*).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct ShardRecord {
+    /// The block.
+    pub block: B256,
+    /// The shard index.
+    pub shard: u16,
+    /// Whether the server kept the shard; the lists are empty when not.
+    pub found: bool,
+    /// The shard's transactions (EIP-2718 encodings), in order.
+    pub transactions: Vec<Vec<u8>>,
+    /// The shard's receipts, one per transaction, as the state store keeps them
+    /// ([`phalanx_execution::receipts`]); empty when the block was void.
+    pub receipts: Vec<u8>,
 }
 
 /// A server's word, on its node's effects topic, that its write of `(block, shard)`'s
@@ -281,6 +323,8 @@ impl Message {
             Message::Declaration(m) => (7, m.as_ssz_bytes()),
             Message::Slashing(m) => (8, m.as_ssz_bytes()),
             Message::Accepted(m) => (9, m.as_ssz_bytes()),
+            Message::Located(m) => (10, m.as_ssz_bytes()),
+            Message::Record(m) => (11, m.as_ssz_bytes()),
         };
         let mut out = Vec::with_capacity(1 + body.len());
         out.push(tag);
@@ -305,6 +349,8 @@ impl Message {
             7 => Message::Declaration(SignedDeclaration::from_ssz_bytes(body).map_err(err)?),
             8 => Message::Slashing(Box::new(Evidence::from_ssz_bytes(body).map_err(err)?)),
             9 => Message::Accepted(AcceptedNote::from_ssz_bytes(body).map_err(err)?),
+            10 => Message::Located(TxLocated::from_ssz_bytes(body).map_err(err)?),
+            11 => Message::Record(ShardRecord::from_ssz_bytes(body).map_err(err)?),
             t => return Err(DecodeError(format!("unknown tag {t}"))),
         })
     }
@@ -406,6 +452,20 @@ mod tests {
                 block: B256::repeat_byte(3),
                 shard: 1,
             }),
+            Message::Located(TxLocated {
+                tx: B256::repeat_byte(4),
+                found: true,
+                height: 9,
+                shard: 2,
+                position: 70_000,
+            }),
+            Message::Record(ShardRecord {
+                block: B256::repeat_byte(5),
+                shard: 1,
+                found: true,
+                transactions: shards[1].transactions.iter().map(|t| t.to_vec()).collect(),
+                receipts: vec![1, 2, 3],
+            }),
         ]
     }
 
@@ -431,7 +491,7 @@ mod tests {
         /// message ids cannot be dodged by re-encoding).
         #[test]
         fn any_bytes_are_a_message_or_an_error(
-            tag in 0u8..12,
+            tag in 0u8..14,
             body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024),
         ) {
             let mut bytes = vec![tag];
@@ -447,7 +507,7 @@ mod tests {
         #[test]
         fn corrupted_messages_are_a_message_or_an_error(
             kind in proptest::prelude::any::<proptest::sample::Index>(),
-            retag in proptest::option::of(0u8..12),
+            retag in proptest::option::of(0u8..14),
             edits in proptest::collection::vec(
                 (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()),
                 1..6,

@@ -4,9 +4,11 @@
 //! the servers that ran each shard, each keeping them with the block in its state store
 //! ([`StateStore::block_receipts`](phalanx_execution::store::StateStore::block_receipts): in
 //! memory until the block's commit, on disk after it, also across a restart). Block-wide
-//! figures — cumulative gas, log indices, `gasUsed`, `logsBloom` — are assembled here in that
-//! order. A transaction its shard skipped (invalid: it did not run) has no receipt and no
-//! logs.
+//! figures — cumulative gas, log indices, `gasUsed`, `logsBloom` — are assembled in that
+//! order by [`phalanx_execution::history`], which a `phalanx node` server's endpoint shares
+//! (there the shards come from the node's servers). A transaction its shard skipped
+//! (invalid: it did not run) has no receipt and no logs. `eth_getBlockReceipts` answers
+//! once every shard's receipts are recorded, as `eth_getTransactionReceipt` does.
 //!
 //! - `eth_getBlockByNumber` / `eth_getBlockByHash`: `gasUsed`, `logsBloom` and
 //!   `receiptsRoot` from the receipts, `transactionsRoot` over every transaction the block
@@ -22,12 +24,11 @@
 //!   limit, and the asked percentiles of the effective priority fees paid, weighted by gas as
 //!   geth does; at most [`MAX_FEE_HISTORY`] blocks.
 
-use alloy_consensus::proofs::{calculate_receipt_root, ordered_trie_root_encoded};
-use alloy_consensus::{Eip658Value, ReceiptEnvelope, ReceiptWithBloom};
-use alloy_primitives::{B256, Bloom, Bytes, keccak256};
+use alloy_primitives::B256;
 use phalanx_cluster::wire::ExecHeader;
-use phalanx_execution::block::{Receipt, TxStatus};
-use phalanx_execution::rpc::{RpcError, quantity};
+use phalanx_execution::block::Receipt;
+use phalanx_execution::history::{BlockReceipts, BlockRef};
+use phalanx_execution::rpc::{RpcError, block_number, quantity};
 use serde_json::{Value, json};
 
 use crate::Shared;
@@ -39,122 +40,9 @@ pub(crate) const MAX_LOGS: usize = 10_000;
 /// Blocks one `eth_feeHistory` may span.
 pub(crate) const MAX_FEE_HISTORY: u64 = 1_024;
 
-/// An executed transaction of a block with its receipt.
-pub(crate) struct TxReceipt {
-    /// Index in the block.
-    pub(crate) index: usize,
-    /// Hash.
-    pub(crate) hash: B256,
-    /// Encoding.
-    pub(crate) raw: Bytes,
-    /// The receipt its shard's servers kept.
-    pub(crate) receipt: Receipt,
-    /// Gas used by the block up to and including it.
-    pub(crate) cumulative: u64,
-    /// Block-wide index of its first log.
-    pub(crate) first_log: u64,
-}
-
-/// A block's executed transactions with their receipts.
-pub(crate) struct BlockReceipts {
-    pub(crate) header: ExecHeader,
-    /// Every transaction's hash, in block order (skipped ones included).
-    pub(crate) hashes: Vec<B256>,
-    /// The executed ones, with receipts.
-    pub(crate) txs: Vec<TxReceipt>,
-    /// `false` while some transaction's receipt is not held yet and some server has still to
-    /// apply the block (its owners record receipts as they apply it).
-    pub(crate) complete: bool,
-}
-
-impl BlockReceipts {
-    /// Gas used by the block.
-    pub(crate) fn gas_used(&self) -> u64 {
-        self.txs.last().map_or(0, |t| t.cumulative)
-    }
-
-    /// The union of its logs' blooms.
-    pub(crate) fn bloom(&self) -> Bloom {
-        let mut bloom = Bloom::ZERO;
-        for t in &self.txs {
-            for log in &t.receipt.logs {
-                bloom.accrue_log(log);
-            }
-        }
-        bloom
-    }
-
-    /// The receipts root: the ordered trie of the executed transactions' EIP-2718 receipts
-    /// (status, block-cumulative gas, bloom, logs). A transaction its shard skipped has no
-    /// receipt, so it has no entry here although the transactions root lists it.
-    pub(crate) fn receipts_root(&self) -> B256 {
-        let receipts: Vec<ReceiptEnvelope> = self
-            .txs
-            .iter()
-            .map(|t| {
-                let receipt = ReceiptWithBloom::from(alloy_consensus::Receipt {
-                    status: Eip658Value::Eip658(t.receipt.status == TxStatus::Success),
-                    cumulative_gas_used: t.cumulative,
-                    logs: t.receipt.logs.clone(),
-                });
-                match t.raw.first() {
-                    Some(1) => ReceiptEnvelope::Eip2930(receipt),
-                    Some(2) => ReceiptEnvelope::Eip1559(receipt),
-                    Some(3) => ReceiptEnvelope::Eip4844(receipt),
-                    Some(4) => ReceiptEnvelope::Eip7702(receipt),
-                    _ => ReceiptEnvelope::Legacy(receipt),
-                }
-            })
-            .collect();
-        calculate_receipt_root(&receipts)
-    }
-
-    /// The logs of `tx` as JSON-RPC shows them.
-    pub(crate) fn logs_json(&self, tx: &TxReceipt) -> Vec<Value> {
-        tx.receipt
-            .logs
-            .iter()
-            .enumerate()
-            .map(|(i, log)| {
-                json!({
-                    "address": log.address,
-                    "topics": log.data.topics(),
-                    "data": log.data.data,
-                    "logIndex": quantity(tx.first_log + i as u64),
-                    "transactionIndex": quantity(tx.index as u64),
-                    "transactionHash": tx.hash,
-                    "blockHash": self.header.hash(),
-                    "blockNumber": quantity(self.header.number),
-                    "removed": false,
-                })
-            })
-            .collect()
-    }
-
-    /// The receipt of `tx` as JSON-RPC shows it.
-    pub(crate) fn receipt_json(&self, tx: &TxReceipt) -> Value {
-        let object = crate::rpc::transaction_json(&tx.raw, Some((&self.header, tx.index)));
-        let mut bloom = Bloom::ZERO;
-        for log in &tx.receipt.logs {
-            bloom.accrue_log(log);
-        }
-        json!({
-            "transactionHash": tx.hash,
-            "transactionIndex": quantity(tx.index as u64),
-            "blockHash": self.header.hash(),
-            "blockNumber": quantity(self.header.number),
-            "from": tx.receipt.sender.or_else(|| object["from"].as_str().and_then(|s| s.parse().ok())),
-            "to": object["to"],
-            "cumulativeGasUsed": quantity(tx.cumulative),
-            "gasUsed": quantity(tx.receipt.gas_used),
-            "effectiveGasPrice": object["gasPrice"],
-            "contractAddress": tx.receipt.contract_address,
-            "logs": self.logs_json(tx),
-            "logsBloom": bloom,
-            "status": if tx.receipt.status == TxStatus::Success { "0x1" } else { "0x0" },
-            "type": object["type"],
-        })
-    }
+/// How the shared history code names the block of `header`.
+pub(crate) fn block_ref(header: &ExecHeader) -> BlockRef {
+    BlockRef::of(header)
 }
 
 /// Block `height`'s executed transactions with their receipts; `None` if it is not executed.
@@ -162,14 +50,10 @@ pub(crate) fn block_receipts(shared: &Shared, height: u64) -> Option<BlockReceip
     if shared.executed().is_none_or(|h| h.number < height) {
         return None;
     }
-    let (header, raw, hashes) = {
+    let (header, raw) = {
         let blocks = shared.blocks();
         let block = blocks.get(&height)?;
-        (
-            block.header.clone(),
-            block.raw.clone(),
-            block.transactions.clone(),
-        )
+        (block.header.clone(), block.raw.clone())
     };
     let mut by_shard: std::collections::BTreeMap<u16, Vec<Receipt>> =
         std::collections::BTreeMap::new();
@@ -185,38 +69,7 @@ pub(crate) fn block_receipts(shared: &Shared, height: u64) -> Option<BlockReceip
             by_shard.entry(shard).or_insert(receipts);
         }
     }
-    let mut out = BlockReceipts {
-        header,
-        hashes,
-        txs: Vec::new(),
-        complete: true,
-    };
-    let (mut cumulative, mut log_index) = (0u64, 0u64);
-    let mut position: std::collections::BTreeMap<u16, usize> = std::collections::BTreeMap::new();
-    for (index, (shard, tx_raw)) in raw.into_iter().enumerate() {
-        let at = position.entry(shard).or_insert(0);
-        let found = by_shard.get(&shard).and_then(|r| r.get(*at)).cloned();
-        *at += 1;
-        let hash = keccak256(&tx_raw);
-        let Some(receipt) = found.filter(|r| r.tx_hash == hash) else {
-            out.complete = false;
-            continue;
-        };
-        if matches!(receipt.status, TxStatus::Skipped(_)) {
-            continue;
-        }
-        cumulative += receipt.gas_used;
-        let first_log = log_index;
-        log_index += receipt.logs.len() as u64;
-        out.txs.push(TxReceipt {
-            index,
-            hash,
-            raw: tx_raw,
-            receipt,
-            cumulative,
-            first_log,
-        });
-    }
+    let mut out = BlockReceipts::assemble(block_ref(&header), raw, &by_shard);
     // Once every server has applied the block no more receipts will come (a void block has
     // none): what is held is all there is.
     if !out.complete && shared.stats.iter().all(|s| s.head() >= height) {
@@ -242,6 +95,16 @@ pub(crate) fn receipt(shared: &Shared, hash: B256) -> Value {
         .map_or(Value::Null, |t| block.receipt_json(t))
 }
 
+/// The receipts of block `n`'s executed transactions (`eth_getBlockReceipts`); `null` until
+/// the block is executed and its owners have recorded every shard's receipts.
+pub(crate) fn block_receipts_json(shared: &Shared, n: u64) -> Value {
+    block_receipts(shared, n)
+        .filter(|b| b.complete)
+        .map_or(Value::Null, |b| {
+            Value::Array(b.txs.iter().map(|t| b.receipt_json(t)).collect())
+        })
+}
+
 /// The height of the block with hash `hash`, if known.
 pub(crate) fn height_of(shared: &Shared, hash: B256) -> Option<u64> {
     shared
@@ -257,67 +120,15 @@ pub(crate) fn block_json(shared: &Shared, n: u64, full: bool) -> Value {
     let Some(block) = block_receipts(shared, n) else {
         return Value::Null;
     };
-    let h = &block.header;
-    let root = shared.root_of(h.hash()).unwrap_or_default();
-    let raw = shared
+    let Some((header, raw)) = shared
         .blocks()
         .get(&n)
-        .map(|b| b.raw.clone())
-        .unwrap_or_default();
-    let encoded: Vec<&Bytes> = raw.iter().map(|(_, tx)| tx).collect();
-    let transactions_root = ordered_trie_root_encoded(&encoded);
-    let transactions: Vec<Value> = if full {
-        raw.iter()
-            .enumerate()
-            .map(|(i, (_, tx))| crate::rpc::transaction_json(tx, Some((h, i))))
-            .collect()
-    } else {
-        block.hashes.iter().map(|x| json!(x)).collect()
+        .map(|b| (b.header.clone(), b.raw.clone()))
+    else {
+        return Value::Null;
     };
-    json!({
-        "number": quantity(h.number),
-        "hash": h.hash(),
-        "parentHash": h.parent,
-        "timestamp": quantity(h.timestamp),
-        "baseFeePerGas": quantity(h.basefee),
-        "gasLimit": quantity(h.block_gas_limit),
-        "gasUsed": quantity(block.gas_used()),
-        "miner": h.producer_reward,
-        "mixHash": h.prevrandao,
-        "stateRoot": root,
-        "nonce": "0x0000000000000000",
-        "difficulty": "0x0",
-        "totalDifficulty": "0x0",
-        "extraData": "0x",
-        "logsBloom": block.bloom(),
-        "sha3Uncles": B256::ZERO,
-        "transactionsRoot": transactions_root,
-        "receiptsRoot": block.receipts_root(),
-        "size": "0x0",
-        "uncles": [],
-        "transactions": transactions,
-    })
-}
-
-/// A block tag or number in a filter or fee-history request, against the executed `head`.
-fn block_number(v: Option<&Value>, head: u64, what: &str) -> Result<u64, RpcError> {
-    let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Ok(head);
-    };
-    if let Some(n) = v.as_u64() {
-        return Ok(n);
-    }
-    match v.as_str() {
-        Some("latest" | "safe" | "finalized" | "pending") => Ok(head),
-        Some("earliest") => Ok(0),
-        Some(s) => s
-            .strip_prefix("0x")
-            .and_then(|h| u64::from_str_radix(h, 16).ok())
-            .ok_or_else(|| RpcError::params(format!("{what}: {s:?} is not a tag or hex number"))),
-        None => Err(RpcError::params(format!(
-            "{what}: expected a tag or hex number"
-        ))),
-    }
+    let root = shared.root_of(header.hash()).unwrap_or_default();
+    phalanx_execution::history::block_json(&header, root, &block, &raw, full)
 }
 
 /// One topic position of a filter: any, or one of these.
@@ -559,8 +370,14 @@ pub(crate) fn fee_history(shared: &Shared, params: &[Value]) -> Result<Value, Rp
     let mut rewards = Vec::new();
     for n in oldest..=newest {
         let block = block_receipts(shared, n);
-        let (basefee, limit) = block.as_ref().map_or((crate::exec::BASEFEE, 1), |b| {
-            (b.header.basefee, b.header.block_gas_limit.max(1))
+        let basefee = block
+            .as_ref()
+            .map_or(crate::exec::BASEFEE, |b| b.block.basefee);
+        let limit = block.as_ref().map_or(1, |_| {
+            shared
+                .blocks()
+                .get(&n)
+                .map_or(1, |b| b.header.block_gas_limit.max(1))
         });
         base_fees.push(quantity(basefee));
         let used = block.as_ref().map_or(0, BlockReceipts::gas_used);

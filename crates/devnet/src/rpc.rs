@@ -13,6 +13,7 @@
 //! `eth_getTransactionCount`, `eth_getCode`, `eth_getStorageAt`, `eth_getProof`, `eth_call`,
 //! `eth_estimateGas`, `eth_getBlockByNumber`, `eth_getBlockByHash`, `eth_getLogs`,
 //! `eth_feeHistory`, `eth_getTransactionByHash`, `eth_getTransactionReceipt`,
+//! `eth_getBlockReceipts`,
 //! `eth_sendRawTransaction`, `eth_accounts`, and the filters (`eth_newFilter`,
 //! `eth_newBlockFilter`, `eth_newPendingTransactionFilter`, `eth_getFilterChanges`,
 //! `eth_getFilterLogs`, `eth_uninstallFilter`: `filters`); conventions and error
@@ -65,20 +66,15 @@ pub(crate) fn call(shared: &Shared, method: &str, params: &[Value]) -> Result<Va
         "eth_gasPrice" => Ok(quantity(2 * crate::exec::BASEFEE)),
         "eth_maxPriorityFeePerGas" => Ok(quantity(crate::exec::BASEFEE)),
         "eth_getBlockByNumber" => {
-            let tag: String = param(params, 0, "block")?;
-            let full = params.get(1).and_then(Value::as_bool).unwrap_or(false);
             let head = shared.executed().map_or(0, |h| h.number);
-            let n = match tag.as_str() {
-                "latest" | "safe" | "finalized" | "pending" => head,
-                "earliest" => 0,
-                s => s
-                    .strip_prefix("0x")
-                    .and_then(|h| u64::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| {
-                        RpcError::params(format!("block {s:?} is not a tag or hex number"))
-                    })?,
-            };
+            let n = rpc::block_number(params.first(), head, "block")?;
+            let full = params.get(1).and_then(Value::as_bool).unwrap_or(false);
             Ok(crate::history::block_json(shared, n, full))
+        }
+        "eth_getBlockReceipts" => {
+            let head = shared.executed().map_or(0, |h| h.number);
+            let n = rpc::block_number(params.first(), head, "block")?;
+            Ok(crate::history::block_receipts_json(shared, n))
         }
         "eth_getBlockByHash" => {
             let hash: B256 = param(params, 0, "block hash")?;
@@ -144,43 +140,8 @@ fn head_state<T>(
 
 /// A transaction as JSON-RPC shows it; `at` is its block header and index once in a block.
 pub(crate) fn transaction_json(raw: &Bytes, at: Option<(&ExecHeader, usize)>) -> Value {
-    use alloy_consensus::Transaction as _;
-    use alloy_consensus::transaction::SignerRecoverable as _;
-    let Ok(tx) = phalanx_types::transaction::decode(raw) else {
-        return Value::Null;
-    };
-    let from = tx.recover_signer().ok();
-    let sig = tx.signature();
-    let ty = tx.tx_type() as u8;
-    let parity = u64::from(sig.v());
-    let v = match (ty, tx.chain_id()) {
-        (0, Some(id)) => id * 2 + 35 + parity,
-        (0, None) => 27 + parity,
-        _ => parity,
-    };
-    let basefee = at.map(|(h, _)| h.basefee);
-    json!({
-        "hash": alloy_primitives::keccak256(raw),
-        "nonce": quantity(tx.nonce()),
-        "from": from,
-        "to": tx.to(),
-        "value": quantity(tx.value()),
-        "gas": quantity(tx.gas_limit()),
-        "gasPrice": quantity(tx.effective_gas_price(basefee)),
-        "maxFeePerGas": quantity(tx.max_fee_per_gas()),
-        "maxPriorityFeePerGas": tx.max_priority_fee_per_gas().map(quantity),
-        "input": tx.input(),
-        "type": quantity(ty),
-        "chainId": tx.chain_id().map(quantity),
-        "accessList": tx.access_list().cloned().unwrap_or_default(),
-        "v": quantity(v),
-        "yParity": quantity(parity),
-        "r": quantity(sig.r()),
-        "s": quantity(sig.s()),
-        "blockHash": at.map(|(h, _)| h.hash()),
-        "blockNumber": at.map(|(h, _)| quantity(h.number)),
-        "transactionIndex": at.map(|(_, i)| quantity(i as u64)),
-    })
+    let block = at.map(|(h, i)| (crate::history::block_ref(h), i));
+    phalanx_execution::history::transaction_json(raw, block.as_ref().map(|(b, i)| (b, *i)))
 }
 
 fn transaction_by_hash(shared: &Shared, hash: B256) -> Value {

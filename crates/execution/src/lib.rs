@@ -24,6 +24,7 @@ pub mod domain;
 pub mod error;
 pub mod evm;
 pub mod header;
+pub mod history;
 pub mod proof;
 pub mod reader;
 pub mod receipts;

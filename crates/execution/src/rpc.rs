@@ -128,6 +128,29 @@ pub fn quantity(v: impl std::fmt::LowerHex) -> Value {
     Value::String(format!("{v:#x}"))
 }
 
+/// A block tag or number (`what` names it in errors) against the endpoint's `head`: absent
+/// or `null`, `latest`, `safe`, `finalized` and `pending` are the head (execution follows
+/// finality), `earliest` is 0; a hex quantity or a JSON number is itself.
+pub fn block_number(v: Option<&Value>, head: u64, what: &str) -> Result<u64, RpcError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(head);
+    };
+    if let Some(n) = v.as_u64() {
+        return Ok(n);
+    }
+    match v.as_str() {
+        Some("latest" | "safe" | "finalized" | "pending") => Ok(head),
+        Some("earliest") => Ok(0),
+        Some(s) => s
+            .strip_prefix("0x")
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .ok_or_else(|| RpcError::params(format!("{what}: {s:?} is not a tag or hex number"))),
+        None => Err(RpcError::params(format!(
+            "{what}: expected a tag or hex number"
+        ))),
+    }
+}
+
 /// Parameter `i`, decoded, or a -32602 naming it.
 pub fn param<T: serde::de::DeserializeOwned>(
     params: &[Value],

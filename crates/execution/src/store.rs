@@ -31,6 +31,12 @@
 //!   that commit) or by height. Every height's are kept unless
 //!   [`StateStore::keep_receipt_heights`] bounds them: each commit then drops those of the
 //!   heights that fell out of the window, and reading one is [`StateError::ReceiptsPruned`].
+//! * **Transactions** kept with a block ([`StateStore::keep_transactions`]: a server keeps
+//!   those of the shards it ran) go in the same commit, by `(height, shard)`, with an index
+//!   from each transaction's hash to its place ([`StateStore::transaction_location`]), and
+//!   share the receipts' window. A block's header kept with it ([`StateStore::keep_header`])
+//!   is kept whatever the window: with these a server answers for blocks, transactions and
+//!   receipts, not only state.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -39,13 +45,14 @@ use std::sync::{Arc, RwLock};
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_trie::TrieAccount;
 use phalanx_trie::{EMPTY_ROOT, NodeSource, TrieError};
-use redb::{ReadOnlyTable, ReadableDatabase, TableDefinition};
+use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::block::{
     BlockEnv, BlockResult, Receipt, ShardResult, VoidReason, execute_block, finish_block,
 };
 use crate::changes::{Changes, apply_changes};
 use crate::error::{ExecError, StateError};
+use crate::header::ExecHeader;
 use crate::reader::{CodeSource, EmptyState, StateReader, decode_account, encode_account};
 
 const NODES: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("trie_nodes");
@@ -59,9 +66,106 @@ const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 /// `(height, shard)` → that shard's receipts ([`crate::receipts`]), for the shards whose
 /// receipts were kept ([`StateStore::keep_receipts`]).
 const RECEIPTS: TableDefinition<'_, (u64, u16), &[u8]> = TableDefinition::new("receipts");
+/// `(height, shard)` → that shard's transactions (SSZ list of their EIP-2718 encodings), for
+/// the shards whose transactions were kept ([`StateStore::keep_transactions`]).
+const TRANSACTIONS: TableDefinition<'_, (u64, u16), &[u8]> = TableDefinition::new("transactions");
+/// Transaction hash → height (8 bytes), shard (2) and position in the shard (4), big-endian,
+/// for every transaction in [`TRANSACTIONS`].
+const TX_INDEX: TableDefinition<'_, &[u8; 32], &[u8; 14]> = TableDefinition::new("tx_index");
+/// Height → its finalized block's [`ExecHeader`] (SSZ), for the blocks whose header was kept
+/// ([`StateStore::keep_header`]).
+const HEADERS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("headers");
 
 /// The receipts kept with one block: `(shard, receipts)` per shard, in shard order.
 pub type ShardReceipts = Vec<(u16, Vec<Receipt>)>;
+
+/// The transactions kept with one block: `(shard, EIP-2718 encodings)` per shard, in shard
+/// order.
+pub type ShardTransactions = Vec<(u16, Vec<Bytes>)>;
+
+/// What a commit writes besides the state: receipts, transactions and headers kept with its
+/// blocks.
+#[derive(Default, Clone, Copy)]
+struct Kept<'a> {
+    receipts: &'a [(u64, u16, Vec<u8>)],
+    transactions: &'a [(u64, u16, Vec<Bytes>)],
+    headers: &'a [(u64, Vec<u8>)],
+}
+
+/// Where a kept transaction is ([`StateStore::transaction_location`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxLocation {
+    /// Finalized height of its block.
+    pub number: u64,
+    /// Its shard.
+    pub shard: u16,
+    /// Its position in the shard.
+    pub position: u32,
+}
+
+impl TxLocation {
+    fn encode(&self) -> [u8; 14] {
+        let mut out = [0u8; 14];
+        out[..8].copy_from_slice(&self.number.to_be_bytes());
+        out[8..10].copy_from_slice(&self.shard.to_be_bytes());
+        out[10..].copy_from_slice(&self.position.to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8; 14]) -> Self {
+        let mut number = [0u8; 8];
+        number.copy_from_slice(&bytes[..8]);
+        let mut position = [0u8; 4];
+        position.copy_from_slice(&bytes[10..]);
+        Self {
+            number: u64::from_be_bytes(number),
+            shard: u16::from_be_bytes([bytes[8], bytes[9]]),
+            position: u32::from_be_bytes(position),
+        }
+    }
+}
+
+fn encode_transactions(txs: &[Bytes]) -> Vec<u8> {
+    use ssz::Encode as _;
+    txs.iter()
+        .map(|t| t.to_vec())
+        .collect::<Vec<_>>()
+        .as_ssz_bytes()
+}
+
+fn decode_transactions(bytes: &[u8]) -> Result<Vec<Bytes>, String> {
+    use ssz::Decode as _;
+    Vec::<Vec<u8>>::from_ssz_bytes(bytes)
+        .map(|v| v.into_iter().map(Bytes::from).collect())
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// The transactions stored for finalized height `number`, in shard order.
+fn read_transactions(
+    txn: &redb::ReadTransaction,
+    number: u64,
+) -> Result<ShardTransactions, StateError> {
+    let table = match txn.open_table(TRANSACTIONS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(db_err(e)),
+    };
+    let mut out = Vec::new();
+    for entry in table
+        .range((number, 0u16)..=(number, u16::MAX))
+        .map_err(db_err)?
+    {
+        let (key, value) = entry.map_err(db_err)?;
+        let shard = key.value().1;
+        let txs = decode_transactions(value.value()).map_err(|e| {
+            StateError::Database(format!(
+                "transactions of height {number}, shard {shard}: {e}"
+            ))
+        })?;
+        out.push((shard, txs));
+    }
+    Ok(out)
+}
 
 fn db_err(e: impl std::fmt::Display) -> StateError {
     StateError::Database(e.to_string())
@@ -87,6 +191,16 @@ fn read_receipts(txn: &redb::ReadTransaction, number: u64) -> Result<ShardReceip
         out.push((shard, receipts));
     }
     Ok(out)
+}
+
+/// The height of finalized `block`, if the store holds it.
+fn block_number(txn: &redb::ReadTransaction, block: B256) -> Result<Option<u64>, StateError> {
+    let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+    Ok(blocks.get(&block.0).map_err(db_err)?.map(|entry| {
+        let mut number = [0u8; 8];
+        number.copy_from_slice(&entry.value()[..8]);
+        u64::from_be_bytes(number)
+    }))
 }
 
 fn storage_key(address: Address, slot: U256) -> [u8; 52] {
@@ -292,6 +406,10 @@ struct Inner {
     overlays: HashMap<B256, Arc<Overlay>>,
     /// Receipts kept with unfinalized blocks, written in the commit that finalizes them.
     receipts: HashMap<B256, ShardReceipts>,
+    /// Transactions kept with unfinalized blocks, likewise.
+    transactions: HashMap<B256, ShardTransactions>,
+    /// Headers kept with unfinalized blocks, likewise.
+    headers: HashMap<B256, ExecHeader>,
 }
 
 /// The overlays from `block` back to (not including) the persisted `head`, newest first.
@@ -415,6 +533,8 @@ impl StateStore {
                 head_env,
                 overlays: HashMap::new(),
                 receipts: HashMap::new(),
+                transactions: HashMap::new(),
+                headers: HashMap::new(),
             }),
             prune: None,
             receipt_heights: None,
@@ -552,7 +672,7 @@ impl StateStore {
         };
         self.persist(
             &[(block, Arc::new(overlay))],
-            &[],
+            Kept::default(),
             head,
             redb::Durability::Immediate,
         )?;
@@ -602,6 +722,12 @@ impl StateStore {
             .get(&block.0)
             .map_err(db_err)?
             .map(|v| B256::from_slice(&v.value()[8..])))
+    }
+
+    /// The height of finalized block `block` (`None` if this store did not finalize it).
+    pub fn finalized_number(&self, block: B256) -> Result<Option<u64>, StateError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        block_number(&txn, block)
     }
 
     /// The hash of the finalized block at height `number` (`None` above the head, or for a
@@ -682,21 +808,113 @@ impl StateStore {
             }
         }
         let txn = self.db.begin_read().map_err(db_err)?;
-        let number = {
-            let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
-            match blocks.get(&block.0).map_err(db_err)? {
-                Some(entry) => {
-                    let mut number = [0u8; 8];
-                    number.copy_from_slice(&entry.value()[..8]);
-                    u64::from_be_bytes(number)
-                }
-                None => return Ok(None),
-            }
+        let Some(number) = block_number(&txn, block)? else {
+            return Ok(None);
         };
         if let Some(pruned) = self.receipts_pruned(&txn, number)? {
             return Err(pruned);
         }
         read_receipts(&txn, number).map(Some)
+    }
+
+    /// Keeps `shards`' transactions (`(shard, encodings)`) with the unfinalized `block`, as
+    /// [`StateStore::keep_receipts`] keeps receipts: written in the commit that finalizes it
+    /// (with an index by hash, [`StateStore::transaction_location`]), pruned with the
+    /// receipts ([`StateStore::keep_receipt_heights`]), dropped with the block if it never
+    /// becomes final.
+    pub fn keep_transactions(
+        &self,
+        block: B256,
+        shards: ShardTransactions,
+    ) -> Result<(), StateError> {
+        let mut inner = self.write_inner()?;
+        if !inner.overlays.contains_key(&block) {
+            return Err(StateError::UnknownBlock(block));
+        }
+        inner.transactions.insert(block, shards);
+        Ok(())
+    }
+
+    /// The transactions kept with `block` ([`StateStore::keep_transactions`]), from memory
+    /// before its commit and from disk after it, as [`StateStore::block_receipts`].
+    pub fn block_transactions(&self, block: B256) -> Result<Option<ShardTransactions>, StateError> {
+        {
+            let inner = self.read_inner()?;
+            if let Some(kept) = inner.transactions.get(&block) {
+                return Ok(Some(kept.clone()));
+            }
+            if inner.overlays.contains_key(&block) {
+                return Ok(Some(Vec::new()));
+            }
+        }
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let Some(number) = block_number(&txn, block)? else {
+            return Ok(None);
+        };
+        if let Some(pruned) = self.receipts_pruned(&txn, number)? {
+            return Err(pruned);
+        }
+        read_transactions(&txn, number).map(Some)
+    }
+
+    /// The transactions kept with finalized height `number`, in shard order (see
+    /// [`StateStore::receipts`]).
+    pub fn transactions(&self, number: u64) -> Result<ShardTransactions, StateError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        if let Some(pruned) = self.receipts_pruned(&txn, number)? {
+            return Err(pruned);
+        }
+        read_transactions(&txn, number)
+    }
+
+    /// Where the transaction with hash `hash` is, if a finalized block of this store kept it
+    /// ([`StateStore::keep_transactions`]) and it is inside the kept window. A transaction
+    /// included twice (a replay the chain let through as skipped) is found at its latest
+    /// place.
+    pub fn transaction_location(&self, hash: B256) -> Result<Option<TxLocation>, StateError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = match txn.open_table(TX_INDEX) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db_err(e)),
+        };
+        Ok(table
+            .get(&hash.0)
+            .map_err(db_err)?
+            .map(|v| TxLocation::decode(v.value())))
+    }
+
+    /// Keeps `header` with the unfinalized block it names, to be written in the commit that
+    /// finalizes it and read by height ([`StateStore::header`]).
+    pub fn keep_header(&self, header: &ExecHeader) -> Result<(), StateError> {
+        let block = header.hash();
+        let mut inner = self.write_inner()?;
+        if !inner.overlays.contains_key(&block) {
+            return Err(StateError::UnknownBlock(block));
+        }
+        inner.headers.insert(block, header.clone());
+        Ok(())
+    }
+
+    /// The header kept with the finalized block at height `number`
+    /// ([`StateStore::keep_header`]); `None` above the head, at genesis, or where none was
+    /// kept.
+    pub fn header(&self, number: u64) -> Result<Option<ExecHeader>, StateError> {
+        use ssz::Decode as _;
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = match txn.open_table(HEADERS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db_err(e)),
+        };
+        table
+            .get(number)
+            .map_err(db_err)?
+            .map(|v| {
+                ExecHeader::from_ssz_bytes(v.value())
+                    .map_err(|e| StateError::Database(format!("header of height {number}: {e:?}")))
+            })
+            .transpose()
     }
 
     /// The receipts kept with finalized height `number` ([`StateStore::keep_receipts`]),
@@ -734,7 +952,7 @@ impl StateStore {
         let txn = self.db.begin_write().map_err(db_err)?;
         let head = {
             let meta = txn.open_table(META).map_err(db_err)?;
-            redb::ReadableTable::get(&meta, "head")
+            meta.get("head")
                 .map_err(db_err)?
                 .map(|v| Head::decode(v.value()))
                 .transpose()?
@@ -744,7 +962,7 @@ impl StateStore {
     }
 
     fn finalize_with(&self, block: B256, durability: redb::Durability) -> Result<(), StateError> {
-        let (chain, head, receipts) = {
+        let (chain, head, receipts, transactions, headers) = {
             let inner = self.read_inner()?;
             let head = inner.head.ok_or(StateError::UnknownBlock(block))?;
             if block == head.block {
@@ -763,6 +981,26 @@ impl StateStore {
                     })
                 })
                 .collect();
+            let transactions: Vec<(u64, u16, Vec<Bytes>)> = chain
+                .iter()
+                .flat_map(|(hash, overlay)| {
+                    inner.transactions.get(hash).into_iter().flat_map(|shards| {
+                        shards
+                            .iter()
+                            .map(|(shard, txs)| (overlay.number, *shard, txs.clone()))
+                    })
+                })
+                .collect();
+            let headers: Vec<(u64, Vec<u8>)> = chain
+                .iter()
+                .filter_map(|(hash, overlay)| {
+                    use ssz::Encode as _;
+                    inner
+                        .headers
+                        .get(hash)
+                        .map(|h| (overlay.number, h.as_ssz_bytes()))
+                })
+                .collect();
             (
                 chain.clone(),
                 Head {
@@ -771,9 +1009,16 @@ impl StateStore {
                     state_root: tip.state_root,
                 },
                 receipts,
+                transactions,
+                headers,
             )
         };
-        self.persist(&chain, &receipts, head, durability)?;
+        let kept = Kept {
+            receipts: &receipts,
+            transactions: &transactions,
+            headers: &headers,
+        };
+        self.persist(&chain, kept, head, durability)?;
         let mut inner = self.write_inner()?;
         inner.head = Some(head);
         inner.head_env = chain.last().and_then(|(_, o)| o.env.clone());
@@ -801,6 +1046,8 @@ impl StateStore {
             .collect();
         inner.overlays.retain(|h, _| keep.contains(h));
         inner.receipts.retain(|h, _| keep.contains(h));
+        inner.transactions.retain(|h, _| keep.contains(h));
+        inner.headers.retain(|h, _| keep.contains(h));
         Ok(())
     }
 
@@ -812,10 +1059,15 @@ impl StateStore {
     fn persist(
         &self,
         chain: &[(B256, Arc<Overlay>)],
-        receipts: &[(u64, u16, Vec<u8>)],
+        kept: Kept<'_>,
         head: Head,
         durability: redb::Durability,
     ) -> Result<(), StateError> {
+        let Kept {
+            receipts,
+            transactions,
+            headers,
+        } = kept;
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(durability).map_err(db_err)?;
         {
@@ -880,12 +1132,74 @@ impl StateStore {
                         .map_err(db_err)?;
                 }
             }
+            if !transactions.is_empty() || expired.is_some() {
+                let mut table = txn.open_table(TRANSACTIONS).map_err(db_err)?;
+                let mut index = txn.open_table(TX_INDEX).map_err(db_err)?;
+                if let Some(below) = expired {
+                    // The index entries of the expired heights' transactions go with them
+                    // (unless a later height listed the same hash again).
+                    let mut gone = Vec::new();
+                    for entry in table.range(..(below, 0u16)).map_err(db_err)? {
+                        let (key, value) = entry.map_err(db_err)?;
+                        let (number, shard) = key.value();
+                        let txs = decode_transactions(value.value()).map_err(|e| {
+                            StateError::Database(format!(
+                                "transactions of height {number}, shard {shard}: {e}"
+                            ))
+                        })?;
+                        gone.extend(txs.iter().map(alloy_primitives::keccak256));
+                    }
+                    for hash in gone {
+                        let stale = index
+                            .get(&hash.0)
+                            .map_err(db_err)?
+                            .is_some_and(|v| TxLocation::decode(v.value()).number < below);
+                        if stale {
+                            index.remove(&hash.0).map_err(db_err)?;
+                        }
+                    }
+                    table
+                        .retain_in(..(below, 0u16), |_, _| false)
+                        .map_err(db_err)?;
+                }
+                // The index's keys are hashes, so its inserts land all over the table: in key
+                // order, each B-tree page is visited once per commit rather than at random.
+                let mut entries = Vec::new();
+                for (number, shard, txs) in transactions {
+                    if expired.is_some_and(|below| *number < below) {
+                        continue;
+                    }
+                    table
+                        .insert((*number, *shard), encode_transactions(txs).as_slice())
+                        .map_err(db_err)?;
+                    for (position, tx) in txs.iter().enumerate() {
+                        let at = TxLocation {
+                            number: *number,
+                            shard: *shard,
+                            position: position as u32,
+                        };
+                        entries.push((alloy_primitives::keccak256(tx).0, at));
+                    }
+                }
+                // (A hash listed twice keeps its latest place: a stable sort keeps the
+                // heights in order, and the last insert wins.)
+                entries.sort_by_key(|e| e.0);
+                for (hash, at) in entries {
+                    index.insert(&hash, &at.encode()).map_err(db_err)?;
+                }
+            }
             for (hash, overlay) in chain {
                 let mut entry = [0u8; 40];
                 entry[..8].copy_from_slice(&overlay.number.to_be_bytes());
                 entry[8..].copy_from_slice(overlay.state_root.as_slice());
                 blocks.insert(&hash.0, &entry).map_err(db_err)?;
                 heights.insert(overlay.number, &hash.0).map_err(db_err)?;
+            }
+            if !headers.is_empty() {
+                let mut table = txn.open_table(HEADERS).map_err(db_err)?;
+                for (number, bytes) in headers {
+                    table.insert(*number, bytes.as_slice()).map_err(db_err)?;
+                }
             }
             meta.insert("head", head.encode().as_slice())
                 .map_err(db_err)?;

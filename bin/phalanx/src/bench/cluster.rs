@@ -79,6 +79,10 @@ pub(crate) struct Args {
     /// durable on every server either way.
     #[arg(long = "background-sync", default_value_t = true, action = clap::ArgAction::Set)]
     background_sync: bool,
+    /// Keep the transactions of each server's shards with an index by hash, for history reads
+    /// (the node's `--keep-transactions`, default true).
+    #[arg(long = "keep-transactions", default_value_t = true, action = clap::ArgAction::Set)]
+    keep_transactions: bool,
     /// Runs of each configuration, taken in turn (1 server, 2 servers, …, then again): each
     /// row is the median run, with the range of tx/s beside it — on a shared machine one
     /// run's figure moves by tens of percent.
@@ -231,6 +235,7 @@ async fn run_one(
         config.tick = Duration::from_millis(5);
         config.persist_blocks = args.persist_blocks;
         config.background_sync = args.background_sync;
+        config.keep_transactions = args.keep_transactions;
         // Nobody is killed here: a lease long enough that a server busy with a block is never
         // taken for dead (a takeover would run its shards twice and spoil the figure).
         config.lease_ttl = Duration::from_secs(3);

@@ -117,11 +117,21 @@ fn start(
     net: phalanx_net::memory::MemoryNetwork,
     shutdown: &tokio::sync::watch::Receiver<bool>,
 ) -> (Arc<ServerStats>, ServerTask) {
-    let state = replica(genesis);
+    start_on(config, Arc::new(replica(genesis)), store, net, shutdown)
+}
+
+/// Starts a server of `config` over `state`.
+fn start_on(
+    config: ServerConfig,
+    state: Arc<StateStore>,
+    store: &Arc<EmbeddedStore>,
+    net: phalanx_net::memory::MemoryNetwork,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> (Arc<ServerStats>, ServerTask) {
     let stats = Arc::new(ServerStats::default());
     let task = tokio::spawn(server::run(
         config,
-        Arc::new(state),
+        state,
         store.clone(),
         net,
         stats.clone(),
@@ -295,6 +305,163 @@ async fn servers_with_their_own_pools_run_their_ranges_and_agree_with_a_lone_exe
         );
         assert_eq!(stats.alarms.load(Ordering::Relaxed), 0);
     }
+    let _ = stop.send(true);
+    for (_, task) in servers {
+        task.await.unwrap().unwrap();
+    }
+}
+
+/// History through either server of a two-server node: each server runs and keeps only its
+/// own shards, yet answers `eth_getTransactionReceipt`, `eth_getTransactionByHash`,
+/// `eth_getBlockByNumber` and `eth_getBlockReceipts` for every shard — block-wide indices,
+/// cumulative gas and roots equal to executing each block whole — by asking the other
+/// server; once the other server is gone, a block is an error naming its missing shards,
+/// never a partial block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn either_server_answers_history_for_every_shard_from_the_node() {
+    use phalanx_cluster::lookup;
+    use phalanx_cluster::rpc::{Reads, call};
+    use phalanx_execution::history::{BlockReceipts, BlockRef};
+    use serde_json::{Value, json};
+
+    let shards = 4;
+    let Fixture {
+        mut load,
+        genesis,
+        reference,
+        hub,
+        store,
+    } = fixture(shards, 6, 29);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let (stop_b, shutdown_b) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    let mut reads = Vec::new();
+    for (i, range) in [ShardRange { lo: 0, hi: 1 }, ShardRange { lo: 2, hi: 3 }]
+        .into_iter()
+        .enumerate()
+    {
+        let mut config = ServerConfig::new("history", range, shards);
+        config.agreement = 1;
+        config.tick = Duration::from_millis(10);
+        config.lease_ttl = Duration::from_secs(3);
+        let (queries, inbox) = lookup::channel();
+        config.queries = Some(inbox);
+        let state = Arc::new(replica(&genesis));
+        reads.push(Reads {
+            state: state.clone(),
+            chain_id: phalanx_cluster::load::CHAIN_ID,
+            queries: Some(queries),
+        });
+        let net = hub.join(PeerKey([0x30 + i as u8; 32]));
+        let down = if i == 0 { &shutdown } else { &shutdown_b };
+        servers.push(start_on(config, state, &store, net, down));
+    }
+    let mut feed = Feed::new(hub.join(PeerKey([0xfe; 32])));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each block executed whole: its receipts as the shared history code shows them.
+    let mut expected: Vec<(BlockReceipts, alloy_primitives::B256)> = Vec::new();
+    let blocks = 3u64;
+    for height in 1..=blocks {
+        let (header, shard_list) = load.next_block(5).unwrap();
+        let raw = phalanx_cluster::load::raw_transactions(&shard_list);
+        let whole = reference
+            .execute(header.parent, header.hash(), &header.env(), &raw)
+            .unwrap();
+        reference.finalize(header.hash()).unwrap();
+        let listed: Vec<(u16, alloy_primitives::Bytes)> = raw
+            .iter()
+            .enumerate()
+            .flat_map(|(i, txs)| txs.iter().map(move |t| (i as u16, t.clone())))
+            .collect();
+        let by_shard = whole
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u16, s.receipts.clone()))
+            .collect();
+        let block = BlockReceipts::assemble(BlockRef::of(&header), listed, &by_shard);
+        assert!(block.complete && block.txs.len() == 20);
+        expected.push((block, whole.post_state_root));
+        feed.publish(header, shard_list);
+        let stats: Vec<_> = servers.iter().map(|(s, _)| s.clone()).collect();
+        serve_until_applied(&mut feed, &stats, height).await;
+    }
+    // The block at the head is final on disk once no next header waits.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while reads
+        .iter()
+        .any(|r| r.state.head().unwrap().unwrap().number < blocks)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not final on disk");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ask = |r: &Reads, method: &'static str, params: Value| {
+        let r = r.clone();
+        tokio::task::spawn_blocking(move || {
+            call(&r, method, params.as_array().unwrap()).map_err(|e| e.message)
+        })
+    };
+    for (i, r) in reads.iter().enumerate() {
+        for (n, (block, root)) in expected.iter().enumerate() {
+            let number = format!("{:#x}", n + 1);
+            for tx in &block.txs {
+                let got = ask(r, "eth_getTransactionReceipt", json!([tx.hash]))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(got, block.receipt_json(tx), "server {i}, block {number}");
+                let got = ask(r, "eth_getTransactionByHash", json!([tx.hash]))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(got["transactionIndex"], json!(format!("{:#x}", tx.index)));
+                assert_eq!(got["blockHash"], json!(block.block.hash));
+            }
+            let got = ask(r, "eth_getBlockByNumber", json!([number, false]))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got["hash"], json!(block.block.hash));
+            assert_eq!(got["stateRoot"], json!(root));
+            assert_eq!(got["receiptsRoot"], json!(block.receipts_root()));
+            assert_eq!(got["gasUsed"], json!(format!("{:#x}", block.gas_used())));
+            assert_eq!(got["transactions"].as_array().unwrap().len(), 20);
+            let by_hash = ask(r, "eth_getBlockByHash", json!([block.block.hash, false]))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(by_hash, got);
+            let receipts = ask(r, "eth_getBlockReceipts", json!([number]))
+                .await
+                .unwrap()
+                .unwrap();
+            let want: Vec<Value> = block.txs.iter().map(|t| block.receipt_json(t)).collect();
+            assert_eq!(receipts, Value::Array(want));
+        }
+        let unknown = alloy_primitives::B256::repeat_byte(0xab);
+        let none = ask(r, "eth_getTransactionReceipt", json!([unknown]));
+        assert_eq!(none.await.unwrap(), Ok(Value::Null));
+        let above = ask(r, "eth_getBlockByNumber", json!(["0x9", false]));
+        assert_eq!(above.await.unwrap(), Ok(Value::Null));
+    }
+    // Neither server ever received the other's shards: what it answered came by lookup.
+    assert_eq!(
+        servers[0].0.shards_received(),
+        std::collections::BTreeSet::from([0, 1])
+    );
+    assert_eq!(
+        servers[1].0.shards_received(),
+        std::collections::BTreeSet::from([2, 3])
+    );
+    // The second server stops: the first can no longer put block 1 together.
+    let _ = stop_b.send(true);
+    let (_, task_b) = servers.pop().unwrap();
+    task_b.await.unwrap().unwrap();
+    let err = ask(&reads[0], "eth_getBlockByNumber", json!(["0x1", false]))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.contains("shards [2, 3]"), "{err}");
     let _ = stop.send(true);
     for (_, task) in servers {
         task.await.unwrap().unwrap();

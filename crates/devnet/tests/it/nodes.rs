@@ -5,7 +5,9 @@
 //! requests), execute them and end with the devnet's block and state root at every height —
 //! and no server receives a shard outside its range by gossip; each server's JSON-RPC answers
 //! `eth_getProof` about every account the chain touched as the devnet does, whichever
-//! server ran the shard that touched it. A node given a genesis file with another allocation is refused before it runs a
+//! server ran the shard that touched it, and blocks, transactions and receipts as the devnet
+//! does, though each server kept only its shards' (the rest come from the node's other
+//! servers). A node given a genesis file with another allocation is refused before it runs a
 //! block.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -307,6 +309,54 @@ async fn reads_match_the_devnet(
     (accounts.len(), moved)
 }
 
+/// Every server's JSON-RPC answers for the chain's history up to `height` as the devnet
+/// does: each block with its transactions (`eth_getBlockByNumber`, objects), its receipts
+/// (`eth_getBlockReceipts`), and each transaction's receipt and body by hash — though each
+/// server ran only some shards of each block and put the rest together from the node's other
+/// servers (`phalanx_cluster::lookup`), one of them keeping only the last 3 heights'
+/// receipts. Returns how many transactions were compared.
+async fn history_matches_the_devnet(
+    servers: &[SocketAddr],
+    devnet: SocketAddr,
+    height: u64,
+) -> usize {
+    let mut compared = 0;
+    for h in 1..=height {
+        let number = format!("{h:#x}");
+        let block = rpc_call(devnet, "eth_getBlockByNumber", json!([number, true])).await;
+        let receipts = rpc_call(devnet, "eth_getBlockReceipts", json!([number])).await;
+        assert!(block["result"]["hash"].is_string(), "devnet: {block}");
+        let txs = block["result"]["transactions"].as_array().unwrap().clone();
+        let mut by_hash = Vec::new();
+        for tx in &txs {
+            let hash = tx["hash"].clone();
+            let receipt = rpc_call(devnet, "eth_getTransactionReceipt", json!([hash])).await;
+            by_hash.push((hash, tx.clone(), receipt["result"].clone()));
+        }
+        for (i, server) in servers.iter().enumerate() {
+            let ours = rpc_call(*server, "eth_getBlockByNumber", json!([number, true])).await;
+            assert_eq!(
+                ours["result"], block["result"],
+                "server {i}: block {h}: {ours}"
+            );
+            let ours = rpc_call(*server, "eth_getBlockReceipts", json!([number])).await;
+            assert_eq!(
+                ours["result"], receipts["result"],
+                "server {i}: receipts of {h}"
+            );
+            for (hash, tx, receipt) in &by_hash {
+                let ours = rpc_call(*server, "eth_getTransactionReceipt", json!([hash])).await;
+                assert_eq!(&ours["result"], receipt, "server {i}: receipt of {hash}");
+                let ours = rpc_call(*server, "eth_getTransactionByHash", json!([hash])).await;
+                assert_eq!(&ours["result"], tx, "server {i}: transaction {hash}");
+            }
+        }
+        compared += txs.len();
+    }
+    assert!(compared > 0, "no transaction by height {height}");
+    compared
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -375,6 +425,12 @@ async fn a_clustered_node_follows_the_chain_over_gossip() {
     eprintln!(
         "{} servers answer eth_getProof at height {target} as the devnet does for {accounts} \
          accounts ({moved} of them senders)",
+        rpcs.len()
+    );
+    let compared = history_matches_the_devnet(&rpcs, devnet.rpc_addr(), target).await;
+    eprintln!(
+        "{} servers answer blocks 1–{target} and their {compared} transactions' receipts as \
+         the devnet does",
         rpcs.len()
     );
 

@@ -534,6 +534,143 @@ fn receipts_beyond_the_kept_heights_are_dropped_in_the_commit() {
     assert_eq!(st.receipts(5).unwrap(), kept[5]);
 }
 
+/// Transactions kept with a block go in its commit with an index by hash, read from memory
+/// before it and from disk after it and after a reopen; each finalized height keeps its
+/// block environment; `keep_receipt_heights` drops old heights' transactions and their index
+/// entries with the receipts.
+#[test]
+fn transactions_kept_with_a_block_are_indexed_and_pruned_with_the_receipts() {
+    use phalanx_execution::store::TxLocation;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let a = Address::repeat_byte(0x54);
+    let mut sent: Vec<Vec<(u16, Vec<Bytes>)>> = vec![Vec::new()];
+    {
+        let st = StateStore::open(&path).unwrap().keep_receipt_heights(3);
+        st.init_genesis(block_hash(0), &genesis(4, 0)).unwrap();
+        assert_eq!(st.header(0).unwrap(), None, "no header kept at genesis");
+        for h in 1..=5u64 {
+            // Shard 0: one transfer; shard 1: two (signers 1 and 2), only shard 1 kept.
+            let shards = vec![
+                vec![transfer(&signer(0), h - 1, a, h)],
+                vec![
+                    transfer(&signer(1), h - 1, a, 100 + h),
+                    transfer(&signer(2), h - 1, a, 200 + h),
+                ],
+            ];
+            st.execute(block_hash(h - 1), block_hash(h), &env(h), &shards)
+                .unwrap();
+            let kept = vec![(1u16, shards[1].clone())];
+            st.keep_transactions(block_hash(h), kept.clone()).unwrap();
+            assert_eq!(
+                st.block_transactions(block_hash(h)).unwrap(),
+                Some(kept.clone()),
+                "from memory before the commit"
+            );
+            sent.push(kept);
+        }
+        assert!(matches!(
+            st.keep_transactions(keccak256("unknown"), Vec::new()),
+            Err(StateError::UnknownBlock(_))
+        ));
+        let second = keccak256(&sent[2][0].1[1]);
+        assert_eq!(
+            st.transaction_location(second).unwrap(),
+            None,
+            "indexed at the commit"
+        );
+        st.finalize(block_hash(2)).unwrap();
+        assert_eq!(
+            st.transaction_location(second).unwrap(),
+            Some(TxLocation {
+                number: 2,
+                shard: 1,
+                position: 1
+            })
+        );
+        assert_eq!(st.transactions(1).unwrap(), sent[1]);
+        assert_eq!(
+            st.block_transactions(block_hash(2)).unwrap(),
+            Some(sent[2].clone())
+        );
+        let not_kept = keccak256(transfer(&signer(0), 1, a, 2));
+        assert_eq!(st.transaction_location(not_kept).unwrap(), None);
+        assert_eq!(st.header(2).unwrap(), None, "none kept");
+        st.finalize(block_hash(5)).unwrap();
+    }
+    let st = StateStore::open(&path).unwrap();
+    for h in 1..=2u64 {
+        assert!(st.transactions(h).unwrap().is_empty(), "height {h} pruned");
+        for tx in &sent[h as usize][0].1 {
+            assert_eq!(st.transaction_location(keccak256(tx)).unwrap(), None);
+        }
+    }
+    for h in 3..=5u64 {
+        assert_eq!(st.transactions(h).unwrap(), sent[h as usize]);
+        let first = keccak256(&sent[h as usize][0].1[0]);
+        assert_eq!(
+            st.transaction_location(first).unwrap(),
+            Some(TxLocation {
+                number: h,
+                shard: 1,
+                position: 0
+            })
+        );
+    }
+    assert_eq!(st.header(6).unwrap(), None);
+}
+
+/// A header kept with its block (keyed by the header's hash) is on disk with the block's
+/// state, read by height after a reopen; a fork's is dropped with it, and a header of a block
+/// the store never ran cannot be kept.
+#[test]
+fn a_kept_header_is_written_with_its_block() {
+    use phalanx_execution::header::ExecHeader;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let header = |number: u64, parent: alloy_primitives::B256, timestamp: u64| {
+        let e = env(number);
+        ExecHeader {
+            number,
+            parent,
+            timestamp,
+            chain_id: e.chain_id,
+            basefee: e.basefee,
+            prevrandao: e.prevrandao,
+            shard_gas_limit: e.shard_gas_limit,
+            block_gas_limit: e.block_gas_limit,
+            validator_reward: e.validator_reward,
+            producer_reward: e.producer_reward,
+            fee_split_bps: e.fee_split_bps,
+            shard_roots: Default::default(),
+        }
+    };
+    let one = header(1, block_hash(0), 10);
+    {
+        let st = StateStore::open(&path).unwrap();
+        st.init_genesis(block_hash(0), &genesis(1, 0)).unwrap();
+        let shards = vec![vec![transfer(&signer(0), 0, Address::repeat_byte(0x55), 1)]];
+        assert!(matches!(
+            st.keep_header(&one),
+            Err(StateError::UnknownBlock(_))
+        ));
+        st.execute(block_hash(0), one.hash(), &one.env(), &shards)
+            .unwrap();
+        st.keep_header(&one).unwrap();
+        let fork = header(1, block_hash(0), 11);
+        st.execute(block_hash(0), fork.hash(), &fork.env(), &shards)
+            .unwrap();
+        st.keep_header(&fork).unwrap();
+        assert_eq!(st.header(1).unwrap(), None, "not final yet");
+        st.finalize(one.hash()).unwrap();
+        assert_eq!(st.header(1).unwrap(), Some(one.clone()));
+    }
+    let st = StateStore::open(&path).unwrap();
+    assert_eq!(st.header(1).unwrap(), Some(one));
+    assert_eq!(st.header(0).unwrap(), None);
+    assert_eq!(st.header(2).unwrap(), None);
+}
+
 /// Where [`a_crash_keeps_what_was_synced_and_drops_the_unsynced_commit`] tells its child
 /// process to work.
 const CRASH_DIR: &str = "PHALANX_TEST_CRASH_DIR";
