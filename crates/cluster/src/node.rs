@@ -2,7 +2,7 @@
 //! disk, its coordination store (embedded or etcd), the chain's libp2p network, the chain it
 //! executes ([`Chain`]: the consensus chain's checked, final headers from a follower, or a
 //! block feed), and what an operator reads back: a roots log, Prometheus metrics and, with
-//! an address to serve it on, JSON-RPC state reads ([`crate::rpc`]).
+//! an address to serve it on, JSON-RPC state and history reads ([`crate::rpc`]).
 //!
 //! Files in the data folder:
 //!
@@ -121,7 +121,7 @@ pub struct NodeConfig {
     pub peers: Vec<Peer>,
     /// The chain.
     pub chain: Chain,
-    /// Where to serve JSON-RPC state reads ([`crate::rpc`]); `None`: not served.
+    /// Where to serve JSON-RPC state and history reads ([`crate::rpc`]); `None`: not served.
     pub rpc: Option<std::net::SocketAddr>,
     /// Finalized states whose trie the replica keeps (0: every one, an archive;
     /// [`StateStore::keep_states`]).

@@ -140,57 +140,56 @@ fn decode_transactions(bytes: &[u8]) -> Result<Vec<Bytes>, String> {
         .map_err(|e| format!("{e:?}"))
 }
 
+fn db_err(e: impl std::fmt::Display) -> StateError {
+    StateError::Database(e.to_string())
+}
+
+/// The records of `table` for finalized height `number`, `(shard, record)` in shard order,
+/// each decoded by `decode` (`what` names them in errors).
+fn read_by_shard<T, E: std::fmt::Display>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<'_, (u64, u16), &[u8]>,
+    number: u64,
+    what: &str,
+    decode: impl Fn(&[u8]) -> Result<T, E>,
+) -> Result<Vec<(u16, T)>, StateError> {
+    let table = match txn.open_table(table) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(db_err(e)),
+    };
+    let mut out = Vec::new();
+    for entry in table
+        .range((number, 0u16)..=(number, u16::MAX))
+        .map_err(db_err)?
+    {
+        let (key, value) = entry.map_err(db_err)?;
+        let shard = key.value().1;
+        let record = decode(value.value()).map_err(|e| {
+            StateError::Database(format!("{what} of height {number}, shard {shard}: {e}"))
+        })?;
+        out.push((shard, record));
+    }
+    Ok(out)
+}
+
+/// The receipts stored for finalized height `number`, `(shard, receipts)` in shard order.
+fn read_receipts(txn: &redb::ReadTransaction, number: u64) -> Result<ShardReceipts, StateError> {
+    read_by_shard(txn, RECEIPTS, number, "receipts", crate::receipts::decode)
+}
+
 /// The transactions stored for finalized height `number`, in shard order.
 fn read_transactions(
     txn: &redb::ReadTransaction,
     number: u64,
 ) -> Result<ShardTransactions, StateError> {
-    let table = match txn.open_table(TRANSACTIONS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(db_err(e)),
-    };
-    let mut out = Vec::new();
-    for entry in table
-        .range((number, 0u16)..=(number, u16::MAX))
-        .map_err(db_err)?
-    {
-        let (key, value) = entry.map_err(db_err)?;
-        let shard = key.value().1;
-        let txs = decode_transactions(value.value()).map_err(|e| {
-            StateError::Database(format!(
-                "transactions of height {number}, shard {shard}: {e}"
-            ))
-        })?;
-        out.push((shard, txs));
-    }
-    Ok(out)
-}
-
-fn db_err(e: impl std::fmt::Display) -> StateError {
-    StateError::Database(e.to_string())
-}
-
-/// The receipts stored for finalized height `number`, `(shard, receipts)` in shard order.
-fn read_receipts(txn: &redb::ReadTransaction, number: u64) -> Result<ShardReceipts, StateError> {
-    let table = match txn.open_table(RECEIPTS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(db_err(e)),
-    };
-    let mut out = Vec::new();
-    for entry in table
-        .range((number, 0u16)..=(number, u16::MAX))
-        .map_err(db_err)?
-    {
-        let (key, value) = entry.map_err(db_err)?;
-        let shard = key.value().1;
-        let receipts = crate::receipts::decode(value.value()).map_err(|e| {
-            StateError::Database(format!("receipts of height {number}, shard {shard}: {e}"))
-        })?;
-        out.push((shard, receipts));
-    }
-    Ok(out)
+    read_by_shard(
+        txn,
+        TRANSACTIONS,
+        number,
+        "transactions",
+        decode_transactions,
+    )
 }
 
 /// The height of finalized `block`, if the store holds it.
@@ -784,23 +783,33 @@ impl StateStore {
     /// with [`StateStore::receipts`] (once final). Dropped with the block if
     /// it never becomes final. A clustered node's server keeps those of the shards it ran.
     pub fn keep_receipts(&self, block: B256, shards: ShardReceipts) -> Result<(), StateError> {
+        self.keep_with(block, |inner| {
+            inner.receipts.insert(block, shards);
+        })
+    }
+
+    /// Runs `keep` on the unfinalized state if it holds `block`.
+    fn keep_with(&self, block: B256, keep: impl FnOnce(&mut Inner)) -> Result<(), StateError> {
         let mut inner = self.write_inner()?;
         if !inner.overlays.contains_key(&block) {
             return Err(StateError::UnknownBlock(block));
         }
-        inner.receipts.insert(block, shards);
+        keep(&mut inner);
         Ok(())
     }
 
-    /// The receipts kept with `block` ([`StateStore::keep_receipts`]), `(shard, receipts)` in
-    /// shard order, whether the block is final yet or not: read from memory while it is not,
-    /// from disk once it is (a commit writes them before the memory copy goes, so a reader
-    /// never falls between the two). Empty if the block was applied with none kept; `None`
-    /// if the store does not hold the block (never applied here, or a dropped fork).
-    pub fn block_receipts(&self, block: B256) -> Result<Option<ShardReceipts>, StateError> {
+    /// What was kept with `block`: from memory (`held`) while it is not final, from disk
+    /// (`read`, by height) once it is; empty for a held block with nothing kept, `None` for a
+    /// block the store does not hold, [`StateError::ReceiptsPruned`] past the kept window.
+    fn kept_with<T: Clone>(
+        &self,
+        block: B256,
+        held: impl Fn(&Inner) -> Option<&Vec<T>>,
+        read: impl Fn(&redb::ReadTransaction, u64) -> Result<Vec<T>, StateError>,
+    ) -> Result<Option<Vec<T>>, StateError> {
         {
             let inner = self.read_inner()?;
-            if let Some(kept) = inner.receipts.get(&block) {
+            if let Some(kept) = held(&inner) {
                 return Ok(Some(kept.clone()));
             }
             if inner.overlays.contains_key(&block) {
@@ -814,7 +823,16 @@ impl StateStore {
         if let Some(pruned) = self.receipts_pruned(&txn, number)? {
             return Err(pruned);
         }
-        read_receipts(&txn, number).map(Some)
+        read(&txn, number).map(Some)
+    }
+
+    /// The receipts kept with `block` ([`StateStore::keep_receipts`]), `(shard, receipts)` in
+    /// shard order, whether the block is final yet or not: read from memory while it is not,
+    /// from disk once it is (a commit writes them before the memory copy goes, so a reader
+    /// never falls between the two). Empty if the block was applied with none kept; `None`
+    /// if the store does not hold the block (never applied here, or a dropped fork).
+    pub fn block_receipts(&self, block: B256) -> Result<Option<ShardReceipts>, StateError> {
+        self.kept_with(block, |inner| inner.receipts.get(&block), read_receipts)
     }
 
     /// Keeps `shards`' transactions (`(shard, encodings)`) with the unfinalized `block`, as
@@ -827,34 +845,19 @@ impl StateStore {
         block: B256,
         shards: ShardTransactions,
     ) -> Result<(), StateError> {
-        let mut inner = self.write_inner()?;
-        if !inner.overlays.contains_key(&block) {
-            return Err(StateError::UnknownBlock(block));
-        }
-        inner.transactions.insert(block, shards);
-        Ok(())
+        self.keep_with(block, |inner| {
+            inner.transactions.insert(block, shards);
+        })
     }
 
     /// The transactions kept with `block` ([`StateStore::keep_transactions`]), from memory
     /// before its commit and from disk after it, as [`StateStore::block_receipts`].
     pub fn block_transactions(&self, block: B256) -> Result<Option<ShardTransactions>, StateError> {
-        {
-            let inner = self.read_inner()?;
-            if let Some(kept) = inner.transactions.get(&block) {
-                return Ok(Some(kept.clone()));
-            }
-            if inner.overlays.contains_key(&block) {
-                return Ok(Some(Vec::new()));
-            }
-        }
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let Some(number) = block_number(&txn, block)? else {
-            return Ok(None);
-        };
-        if let Some(pruned) = self.receipts_pruned(&txn, number)? {
-            return Err(pruned);
-        }
-        read_transactions(&txn, number).map(Some)
+        self.kept_with(
+            block,
+            |inner| inner.transactions.get(&block),
+            read_transactions,
+        )
     }
 
     /// The transactions kept with finalized height `number`, in shard order (see
@@ -888,12 +891,9 @@ impl StateStore {
     /// finalizes it and read by height ([`StateStore::header`]).
     pub fn keep_header(&self, header: &ExecHeader) -> Result<(), StateError> {
         let block = header.hash();
-        let mut inner = self.write_inner()?;
-        if !inner.overlays.contains_key(&block) {
-            return Err(StateError::UnknownBlock(block));
-        }
-        inner.headers.insert(block, header.clone());
-        Ok(())
+        self.keep_with(block, |inner| {
+            inner.headers.insert(block, header.clone());
+        })
     }
 
     /// The header kept with the finalized block at height `number`
