@@ -255,9 +255,7 @@ impl Lookups {
         reply: oneshot::Sender<Result<BlockRecords, LookupError>>,
         now: Instant,
     ) -> Asks {
-        let missing: Vec<u16> = (0..records.shards.len() as u16)
-            .filter(|i| records.shards[*i as usize].is_none())
-            .collect();
+        let missing = records.missing();
         if missing.is_empty() || members.is_empty() {
             let _ = reply.send(Ok(records));
             return Asks::None;
@@ -444,12 +442,13 @@ mod tests {
         };
         assert_eq!(hash, header.hash());
         assert_eq!(asks.len(), 4, "two shards of two members: {asks:?}");
-        // A stranger's answer counts for nothing.
+        // A stranger's answer counts for nothing, even a true one.
         assert!(
             lookups
                 .on_record(peer(9), &record_of(&header, 1, &shards[1], true))
                 .is_none()
         );
+        assert_eq!(lookups.gathering[0].records.shards[1], None);
         // Member 1 sends shard 2's transactions as shard 1: refused.
         let why = lookups.on_record(peer(1), &record_of(&header, 1, &shards[2], true));
         assert!(why.is_some_and(|w| w.contains("shard root")));

@@ -205,10 +205,7 @@ fn history(reads: &Reads, method: &str, params: &[Value]) -> Result<Value, RpcEr
             return Ok(None);
         }
         let whole = whole_block(queries, at.number)?;
-        let index = whole
-            .raw
-            .iter()
-            .position(|(_, tx)| alloy_primitives::keccak256(tx) == hash);
+        let index = whole.block.hashes.iter().position(|h| *h == hash);
         Ok(index.map(|i| (whole, i)))
     };
     match method {
@@ -239,14 +236,7 @@ fn history(reads: &Reads, method: &str, params: &[Value]) -> Result<Value, RpcEr
             if number > head {
                 return Ok(Value::Null);
             }
-            let w = whole_block(queries, number)?;
-            Ok(Value::Array(
-                w.block
-                    .txs
-                    .iter()
-                    .map(|t| w.block.receipt_json(t))
-                    .collect(),
-            ))
+            Ok(whole_block(queries, number)?.block.receipts_json())
         }
         "eth_getTransactionReceipt" => {
             let hash: B256 = param(params, 0, "transaction hash")?;

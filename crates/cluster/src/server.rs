@@ -1443,18 +1443,10 @@ impl<N: Network> Server<N> {
             }
             Request::RECORD => {
                 let record = self.record(request.block, request.index);
-                if let Err(e) = self
-                    .net
-                    .send(from, Message::Record(record.clone()).encode())
-                {
+                if let Err(e) = self.net.send(from, Message::Record(record).encode()) {
                     // (Too large for one message: the asker hears that this server lacks it.)
-                    tracing::warn!(server = %self.me, shard = record.shard, error = %e, "cannot send a shard's record");
-                    let none = ShardRecord {
-                        found: false,
-                        transactions: Vec::new(),
-                        receipts: Vec::new(),
-                        ..record
-                    };
+                    tracing::warn!(server = %self.me, shard = request.index, error = %e, "cannot send a shard's record");
+                    let none = ShardRecord::none(request.block, request.index);
                     self.net.send(from, Message::Record(none).encode())?;
                 }
             }
@@ -1465,13 +1457,7 @@ impl<N: Network> Server<N> {
 
     /// What this server kept of shard `shard` of `block`, to answer [`Request::RECORD`].
     fn record(&self, block: B256, shard: u16) -> ShardRecord {
-        let mut record = ShardRecord {
-            block,
-            shard,
-            found: false,
-            transactions: Vec::new(),
-            receipts: Vec::new(),
-        };
+        let mut record = ShardRecord::none(block, shard);
         let read = || -> Result<Option<ShardHistory>, phalanx_execution::StateError> {
             let Some(txs) = self.state.block_transactions(block)? else {
                 return Ok(None);

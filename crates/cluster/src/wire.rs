@@ -292,6 +292,19 @@ pub struct ShardRecord {
     pub receipts: Vec<u8>,
 }
 
+impl ShardRecord {
+    /// The answer of a server that did not keep shard `shard` of `block`.
+    pub fn none(block: B256, shard: u16) -> Self {
+        Self {
+            block,
+            shard,
+            found: false,
+            transactions: Vec::new(),
+            receipts: Vec::new(),
+        }
+    }
+}
+
 /// A server's word, on its node's effects topic, that its write of `(block, shard)`'s
 /// accepted key won: the node's other servers read the key now instead of at their next
 /// tick. It names no root — what was accepted is read from the coordination store only, so a

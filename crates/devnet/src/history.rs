@@ -100,9 +100,7 @@ pub(crate) fn receipt(shared: &Shared, hash: B256) -> Value {
 pub(crate) fn block_receipts_json(shared: &Shared, n: u64) -> Value {
     block_receipts(shared, n)
         .filter(|b| b.complete)
-        .map_or(Value::Null, |b| {
-            Value::Array(b.txs.iter().map(|t| b.receipt_json(t)).collect())
-        })
+        .map_or(Value::Null, |b| b.receipts_json())
 }
 
 /// The height of the block with hash `hash`, if known.

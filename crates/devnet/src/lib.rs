@@ -768,6 +768,9 @@ impl Devnet {
         for (i, range) in ranges.iter().enumerate() {
             let mut server_config = ServerConfig::new("devnet", *range, shards);
             server_config.roots_log = Some(servers_dir.join(format!("s{i}")).join("roots.log"));
+            // The devnet's endpoint serves history from the blocks it holds; nothing reads
+            // the servers' own copies (a `phalanx node` does: `cluster::lookup`).
+            server_config.keep_transactions = false;
             let mut key = [0u8; 32];
             key[..2].copy_from_slice(&(i as u16).to_be_bytes());
             key[31] = 0x5e;

@@ -299,6 +299,11 @@ impl BlockReceipts {
         })
     }
 
+    /// Every executed transaction's receipt, in block order (`eth_getBlockReceipts`).
+    pub fn receipts_json(&self) -> Value {
+        Value::Array(self.txs.iter().map(|t| self.receipt_json(t)).collect())
+    }
+
     /// The receipt of the transaction with hash `hash`, if it ran in this block.
     pub fn receipt_of(&self, hash: B256) -> Option<Value> {
         self.txs
